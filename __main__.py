@@ -1,0 +1,42 @@
+"""flask-droplet: a Flask app on a DigitalOcean droplet. Settings -> components -> exports."""
+
+from pathlib import Path
+
+import pulumi
+
+from components.config import load_settings
+from components.deployment import AppDeployment, AppDeploymentArgs
+from components.plan import build_deploy_plan
+from components.render import DEPLOY_USER, render_user_data
+from components.webserver import WebServer, WebServerArgs, droplet_tags
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+settings = load_settings(PROJECT_DIR)
+plan = build_deploy_plan(settings, PROJECT_DIR / "build" / pulumi.get_stack())
+
+server = WebServer(
+    "web",
+    WebServerArgs(
+        settings=settings,
+        user_data=render_user_data(settings),
+        tags=droplet_tags(pulumi.get_project(), pulumi.get_stack()),
+    ),
+)
+deployment = AppDeployment(
+    "app",
+    AppDeploymentArgs(
+        host=server.ipv4_address,
+        server_id=server.droplet_id,
+        plan=plan,
+        private_key=settings.ssh_private_key,
+    ),
+    opts=pulumi.ResourceOptions(depends_on=[server]),
+)
+
+pulumi.export("ipv4_address", server.ipv4_address)
+pulumi.export(
+    "url", f"http://{settings.domain}/" if settings.domain else server.ipv4_address.apply(lambda ip: f"http://{ip}/")
+)
+pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
+pulumi.export("release_id", deployment.release_id)

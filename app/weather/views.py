@@ -1,0 +1,72 @@
+"""HTTP endpoints: the HTML page, the JSON forecast and the health check."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+
+from weather import today
+from weather.chart import build_chart
+from weather.model import METHOD, TemperatureModel
+
+bp = Blueprint("main", __name__)
+
+LOCATION = "Seattle, WA"
+DEFAULT_DAYS = 7
+MAX_DAYS = 14
+
+
+def _forecast(days: int) -> tuple[str, list[dict[str, Any]]]:
+    """Generated date (ISO) and the forecast rows for the ``days`` after it."""
+    model: TemperatureModel = current_app.extensions["weather_model"]
+    start = today(current_app)
+    dates = [start + timedelta(days=i) for i in range(1, days + 1)]
+    return start.isoformat(), model.forecast(dates)
+
+
+@bp.get("/")
+def index() -> str:
+    generated, rows = _forecast(DEFAULT_DAYS)
+    return render_template(
+        "index.html",
+        location=LOCATION,
+        generated=generated,
+        rows=rows,
+        chart=build_chart(rows),
+        method=METHOD,
+    )
+
+
+@bp.get("/api/forecast")
+def api_forecast() -> Any:
+    raw = request.args.get("days")
+    if raw is None:
+        days = DEFAULT_DAYS
+    # A strict ASCII-digit match: int() alone would accept " 7", "+7", "1_0"
+    # and non-ASCII digits.
+    elif re.fullmatch(r"[0-9]{1,3}", raw) and 1 <= int(raw) <= MAX_DAYS:
+        days = int(raw)
+    else:
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"
+        message = (
+            f"invalid value for parameter 'days': {shown!r}; "
+            f"expected an integer from 1 to {MAX_DAYS}"
+        )
+        return jsonify(error=message), 400
+    generated, rows = _forecast(days)
+    return jsonify(
+        location=LOCATION,
+        unit="celsius",
+        generated=generated,
+        method=METHOD,
+        days=rows,
+    )
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    # Deliberately touches nothing but config: load balancers call it often.
+    return jsonify(status="ok", version=current_app.config["APP_VERSION"])

@@ -1,0 +1,1 @@
+"""flask-droplet: a Flask app on a DigitalOcean droplet, behind nginx, deployed over SSH."""

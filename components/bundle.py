@@ -1,0 +1,92 @@
+"""The release bundle: the app and its server configuration in one deterministic archive.
+
+The same inputs give the same bytes (sorted entries, fixed times, owners and
+modes, no gzip timestamp), so the archive's hash is the release id and a
+`pulumi up` with nothing changed uploads and runs nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.render import server_config_files
+from components.settings import Settings
+
+#: Never shipped: caches, virtualenvs, VCS data and Flask's instance folder (runtime data).
+EXCLUDED_DIRS = frozenset({"__pycache__", "instance", "node_modules"})
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    """The archive on the local disk."""
+    release_id: str
+    """First 12 hex digits of the archive's sha256."""
+    sha256: str
+
+
+def app_files(app_dir: Path) -> list[Path]:
+    """The app's files to ship, relative to `app_dir`, sorted."""
+    files = []
+    for path in app_dir.rglob("*"):
+        relative = path.relative_to(app_dir)
+        if any(part.startswith(".") or part in EXCLUDED_DIRS for part in relative.parts):
+            continue
+        if path.is_file() and not path.is_symlink() and not path.name.endswith(EXCLUDED_SUFFIXES):
+            files.append(relative)
+    return sorted(files, key=lambda p: p.as_posix())
+
+
+def bundle_bytes(settings: Settings) -> bytes:
+    """The archive's bytes: `app/...` from the app directory and `server/...` rendered."""
+    entries: list[tuple[str, bytes, int]] = []
+    for relative in app_files(settings.app_dir):
+        source = settings.app_dir / relative
+        mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
+        entries.append((f"app/{relative.as_posix()}", source.read_bytes(), mode))
+    for name, text in sorted(server_config_files(settings).items()):
+        entries.append((f"server/{name}", text.encode(), 0o644))
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in sorted({d for name, _, _ in entries for d in _parents(name)}):
+            tar.addfile(_info(directory, tarfile.DIRTYPE, 0o755, 0))
+        for name, data, mode in entries:
+            tar.addfile(_info(name, tarfile.REGTYPE, mode, len(data)), io.BytesIO(data))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(fileobj=compressed, mode="wb", filename="", mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return compressed.getvalue()
+
+
+def build_bundle(settings: Settings, out_dir: Path) -> Bundle:
+    """Write the bundle under `out_dir` as `<release_id>.tar.gz` and describe it."""
+    data = bundle_bytes(settings)
+    digest = hashlib.sha256(data).hexdigest()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{digest[:12]}.tar.gz"
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+    return Bundle(path=path, release_id=digest[:12], sha256=digest)
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info

@@ -1,0 +1,84 @@
+"""`AppDeployment`: runs the deploy plan on a server over SSH with pulumi-command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.plan import DeployPlan, RemoteCommand, Upload
+from components.render import sha256_text
+
+#: Up to about ten minutes of dialling while a new droplet boots.
+DIAL_ERROR_LIMIT = 40
+PER_DIAL_TIMEOUT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class AppDeploymentArgs:
+    host: pulumi.Input[str]
+    """Address of the server."""
+    server_id: pulumi.Input[str]
+    """Identity of the server; a new server reruns every step."""
+    plan: DeployPlan
+    """The ordered steps, from `build_deploy_plan`."""
+    private_key: pulumi.Input[str] | None = None
+    """SSH private key for the deploy user; None uses the SSH agent (SSH_AUTH_SOCK)."""
+
+
+class AppDeployment(pulumi.ComponentResource):
+    """Waits for cloud-init, uploads the release and runs the deploy script.
+
+    Each step's `triggers` are content hashes, so an unchanged app and config
+    run nothing on `pulumi up`, and a change reruns exactly the steps it touches
+    and those after them.
+    """
+
+    release_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AppDeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("flaskdroplet:app:AppDeployment", name, None, opts)
+        plan = args.plan
+        connection = remote.ConnectionArgs(
+            host=args.host,
+            user=plan.login_user,
+            private_key=pulumi.Output.secret(args.private_key) if args.private_key is not None else None,
+            dial_error_limit=DIAL_ERROR_LIMIT,
+            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+        )
+        # Hash of the secret environment: a changed secret redeploys, and the hash stays secret too.
+        stdin_hash = pulumi.Output.secret(sha256_text(plan.stdin))
+
+        previous: list[pulumi.Resource] = []
+        last: pulumi.Resource | None = None
+        for step in plan.steps:
+            step_opts = pulumi.ResourceOptions(parent=self, depends_on=list(previous))
+            triggers: list[pulumi.Input[str]] = [args.server_id, step.content_hash]
+            if isinstance(step, Upload):
+                last = remote.CopyToRemote(
+                    f"{name}-{step.name}",
+                    connection=connection,
+                    source=pulumi.FileAsset(str(step.local_path)),
+                    remote_path=step.remote_path,
+                    triggers=triggers,
+                    opts=step_opts,
+                )
+            elif isinstance(step, RemoteCommand):
+                last = remote.Command(
+                    f"{name}-{step.name}",
+                    connection=connection,
+                    create=step.command,
+                    stdin=pulumi.Output.secret(plan.stdin) if step.stdin_is_secret else None,
+                    triggers=[*triggers, stdin_hash] if step.stdin_is_secret else triggers,
+                    # Progress goes to stderr; stdout carries only the release id.
+                    logging=remote.Logging.STDERR,
+                    add_previous_output_in_env=False,
+                    opts=step_opts,
+                )
+            previous = [last]
+
+        assert isinstance(last, remote.Command), "a deploy plan ends with the deploy command"
+        release_id = plan.release_id
+        self.release_id = last.stdout.apply(lambda _: release_id)
+        self.register_outputs({"release_id": self.release_id})

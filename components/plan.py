@@ -1,0 +1,97 @@
+"""The deploy plan: the ordered steps that bring a booted server to serving a release.
+
+Two executors run it unchanged: `AppDeployment` (one pulumi-command resource per
+step, chained) and the local rehearsal (scp and ssh). Secrets only ever travel
+in a step's `stdin`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.bundle import Bundle, build_bundle
+from components.render import (
+    DEPLOY_USER,
+    ServerLayout,
+    render_deploy_script,
+    render_env_file,
+    server_config_hash,
+    sha256_text,
+)
+from components.settings import Settings
+
+#: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
+CLOUD_INIT_TIMEOUT_SECONDS = 900
+
+#: `cloud-init status --wait`; exit status 1 is an error, 2 a recoverable one (warnings).
+WAIT_FOR_CLOUD_INIT = f"""\
+set -u
+out=$(timeout {CLOUD_INIT_TIMEOUT_SECONDS} cloud-init status --wait --long 2>&1); rc=$?
+printf '%s\\n' "$out"
+case $rc in
+  0) exit 0 ;;
+  2) echo 'cloud-init finished with recoverable errors (see above)' >&2; exit 0 ;;
+  124) echo 'cloud-init did not finish within {CLOUD_INIT_TIMEOUT_SECONDS} s' >&2; exit 1 ;;
+  *) echo 'cloud-init reported errors; details: sudo cloud-init status --long; /var/log/cloud-init.log' >&2
+     exit 1 ;;
+esac
+"""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Copy a local file to the server, as the deploy user."""
+
+    name: str
+    local_path: Path
+    remote_path: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class RemoteCommand:
+    """Run a shell command on the server, as the deploy user."""
+
+    name: str
+    command: str
+    content_hash: str
+    stdin_is_secret: bool = False
+
+
+Step = Upload | RemoteCommand
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    release_id: str
+    steps: tuple[Step, ...]
+    stdin: str
+    """What the secret step reads on stdin: the app's environment file."""
+    login_user: str = DEPLOY_USER
+
+
+def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
+    """Render, archive and order everything a deploy does; writes the bundle and script under `build_dir`."""
+    layout = ServerLayout(settings.app_name)
+    bundle: Bundle = build_bundle(settings, build_dir / "bundles")
+    script = render_deploy_script(settings)
+    script_path = build_dir / f"deploy-{settings.app_name}.sh"
+    script_path.parent.mkdir(parents=True, exist_ok=True)
+    script_path.write_text(script)
+    script_path.chmod(0o755)
+    remote_bundle = layout.bundle(bundle.release_id)
+    steps: tuple[Step, ...] = (
+        RemoteCommand("wait-for-cloud-init", WAIT_FOR_CLOUD_INIT, sha256_text(WAIT_FOR_CLOUD_INIT)),
+        Upload("deploy-script", script_path, layout.deploy_script, sha256_text(script)),
+        Upload("bundle", bundle.path, remote_bundle, bundle.sha256),
+        RemoteCommand(
+            "deploy",
+            f"sudo /bin/bash {shlex.quote(layout.deploy_script)} {bundle.release_id} {shlex.quote(remote_bundle)}",
+            # The release id covers the app and the server config; the script is hashed separately.
+            sha256_text(bundle.sha256 + server_config_hash(settings)),
+            stdin_is_secret=True,
+        ),
+    )
+    return DeployPlan(release_id=bundle.release_id, steps=steps, stdin=render_env_file(dict(settings.app_env)))

@@ -1,0 +1,263 @@
+"""Render every file the server receives from `Settings`: pure functions, no Pulumi.
+
+The templates live in `cloud-init/` at the top of the project. The same text
+goes to a droplet (through Pulumi) and to the local rehearsal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from components.settings import Settings
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
+
+#: Gunicorn is installed by the deploy next to the app's own requirements.
+GUNICORN_VERSION = "23.0.0"
+
+#: The user that Pulumi (and the rehearsal) log in as; it may use sudo.
+DEPLOY_USER = "deploy"
+
+#: Packages cloud-init installs on first boot.
+PACKAGES = ("nginx", "ufw", "python3-venv", "curl")
+
+#: Ports ufw opens; everything else inbound is denied.
+UFW_ALLOWED_PORTS = ("22/tcp", "80/tcp", "443/tcp")
+
+
+@dataclass(frozen=True)
+class ServerLayout:
+    """Where things live on the server; derived from the app's name only."""
+
+    app_name: str
+
+    @property
+    def app_user(self) -> str:
+        return self.app_name
+
+    @property
+    def root(self) -> str:
+        return f"/srv/{self.app_name}"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.root}/releases"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}/current"
+
+    @property
+    def config_dir(self) -> str:
+        return f"/etc/{self.app_name}"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.config_dir}/env"
+
+    @property
+    def socket_path(self) -> str:
+        return f"/run/{self.app_name}.sock"
+
+    @property
+    def service_unit(self) -> str:
+        return f"{self.app_name}.service"
+
+    @property
+    def socket_unit(self) -> str:
+        return f"{self.app_name}.socket"
+
+    @property
+    def nginx_site(self) -> str:
+        return f"/etc/nginx/sites-available/{self.app_name}.conf"
+
+    @property
+    def incoming(self) -> str:
+        """Where uploads land, in the deploy user's home."""
+        return f"/home/{DEPLOY_USER}/flaskdroplet"
+
+    @property
+    def deploy_script(self) -> str:
+        return f"{self.incoming}/deploy.sh"
+
+    def bundle(self, release_id: str) -> str:
+        return f"{self.incoming}/bundles/{release_id}.tar.gz"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - config files and shell, not HTML
+    )
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+_ENV = _environment()
+
+
+def _render(template: str, settings: Settings, **extra: Any) -> str:
+    layout = ServerLayout(settings.app_name)
+    return _ENV.get_template(template).render(
+        settings=settings,
+        layout=layout,
+        deploy_user=DEPLOY_USER,
+        gunicorn_version=GUNICORN_VERSION,
+        health_host=settings.domain or "127.0.0.1",
+        **extra,
+    )
+
+
+def render_nginx_site(settings: Settings) -> str:
+    """The nginx site: reverse proxy to the Gunicorn socket, static files, unknown hosts dropped."""
+    return _render("nginx-site.conf.j2", settings)
+
+
+def render_service_unit(settings: Settings) -> str:
+    """The systemd service that runs Gunicorn as the app's user."""
+    return _render("gunicorn.service.j2", settings)
+
+
+def render_socket_unit(settings: Settings) -> str:
+    """The systemd socket Gunicorn is activated on; only nginx's user may connect."""
+    return _render("gunicorn.socket.j2", settings)
+
+
+def render_sshd_config(settings: Settings) -> str:
+    """sshd drop-in: keys only, no root, only the deploy user."""
+    return _render("sshd.conf.j2", settings)
+
+
+def render_deploy_script(settings: Settings) -> str:
+    """The script each release runs on the server, as root, to install and switch to itself."""
+    return _render("deploy.sh.j2", settings)
+
+
+def render_env_file(app_env: dict[str, str] | Any) -> str:
+    """The app's environment as a systemd EnvironmentFile (values double-quoted and escaped)."""
+    lines = []
+    for name in sorted(app_env):
+        value = str(app_env[name]).replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{name}="{value}"\n')
+    return "".join(lines)
+
+
+def server_config_files(settings: Settings) -> dict[str, str]:
+    """Files under the bundle's `server/` directory: installed by cloud-init and again by each deploy."""
+    layout = ServerLayout(settings.app_name)
+    return {
+        "nginx-site.conf": render_nginx_site(settings),
+        layout.service_unit: render_service_unit(settings),
+        layout.socket_unit: render_socket_unit(settings),
+    }
+
+
+class _CloudConfigDumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks, so the user-data reads like the files it writes."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_CloudConfigDumper.add_representer(str, _represent_str)
+
+
+def render_user_data(settings: Settings) -> str:
+    """The droplet's cloud-init user-data.
+
+    It holds no secret: anyone on the droplet can read user-data through the
+    metadata service. The app's environment arrives later, with each deploy.
+    """
+    layout = ServerLayout(settings.app_name)
+    config = server_config_files(settings)
+    deferred = [
+        (layout.nginx_site, config["nginx-site.conf"]),
+        (f"/etc/systemd/system/{layout.service_unit}", config[layout.service_unit]),
+        (f"/etc/systemd/system/{layout.socket_unit}", config[layout.socket_unit]),
+    ]
+    site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
+    document: dict[str, Any] = {
+        "package_update": True,
+        "packages": list(PACKAGES),
+        "ssh_pwauth": False,
+        "disable_root": True,
+        # The distribution's default user becomes the deploy user; DigitalOcean's
+        # registered keys and the keys below both land in its authorized_keys.
+        "user": {
+            "name": DEPLOY_USER,
+            "gecos": "Deploys releases over SSH",
+            "shell": "/bin/bash",
+            "lock_passwd": True,
+            "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        },
+        "users": [
+            "default",
+            {
+                "name": layout.app_user,
+                "gecos": f"Runs {settings.app_name}",
+                "system": True,
+                "shell": "/usr/sbin/nologin",
+                "homedir": layout.root,
+                "no_create_home": True,
+                "lock_passwd": True,
+            },
+        ],
+        "ssh_authorized_keys": list(settings.ssh_public_keys),
+        "write_files": [
+            # Before sshd starts: written in cloud-init's first stage.
+            {
+                "path": "/etc/ssh/sshd_config.d/10-flaskdroplet.conf",
+                "content": render_sshd_config(settings),
+                "owner": "root:root",
+                "permissions": "0644",
+            },
+            # After the packages exist, so nginx's own defaults do not clash with them.
+            *(
+                {"path": path, "content": content, "owner": "root:root", "permissions": "0644", "defer": True}
+                for path, content in deferred
+            ),
+        ],
+        "runcmd": [
+            # Stop at the first failure, so cloud-init reports it instead of carrying on.
+            "set -eu",
+            # Allow SSH before enabling the firewall, so enabling it never cuts the session.
+            ["ufw", "default", "deny", "incoming"],
+            ["ufw", "default", "allow", "outgoing"],
+            *(["ufw", "allow", port] for port in UFW_ALLOWED_PORTS),
+            ["ufw", "--force", "enable"],
+            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.root, layout.releases],
+            ["rm", "-f", "/etc/nginx/sites-enabled/default"],
+            ["ln", "-sfn", layout.nginx_site, site_link],
+            ["nginx", "-t"],
+            ["systemctl", "reload", "nginx"],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", layout.socket_unit],
+            ["systemctl", "enable", layout.service_unit],
+        ],
+    }
+    body = yaml.dump(document, Dumper=_CloudConfigDumper, sort_keys=False, width=1000, default_flow_style=None)
+    return "#cloud-config\n" + body
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def server_config_hash(settings: Settings) -> str:
+    """One hash over every rendered server file; a change means a redeploy."""
+    files = {**server_config_files(settings), "deploy.sh": render_deploy_script(settings)}
+    return sha256_text(json.dumps(files, sort_keys=True))

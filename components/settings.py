@@ -1,0 +1,345 @@
+"""Stack settings: one frozen object, validated before any resource exists.
+
+`parse_settings` takes the plain config values (as Pulumi hands them over,
+keyed by the names in `Pulumi.yaml`) and either returns a `Settings` or raises
+`SettingsError` listing every problem at once. Nothing here imports Pulumi, so
+the rehearsal and the tests use the same validation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi_digitalocean import DropletSlug, Region
+
+#: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
+#: id of a snapshot built from it.
+UBUNTU_2404_IMAGE = "ubuntu-24-04-x64"
+
+WORKERS_MIN, WORKERS_MAX = 1, 32
+RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX = 1, 50
+
+#: Names the server already uses; the app's system user must not collide.
+RESERVED_APP_NAMES = frozenset(
+    {"root", "deploy", "nginx", "www-data", "ubuntu", "admin", "daemon", "nobody", "sshd", "syslog"}
+)
+
+#: Variables the server sets itself; the app's environment must not override them.
+RESERVED_ENV_NAMES = frozenset({"APP_VERSION", "PATH", "HOME", "USER", "LISTEN_FDS", "LISTEN_PID"})
+
+_SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+_MD5_FINGERPRINT = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){15}$")
+_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)$")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+REGIONS = tuple(r.value for r in Region)
+DROPLET_SIZES = tuple(s.value for s in DropletSlug)
+
+
+class SecretStr(str):
+    """A string whose repr never shows its value (tracebacks, logs, test output)."""
+
+    def __repr__(self) -> str:
+        return "SecretStr('********')"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a stack needs, checked and typed."""
+
+    app_name: str
+    """Name of the app: its system user, systemd units and directories."""
+    region: str
+    """DigitalOcean region slug, e.g. `nyc3`."""
+    size: str
+    """DigitalOcean droplet size slug, e.g. `s-1vcpu-1gb`."""
+    image: str
+    """Ubuntu 24.04 image slug or the numeric id of a snapshot of it."""
+    ssh_public_keys: tuple[str, ...]
+    """OpenSSH public keys: registered with DigitalOcean and given to the deploy user."""
+    ssh_key_fingerprints: tuple[str, ...]
+    """MD5 fingerprints of keys already registered with DigitalOcean."""
+    admin_cidrs: tuple[str, ...]
+    """Networks allowed to reach SSH through the Cloud Firewall."""
+    app_dir: Path
+    """Directory of the Flask app, absolute."""
+    wsgi_target: str
+    """Gunicorn's `module:callable`, importable from `app_dir`."""
+    static_dir: str | None
+    """Static files directory relative to `app_dir`, served by nginx at /static."""
+    health_path: str
+    """Path that answers 2xx when the app is healthy; checked through nginx on every deploy."""
+    workers: int
+    """Number of Gunicorn worker processes."""
+    releases_to_keep: int
+    """How many releases stay on the server for rollback."""
+    domain: str | None
+    """Public hostname of the app, or None to answer on the droplet's address."""
+    app_env: Mapping[str, SecretStr] = field(default_factory=dict)
+    """The app's environment variables; every value is treated as secret."""
+    ssh_private_key: SecretStr | None = None
+    """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
+
+    @property
+    def wsgi_module(self) -> str:
+        return self.wsgi_target.split(":", 1)[0]
+
+
+class SettingsError(ValueError):
+    """Every problem found in the stack's config, each one a line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the stack config:\n{lines}")
+
+
+#: Defaults for keys a stack may leave out; they match `Pulumi.yaml`.
+DEFAULTS: dict[str, Any] = {
+    "appName": "weather",
+    "region": "nyc3",
+    "size": "s-1vcpu-1gb",
+    "image": UBUNTU_2404_IMAGE,
+    "sshPublicKeys": [],
+    "sshKeyFingerprints": [],
+    "appDir": "app",
+    "wsgiTarget": "wsgi:app",
+    "staticDir": "weather/static",
+    "healthPath": "/healthz",
+    "workers": 2,
+    "releasesToKeep": 5,
+    "domain": "",
+    "appEnv": {},
+}
+
+#: Every key `parse_settings` reads; the project file must declare exactly these.
+CONFIG_KEYS = (*DEFAULTS, "adminCidrs", "sshPrivateKey")
+
+
+def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
+    """Validate config values and build `Settings`, or raise `SettingsError` listing all problems.
+
+    `raw` maps config keys (without the project namespace) to the values Pulumi
+    read from the stack; missing keys take `DEFAULTS`.
+    """
+    problems: list[str] = []
+    values = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+
+    def problem(key: str, value: Any, accepted: str) -> None:
+        problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
+
+    app_name = values["appName"]
+    if not (isinstance(app_name, str) and _APP_NAME.match(app_name)) or app_name in RESERVED_APP_NAMES:
+        problem(
+            "appName",
+            app_name,
+            "expected 1-31 characters of lowercase letters, digits and '-', starting with a letter, "
+            f"and none of {', '.join(sorted(RESERVED_APP_NAMES))}",
+        )
+
+    region = values["region"]
+    if region not in REGIONS:
+        problem("region", region, f"expected one of the DigitalOcean regions: {', '.join(REGIONS)}")
+
+    size = values["size"]
+    if size not in DROPLET_SIZES:
+        problem("size", size, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb")
+
+    image = values["image"]
+    if not (image == UBUNTU_2404_IMAGE or (isinstance(image, str) and image.isdigit())):
+        problem("image", image, f"expected {UBUNTU_2404_IMAGE} or the numeric id of a snapshot of it")
+
+    public_keys = _string_list(values["sshPublicKeys"], "sshPublicKeys", problem)
+    for key in public_keys:
+        reason = _ssh_public_key_problem(key)
+        if reason:
+            problem("sshPublicKeys", key, reason)
+    fingerprints = _string_list(values["sshKeyFingerprints"], "sshKeyFingerprints", problem)
+    for fingerprint in fingerprints:
+        if not (_MD5_FINGERPRINT.match(fingerprint) or fingerprint.isdigit()):
+            problem(
+                "sshKeyFingerprints",
+                fingerprint,
+                "expected an MD5 fingerprint as DigitalOcean shows it (16 hex pairs joined by ':') or a numeric key id",
+            )
+    if not public_keys and not fingerprints:
+        problems.append(
+            "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
+            "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
+        )
+
+    admin_cidrs: list[str] = []
+    raw_cidrs = values.get("adminCidrs")
+    if raw_cidrs is None:
+        problems.append(
+            "flask-droplet:adminCidrs is not set: list the networks allowed to reach SSH, "
+            'e.g. ["203.0.113.7/32"]; there is no default, so SSH is never open to the world by accident'
+        )
+    else:
+        for cidr in _string_list(raw_cidrs, "adminCidrs", problem):
+            try:
+                admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
+            except ValueError as err:
+                problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
+        if isinstance(raw_cidrs, list) and not raw_cidrs:
+            problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
+
+    app_dir = project_dir / str(values["appDir"])
+    wsgi_target = values["wsgiTarget"]
+    target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
+    if not app_dir.is_dir():
+        problem("appDir", values["appDir"], f"expected a directory holding the Flask app; {app_dir} does not exist")
+    else:
+        if not (app_dir / "requirements.txt").is_file():
+            problem("appDir", values["appDir"], f"expected a requirements.txt in {app_dir}")
+        if target and not _module_file(app_dir, target["module"]):
+            problem(
+                "wsgiTarget",
+                wsgi_target,
+                f"module {target['module']} is not in {app_dir} (looked for a .py file or a package)",
+            )
+    if not target:
+        problem("wsgiTarget", wsgi_target, "expected module:callable, e.g. wsgi:app or myproject.wsgi:application")
+
+    static_dir = values["staticDir"] or None
+    if static_dir is not None:
+        static_path = Path(str(static_dir))
+        if static_path.is_absolute() or ".." in static_path.parts:
+            problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
+        elif app_dir.is_dir() and not (app_dir / static_path).is_dir():
+            problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
+
+    health_path = values["healthPath"]
+    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
+        problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
+
+    workers = _bounded_int(values["workers"], "workers", WORKERS_MIN, WORKERS_MAX, problem)
+    releases_to_keep = _bounded_int(
+        values["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, problem
+    )
+
+    domain = values["domain"] or None
+    if isinstance(domain, str):
+        domain = domain.lower()
+    if domain is not None and not _is_hostname(domain):
+        problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
+
+    app_env: dict[str, SecretStr] = {}
+    raw_env = values["appEnv"]
+    if not isinstance(raw_env, Mapping):
+        problem("appEnv", raw_env, "expected a map of variable names to string values")
+    else:
+        for name, value in raw_env.items():
+            if not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
+                problem(
+                    "appEnv",
+                    name,
+                    "expected variable names of letters, digits and '_', not starting with a digit, "
+                    f"and none of {', '.join(sorted(RESERVED_ENV_NAMES))}",
+                )
+            elif not isinstance(value, str) or any(c in value for c in "\n\r\0"):
+                problems.append(
+                    f"flask-droplet:appEnv.{name} = ********: expected a single-line string "
+                    "(no newline or NUL; numbers must be quoted)"
+                )
+            else:
+                app_env[name] = SecretStr(value)
+
+    private_key = values.get("sshPrivateKey") or None
+    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
+        problems.append(
+            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
+            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
+        )
+
+    if problems:
+        raise SettingsError(problems)
+    return Settings(
+        app_name=app_name,
+        region=region,
+        size=size,
+        image=image,
+        ssh_public_keys=tuple(public_keys),
+        ssh_key_fingerprints=tuple(fingerprints),
+        admin_cidrs=tuple(admin_cidrs),
+        app_dir=app_dir.resolve(),
+        wsgi_target=wsgi_target,
+        static_dir=static_dir,
+        health_path=health_path,
+        workers=workers,
+        releases_to_keep=releases_to_keep,
+        domain=domain,
+        app_env=app_env,
+        ssh_private_key=SecretStr(private_key) if private_key else None,
+    )
+
+
+_SECRET_KEYS = frozenset({"appEnv", "sshPrivateKey"})
+
+
+def _show(key: str, value: Any) -> str:
+    if key in _SECRET_KEYS:
+        return "********"
+    return repr(value)
+
+
+def _string_list(value: Any, key: str, problem: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problem(key, value, "expected a list of strings")
+        return []
+    return [v.strip() for v in value]
+
+
+def _bounded_int(value: Any, key: str, low: int, high: int, problem: Any) -> int:
+    # YAML and `pulumi config set` hand numbers over as strings; bool is an int subclass.
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problem(key, value, f"expected a whole number from {low} to {high}")
+        return low
+    return value
+
+
+def _ssh_public_key_problem(key: str) -> str | None:
+    parts = key.split()
+    accepted = f"expected an OpenSSH public key line: one of {', '.join(_SSH_KEY_TYPES)}, base64 data, optional comment"
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
+        return accepted
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return f"{accepted} (the key data is not base64)"
+    # The blob starts with the key type as a length-prefixed string.
+    length = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + length].decode("ascii", "replace") != parts[0]:
+        return f"{accepted} (the key data does not match its type {parts[0]})"
+    return None
+
+
+def _module_file(app_dir: Path, module: str) -> bool:
+    path = app_dir.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _is_hostname(name: Any) -> bool:
+    if not isinstance(name, str) or len(name) > 253:
+        return False
+    labels = name.rstrip(".").split(".")
+    return len(labels) >= 2 and all(_HOST_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
