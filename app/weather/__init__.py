@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -12,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from weather.model import TemperatureModel, fit, load_observations
+from weather.views import bp
 
 
 @lru_cache(maxsize=1)
@@ -47,8 +47,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # the deploy's health check instead of a visitor's page.
     app.extensions["weather_model"] = default_model()
 
-    from weather.views import bp
-
     app.register_blueprint(bp)
 
     @app.errorhandler(HTTPException)
@@ -63,9 +61,3 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return {"app_version": app.config["APP_VERSION"]}
 
     return app
-
-
-def today(app: Flask) -> date:
-    """The app's notion of today: pinned by config for tests, else the clock."""
-    pinned = app.config.get("TODAY")
-    return pinned if pinned is not None else date.today()

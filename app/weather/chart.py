@@ -16,7 +16,7 @@ WIDTH, HEIGHT = 640, 320
 LEFT, RIGHT, TOP, BOTTOM = 48, 16, 24, 56
 # Spelled out rather than strftime("%a") so labels do not depend on the locale.
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,12 @@ def _tick_step(span: float) -> int:
     return 20
 
 
+def _whole_degrees(temp: float) -> str:
+    """Chart label in whole degrees, rounding halves up (4.5 -> 5, not 4)."""
+    # Whole degrees keep the chart calm; the table beside it shows 0.1 °C.
+    return f"{math.floor(temp + 0.5)}°"
+
+
 def build_chart(rows: Sequence[dict[str, Any]]) -> Chart:
     """Lay out forecast rows (``date``, ``temp_max``, ``temp_min``) on the chart."""
     highs = [float(r["temp_max"]) for r in rows]
@@ -85,9 +91,8 @@ def build_chart(rows: Sequence[dict[str, Any]]) -> Chart:
                 y_min=y(row["temp_min"]),
                 temp_max=row["temp_max"],
                 temp_min=row["temp_min"],
-                # Whole degrees on the chart keep it calm; the table has 0.1.
-                max_label=f"{round(row['temp_max'])}°",
-                min_label=f"{round(row['temp_min'])}°",
+                max_label=_whole_degrees(row["temp_max"]),
+                min_label=_whole_degrees(row["temp_min"]),
                 weekday=WEEKDAYS[day.weekday()],
                 day_label=f"{day.day} {MONTHS[day.month - 1]}",
                 iso=row["date"],

@@ -54,7 +54,7 @@ def load_observations(path: Path = DATA_PATH) -> list[Observation]:
 def solve(matrix: Sequence[Sequence[float]], rhs: Sequence[float]) -> list[float]:
     """Solve ``matrix @ x = rhs`` by Gaussian elimination with partial pivoting."""
     n = len(rhs)
-    aug = [list(row) + [value] for row, value in zip(matrix, rhs, strict=True)]
+    aug = [[*row, value] for row, value in zip(matrix, rhs, strict=True)]
     for col in range(n):
         # Pivot on the largest entry so round-off stays small.
         pivot = max(range(col, n), key=lambda r: abs(aug[r][col]))
@@ -121,9 +121,7 @@ class TemperatureModel:
         coef = self.fits[target].coef
         return sum(c * x for c, x in zip(coef, self.features(day), strict=True))
 
-    def predict(
-        self, target: str, day: date, anchor: tuple[date, float] | None = None
-    ) -> float:
+    def predict(self, target: str, day: date, anchor: tuple[date, float] | None = None) -> float:
         """Forecast ``target`` on ``day`` given the latest observation ``anchor``.
 
         ``anchor`` is ``(observed_day, observed_value)``; by default the last row
@@ -142,9 +140,7 @@ class TemperatureModel:
     def forecast(self, days: Iterable[date]) -> list[dict[str, float | str]]:
         """Rows for the API/page: ISO date plus both targets rounded to 0.1 °C."""
         return [
-            {"date": d.isoformat()}
-            | {target: round(self.predict(target, d), 1) for target in TARGETS}
-            for d in days
+            {"date": d.isoformat()} | {target: round(self.predict(target, d), 1) for target in TARGETS} for d in days
         ]
 
 
@@ -169,9 +165,6 @@ def fit(observations: Sequence[Observation]) -> TemperatureModel:
     for target in TARGETS:
         ys = [getattr(obs, target) for obs in observations]
         coef = least_squares(rows, ys)
-        residuals = [
-            y - sum(c * x for c, x in zip(coef, row, strict=True))
-            for y, row in zip(ys, rows, strict=True)
-        ]
+        residuals = [y - sum(c * x for c, x in zip(coef, row, strict=True)) for y, row in zip(ys, rows, strict=True)]
         fits[target] = TargetFit(tuple(coef), _ar1(residuals, days), ys[-1])
     return TemperatureModel(origin=days[0], last_day=days[-1], fits=fits)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
-from weather import today
 from weather.chart import build_chart
 from weather.model import METHOD, TemperatureModel
 
@@ -19,10 +18,16 @@ DEFAULT_DAYS = 7
 MAX_DAYS = 14
 
 
+def today() -> date:
+    """The app's notion of today: pinned by config (tests), else the server's clock."""
+    pinned: date | None = current_app.config.get("TODAY")
+    return pinned if pinned is not None else date.today()
+
+
 def _forecast(days: int) -> tuple[str, list[dict[str, Any]]]:
     """Generated date (ISO) and the forecast rows for the ``days`` after it."""
     model: TemperatureModel = current_app.extensions["weather_model"]
-    start = today(current_app)
+    start = today()
     dates = [start + timedelta(days=i) for i in range(1, days + 1)]
     return start.isoformat(), model.forecast(dates)
 
@@ -51,10 +56,7 @@ def api_forecast() -> Any:
         days = int(raw)
     else:
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
-        message = (
-            f"invalid value for parameter 'days': {shown!r}; "
-            f"expected an integer from 1 to {MAX_DAYS}"
-        )
+        message = f"invalid value for parameter 'days': {shown!r}; expected an integer from 1 to {MAX_DAYS}"
         return jsonify(error=message), 400
     generated, rows = _forecast(days)
     return jsonify(
