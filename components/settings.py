@@ -45,7 +45,8 @@ _SSH_KEY_TYPES = (
 )
 _MD5_FINGERPRINT = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){15}$")
 _APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)$")
+# Gunicorn's `module:name`, or `module:factory()` for an app factory called without arguments.
+_WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)(\(\))?$")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -216,7 +217,11 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
                 f"module {target['module']} is not in {app_dir} (looked for a .py file or a package)",
             )
     if not target:
-        problem("wsgiTarget", wsgi_target, "expected module:callable, e.g. wsgi:app or myproject.wsgi:application")
+        problem(
+            "wsgiTarget",
+            wsgi_target,
+            "expected module:callable or module:factory(), e.g. wsgi:app or myproject:create_app()",
+        )
 
     static_dir = values["staticDir"] or None
     if static_dir is not None:

@@ -1,0 +1,127 @@
+"""Run the real Pulumi program under `pulumi.runtime.set_mocks` and record what it declares."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.settings import ROOT
+from pulumi.runtime.stack import wait_for_rpcs
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT = "flask-droplet"
+STACK = "test"
+
+DROPLET_ID = "424242"  # the Firewall wants droplet ids that parse as integers
+DROPLET_IPV4 = "203.0.113.10"
+DROPLET_IPV6 = "2001:db8::10"
+
+
+@dataclass
+class Declared:
+    """One resource the program registered."""
+
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    parent_types: tuple[str, ...]
+
+
+@dataclass
+class ProgramRun:
+    resources: list[Declared] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+    error: BaseException | None = None
+
+    def of_type(self, type_: str) -> list[Declared]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> Declared:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, found {len(found)}"
+        return found[0]
+
+    def named(self, name: str) -> Declared:
+        return next(r for r in self.resources if r.name == name)
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.names: list[tuple[str, str]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "digitalocean:index/droplet:Droplet":
+            outputs.update(ipv4Address=DROPLET_IPV4, ipv6Address=DROPLET_IPV6, urn="do:droplet:" + DROPLET_ID)
+            return DROPLET_ID, outputs
+        if args.typ == "digitalocean:index/sshKey:SshKey":
+            outputs["fingerprint"] = ":".join(["3f"] * 16)
+        if args.typ == "command:remote:Command":
+            outputs.update(stdout="", stderr="")
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def config_values(config: dict[str, Any]) -> dict[str, str]:
+    """Stack config as Pulumi hands it to a program: every value a string, structured ones as JSON."""
+    return {
+        f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
+    }
+
+
+def run_program(config: dict[str, Any], *, preview: bool = False) -> ProgramRun:
+    """Run `__main__.py` with this stack config; returns what was declared and exported."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    mocks = RecordingMocks()
+    ROOT.set(None)  # a fresh stack resource for every run
+    monitor = pulumi.runtime.mocks.MockMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=preview, monitor=monitor)
+    pulumi.runtime.set_all_config(config_values(config), secret_keys=[f"{PROJECT}:appEnv", f"{PROJECT}:sshPrivateKey"])
+    run = ProgramRun()
+
+    try:
+        runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
+    except Exception as err:  # the program's own error is what the test looks at
+        run.error = err
+    loop.run_until_complete(wait_for_rpcs())
+
+    stack = pulumi.runtime.get_root_resource()
+    if run.error is None and stack is not None:
+        for name, value in stack.outputs.items():  # type: ignore[attr-defined]
+            output = pulumi.Output.from_input(value)
+            run.outputs[name] = loop.run_until_complete(output.future())
+            if loop.run_until_complete(output.is_secret()):
+                run.secret_outputs.add(name)
+
+    for urn, registration in monitor.get_registered_resources().items():
+        qualified = urn.split("::")[2]
+        types = tuple(qualified.split("$"))
+        name = urn.split("::")[3]
+        if types[-1] == "pulumi:pulumi:Stack":
+            continue
+        run.resources.append(Declared(types[-1], name, urn, dict(registration.state), types[:-1]))
+    loop.close()
+    return run
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def is_secret(value: Any) -> bool:
+    """Whether a recorded input was marked secret by the program."""
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def reveal(value: Any) -> Any:
+    """A recorded input with its secret wrapper, if any, removed."""
+    return value["value"] if is_secret(value) else value

@@ -1,0 +1,181 @@
+"""The Pulumi program under mocks: the resource graph, the firewall, triggers, secrets, outputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.render import render_user_data
+from components.settings import parse_settings
+from tests.pulumi_harness import DROPLET_ID, DROPLET_IPV4, PROJECT_DIR, ProgramRun, is_secret, reveal, run_program
+
+DROPLET = "digitalocean:index/droplet:Droplet"
+FIREWALL = "digitalocean:index/firewall:Firewall"
+SSH_KEY = "digitalocean:index/sshKey:SshKey"
+WEB_SERVER = "flaskdroplet:infra:WebServer"
+APP_DEPLOYMENT = "flaskdroplet:app:AppDeployment"
+STEPS = ("app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy")
+
+
+@pytest.fixture
+def run(good_config: dict[str, Any]) -> ProgramRun:
+    result = run_program(good_config)
+    assert result.error is None, result.error
+    return result
+
+
+def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
+    assert sorted(r.type for r in run.resources) == sorted(
+        [WEB_SERVER, SSH_KEY, DROPLET, FIREWALL, APP_DEPLOYMENT]
+        + ["command:remote:Command", "command:remote:CopyToRemote", "command:remote:CopyToRemote"]
+        + ["command:remote:Command"]
+    )
+    assert run.outputs["ipv4_address"] == DROPLET_IPV4
+    assert run.outputs["url"] == f"http://{DROPLET_IPV4}/"
+    assert run.outputs["ssh"] == f"ssh deploy@{DROPLET_IPV4}"
+    assert len(run.outputs["release_id"]) == 12
+
+
+def test_children_are_parented_and_named_after_their_component(run: ProgramRun) -> None:
+    for resource in run.resources:
+        if resource.type in (SSH_KEY, DROPLET, FIREWALL):
+            assert resource.parent_types[-1] == WEB_SERVER
+            assert resource.name.startswith("web-")
+        elif resource.type.startswith("command:"):
+            assert resource.parent_types[-1] == APP_DEPLOYMENT
+            assert resource.name.startswith("app-")
+        else:
+            assert resource.parent_types == ("pulumi:pulumi:Stack",)
+
+
+def test_droplet_is_ubuntu_2404_with_monitoring_ipv6_tags_and_keys(run: ProgramRun, good_config: dict[str, Any]) -> None:
+    droplet = run.one(DROPLET).inputs
+    key = run.one(SSH_KEY).inputs
+
+    assert droplet["image"] == "ubuntu-24-04-x64"
+    assert droplet["monitoring"] is True
+    assert droplet["ipv6"] is True
+    assert droplet["tags"] == ["flask-droplet", "flask-droplet:test"]
+    assert droplet["sshKeys"] == [":".join(["3f"] * 16)]
+    assert key["publicKey"] == good_config["sshPublicKeys"][0]
+    settings = parse_settings(good_config, PROJECT_DIR)
+    assert droplet["userData"] == render_user_data(settings)
+
+
+def test_firewall_opens_ssh_to_admins_only_and_web_to_everyone(run: ProgramRun) -> None:
+    firewall = run.one(FIREWALL).inputs
+    inbound = {(r["protocol"], r.get("portRange")): r["sourceAddresses"] for r in firewall["inboundRules"]}
+
+    assert firewall["dropletIds"] == [int(DROPLET_ID)]
+    assert inbound == {
+        ("tcp", "22"): ["203.0.113.7/32", "2001:db8::/64"],
+        ("tcp", "80"): ["0.0.0.0/0", "::/0"],
+        ("tcp", "443"): ["0.0.0.0/0", "::/0"],
+        ("icmp", None): ["0.0.0.0/0", "::/0"],
+    }
+    assert {r["protocol"] for r in firewall["outboundRules"]} == {"tcp", "udp", "icmp"}
+
+
+def test_deploy_steps_run_in_order_over_ssh_as_the_deploy_user(run: ProgramRun) -> None:
+    steps = [run.named(name) for name in STEPS]
+
+    for step in steps:
+        connection = reveal(step.inputs["connection"])
+        assert connection["host"] == DROPLET_IPV4
+        assert connection["user"] == "deploy"
+    assert "cloud-init status --wait" in steps[0].inputs["create"]
+    assert steps[1].inputs["remotePath"] == "/home/deploy/flaskdroplet/deploy.sh"
+    release = run.outputs["release_id"]
+    assert steps[2].inputs["remotePath"] == f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
+    assert steps[3].inputs["create"] == (
+        f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh {release} /home/deploy/flaskdroplet/bundles/{release}.tar.gz"
+    )
+    assert steps[3].inputs["logging"] == "stderr"
+    assert steps[3].inputs["addPreviousOutputInEnv"] is False
+
+
+def test_secrets_stay_secret(good_config: dict[str, Any]) -> None:
+    secret = good_config["appEnv"]["SECRET_KEY"]
+    private_key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n"
+    run = run_program({**good_config, "sshPrivateKey": private_key})
+    assert run.error is None, run.error
+    deploy = run.named("app-deploy")
+
+    assert is_secret(deploy.inputs["stdin"])
+    assert f'SECRET_KEY="{secret}"' in reveal(deploy.inputs["stdin"])
+    for name in STEPS:
+        assert is_secret(run.named(name).inputs["connection"]), name
+    assert is_secret(deploy.inputs["triggers"])
+    for resource in run.resources:
+        if resource.name == "app-deploy":
+            continue
+        assert secret not in repr(resource.inputs), resource.name
+    assert secret not in run.named("web-droplet").inputs["userData"]
+    assert secret not in repr(run.outputs)
+
+
+def triggers(run: ProgramRun) -> dict[str, Any]:
+    assert run.error is None, run.error
+    return {name: reveal(run.named(name).inputs["triggers"]) for name in STEPS}
+
+
+def changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    return {name for name in STEPS if before[name] != after[name]}
+
+
+def test_nothing_changed_means_no_trigger_changes(good_config: dict[str, Any]) -> None:
+    assert changed(triggers(run_program(good_config)), triggers(run_program(good_config))) == set()
+
+
+def test_changed_app_redeploys_the_bundle_only(good_config: dict[str, Any], tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(PROJECT_DIR / "app", app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    config = {**good_config, "appDir": str(app)}
+    before = triggers(run_program(config))
+    (app / "wsgi.py").write_text((app / "wsgi.py").read_text() + "\n# a change\n")
+    after = triggers(run_program(config))
+
+    assert changed(before, after) == {"app-bundle", "app-deploy"}
+
+
+def test_changed_server_config_redeploys_script_bundle_and_command(good_config: dict[str, Any]) -> None:
+    before = triggers(run_program(good_config))
+    after = triggers(run_program({**good_config, "workers": 3}))
+
+    assert changed(before, after) == {"app-deploy-script", "app-bundle", "app-deploy"}
+
+
+def test_changed_secret_reruns_only_the_deploy_command(good_config: dict[str, Any]) -> None:
+    before = triggers(run_program(good_config))
+    after = triggers(run_program({**good_config, "appEnv": {"SECRET_KEY": "another-value"}}))
+
+    assert changed(before, after) == {"app-deploy"}
+
+
+def test_domain_names_the_url_and_the_nginx_site(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "domain": "weather.example.org"})
+
+    assert run.outputs["url"] == "http://weather.example.org/"
+    user_data = yaml.safe_load(run.one(DROPLET).inputs["userData"])
+    site = next(f for f in user_data["write_files"] if f["path"].startswith("/etc/nginx/"))
+    assert "server_name weather.example.org;" in site["content"]
+
+
+def test_fingerprints_are_attached_without_creating_keys(good_config: dict[str, Any]) -> None:
+    fingerprint = ":".join(["ab"] * 16)
+    run = run_program({**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [fingerprint]})
+
+    assert run.of_type(SSH_KEY) == []
+    assert run.one(DROPLET).inputs["sshKeys"] == [fingerprint]
+
+
+def test_preview_declares_the_same_graph(good_config: dict[str, Any]) -> None:
+    preview = run_program(good_config, preview=True)
+    update = run_program(good_config)
+
+    assert preview.error is None, preview.error
+    assert sorted(r.name for r in preview.resources) == sorted(r.name for r in update.resources)

@@ -1,0 +1,127 @@
+"""Bad config is refused, all problems at once, before any resource exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.settings import DEFAULTS, SettingsError, parse_settings
+from tests.conftest import example_public_key
+from tests.pulumi_harness import PROJECT_DIR, run_program
+
+# (config change, key named in the message, text the message must contain)
+BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
+    ({"region": "mars1"}, "region", "'mars1'"),
+    ({"size": "s-64vcpu-huge"}, "size", "'s-64vcpu-huge'"),
+    ({"image": "debian-12-x64"}, "image", "ubuntu-24-04-x64"),
+    ({"sshPublicKeys": [], "sshKeyFingerprints": []}, "sshPublicKeys", "at least one"),
+    ({"sshPublicKeys": ["not a key"]}, "sshPublicKeys", "OpenSSH public key"),
+    ({"sshPublicKeys": ["ssh-ed25519 %%%notbase64%%%"]}, "sshPublicKeys", "not base64"),
+    ({"sshPublicKeys": [example_public_key().replace("ssh-ed25519", "ssh-rsa", 1)]}, "sshPublicKeys", "match"),
+    ({"sshKeyFingerprints": ["zz:11"]}, "sshKeyFingerprints", "MD5 fingerprint"),
+    ({"adminCidrs": None}, "adminCidrs", "no default"),
+    ({"adminCidrs": []}, "adminCidrs", "at least one"),
+    ({"adminCidrs": ["203.0.113.7/33"]}, "adminCidrs", "'203.0.113.7/33'"),
+    ({"adminCidrs": ["10.0.0.1/8"]}, "adminCidrs", "host bits"),
+    ({"adminCidrs": "203.0.113.7/32"}, "adminCidrs", "list of strings"),
+    ({"appDir": "no-such-dir"}, "appDir", "does not exist"),
+    ({"appDir": "components"}, "appDir", "requirements.txt"),
+    ({"wsgiTarget": "wsgi"}, "wsgiTarget", "module:callable"),
+    ({"wsgiTarget": "missing_module:app"}, "wsgiTarget", "missing_module is not in"),
+    ({"staticDir": "../outside"}, "staticDir", "inside appDir"),
+    ({"staticDir": "no/such/static"}, "staticDir", "does not exist"),
+    ({"workers": 0}, "workers", "from 1 to 32"),
+    ({"workers": 33}, "workers", "from 1 to 32"),
+    ({"workers": "many"}, "workers", "'many'"),
+    ({"releasesToKeep": 0}, "releasesToKeep", "from 1 to 50"),
+    ({"domain": "not a host"}, "domain", "hostname"),
+    ({"domain": "localhost"}, "domain", "fully qualified"),
+    ({"appName": "Bad_Name"}, "appName", "lowercase"),
+    ({"appName": "root"}, "appName", "none of"),
+    ({"healthPath": "healthz"}, "healthPath", "starting with '/'"),
+    ({"appEnv": {"1BAD": "x"}}, "appEnv", "variable names"),
+    ({"appEnv": {"APP_VERSION": "x"}}, "appEnv", "none of"),
+    ({"appEnv": {"MULTI": "line\nvalue"}}, "appEnv.MULTI", "single-line"),
+    ({"appEnv": "not json"}, "appEnv", "map"),
+    ({"sshPrivateKey": "hunter2"}, "sshPrivateKey", "private key"),
+]
+
+
+def with_change(good: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    config = {**good, **change}
+    return {k: v for k, v in config.items() if v is not None}
+
+
+@pytest.mark.parametrize(("change", "key", "expected"), BAD_CONFIGS, ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CONFIGS)])
+def test_bad_config_is_rejected_before_any_resource(
+    good_config: dict[str, Any], change: dict[str, Any], key: str, expected: str
+) -> None:
+    run = run_program(with_change(good_config, change))
+
+    assert isinstance(run.error, SettingsError)
+    message = str(run.error)
+    assert f"flask-droplet:{key}" in message
+    assert expected in message
+    assert run.resources == []
+
+
+def test_all_problems_are_reported_together(good_config: dict[str, Any]) -> None:
+    config = {**good_config, "region": "mars1", "workers": 99, "domain": "-bad-", "adminCidrs": ["nope"]}
+
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(config, PROJECT_DIR)
+
+    assert len(caught.value.problems) == 4
+    for key in ("region", "workers", "domain", "adminCidrs"):
+        assert f"flask-droplet:{key}" in str(caught.value)
+
+
+def test_secret_values_never_appear_in_errors(good_config: dict[str, Any]) -> None:
+    secret = "s3cret-value-that-must-not-leak"
+    config = {**good_config, "appEnv": {"TOKEN": secret + "\n"}, "sshPrivateKey": secret}
+
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(config, PROJECT_DIR)
+
+    assert secret not in str(caught.value)
+    assert secret not in repr(caught.value)
+
+
+def test_good_config_gives_typed_settings(good_config: dict[str, Any]) -> None:
+    settings = parse_settings({**good_config, "workers": "3", "domain": "Weather.Example.org"}, PROJECT_DIR)
+
+    assert settings.workers == 3
+    assert settings.domain == "weather.example.org"
+    assert settings.admin_cidrs == ("203.0.113.7/32", "2001:db8::/64")
+    assert settings.app_dir == PROJECT_DIR / "app"
+    assert "correct-horse" not in repr(settings)
+
+
+def test_fingerprint_alone_is_enough(good_config: dict[str, Any]) -> None:
+    config = {**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [":".join(["ab"] * 16)]}
+
+    assert parse_settings(config, PROJECT_DIR).ssh_key_fingerprints == (":".join(["ab"] * 16),)
+
+
+def test_defaults_match_the_project_file() -> None:
+    import yaml
+
+    declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
+    for key, default in DEFAULTS.items():
+        expected = declared[key]["default"]
+        assert default == (expected if key != "appEnv" else {}), key
+    assert set(declared) == {*DEFAULTS, "adminCidrs", "sshPrivateKey"}
+
+
+def test_wsgi_target_may_be_a_package_and_a_factory(tmp_path: Path, good_config: dict[str, Any]) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "requirements.txt").write_text("flask\n")
+    (tmp_path / "site" / "myproject").mkdir()
+    (tmp_path / "site" / "myproject" / "__init__.py").write_text("")
+    config = {**good_config, "appDir": "site", "wsgiTarget": "myproject:create_app()", "staticDir": ""}
+
+    assert parse_settings(config, tmp_path).wsgi_module == "myproject"
+    with pytest.raises(SettingsError, match="wsgiTarget"):
+        parse_settings({**config, "wsgiTarget": "myproject:create_app(debug=True)"}, tmp_path)
