@@ -73,9 +73,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 def config_values(config: dict[str, Any]) -> dict[str, str]:
     """Stack config as Pulumi hands it to a program: every value a string, structured ones as JSON."""
-    return {
-        f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
-    }
+    return {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
 
 
 def run_program(config: dict[str, Any], *, preview: bool = False) -> ProgramRun:

@@ -16,6 +16,8 @@ from tests.pulumi_harness import DROPLET_ID, DROPLET_IPV4, PROJECT_DIR, ProgramR
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 SSH_KEY = "digitalocean:index/sshKey:SshKey"
+COMMAND = "command:remote:Command"
+COPY = "command:remote:CopyToRemote"
 WEB_SERVER = "flaskdroplet:infra:WebServer"
 APP_DEPLOYMENT = "flaskdroplet:app:AppDeployment"
 STEPS = ("app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy")
@@ -30,9 +32,7 @@ def run(good_config: dict[str, Any]) -> ProgramRun:
 
 def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert sorted(r.type for r in run.resources) == sorted(
-        [WEB_SERVER, SSH_KEY, DROPLET, FIREWALL, APP_DEPLOYMENT]
-        + ["command:remote:Command", "command:remote:CopyToRemote", "command:remote:CopyToRemote"]
-        + ["command:remote:Command"]
+        [WEB_SERVER, SSH_KEY, DROPLET, FIREWALL, APP_DEPLOYMENT, *[COMMAND, COPY, COPY, COMMAND]]
     )
     assert run.outputs["ipv4_address"] == DROPLET_IPV4
     assert run.outputs["url"] == f"http://{DROPLET_IPV4}/"
@@ -52,7 +52,9 @@ def test_children_are_parented_and_named_after_their_component(run: ProgramRun) 
             assert resource.parent_types == ("pulumi:pulumi:Stack",)
 
 
-def test_droplet_is_ubuntu_2404_with_monitoring_ipv6_tags_and_keys(run: ProgramRun, good_config: dict[str, Any]) -> None:
+def test_droplet_is_ubuntu_2404_with_monitoring_ipv6_tags_and_keys(
+    run: ProgramRun, good_config: dict[str, Any]
+) -> None:
     droplet = run.one(DROPLET).inputs
     key = run.one(SSH_KEY).inputs
 
@@ -91,9 +93,8 @@ def test_deploy_steps_run_in_order_over_ssh_as_the_deploy_user(run: ProgramRun) 
     assert steps[1].inputs["remotePath"] == "/home/deploy/flaskdroplet/deploy.sh"
     release = run.outputs["release_id"]
     assert steps[2].inputs["remotePath"] == f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
-    assert steps[3].inputs["create"] == (
-        f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh {release} /home/deploy/flaskdroplet/bundles/{release}.tar.gz"
-    )
+    bundle = f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
+    assert steps[3].inputs["create"] == f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh {release} {bundle}"
     assert steps[3].inputs["logging"] == "stderr"
     assert steps[3].inputs["addPreviousOutputInEnv"] is False
 

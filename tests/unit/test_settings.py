@@ -54,7 +54,9 @@ def with_change(good: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if v is not None}
 
 
-@pytest.mark.parametrize(("change", "key", "expected"), BAD_CONFIGS, ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CONFIGS)])
+@pytest.mark.parametrize(
+    ("change", "key", "expected"), BAD_CONFIGS, ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CONFIGS)]
+)
 def test_bad_config_is_rejected_before_any_resource(
     good_config: dict[str, Any], change: dict[str, Any], key: str, expected: str
 ) -> None:
