@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +147,14 @@ def render_deploy_script(settings: Settings) -> str:
 
 
 def render_env_file(app_env: dict[str, str] | Any) -> str:
-    """The app's environment as a systemd EnvironmentFile (values double-quoted and escaped)."""
+    """The app's environment as a systemd EnvironmentFile.
+
+    Values are double-quoted with POSIX double-quote escapes (systemd reads them the
+    same way), so `$`, backticks, quotes and backslashes arrive verbatim.
+    """
     lines = []
     for name in sorted(app_env):
-        value = str(app_env[name]).replace("\\", "\\\\").replace('"', '\\"')
+        value = re.sub(r'(["\\`$])', r"\\\1", str(app_env[name]))
         lines.append(f'{name}="{value}"\n')
     return "".join(lines)
 

@@ -1,0 +1,188 @@
+"""Each rendered file, checked by the program that will read it (installed by scripts/install-deps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from components.plan import WAIT_FOR_CLOUD_INIT
+from components.render import (
+    ServerLayout,
+    render_deploy_script,
+    render_nginx_site,
+    render_service_unit,
+    render_socket_unit,
+    render_sshd_config,
+    render_user_data,
+)
+from components.settings import Settings, parse_settings
+from tests.pulumi_harness import PROJECT_DIR
+from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
+
+pytestmark = pytest.mark.artifacts
+
+SCHEMAS = PROJECT_DIR.parent / "shared" / "schemas"
+VARIANTS = sorted(GOLDEN_CONFIGS)
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    assert path, f"{name} is not installed; run scripts/install-deps"
+    return path
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_user_data_passes_cloud_init_schema(variant: str, tmp_path: Path) -> None:
+    path = tmp_path / "user-data"
+    path.write_text(render_user_data(golden_settings(variant)))
+
+    result = run([tool("cloud-init"), "schema", "--config-file", str(path)])
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_user_data_passes_upstream_schema(variant: str) -> None:
+    schema = json.loads((SCHEMAS / "cloud-config-v1.schema.json").read_text())
+    document = yaml.safe_load(render_user_data(golden_settings(variant)))
+
+    jsonschema.Draft4Validator(schema).validate(document)
+
+
+def test_upstream_schema_catches_a_typo() -> None:
+    schema = json.loads((SCHEMAS / "cloud-config-v1.schema.json").read_text())
+    document = yaml.safe_load(render_user_data(golden_settings("ip")))
+    document["write_files"][0]["permisions"] = "0644"
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(schema).validate(document)
+
+
+def nginx_test(site: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n  include /etc/nginx/mime.types;\n  include {tmp_path}/site.conf;\n}}\n"
+    )
+    return run([tool("nginx"), "-t", "-e", "stderr", "-p", f"{tmp_path}/", "-c", f"{tmp_path}/nginx.conf"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_nginx_accepts_the_site(variant: str, tmp_path: Path) -> None:
+    result = nginx_test(render_nginx_site(golden_settings(variant)), tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_nginx_check_catches_a_broken_site(tmp_path: Path) -> None:
+    broken = render_nginx_site(golden_settings("ip")).replace("return 444;", "return 444")
+
+    assert nginx_test(broken, tmp_path).returncode != 0
+
+
+def units_for_verify(settings: Settings, directory: Path) -> list[Path]:
+    """The rendered units, with the release path moved under `directory`.
+
+    systemd-analyze verify insists that ExecStart= exists; on this host the
+    release lives in a scratch directory instead of /srv.
+    """
+    layout = ServerLayout(settings.app_name)
+    fake_current = directory / "current"
+    gunicorn = fake_current / "app/.venv/bin/gunicorn"
+    gunicorn.parent.mkdir(parents=True)
+    gunicorn.write_text("#!/bin/sh\n")
+    gunicorn.chmod(0o755)
+    service = directory / layout.service_unit
+    socket = directory / layout.socket_unit
+    service.write_text(render_service_unit(settings).replace(layout.current, str(fake_current)))
+    socket.write_text(render_socket_unit(settings))
+    return [socket, service]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_systemd_verifies_the_units(variant: str, tmp_path: Path) -> None:
+    result = run([tool("systemd-analyze"), "verify", *map(str, units_for_verify(golden_settings(variant), tmp_path))])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_systemd_verify_catches_a_broken_unit(tmp_path: Path) -> None:
+    socket, service = units_for_verify(golden_settings("ip"), tmp_path)
+    service.write_text(service.read_text().replace("Type=notify", "Type=notifyy"))
+
+    result = run([tool("systemd-analyze"), "verify", str(socket), str(service)])
+
+    assert "notifyy" in result.stderr
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sshd_accepts_the_drop_in(variant: str, tmp_path: Path) -> None:
+    sshd = tool("sshd")
+    host_key = tmp_path / "host_key"
+    run([tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd -t wants its privilege separation directory
+    config = tmp_path / "sshd_config"
+    config.write_text(render_sshd_config(golden_settings(variant)))
+
+    result = run([sshd, "-T", "-f", str(config), "-h", str(host_key)])
+
+    assert result.returncode == 0, result.stderr
+    effective = set(result.stdout.splitlines())
+    assert {"permitrootlogin no", "passwordauthentication no", "allowusers deploy"} <= effective
+
+
+def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "script.sh"
+    path.write_text(script)
+    return run([tool("shellcheck"), "--severity=style", "--shell=bash", str(path)])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_deploy_script_is_shellcheck_clean(variant: str, tmp_path: Path) -> None:
+    result = shellcheck(render_deploy_script(golden_settings(variant)), tmp_path)
+
+    assert result.returncode == 0, result.stdout
+
+
+def test_wait_for_cloud_init_is_shellcheck_clean(tmp_path: Path) -> None:
+    result = shellcheck("#!/bin/bash\n" + WAIT_FOR_CLOUD_INIT, tmp_path)
+
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (PROJECT_DIR / "scripts").iterdir()))
+def test_project_scripts_are_shellcheck_clean(script: str) -> None:
+    result = run([tool("shellcheck"), "--severity=style", str(PROJECT_DIR / "scripts" / script)])
+
+    assert result.returncode == 0, result.stdout
+
+
+def test_project_file_matches_pulumi_schema() -> None:
+    schema = json.loads((SCHEMAS / "pulumi-project.schema.json").read_text())
+    project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())
+
+    jsonschema.Draft202012Validator(schema).validate(project)
+    assert project["name"] == "flask-droplet"
+
+
+def test_sample_stack_file_is_valid_config() -> None:
+    stack = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())["config"]
+    raw = {key.split(":", 1)[1]: value for key, value in stack.items() if key.startswith("flask-droplet:")}
+
+    settings = parse_settings(raw, PROJECT_DIR)
+
+    assert settings.admin_cidrs
+    assert settings.ssh_public_keys

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Installs one release of weather and switches the site to it. Rendered by flask-droplet.
+#
+#   sudo deploy.sh RELEASE_ID BUNDLE < app-environment
+#
+# RELEASE_ID is the first 12 hex digits of the bundle's sha256. The app's
+# environment (a systemd EnvironmentFile) arrives on stdin, never as an argument.
+set -euo pipefail
+
+readonly APP_NAME=weather
+readonly APP_USER=weather
+readonly ROOT=/srv/weather
+readonly RELEASES=/srv/weather/releases
+readonly CURRENT=/srv/weather/current
+readonly CONFIG_DIR=/etc/weather
+readonly ENV_FILE=/etc/weather/env
+readonly SERVICE=weather.service
+readonly SOCKET=weather.socket
+readonly NGINX_SITE=/etc/nginx/sites-available/weather.conf
+readonly WSGI_TARGET=wsgi:app
+readonly WORKERS=3
+readonly GUNICORN_VERSION=23.0.0
+readonly KEEP=5
+readonly HEALTH_HOST=127.0.0.1
+readonly HEALTH_PATH=/healthz
+
+log() { printf '%s deploy[%s]: %s\n' "$(date +%H:%M:%S)" "$APP_NAME" "$*" >&2; }
+fail() {
+    log "FAILED: $*"
+    log "logs: journalctl -u $SERVICE -n 50; /var/log/nginx/error.log"
+    exit 1
+}
+
+[[ $# -eq 2 ]] || fail "usage: deploy.sh RELEASE_ID BUNDLE"
+release_id=$1
+bundle=$2
+[[ $release_id =~ ^[0-9a-f]{12}$ ]] || fail "release id '$release_id' is not 12 hex digits"
+[[ -f $bundle ]] || fail "bundle $bundle does not exist"
+[[ $(sha256sum "$bundle" | cut -c1-12) == "$release_id" ]] || fail "bundle $bundle does not match release $release_id"
+
+# One deploy at a time; a second one waits for the first.
+exec 9>"/run/lock/$APP_NAME-deploy.lock"
+flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
+
+# The environment file: root-owned, readable by the app's group only.
+install -d -m 0750 -o root -g "$APP_USER" "$CONFIG_DIR"
+env_changed=0
+if [[ ! -t 0 ]]; then
+    env_tmp=$(mktemp "$CONFIG_DIR/.env.XXXXXX")
+    cat >"$env_tmp"
+    if cmp -s "$env_tmp" "$ENV_FILE"; then
+        rm -f "$env_tmp"
+    else
+        chown "root:$APP_USER" "$env_tmp"
+        chmod 0640 "$env_tmp"
+        mv -f "$env_tmp" "$ENV_FILE"
+        env_changed=1
+    fi
+fi
+
+release_dir=$RELEASES/$release_id
+if [[ ! -d $release_dir ]]; then
+    log "unpacking release $release_id"
+    install -d -m 0755 "$RELEASES" "$ROOT/venvs"
+    staging=$(mktemp -d "$RELEASES/.staging.XXXXXX")
+    trap 'rm -rf "$staging"' EXIT
+    tar -xzf "$bundle" -C "$staging" --no-same-owner --no-same-permissions
+    chmod -R u=rwX,go=rX "$staging"
+    chmod 0755 "$staging"
+
+    # Releases with the same requirements share one virtualenv.
+    venv_key=$( (cat "$staging/app/requirements.txt"; echo "gunicorn==$GUNICORN_VERSION"; python3 --version) | sha256sum | cut -c1-12)
+    venv=$ROOT/venvs/$venv_key
+    if [[ ! -f $venv/.complete ]]; then
+        log "installing requirements into $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check \
+            -r "$staging/app/requirements.txt" "gunicorn==$GUNICORN_VERSION" >&2
+        touch "$venv/.complete"
+    else
+        log "reusing $venv"
+    fi
+    ln -sfn "$venv" "$staging/app/.venv"
+    printf 'APP_VERSION=%s\n' "$release_id" >"$staging/release.env"
+    mv -T "$staging" "$release_dir"
+    trap - EXIT
+fi
+
+# Gunicorn loads the app with this release's code and the real environment, as the app's user.
+log "checking that $WSGI_TARGET loads"
+systemd-run --quiet --wait --pipe --collect \
+    --uid="$APP_USER" --gid="$APP_USER" \
+    --working-directory="$release_dir/app" \
+    --property=EnvironmentFile="$release_dir/release.env" \
+    --property=EnvironmentFile=-"$ENV_FILE" \
+    "$release_dir/app/.venv/bin/gunicorn" --check-config --workers "$WORKERS" "$WSGI_TARGET" </dev/null >&2 ||
+    fail "release $release_id: gunicorn --check-config $WSGI_TARGET failed (output above)"
+
+# Server configuration shipped with the release; nginx only takes it if it parses.
+config_changed=0
+install_if_changed() {
+    local source=$1 target=$2
+    if ! cmp -s "$source" "$target"; then
+        install -m 0644 -o root -g root "$source" "$target"
+        config_changed=1
+    fi
+}
+install_if_changed "$release_dir/server/$SERVICE" "/etc/systemd/system/$SERVICE"
+install_if_changed "$release_dir/server/$SOCKET" "/etc/systemd/system/$SOCKET"
+if ! cmp -s "$release_dir/server/nginx-site.conf" "$NGINX_SITE"; then
+    cp -p "$NGINX_SITE" "$NGINX_SITE.previous" 2>/dev/null || true
+    install -m 0644 -o root -g root "$release_dir/server/nginx-site.conf" "$NGINX_SITE"
+    if ! nginx -t 2>/dev/null; then
+        if [[ -f $NGINX_SITE.previous ]]; then mv -f "$NGINX_SITE.previous" "$NGINX_SITE"; fi
+        fail "release $release_id: nginx rejects its site configuration (nginx -t)"
+    fi
+    systemctl reload nginx
+fi
+if [[ $config_changed == 1 ]]; then
+    systemctl daemon-reload
+fi
+systemctl enable --quiet "$SOCKET" "$SERVICE"
+systemctl start "$SOCKET"
+
+health() {
+    curl --silent --fail --max-time 5 -H "Host: $HEALTH_HOST" "http://127.0.0.1$HEALTH_PATH" >/dev/null
+}
+
+switch_to() {
+    ln -sfn "$1" "$ROOT/.current.new"
+    mv -T "$ROOT/.current.new" "$CURRENT"
+    systemctl restart "$SERVICE"
+}
+
+previous=$(readlink "$CURRENT" || true)
+if [[ $previous == "$release_dir" && $config_changed == 0 && $env_changed == 0 ]] &&
+    systemctl is-active --quiet "$SERVICE" && health; then
+    log "release $release_id is already live and healthy; nothing to change"
+    echo "$release_id"
+    exit 0
+fi
+log "switching to release $release_id"
+switch_to "$release_dir"
+healthy=0
+for _ in $(seq 30); do
+    if health; then
+        healthy=1
+        break
+    fi
+    sleep 1
+done
+if [[ $healthy != 1 ]]; then
+    if [[ -n $previous && $previous != "$release_dir" && -d $previous ]]; then
+        log "release $release_id is unhealthy; switching back to $(basename "$previous")"
+        switch_to "$previous"
+    fi
+    fail "release $release_id: GET $HEALTH_PATH through nginx did not answer 2xx within 30 s"
+fi
+
+# Keep the newest releases (and the live one); drop virtualenvs no release uses.
+live=$(readlink "$CURRENT")
+mapfile -t old_releases < <(find "$RELEASES" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' |
+    sort -rn | cut -d' ' -f2- | tail -n +"$((KEEP + 1))")
+for old in "${old_releases[@]}"; do
+    [[ $old == "$live" ]] || rm -rf "$old"
+done
+for venv in "$ROOT"/venvs/*; do
+    [[ -d $venv ]] || continue
+    used=0
+    for link in "$RELEASES"/*/app/.venv; do
+        if [[ $(readlink "$link") == "$venv" ]]; then used=1; fi
+    done
+    [[ $used == 1 ]] || rm -rf "$venv"
+done
+
+log "release $release_id is live"
+echo "$release_id"

@@ -1,0 +1,148 @@
+"""Renderers against golden files. Regenerate on purpose: UPDATE_GOLDEN=1 pytest tests/unit/test_render.py"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.render import (
+    UFW_ALLOWED_PORTS,
+    render_deploy_script,
+    render_env_file,
+    render_nginx_site,
+    render_service_unit,
+    render_socket_unit,
+    render_sshd_config,
+    render_user_data,
+)
+from components.settings import Settings, parse_settings
+from tests.conftest import example_public_key
+from tests.pulumi_harness import PROJECT_DIR
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+#: Fixed settings for golden files: the example app, once on its IP address and once with a domain.
+GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
+    "ip": {"sshPublicKeys": [example_public_key("g")], "adminCidrs": ["203.0.113.7/32"], "workers": 3},
+    "domain": {
+        "sshPublicKeys": [example_public_key("g")],
+        "adminCidrs": ["203.0.113.7/32"],
+        "domain": "weather.example.org",
+        "staticDir": "",
+        "appName": "forecast",
+    },
+}
+RENDERERS = {
+    "user-data.yaml": render_user_data,
+    "nginx-site.conf": render_nginx_site,
+    "app.service": render_service_unit,
+    "app.socket": render_socket_unit,
+    "sshd.conf": render_sshd_config,
+    "deploy.sh": render_deploy_script,
+}
+
+
+def golden_settings(variant: str) -> Settings:
+    return parse_settings(GOLDEN_CONFIGS[variant], PROJECT_DIR)
+
+
+@pytest.mark.parametrize("variant", sorted(GOLDEN_CONFIGS))
+@pytest.mark.parametrize("name", sorted(RENDERERS))
+def test_rendered_file_matches_golden(variant: str, name: str) -> None:
+    rendered = RENDERERS[name](golden_settings(variant))
+    golden = GOLDEN / variant / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(rendered)
+    assert rendered == golden.read_text()
+
+
+def test_user_data_is_cloud_config_built_from_data() -> None:
+    text = render_user_data(golden_settings("ip"))
+    assert text.startswith("#cloud-config\n")
+    document = yaml.safe_load(text)
+
+    assert {"nginx", "ufw", "python3-venv"} <= set(document["packages"])
+    assert document["ssh_pwauth"] is False
+    assert document["disable_root"] is True
+    app_user = document["users"][1]
+    assert app_user == {
+        "name": "weather",
+        "gecos": "Runs weather",
+        "system": True,
+        "shell": "/usr/sbin/nologin",
+        "homedir": "/srv/weather",
+        "no_create_home": True,
+        "lock_passwd": True,
+    }
+    assert document["ssh_authorized_keys"] == [example_public_key("g")]
+
+
+def test_ufw_allows_ssh_before_it_is_enabled() -> None:
+    runcmd = yaml.safe_load(render_user_data(golden_settings("ip")))["runcmd"]
+    enable = runcmd.index(["ufw", "--force", "enable"])
+    allowed = [cmd[2] for cmd in runcmd[:enable] if cmd[:2] == ["ufw", "allow"]]
+
+    assert runcmd.index(["ufw", "default", "deny", "incoming"]) < enable
+    assert allowed == list(UFW_ALLOWED_PORTS)
+    assert allowed[0] == "22/tcp"
+
+
+def test_server_files_in_user_data_are_the_rendered_ones() -> None:
+    settings = golden_settings("ip")
+    files = {f["path"]: f for f in yaml.safe_load(render_user_data(settings))["write_files"]}
+
+    assert files["/etc/nginx/sites-available/weather.conf"]["content"] == render_nginx_site(settings)
+    assert files["/etc/systemd/system/weather.service"]["content"] == render_service_unit(settings)
+    assert files["/etc/systemd/system/weather.socket"]["content"] == render_socket_unit(settings)
+    assert files["/etc/ssh/sshd_config.d/10-flaskdroplet.conf"]["content"] == render_sshd_config(settings)
+    # sshd's drop-in is in place before sshd starts; the rest waits for the packages.
+    assert "defer" not in files["/etc/ssh/sshd_config.d/10-flaskdroplet.conf"]
+    assert files["/etc/nginx/sites-available/weather.conf"]["defer"] is True
+
+
+def test_nginx_site_drops_unknown_hosts_and_proxies_to_the_socket() -> None:
+    site = render_nginx_site(golden_settings("domain"))
+
+    assert "listen 80 default_server;" in site
+    assert "return 444;" in site
+    assert "server_name weather.example.org;" in site
+    assert "server unix:/run/forecast.sock" in site
+    for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
+        assert f"proxy_set_header {header}" in site
+    assert "location /static/" not in site
+
+
+def test_service_runs_as_the_app_user_and_restarts_on_failure() -> None:
+    unit = render_service_unit(golden_settings("ip"))
+
+    assert "User=weather\n" in unit
+    assert "Restart=on-failure\n" in unit
+    assert "ExecReload=/bin/kill -s HUP $MAINPID\n" in unit
+    assert "--workers 3 " in unit
+
+
+def test_socket_is_reachable_by_nginx_only() -> None:
+    socket = render_socket_unit(golden_settings("ip"))
+
+    assert "SocketUser=www-data\n" in socket
+    assert "SocketMode=0600\n" in socket
+
+
+def test_env_file_quotes_values_for_systemd() -> None:
+    text = render_env_file({"B": 'say "hi" \\ bye', "A": "$HOME `x`"})
+
+    assert text == 'A="\\$HOME \\`x\\`"\nB="say \\"hi\\" \\\\ bye"\n'
+
+
+def test_values_entering_shell_are_quoted() -> None:
+    script = render_deploy_script(golden_settings("domain"))
+
+    assert "readonly HEALTH_HOST=weather.example.org\n" in script
+    assert "readonly WSGI_TARGET=wsgi:app\n" in script
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in script
