@@ -94,6 +94,7 @@ systemd-run --quiet --wait --pipe --collect \
     --working-directory="$release_dir/app" \
     --property=EnvironmentFile="$release_dir/release.env" \
     --property=EnvironmentFile=-"$ENV_FILE" \
+    --property=StateDirectory="$APP_NAME" \
     "$release_dir/app/.venv/bin/gunicorn" --check-config --workers "$WORKERS" "$WSGI_TARGET" </dev/null >&2 ||
     fail "release $release_id: gunicorn --check-config $WSGI_TARGET failed (output above)"
 
