@@ -1,0 +1,72 @@
+"""scripts/rehearse [up|deploy|down] [--stack NAME] [--set KEY=VALUE ...]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from components.settings import SettingsError
+from rehearsal import run
+from rehearsal.deploy import DeployError
+from rehearsal.nspawn import RehearsalError
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/rehearse",
+        description="The production server on this machine: boot it, let cloud-init set it up, deploy the app.",
+    )
+    parser.add_argument("command", nargs="?", default="up", choices=("up", "deploy", "down"))
+    parser.add_argument("--stack", default="dev", help="read settings from Pulumi.STACK.yaml (default: dev)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=parse_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help='override a config key, e.g. --set workers=4 or --set \'appEnv={"A":"b"}\'',
+    )
+    args = parser.parse_args(argv)
+    overrides = dict(args.overrides)
+    try:
+        if args.command == "down":
+            run.down()
+            run.progress("down: nothing of the rehearsal is left on this machine")
+        elif args.command == "deploy":
+            release_id, ran = run.redeploy(args.stack, overrides)
+            run.progress(f"release {release_id}; steps run: {', '.join(ran) or 'none (nothing changed)'}")
+        else:
+            try:
+                url, timings = run.up(args.stack, overrides)
+            except KeyboardInterrupt:
+                run.progress("interrupted: removing the machine")
+                run.down()
+                return 130
+            run.progress(f"seconds: {timings}")
+            print(url)
+    except SettingsError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except (RehearsalError, DeployError) as err:
+        print(f"rehearse: {err}", file=sys.stderr)
+        if args.command != "down":
+            print("rehearse: the machine is left up to look at; `scripts/rehearse down` removes it", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

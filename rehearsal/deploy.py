@@ -1,0 +1,113 @@
+"""Run a `DeployPlan` over real SSH, with the same trigger rules as `AppDeployment`.
+
+A step runs when its trigger (server identity, content hash and, for the secret
+step, the hash of its stdin) differs from the last run recorded for the server,
+exactly as pulumi-command reruns a resource whose `triggers` changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.plan import DeployPlan, RemoteCommand, Upload
+from components.render import sha256_text
+
+Progress = Callable[[str], None]
+
+#: Bounds for one SSH command; the deploy step installs packages and may take minutes.
+SSH_CONNECT_TIMEOUT_SECONDS = 10
+STEP_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str
+    user: str
+    private_key: Path
+
+    def options(self) -> list[str]:
+        return [
+            "-i",
+            str(self.private_key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            f"ConnectTimeout={SSH_CONNECT_TIMEOUT_SECONDS}",
+        ]
+
+    def ssh(
+        self, command: str, stdin: str = "", timeout: float = STEP_TIMEOUT_SECONDS
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `command` through the login shell on the server, as pulumi-command does."""
+        return subprocess.run(
+            ["ssh", *self.options(), f"{self.user}@{self.host}", command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def upload(self, local: Path, remote: str) -> None:
+        """Copy a file, creating its parent directories, as CopyToRemote does."""
+        parent = remote.rsplit("/", 1)[0]
+        made = self.ssh(f"mkdir -p {shlex.quote(parent)}", timeout=60)
+        if made.returncode != 0:
+            raise DeployError(f"mkdir {parent} on {self.host} failed: {made.stderr.strip()}")
+        copied = subprocess.run(
+            ["scp", "-q", *self.options(), str(local), f"{self.user}@{self.host}:{remote}"],
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if copied.returncode != 0:
+            raise DeployError(f"upload of {local} to {remote} failed: {copied.stderr.strip()}")
+
+
+class DeployError(RuntimeError):
+    """A deploy step failed; the message carries the step's own output."""
+
+
+def step_trigger(plan: DeployPlan, step: Upload | RemoteCommand, server_id: str) -> str:
+    parts = [server_id, step.content_hash]
+    if isinstance(step, RemoteCommand) and step.stdin_is_secret:
+        parts.append(sha256_text(plan.stdin))
+    return sha256_text("\0".join(parts))
+
+
+def run_plan(plan: DeployPlan, target: SshTarget, server_id: str, state_file: Path, progress: Progress) -> list[str]:
+    """Run the steps whose triggers changed; returns the names of the steps that ran."""
+    done: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
+    ran = []
+    for step in plan.steps:
+        trigger = step_trigger(plan, step, server_id)
+        if done.get(step.name) == trigger:
+            progress(f"{step.name}: unchanged")
+            continue
+        progress(f"{step.name}: running")
+        if isinstance(step, Upload):
+            target.upload(step.local_path, step.remote_path)
+        else:
+            result = target.ssh(step.command, stdin=plan.stdin if step.stdin_is_secret else "")
+            if result.returncode != 0:
+                raise DeployError(
+                    f"step {step.name} exited {result.returncode}:\n{result.stderr.strip()}\n{result.stdout.strip()}"
+                )
+        done[step.name] = trigger
+        state_file.write_text(json.dumps(done, indent=2))
+        ran.append(step.name)
+    return ran

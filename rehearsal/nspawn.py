@@ -1,0 +1,362 @@
+"""The rehearsal machine: a Debian 13 system booted with systemd-nspawn, the droplet's stand-in.
+
+It boots with systemd as PID 1 in a network namespace of its own (a veth pair,
+a /30 subnet, masquerade for apt and pip), and cloud-init reads the real
+user-data from a NoCloud seed. Everything it creates on the host is written to a
+state file first, so `down` (from any process) undoes exactly that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+Progress = Callable[[str], None]
+
+SUITE = "trixie"
+#: What a DigitalOcean Ubuntu image has that matters here: systemd, sshd, cloud-init, a network renderer.
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "systemd-resolved",
+    "dbus",
+    "openssh-server",
+    "cloud-init",
+    "iproute2",
+    "sudo",
+    "python3",
+    "curl",
+    "ca-certificates",
+    "netplan.io",
+)
+#: Extra certificate authorities the host trusts (a proxy in front of the package registries, say).
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+NAME = "flaskdroplet"
+HOST_VETH = f"ve-{NAME}"  # at most 15 characters, the kernel's limit
+HOST_ADDRESS = "10.213.7.1"
+GUEST_ADDRESS = "10.213.7.2"
+PREFIX = 30
+SUBNET = f"10.213.7.0/{PREFIX}"
+
+STATE_DIR = Path(os.environ.get("REHEARSAL_STATE_DIR", "/var/lib/flask-droplet-rehearsal"))
+CACHE_DIR = Path(os.environ.get("REHEARSAL_CACHE_DIR", "/var/cache/flask-droplet-rehearsal"))
+
+BOOT_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 30
+
+
+class RehearsalError(RuntimeError):
+    """Something about the rehearsal machine failed; the message says what and where to look."""
+
+
+@dataclass
+class MachineState:
+    """What `up` created on the host, so that `down` can remove exactly that."""
+
+    instance_id: str
+    root: str
+    nspawn_pid: int | None = None
+    iptables_rules: list[list[str]] = field(default_factory=list)
+    ip_forward_before: str | None = None
+
+
+@dataclass(frozen=True)
+class CloudInitResult:
+    status: str
+    errors: list[str]
+    recoverable_errors: dict[str, list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done" and not self.errors
+
+
+def run(argv: list[str], timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise RehearsalError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def host_ca_certificates() -> list[Path]:
+    return sorted(HOST_CA_DIR.rglob("*.crt")) if HOST_CA_DIR.is_dir() else []
+
+
+def image_key() -> str:
+    """Changes when the image would: suite, packages or the host's extra CAs."""
+    digest = hashlib.sha256(f"{SUITE}\n{','.join(PACKAGES)}\n".encode())
+    for cert in host_ca_certificates():
+        digest.update(cert.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_image(progress: Progress) -> Path:
+    """The cached root filesystem, built with mmdebstrap the first time (about a minute)."""
+    image = CACHE_DIR / f"rootfs-{SUITE}-{image_key()}"
+    if image.is_dir():
+        progress(f"image: cached at {image}")
+        return image
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    building = CACHE_DIR / f".{image.name}.building"
+    shutil.rmtree(building, ignore_errors=True)
+    progress(f"image: building Debian {SUITE} with mmdebstrap (about a minute)")
+    run(
+        ["mmdebstrap", "--variant=apt", f"--include={','.join(PACKAGES)}", SUITE, str(building)],
+        timeout=1200,
+    )
+    # cloud-init looks only at the NoCloud seed, as a droplet looks only at DigitalOcean's.
+    (building / "etc/cloud/cloud.cfg.d/90-rehearsal.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
+    for cert in host_ca_certificates():
+        shutil.copy2(cert, building / "usr/local/share/ca-certificates" / cert.name)
+    run(["chroot", str(building), "update-ca-certificates"], timeout=120)
+    # Every boot is a new machine: cloud-init makes the host keys, systemd the machine id.
+    for key in (building / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (building / "etc/machine-id").write_text("")
+    building.rename(image)
+    return image
+
+
+def _read_state() -> MachineState | None:
+    path = STATE_DIR / "machine.json"
+    return MachineState(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _write_state(state: MachineState) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = STATE_DIR / "machine.json"
+    path.write_text(json.dumps(asdict(state), indent=2))
+
+
+def _host_nameservers() -> list[str]:
+    servers = []
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+            servers.append(parts[1])
+    return servers or ["1.1.1.1"]
+
+
+def _guest_pid(nspawn_pid: int) -> int | None:
+    """The guest's systemd: the child of the systemd-nspawn process."""
+    children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children")
+    try:
+        pids = children.read_text().split()
+    except OSError:
+        return None
+    return int(pids[0]) if pids else None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Machine:
+    """The one rehearsal machine on this host."""
+
+    address = GUEST_ADDRESS
+
+    def __init__(self) -> None:
+        self.state = _read_state()
+
+    @property
+    def private_key(self) -> Path:
+        return STATE_DIR / "id_ed25519"
+
+    @property
+    def instance_id(self) -> str:
+        if self.state is None:
+            raise RehearsalError("no rehearsal machine is up; run scripts/rehearse")
+        return self.state.instance_id
+
+    def public_key(self) -> str:
+        """The key pair the rehearsal logs in with, made on first use."""
+        if not self.private_key.exists():
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rehearsal", "-f", str(self.private_key)])
+        return self.private_key.with_suffix(".pub").read_text().strip()
+
+    def is_up(self) -> bool:
+        return self.state is not None and _alive(self.state.nspawn_pid)
+
+    def up(self, image: Path, user_data: str, progress: Progress) -> None:
+        """Boot a fresh machine from `image` with this user-data; any previous machine goes first."""
+        self.down(progress)
+        instance_id = f"rehearsal-{uuid.uuid4().hex[:12]}"
+        root = STATE_DIR / "machine" / "rootfs"
+        self.state = MachineState(instance_id=instance_id, root=str(root))
+        _write_state(self.state)
+        progress("boot: copying the image")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        run(["cp", "-a", "--reflink=auto", str(image), str(root)], timeout=300)
+        self._seed(root, instance_id, user_data)
+        self._network_up()
+        progress("boot: starting systemd-nspawn")
+        log = (STATE_DIR / "console.log").open("w")
+        process = subprocess.Popen(
+            [
+                "systemd-nspawn",
+                "--quiet",
+                f"--directory={root}",
+                "--boot",
+                "--network-veth",
+                f"--machine={NAME}",
+                "--register=no",
+                "--keep-unit",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.state.nspawn_pid = process.pid
+        _write_state(self.state)
+        deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
+        while run(["ip", "link", "show", HOST_VETH], check=False).returncode != 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RehearsalError(f"systemd-nspawn did not bring up {HOST_VETH}; see {STATE_DIR}/console.log")
+            time.sleep(0.2)
+        run(["ip", "address", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", HOST_VETH])
+        run(["ip", "link", "set", HOST_VETH, "up"])
+
+    def _seed(self, root: Path, instance_id: str, user_data: str) -> None:
+        seed = root / "var/lib/cloud/seed/nocloud"
+        seed.mkdir(parents=True, exist_ok=True)
+        (seed / "meta-data").write_text(yaml.safe_dump({"instance-id": instance_id, "local-hostname": NAME}))
+        (seed / "user-data").write_text(user_data)
+        network = {
+            "version": 2,
+            "ethernets": {
+                "host0": {
+                    "addresses": [f"{GUEST_ADDRESS}/{PREFIX}"],
+                    "routes": [{"to": "default", "via": HOST_ADDRESS}],
+                    "nameservers": {"addresses": _host_nameservers()},
+                }
+            },
+        }
+        (seed / "network-config").write_text(yaml.safe_dump(network, sort_keys=False))
+
+    def _network_up(self) -> None:
+        """Forwarding and masquerade for the guest's subnet, each rule recorded before it is added."""
+        assert self.state is not None
+        forward = Path("/proc/sys/net/ipv4/ip_forward")
+        self.state.ip_forward_before = forward.read_text().strip()
+        _write_state(self.state)
+        forward.write_text("1\n")
+        rules = [
+            ["-t", "nat", "POSTROUTING", "-s", SUBNET, "!", "-d", SUBNET, "-j", "MASQUERADE"],
+            ["-t", "filter", "FORWARD", "-s", SUBNET, "-j", "ACCEPT"],
+            ["-t", "filter", "FORWARD", "-d", SUBNET, "-j", "ACCEPT"],
+        ]
+        for rule in rules:
+            self.state.iptables_rules.append(rule)
+            _write_state(self.state)
+            table, chain, spec = rule[:2], rule[2], rule[3:]
+            run(["iptables", *table, "-I", chain, *spec])
+
+    def guest(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the guest, as root, without SSH."""
+        pid = _guest_pid(self.state.nspawn_pid) if self.state and self.state.nspawn_pid else None
+        if pid is None:
+            raise RehearsalError("the rehearsal machine is not running")
+        return run(["nsenter", "-t", str(pid), "-a", *argv], timeout=timeout, check=False)
+
+    def wait_for_cloud_init(self, timeout: float, progress: Progress) -> CloudInitResult:
+        """Poll `cloud-init status` inside the guest until it is done or reports an error."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not self.is_up():
+                raise RehearsalError(f"the machine stopped while booting; see {STATE_DIR}/console.log")
+            if _guest_pid(self.state.nspawn_pid or 0) is not None:  # type: ignore[union-attr]
+                result = self.guest(["cloud-init", "status", "--format", "json"], timeout=30)
+                try:
+                    status = json.loads(result.stdout)
+                except json.JSONDecodeError:
+                    status = {}
+                state = status.get("extended_status") or status.get("status", "")
+                if state and state != last:
+                    progress(f"cloud-init: {state}")
+                    last = state
+                if status.get("status") in ("done", "error") or state.startswith(("done", "error", "degraded")):
+                    return CloudInitResult(
+                        status=status.get("status", "error"),
+                        errors=list(status.get("errors", [])),
+                        recoverable_errors=dict(status.get("recoverable_errors", {})),
+                    )
+            time.sleep(1)
+        raise RehearsalError(f"cloud-init did not finish within {timeout:.0f} s")
+
+    def cloud_init_output(self, lines: int = 40) -> str:
+        log = Path(self.state.root if self.state else "") / "var/log/cloud-init-output.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+    def down(self, progress: Progress) -> None:
+        """Stop the machine and remove everything `up` created. Safe when nothing is up."""
+        state = self.state or _read_state()
+        if state is None:
+            return
+        if _alive(state.nspawn_pid):
+            progress("down: stopping the machine")
+            pid = state.nspawn_pid
+            assert pid is not None
+            self.guest(["systemctl", "poweroff"], timeout=10)
+            if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
+                os.killpg(pid, signal.SIGTERM)
+                if not _wait_gone(pid, 10):
+                    os.killpg(pid, signal.SIGKILL)
+                    _wait_gone(pid, 10)
+        for rule in reversed(state.iptables_rules):
+            table, chain, spec = rule[:2], rule[2], rule[3:]
+            run(["iptables", *table, "-D", chain, *spec], check=False)
+        if state.ip_forward_before is not None:
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(state.ip_forward_before + "\n")
+        if run(["ip", "link", "show", HOST_VETH], check=False).returncode == 0:
+            run(["ip", "link", "delete", HOST_VETH], check=False)
+        shutil.rmtree(Path(state.root).parent, ignore_errors=True)
+        shutil.rmtree(STATE_DIR / "build", ignore_errors=True)
+        for leftover in (
+            "machine.json",
+            "id_ed25519",
+            "id_ed25519.pub",
+            "deploy-state.json",
+            "app-secret",
+            "console.log",
+        ):
+            (STATE_DIR / leftover).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            STATE_DIR.rmdir()
+        self.state = None
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            # Reap it if it is our child; otherwise just look.
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            if not _alive(pid):
+                return True
+        time.sleep(0.2)
+    return not _alive(pid)

@@ -1,0 +1,129 @@
+"""The rehearsal's jobs: `up` (boot, cloud-init, deploy), `deploy` (again, to the running machine), `down`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan
+from components.render import DEPLOY_USER, render_user_data
+from components.settings import Settings, SettingsError, parse_settings
+from rehearsal import nspawn
+from rehearsal.deploy import SshTarget, run_plan
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+NAMESPACE = "flask-droplet:"
+
+
+def progress(message: str) -> None:
+    print(f"rehearse: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - start, 1)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """Plain values of `Pulumi.<stack>.yaml` in this project's namespace; encrypted ones are left out."""
+    path = PROJECT_DIR / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise SettingsError([f"stack file {path.name} does not exist (the rehearsal reads the stack's settings)"])
+    config = yaml.safe_load(path.read_text()).get("config") or {}
+    return {
+        key.removeprefix(NAMESPACE): value
+        for key, value in config.items()
+        if key.startswith(NAMESPACE) and not (isinstance(value, dict) and "secure" in value)
+    }
+
+
+def machine_secret() -> str:
+    """A random secret for the app, kept (mode 0600) for as long as the machine, so redeploys match."""
+    path = nspawn.STATE_DIR / "app-secret"
+    if not path.exists():
+        nspawn.STATE_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text()
+
+
+def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str) -> Settings:
+    """The stack's settings, as the droplet would get them, but for the rehearsal's key and network.
+
+    The stack's secrets are encrypted for Pulumi; the rehearsal gives the app a
+    fresh random SECRET_KEY instead, unless `overrides` sets appEnv.
+    """
+    raw = {"appEnv": {"SECRET_KEY": machine_secret()}, **stack_config(stack), **overrides}
+    raw.setdefault("adminCidrs", [f"{nspawn.HOST_ADDRESS}/32"])
+    settings = parse_settings(raw, PROJECT_DIR)
+    return dataclasses.replace(
+        settings,
+        ssh_public_keys=(public_key,),
+        ssh_key_fingerprints=(),
+        admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",),
+    )
+
+
+def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, list[str]]:
+    """Run the deploy plan on the machine; returns the release id and the steps that ran."""
+    plan = build_deploy_plan(settings, nspawn.STATE_DIR / "build")
+    target = SshTarget(host=machine.address, user=DEPLOY_USER, private_key=machine.private_key)
+    ran = run_plan(plan, target, machine.instance_id, nspawn.STATE_DIR / "deploy-state.json", progress)
+    return plan.release_id, ran
+
+
+def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, Timings]:
+    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL."""
+    timings = Timings()
+    machine = nspawn.Machine()
+    settings = rehearsal_settings(stack, overrides, machine.public_key())
+    with timings.step("build"):
+        image = nspawn.build_image(progress)
+    with timings.step("boot"):
+        machine.up(image, render_user_data(settings), progress)
+    with timings.step("cloud-init"):
+        result = machine.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_SECONDS, progress)
+    if not result.ok or result.recoverable_errors:
+        raise nspawn.RehearsalError(
+            "cloud-init reported problems:\n"
+            + json.dumps({"errors": result.errors, "recoverable_errors": result.recoverable_errors}, indent=2)
+            + "\n--- /var/log/cloud-init-output.log (end)\n"
+            + machine.cloud_init_output()
+        )
+    with timings.step("deploy"):
+        release_id, _ = deploy(machine, settings)
+    progress(f"release {release_id} is live")
+    return f"http://{machine.address}/", timings
+
+
+def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Deploy the app as it is now to the running machine, like a second `pulumi up`."""
+    machine = nspawn.Machine()
+    if not machine.is_up():
+        raise nspawn.RehearsalError("no rehearsal machine is up; run scripts/rehearse first")
+    return deploy(machine, rehearsal_settings(stack, overrides, machine.public_key()))
+
+
+def down() -> None:
+    nspawn.Machine().down(progress)
