@@ -58,6 +58,10 @@ BOOT_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 30
 
 
+#: systemd-nspawn processes this process started, kept so that they are reaped, not left as zombies.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class RehearsalError(RuntimeError):
     """Something about the rehearsal machine failed; the message says what and where to look."""
 
@@ -211,23 +215,24 @@ class Machine:
         self._seed(root, instance_id, user_data)
         self._network_up()
         progress("boot: starting systemd-nspawn")
-        log = (STATE_DIR / "console.log").open("w")
-        process = subprocess.Popen(
-            [
-                "systemd-nspawn",
-                "--quiet",
-                f"--directory={root}",
-                "--boot",
-                "--network-veth",
-                f"--machine={NAME}",
-                "--register=no",
-                "--keep-unit",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (STATE_DIR / "console.log").open("w") as log:
+            process = subprocess.Popen(
+                [
+                    "systemd-nspawn",
+                    "--quiet",
+                    f"--directory={root}",
+                    "--boot",
+                    "--network-veth",
+                    f"--machine={NAME}",
+                    "--register=no",
+                    "--keep-unit",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _STARTED[process.pid] = process
         self.state.nspawn_pid = process.pid
         _write_state(self.state)
         deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
@@ -349,14 +354,17 @@ class Machine:
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:
+    process = _STARTED.get(pid)
+    if process is not None:
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        del _STARTED[pid]
+        return True
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            # Reap it if it is our child; otherwise just look.
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            if not _alive(pid):
-                return True
+        if not _alive(pid):
+            return True
         time.sleep(0.2)
-    return not _alive(pid)
+    return False

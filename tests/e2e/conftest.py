@@ -1,0 +1,103 @@
+"""End-to-end fixtures: a rehearsal machine per module, brought up through the README's own code path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import testinfra
+
+from components.render import DEPLOY_USER, ServerLayout
+from components.settings import Settings
+from rehearsal import nspawn, run
+
+APP_PORTS = (5000, 8000, 8080)
+
+
+@dataclass
+class Rehearsal:
+    machine: nspawn.Machine
+    settings: Settings
+    release_id: str
+    url: str
+    timings: run.Timings
+
+    @property
+    def layout(self) -> ServerLayout:
+        return ServerLayout(self.settings.app_name)
+
+    def host(self) -> Any:
+        """pytest-testinfra over SSH, as the deploy user with sudo."""
+        return testinfra.get_host(
+            f"ssh://{DEPLOY_USER}@{self.machine.address}",
+            ssh_identity_file=str(self.machine.private_key),
+            ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            sudo=True,
+        )
+
+    def get(self, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.url.rstrip("/") + path)  # noqa: S310 - always http://
+        if host:
+            request.add_header("Host", host)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - always http://
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+
+def bring_up(overrides: dict[str, Any]) -> Iterator[Rehearsal]:
+    if os.geteuid() != 0:
+        pytest.fail("the end-to-end tests boot a machine and need root (CI runs as root)")
+    try:
+        url, timings = run.up("dev", overrides)
+        machine = nspawn.Machine()
+        settings = run.rehearsal_settings("dev", overrides, machine.public_key())
+        release_id, _ = run.redeploy("dev", overrides)
+        print(f"\nrehearsal {settings.app_name}: {timings}")
+        yield Rehearsal(machine, settings, release_id, url, timings)
+    finally:
+        run.down()
+
+
+def open_tcp_ports(address: str, ports: list[int], timeout: float = 1.0) -> set[int]:
+    """A connect scan, bounded: each port is tried once with a timeout."""
+
+    def is_open(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(timeout)
+            return probe.connect_ex((address, port)) == 0
+
+    with ThreadPoolExecutor(max_workers=128) as pool:
+        return {port for port, answer in zip(ports, pool.map(is_open, ports), strict=True) if answer}
+
+
+def ssh_as(user: str, machine: nspawn.Machine, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ssh",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            *options,
+            f"{user}@{machine.address}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
