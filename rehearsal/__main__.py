@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -23,7 +24,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A stopped run (Ctrl-C, or SIGTERM from a CI runner) removes what it created.
+    signal.signal(signal.SIGTERM, interrupt)
     parser = argparse.ArgumentParser(
         prog="scripts/rehearse",
         description="The production server on this machine: boot it, let cloud-init set it up, deploy the app.",

@@ -1,0 +1,65 @@
+"""The rehearsal cleans up after itself: an interrupted `up` leaves nothing behind on the host."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rehearsal import nspawn
+from tests.pulumi_harness import PROJECT_DIR
+
+pytestmark = pytest.mark.e2e
+
+
+def leftovers() -> list[str]:
+    found = []
+    if subprocess.run(["pgrep", "-f", "systemd-nspawn.*flaskdroplet"], capture_output=True, check=False).stdout:
+        found.append("a systemd-nspawn process")
+    if subprocess.run(["ip", "link", "show", nspawn.HOST_VETH], capture_output=True, check=False).returncode == 0:
+        found.append(f"interface {nspawn.HOST_VETH}")
+    for table in ("nat", "filter"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
+        found += [f"iptables {table}: {rule}" for rule in rules.splitlines() if nspawn.SUBNET in rule]
+    if nspawn.STATE_DIR.exists():
+        found.append(f"{nspawn.STATE_DIR}: {sorted(p.name for p in nspawn.STATE_DIR.iterdir())}")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    if str(nspawn.STATE_DIR) in mounts:
+        found.append("a mount under the state directory")
+    return found
+
+
+def test_interrupted_up_removes_everything() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rehearsal", "up"], cwd=PROJECT_DIR, stderr=subprocess.PIPE, text=True
+    )
+    state = nspawn.STATE_DIR / "machine.json"
+    deadline = time.monotonic() + 120
+    # Interrupt once the machine is booting: its process, veth and rules exist.
+    while time.monotonic() < deadline:
+        if state.exists() and json.loads(state.read_text()).get("nspawn_pid"):
+            break
+        time.sleep(0.2)
+    time.sleep(3)
+    assert leftovers(), "the machine never started"
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    assert "interrupted: removing the machine" in stderr
+    assert leftovers() == []
+
+
+def test_down_when_nothing_is_up_is_harmless() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rehearsal", "down"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert leftovers() == []
