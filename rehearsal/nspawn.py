@@ -267,10 +267,12 @@ class Machine:
         self.state.ip_forward_before = forward.read_text().strip()
         _write_state(self.state)
         forward.write_text("1\n")
+        # Each rule carries a comment, so a rule is recognisable as the rehearsal's even without the state file.
+        tag = ["-m", "comment", "--comment", f"{NAME}-rehearsal"]
         rules = [
-            ["-t", "nat", "POSTROUTING", "-s", SUBNET, "!", "-d", SUBNET, "-j", "MASQUERADE"],
-            ["-t", "filter", "FORWARD", "-s", SUBNET, "-j", "ACCEPT"],
-            ["-t", "filter", "FORWARD", "-d", SUBNET, "-j", "ACCEPT"],
+            ["-t", "nat", "POSTROUTING", "-s", SUBNET, "!", "-d", SUBNET, *tag, "-j", "MASQUERADE"],
+            ["-t", "filter", "FORWARD", "-s", SUBNET, *tag, "-j", "ACCEPT"],
+            ["-t", "filter", "FORWARD", "-d", SUBNET, *tag, "-j", "ACCEPT"],
         ]
         for rule in rules:
             self.state.iptables_rules.append(rule)
