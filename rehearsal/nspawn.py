@@ -75,6 +75,7 @@ class MachineState:
     nspawn_pid: int | None = None
     iptables_rules: list[list[str]] = field(default_factory=list)
     ip_forward_before: str | None = None
+    overlay_mounted: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,14 @@ class Machine:
         root = STATE_DIR / "machine" / "rootfs"
         self.state = MachineState(instance_id=instance_id, root=str(root))
         _write_state(self.state)
-        progress("boot: copying the image")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        run(["cp", "-a", "--reflink=auto", str(image), str(root)], timeout=300)
+        # The machine writes to an overlay, so the cached image stays clean and nothing is copied.
+        machine_dir = root.parent
+        for directory in ("rootfs", "upper", "work"):
+            (machine_dir / directory).mkdir(parents=True, exist_ok=True)
+        self.state.overlay_mounted = True
+        _write_state(self.state)
+        options = f"lowerdir={image},upperdir={machine_dir / 'upper'},workdir={machine_dir / 'work'}"
+        run(["mount", "-t", "overlay", "overlay", "-o", options, str(root)])
         self._seed(root, instance_id, user_data)
         self._network_up()
         progress("boot: starting systemd-nspawn")
@@ -339,6 +345,8 @@ class Machine:
             Path("/proc/sys/net/ipv4/ip_forward").write_text(state.ip_forward_before + "\n")
         if run(["ip", "link", "show", HOST_VETH], check=False).returncode == 0:
             run(["ip", "link", "delete", HOST_VETH], check=False)
+        if state.overlay_mounted and os.path.ismount(state.root):
+            run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
         shutil.rmtree(STATE_DIR / "build", ignore_errors=True)
         for leftover in (
