@@ -95,3 +95,10 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
         ),
     )
     return DeployPlan(release_id=bundle.release_id, steps=steps, stdin=render_env_file(dict(settings.app_env)))
+
+
+def rollback_command(settings: Settings, release_id: str | None = None) -> str:
+    """The admin's rollback, run over SSH as the deploy user: back to the previous release, or to `release_id`."""
+    layout = ServerLayout(settings.app_name)
+    command = f"sudo /bin/bash {shlex.quote(layout.deploy_script)} rollback"
+    return f"{command} {shlex.quote(release_id)}" if release_id else command

@@ -77,6 +77,20 @@ class ServerLayout:
         return f"{self.app_name}.socket"
 
     @property
+    def candidate_unit(self) -> str:
+        """Transient unit a new release runs as while it proves itself healthy."""
+        return f"{self.app_name}-candidate"
+
+    @property
+    def candidate_socket_path(self) -> str:
+        return f"/run/{self.app_name}-candidate.sock"
+
+    @property
+    def candidate_port(self) -> int:
+        """nginx's loopback-only port in front of the candidate."""
+        return 8081
+
+    @property
     def nginx_site(self) -> str:
         return f"/etc/nginx/sites-available/{self.app_name}.conf"
 
@@ -152,7 +166,7 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
     Values are double-quoted with POSIX double-quote escapes (systemd reads them the
     same way), so `$`, backticks, quotes and backslashes arrive verbatim.
     """
-    lines = []
+    lines = ["# The app's environment, from the stack's appEnv. Rendered by flask-droplet.\n"]
     for name in sorted(app_env):
         value = re.sub(r'(["\\`$])', r"\\\1", str(app_env[name]))
         lines.append(f'{name}="{value}"\n')

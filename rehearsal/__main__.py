@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/rehearse",
         description="The production server on this machine: boot it, let cloud-init set it up, deploy the app.",
     )
-    parser.add_argument("command", nargs="?", default="up", choices=("up", "deploy", "down"))
+    parser.add_argument("command", nargs="?", default="up", choices=("up", "deploy", "rollback", "down"))
+    parser.add_argument("release", nargs="?", help="with rollback: the release to go back to (default: the previous)")
     parser.add_argument("--stack", default="dev", help="read settings from Pulumi.STACK.yaml (default: dev)")
     parser.add_argument(
         "--set",
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "down":
             run.down()
             run.progress("down: nothing of the rehearsal is left on this machine")
+        elif args.command == "rollback":
+            run.progress(f"release {run.rollback(args.stack, overrides, args.release)} is live")
         elif args.command == "deploy":
             release_id, ran = run.redeploy(args.stack, overrides)
             run.progress(f"release {release_id}; steps run: {', '.join(ran) or 'none (nothing changed)'}")

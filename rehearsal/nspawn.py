@@ -220,8 +220,12 @@ class Machine:
         run(["mount", "-t", "overlay", "overlay", "-o", options, str(root)])
         self._seed(root, instance_id, user_data)
         self._network_up()
+        self._start(root, progress)
+
+    def _start(self, root: Path, progress: Progress) -> None:
         progress("boot: starting systemd-nspawn")
-        with (STATE_DIR / "console.log").open("w") as log:
+        assert self.state is not None
+        with (STATE_DIR / "console.log").open("a") as log:
             process = subprocess.Popen(
                 [
                     "systemd-nspawn",
@@ -248,6 +252,22 @@ class Machine:
             time.sleep(0.2)
         run(["ip", "address", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", HOST_VETH])
         run(["ip", "link", "set", HOST_VETH, "up"])
+
+    def reboot(self, progress: Progress) -> None:
+        """Power the machine off and boot it again from the same disk, as a droplet reboots.
+
+        systemd-nspawn ends when its guest shuts down, so the host starts it again.
+        """
+        if self.state is None or not self.is_up():
+            raise RehearsalError("no rehearsal machine is up")
+        pid = self.state.nspawn_pid
+        assert pid is not None
+        progress("reboot: powering off")
+        self.guest(["systemctl", "poweroff"], timeout=10)
+        if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
+            raise RehearsalError(f"the machine did not power off within {STOP_TIMEOUT_SECONDS} s")
+        progress("reboot: booting again")
+        self._start(Path(self.state.root), progress)
 
     def _seed(self, root: Path, instance_id: str, user_data: str) -> None:
         seed = root / "var/lib/cloud/seed/nocloud"

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan
+from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan, rollback_command
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import Settings, SettingsError, parse_settings
 from rehearsal import nspawn
-from rehearsal.deploy import SshTarget, run_plan
+from rehearsal.deploy import DeployError, SshTarget, run_plan
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 NAMESPACE = "flask-droplet:"
@@ -127,3 +127,17 @@ def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, list[str]]:
 
 def down() -> None:
     nspawn.Machine().down(progress)
+
+
+def rollback(stack: str, overrides: Mapping[str, Any], release_id: str | None = None) -> str:
+    """Switch the running machine back to the previous release (or `release_id`); returns the live release."""
+    machine = nspawn.Machine()
+    if not machine.is_up():
+        raise nspawn.RehearsalError("no rehearsal machine is up; run scripts/rehearse first")
+    settings = rehearsal_settings(stack, overrides, machine.public_key())
+    target = SshTarget(host=machine.address, user=DEPLOY_USER, private_key=machine.private_key)
+    command = rollback_command(settings, release_id)
+    result = target.ssh(command)
+    if result.returncode != 0:
+        raise DeployError(f"rollback failed:\n{result.stderr.strip()}")
+    return result.stdout.strip().splitlines()[-1]

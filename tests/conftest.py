@@ -22,3 +22,19 @@ def good_config() -> dict[str, Any]:
         "adminCidrs": ["203.0.113.7/32", "2001:db8::/64"],
         "appEnv": {"SECRET_KEY": "correct-horse-battery-staple-7f3a"},
     }
+
+
+#: Measured figures (end-to-end tests), printed in the summary at the end of the run.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures() -> list[str]:
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -129,7 +129,7 @@ def test_app_files_and_environment_have_the_designed_owners_and_modes(rehearsal:
     assert "sudo" not in app_user.groups
     env = host.file(layout.env_file)
     assert (env.user, env.group, env.mode) == ("root", layout.app_user, 0o640)
-    assert env.content_string.startswith("SECRET_KEY=")
+    assert "\nSECRET_KEY=" in env.content_string
     config_dir = host.file(layout.config_dir)
     assert (config_dir.user, config_dir.group, config_dir.mode) == ("root", layout.app_user, 0o750)
     release = host.file(f"{layout.releases}/{rehearsal.release_id}")

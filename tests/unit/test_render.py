@@ -136,7 +136,8 @@ def test_socket_is_reachable_by_nginx_only() -> None:
 def test_env_file_quotes_values_for_systemd() -> None:
     text = render_env_file({"B": 'say "hi" \\ bye', "A": "$HOME `x`"})
 
-    assert text == 'A="\\$HOME \\`x\\`"\nB="say \\"hi\\" \\\\ bye"\n'
+    assert text.splitlines()[0].startswith("# ")
+    assert text.split("\n", 1)[1] == 'A="\\$HOME \\`x\\`"\nB="say \\"hi\\" \\\\ bye"\n'
 
 
 def test_values_entering_shell_are_quoted() -> None:

@@ -2,9 +2,14 @@
 # Installs one release of weather and switches the site to it. Rendered by flask-droplet.
 #
 #   sudo deploy.sh RELEASE_ID BUNDLE < app-environment
+#   sudo deploy.sh rollback [RELEASE_ID]
 #
 # RELEASE_ID is the first 12 hex digits of the bundle's sha256. The app's
 # environment (a systemd EnvironmentFile) arrives on stdin, never as an argument.
+# A release takes traffic only after it has answered its health check through
+# nginx as a candidate beside the live release; until then the live one serves.
+# `rollback` switches back to the release that was live before (or RELEASE_ID),
+# through the same checks.
 set -euo pipefail
 
 readonly APP_NAME=weather
@@ -16,6 +21,9 @@ readonly CONFIG_DIR=/etc/weather
 readonly ENV_FILE=/etc/weather/env
 readonly SERVICE=weather.service
 readonly SOCKET=weather.socket
+readonly CANDIDATE=weather-candidate
+readonly CANDIDATE_SOCKET=/run/weather-candidate.sock
+readonly CANDIDATE_PORT=8081
 readonly NGINX_SITE=/etc/nginx/sites-available/weather.conf
 readonly WSGI_TARGET=wsgi:app
 readonly WORKERS=3
@@ -23,6 +31,7 @@ readonly GUNICORN_VERSION=23.0.0
 readonly KEEP=5
 readonly HEALTH_HOST=127.0.0.1
 readonly HEALTH_PATH=/healthz
+readonly HEALTH_TRIES=30
 
 log() { printf '%s deploy[%s]: %s\n' "$(date +%H:%M:%S)" "$APP_NAME" "$*" >&2; }
 fail() {
@@ -31,24 +40,103 @@ fail() {
     exit 1
 }
 
-[[ $# -eq 2 ]] || fail "usage: deploy.sh RELEASE_ID BUNDLE"
+# One deploy at a time; a second one waits for the first.
+exec 9>"/run/lock/$APP_NAME-deploy.lock"
+flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
+
+health() { # PORT: GET HEALTH_PATH through nginx on that port
+    curl --silent --fail --max-time 5 -H "Host: $HEALTH_HOST" "http://127.0.0.1:$1$HEALTH_PATH" >/dev/null
+}
+
+wait_healthy() { # PORT
+    local _
+    for _ in $(seq "$HEALTH_TRIES"); do
+        if health "$1"; then return 0; fi
+        sleep 1
+    done
+    return 1
+}
+
+stop_candidate() {
+    systemctl stop "$CANDIDATE.socket" "$CANDIDATE.service" 2>/dev/null || true
+    systemctl reset-failed "$CANDIDATE.socket" "$CANDIDATE.service" 2>/dev/null || true
+}
+
+activate() { # RELEASE_DIR: check it as a candidate, then switch the live service to it
+    local release_dir=$1 release live_before
+    release=$(basename "$release_dir")
+    live_before=$(readlink "$CURRENT" || true)
+
+    # The candidate: the release's Gunicorn on a socket of its own, as the app's user, with the
+    # live environment, reached through nginx on a loopback-only port.
+    stop_candidate
+    log "starting release $release as a candidate"
+    systemd-run --quiet --collect --unit="$CANDIDATE" \
+        --socket-property=ListenStream="$CANDIDATE_SOCKET" \
+        --socket-property=SocketUser=www-data --socket-property=SocketMode=0600 \
+        --uid="$APP_USER" --gid="$APP_USER" \
+        --working-directory="$release_dir/app" \
+        --property=EnvironmentFile="$release_dir/release.env" \
+        --property=EnvironmentFile=-"$ENV_FILE" \
+        --property=StateDirectory="$APP_NAME" \
+        "$release_dir/app/.venv/bin/gunicorn" --workers 1 "$WSGI_TARGET"
+    if ! wait_healthy "$CANDIDATE_PORT"; then
+        journalctl -u "$CANDIDATE.service" -n 30 --no-pager >&2 || true
+        stop_candidate
+        fail "release $release: GET $HEALTH_PATH did not answer 2xx within $HEALTH_TRIES s; ${live_before:+$(basename "$live_before") is still live}"
+    fi
+
+    # systemd holds the live socket open while Gunicorn restarts: requests wait, none fail.
+    log "switching to release $release"
+    ln -sfn "$release_dir" "$ROOT/.current.new"
+    mv -T "$ROOT/.current.new" "$CURRENT"
+    if [[ -n $live_before && $live_before != "$release_dir" ]]; then
+        printf '%s\n' "$live_before" >"$ROOT/previous"
+    fi
+    systemctl restart "$SERVICE"
+    if ! wait_healthy 80; then
+        if [[ -n $live_before && $live_before != "$release_dir" && -d $live_before ]]; then
+            log "release $release is unhealthy once live; switching back to $(basename "$live_before")"
+            ln -sfn "$live_before" "$ROOT/.current.new"
+            mv -T "$ROOT/.current.new" "$CURRENT"
+            systemctl restart "$SERVICE"
+        fi
+        stop_candidate
+        fail "release $release: GET $HEALTH_PATH through nginx did not answer 2xx within $HEALTH_TRIES s once live"
+    fi
+    stop_candidate
+}
+
+if [[ ${1:-} == rollback ]]; then
+    [[ $# -le 2 ]] || fail "usage: deploy.sh rollback [RELEASE_ID]"
+    if [[ $# -eq 2 ]]; then
+        target=$RELEASES/$2
+    else
+        [[ -f $ROOT/previous ]] || fail "no previous release is recorded"
+        target=$(cat "$ROOT/previous")
+    fi
+    [[ -d $target ]] || fail "release $(basename "$target") is not on this server; releases: $(ls "$RELEASES")"
+    activate "$target"
+    log "rolled back to release $(basename "$target")"
+    basename "$target"
+    exit 0
+fi
+
+[[ $# -eq 2 ]] || fail "usage: deploy.sh RELEASE_ID BUNDLE, or deploy.sh rollback [RELEASE_ID]"
 release_id=$1
 bundle=$2
 [[ $release_id =~ ^[0-9a-f]{12}$ ]] || fail "release id '$release_id' is not 12 hex digits"
 [[ -f $bundle ]] || fail "bundle $bundle does not exist"
 [[ $(sha256sum "$bundle" | cut -c1-12) == "$release_id" ]] || fail "bundle $bundle does not match release $release_id"
 
-# One deploy at a time; a second one waits for the first.
-exec 9>"/run/lock/$APP_NAME-deploy.lock"
-flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
-
 # The environment file: root-owned, readable by the app's group only.
 install -d -m 0750 -o root -g "$APP_USER" "$CONFIG_DIR"
+# Empty stdin (a terminal, /dev/null) keeps the environment the server has.
 env_changed=0
 if [[ ! -t 0 ]]; then
     env_tmp=$(mktemp "$CONFIG_DIR/.env.XXXXXX")
     cat >"$env_tmp"
-    if cmp -s "$env_tmp" "$ENV_FILE"; then
+    if [[ ! -s $env_tmp ]] || cmp -s "$env_tmp" "$ENV_FILE"; then
         rm -f "$env_tmp"
     else
         chown "root:$APP_USER" "$env_tmp"
@@ -124,47 +212,21 @@ fi
 systemctl enable --quiet "$SOCKET" "$SERVICE"
 systemctl start "$SOCKET"
 
-health() {
-    curl --silent --fail --max-time 5 -H "Host: $HEALTH_HOST" "http://127.0.0.1$HEALTH_PATH" >/dev/null
-}
-
-switch_to() {
-    ln -sfn "$1" "$ROOT/.current.new"
-    mv -T "$ROOT/.current.new" "$CURRENT"
-    systemctl restart "$SERVICE"
-}
-
 previous=$(readlink "$CURRENT" || true)
 if [[ $previous == "$release_dir" && $config_changed == 0 && $env_changed == 0 ]] &&
-    systemctl is-active --quiet "$SERVICE" && health; then
+    systemctl is-active --quiet "$SERVICE" && health 80; then
     log "release $release_id is already live and healthy; nothing to change"
     echo "$release_id"
     exit 0
 fi
-log "switching to release $release_id"
-switch_to "$release_dir"
-healthy=0
-for _ in $(seq 30); do
-    if health; then
-        healthy=1
-        break
-    fi
-    sleep 1
-done
-if [[ $healthy != 1 ]]; then
-    if [[ -n $previous && $previous != "$release_dir" && -d $previous ]]; then
-        log "release $release_id is unhealthy; switching back to $(basename "$previous")"
-        switch_to "$previous"
-    fi
-    fail "release $release_id: GET $HEALTH_PATH through nginx did not answer 2xx within 30 s"
-fi
+activate "$release_dir"
 
 # Keep the newest releases (and the live one); drop virtualenvs no release uses.
 live=$(readlink "$CURRENT")
 mapfile -t old_releases < <(find "$RELEASES" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' |
     sort -rn | cut -d' ' -f2- | tail -n +"$((KEEP + 1))")
 for old in "${old_releases[@]}"; do
-    [[ $old == "$live" ]] || rm -rf "$old"
+    [[ $old == "$live" || $old == "$(cat "$ROOT/previous" 2>/dev/null)" ]] || rm -rf "$old"
 done
 for venv in "$ROOT"/venvs/*; do
     [[ -d $venv ]] || continue

@@ -1,0 +1,183 @@
+"""Releases that never break the site: zero failed requests under load, bad releases never live, rollback, recovery."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rehearsal import run
+from rehearsal.deploy import DeployError, SshTarget
+from tests.e2e.conftest import Rehearsal, bring_up
+from tests.e2e.load import Load
+
+pytestmark = pytest.mark.e2e
+
+RATE = 60  # requests a second, through nginx to Gunicorn, for the whole deploy
+
+
+@pytest.fixture(scope="module")
+def rehearsal() -> Iterator[Rehearsal]:
+    yield from bring_up({})
+
+
+def app_copy(rehearsal: Rehearsal, tmp_path: Path, name: str, extra: str = "", css: str = "") -> Path:
+    app = tmp_path / name
+    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    (app / "wsgi.py").write_text((app / "wsgi.py").read_text() + extra)
+    style = app / "weather/static/style.css"
+    style.write_text(style.read_text() + f"\n/* {name} {css} */\n")
+    return app
+
+
+def live_version(rehearsal: Rehearsal) -> str:
+    return str(json.loads(rehearsal.get("/healthz")[2])["version"])
+
+
+def forecast_url(rehearsal: Rehearsal) -> str:
+    return rehearsal.url + "api/forecast?days=3"
+
+
+def test_deploy_under_load_fails_no_request(rehearsal: Rehearsal, tmp_path: Path, figures: list[str]) -> None:
+    app = app_copy(rehearsal, tmp_path, "changed")
+
+    with Load(forecast_url(rehearsal), rate=RATE) as load:
+        time.sleep(2)
+        release_id, ran = run.redeploy("dev", {"appDir": str(app)})
+        time.sleep(2)
+
+    figures.append(f"deploy of a changed app under {RATE} req/s for {load.seconds:.1f} s: {load.result.summary()}")
+    assert ran == ["bundle", "deploy"]
+    assert load.result.sent >= RATE * 4
+    assert load.result.failures == []
+    assert live_version(rehearsal) == release_id
+
+
+def test_release_that_fails_to_import_never_goes_live(rehearsal: Rehearsal, tmp_path: Path, figures: list[str]) -> None:
+    live = live_version(rehearsal)
+    app = app_copy(rehearsal, tmp_path, "broken-import", extra="\nraise ImportError('this release is broken')\n")
+
+    with Load(forecast_url(rehearsal), rate=RATE) as load, pytest.raises(DeployError) as failed:
+        run.redeploy("dev", {"appDir": str(app)})
+
+    figures.append(f"deploy of a release that fails to import: {load.result.summary()}")
+    assert "gunicorn --check-config wsgi:app failed" in str(failed.value)
+    assert "this release is broken" in str(failed.value)
+    assert load.result.failures == []
+    assert live_version(rehearsal) == live
+
+
+def test_release_whose_health_fails_never_goes_live(rehearsal: Rehearsal, tmp_path: Path, figures: list[str]) -> None:
+    live = live_version(rehearsal)
+    broken_health = (
+        "\n\n@app.before_request\n"
+        "def _unhealthy():\n"
+        "    from flask import abort, request\n"
+        "    if request.path == '/healthz':\n"
+        "        abort(500)\n"
+    )
+    app = app_copy(rehearsal, tmp_path, "unhealthy", extra=broken_health)
+
+    with Load(forecast_url(rehearsal), rate=RATE) as load, pytest.raises(DeployError) as failed:
+        run.redeploy("dev", {"appDir": str(app)})
+
+    figures.append(f"deploy of a release whose /healthz fails: {load.result.summary()}")
+    assert "GET /healthz did not answer 2xx" in str(failed.value)
+    assert f"{live} is still live" in str(failed.value)
+    assert load.result.failures == []
+    assert live_version(rehearsal) == live
+    assert rehearsal.host().run("systemctl is-active weather-candidate.service").stdout.strip() != "active"
+
+
+def test_failed_deploy_is_retried_by_the_next_one(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    app = app_copy(rehearsal, tmp_path, "fixed")
+
+    release_id, ran = run.redeploy("dev", {"appDir": str(app)})
+
+    assert ran == ["bundle", "deploy"]
+    assert live_version(rehearsal) == release_id
+
+
+def test_rollback_serves_the_previous_release(rehearsal: Rehearsal) -> None:
+    live = live_version(rehearsal)
+    previous = rehearsal.host().file("/srv/weather/previous").content_string.strip().rsplit("/", 1)[-1]
+
+    rolled_back_to = run.rollback("dev", {})
+
+    assert rolled_back_to == previous != live
+    assert live_version(rehearsal) == previous
+    assert run.rollback("dev", {}, live) == live
+    assert live_version(rehearsal) == live
+
+
+def test_killed_master_is_restarted_by_systemd(rehearsal: Rehearsal, figures: list[str]) -> None:
+    host = rehearsal.host()
+    pid = host.check_output("systemctl show -p MainPID --value weather.service")
+    killed = time.monotonic()
+    host.run_test(f"kill -9 {pid}")
+
+    seconds = None
+    while time.monotonic() - killed < 60:
+        try:
+            new_pid = host.check_output("systemctl show -p MainPID --value weather.service")
+            if new_pid not in ("0", pid) and rehearsal.get("/healthz")[0] == 200:
+                seconds = time.monotonic() - killed
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+    figures.append(f"kill -9 of the Gunicorn master: healthy again after {seconds} s")
+    assert seconds is not None
+
+
+def test_app_serves_again_after_a_reboot(rehearsal: Rehearsal, figures: list[str]) -> None:
+    live = live_version(rehearsal)
+    start = time.monotonic()
+    rehearsal.machine.reboot(run.progress)
+
+    seconds = None
+    while time.monotonic() - start < 120:
+        try:
+            if rehearsal.get("/healthz")[0] == 200:
+                seconds = time.monotonic() - start
+                break
+        except OSError:
+            time.sleep(0.5)
+
+    figures.append(f"reboot: serving again after {seconds} s")
+    assert seconds is not None
+    assert live_version(rehearsal) == live
+
+
+def test_two_deploys_at_once_take_turns(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    host = rehearsal.host()
+    # The live release and the one before it: both healthy, so both deploys must succeed, one after the other.
+    releases = [host.file(path).linked_to.rsplit("/", 1)[-1] for path in ["/srv/weather/current"]]
+    releases.append(host.file("/srv/weather/previous").content_string.strip().rsplit("/", 1)[-1])
+    bundles = [f"{release}.tar.gz" for release in releases]
+    target = SshTarget(rehearsal.machine.address, "deploy", rehearsal.machine.private_key)
+    script = rehearsal.layout.deploy_script
+    environment = host.file(rehearsal.layout.env_file).content_string
+    results: dict[str, int] = {}
+
+    def deploy(bundle: str) -> None:
+        release = bundle.removesuffix(".tar.gz")
+        command = f"sudo bash {script} {release} /home/deploy/flaskdroplet/bundles/{bundle}"
+        results[release] = target.ssh(command, stdin=environment, timeout=300).returncode
+
+    threads = [threading.Thread(target=deploy, args=(bundle,)) for bundle in bundles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert list(results.values()) == [0, 0], results
+    assert live_version(rehearsal) in results
+    assert host.run("ls -a /srv/weather/releases | grep -c staging").stdout.strip() == "0"
+    assert host.service("weather.service").is_running
