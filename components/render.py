@@ -28,10 +28,47 @@ GUNICORN_VERSION = "23.0.0"
 DEPLOY_USER = "deploy"
 
 #: Packages cloud-init installs on first boot.
-PACKAGES = ("nginx", "ufw", "python3-venv", "curl")
+PACKAGES = ("nginx", "ufw", "python3-venv", "curl", "fail2ban", "python3-systemd", "unattended-upgrades")
 
 #: Ports ufw opens; everything else inbound is denied.
 UFW_ALLOWED_PORTS = ("22/tcp", "80/tcp", "443/tcp")
+
+
+#: The Gunicorn service's sandbox. The same settings apply to the live service and to
+#: each release's checks (gunicorn --check-config and the candidate), so a release that
+#: cannot run inside the sandbox fails before it takes traffic.
+SERVICE_SANDBOX: tuple[tuple[str, str], ...] = (
+    ("UMask", "0027"),
+    ("NoNewPrivileges", "yes"),
+    ("CapabilityBoundingSet", ""),
+    ("AmbientCapabilities", ""),
+    ("PrivateTmp", "yes"),
+    ("PrivateDevices", "yes"),
+    ("PrivateUsers", "yes"),
+    ("PrivateMounts", "yes"),
+    ("DevicePolicy", "closed"),
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "yes"),
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectKernelModules", "yes"),
+    ("ProtectKernelLogs", "yes"),
+    ("ProtectControlGroups", "yes"),
+    ("ProtectClock", "yes"),
+    ("ProtectHostname", "yes"),
+    ("ProtectProc", "invisible"),
+    ("ProcSubset", "pid"),
+    ("KeyringMode", "private"),
+    ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+    ("RestrictNamespaces", "yes"),
+    ("RestrictRealtime", "yes"),
+    ("RestrictSUIDSGID", "yes"),
+    ("RemoveIPC", "yes"),
+    ("LockPersonality", "yes"),
+    ("MemoryDenyWriteExecute", "yes"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallFilter", "~@privileged @resources"),
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,7 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         deploy_user=DEPLOY_USER,
         gunicorn_version=GUNICORN_VERSION,
         health_host=settings.domain or "127.0.0.1",
+        sandbox=SERVICE_SANDBOX,
         **extra,
     )
 
@@ -208,6 +246,14 @@ def render_user_data(settings: Settings) -> str:
         (f"/etc/systemd/system/{layout.service_unit}", config[layout.service_unit]),
         (f"/etc/systemd/system/{layout.socket_unit}", config[layout.socket_unit]),
     ]
+    deferred += [
+        # Security updates install themselves every day.
+        (
+            "/etc/apt/apt.conf.d/20auto-upgrades",
+            'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
+        ),
+        ("/etc/fail2ban/jail.d/flaskdroplet.conf", _render("fail2ban-sshd.conf.j2", settings)),
+    ]
     site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
     document: dict[str, Any] = {
         "package_update": True,
@@ -266,6 +312,7 @@ def render_user_data(settings: Settings) -> str:
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", layout.socket_unit],
             ["systemctl", "enable", layout.service_unit],
+            ["systemctl", "restart", "fail2ban"],
         ],
     }
     body = yaml.dump(document, Dumper=_CloudConfigDumper, sort_keys=False, width=1000, default_flow_style=None)

@@ -97,6 +97,8 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, Timings]:
     """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL."""
     timings = Timings()
     machine = nspawn.Machine()
+    # A machine left from before goes first, with its key and secret: this run makes its own.
+    machine.down(progress)
     settings = rehearsal_settings(stack, overrides, machine.public_key())
     with timings.step("build"):
         image = nspawn.build_image(progress)

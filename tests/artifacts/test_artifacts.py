@@ -73,7 +73,9 @@ def nginx_test(site: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     (tmp_path / "site.conf").write_text(site)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n  include /etc/nginx/mime.types;\n  include {tmp_path}/site.conf;\n}}\n"
+        # http-level settings as Debian 13's and Ubuntu 24.04's nginx.conf have them.
+        f"http {{\n  server_tokens off;\n  keepalive_timeout 65;\n  include /etc/nginx/mime.types;\n"
+        f"  include {tmp_path}/site.conf;\n}}\n"
     )
     return run([tool("nginx"), "-t", "-e", "stderr", "-p", f"{tmp_path}/", "-c", f"{tmp_path}/nginx.conf"])
 

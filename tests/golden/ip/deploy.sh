@@ -32,6 +32,39 @@ readonly KEEP=5
 readonly HEALTH_HOST=127.0.0.1
 readonly HEALTH_PATH=/healthz
 readonly HEALTH_TRIES=30
+# The service's sandbox, for the checks that run each release before it is live.
+readonly SANDBOX=(
+    --property=UMask=0027
+    --property=NoNewPrivileges=yes
+    --property=CapabilityBoundingSet=
+    --property=AmbientCapabilities=
+    --property=PrivateTmp=yes
+    --property=PrivateDevices=yes
+    --property=PrivateUsers=yes
+    --property=PrivateMounts=yes
+    --property=DevicePolicy=closed
+    --property=ProtectSystem=strict
+    --property=ProtectHome=yes
+    --property=ProtectKernelTunables=yes
+    --property=ProtectKernelModules=yes
+    --property=ProtectKernelLogs=yes
+    --property=ProtectControlGroups=yes
+    --property=ProtectClock=yes
+    --property=ProtectHostname=yes
+    --property=ProtectProc=invisible
+    --property=ProcSubset=pid
+    --property=KeyringMode=private
+    --property='RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6'
+    --property=RestrictNamespaces=yes
+    --property=RestrictRealtime=yes
+    --property=RestrictSUIDSGID=yes
+    --property=RemoveIPC=yes
+    --property=LockPersonality=yes
+    --property=MemoryDenyWriteExecute=yes
+    --property=SystemCallArchitectures=native
+    --property=SystemCallFilter=@system-service
+    --property='SystemCallFilter=~@privileged @resources'
+)
 
 log() { printf '%s deploy[%s]: %s\n' "$(date +%H:%M:%S)" "$APP_NAME" "$*" >&2; }
 fail() {
@@ -79,6 +112,7 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
         --property=EnvironmentFile="$release_dir/release.env" \
         --property=EnvironmentFile=-"$ENV_FILE" \
         --property=StateDirectory="$APP_NAME" \
+        "${SANDBOX[@]}" \
         "$release_dir/app/.venv/bin/gunicorn" --workers 1 "$WSGI_TARGET"
     if ! wait_healthy "$CANDIDATE_PORT"; then
         journalctl -u "$CANDIDATE.service" -n 30 --no-pager >&2 || true
@@ -183,6 +217,7 @@ systemd-run --quiet --wait --pipe --collect \
     --property=EnvironmentFile="$release_dir/release.env" \
     --property=EnvironmentFile=-"$ENV_FILE" \
     --property=StateDirectory="$APP_NAME" \
+    "${SANDBOX[@]}" \
     "$release_dir/app/.venv/bin/gunicorn" --check-config --workers "$WORKERS" "$WSGI_TARGET" </dev/null >&2 ||
     fail "release $release_id: gunicorn --check-config $WSGI_TARGET failed (output above)"
 
