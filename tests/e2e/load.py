@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
@@ -79,3 +80,48 @@ class Load:
         self._scheduler.join()
         self._pool.shutdown(wait=True)
         self.seconds = time.monotonic() - self.started
+
+
+class SlowClients:
+    """`with SlowClients(address, port, count=300, seconds=15)`: connections that send their headers
+    one line a second and never finish them. Bounded in count and time; all closed at the end."""
+
+    def __init__(self, address: str, port: int, count: int = 300, seconds: float = 15) -> None:
+        self.address, self.port, self.count, self.seconds = address, port, count, seconds
+        self.opened = 0
+        self.cut_off = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, daemon=True)
+        self._sockets: list[socket.socket] = []
+
+    def _drip(self) -> None:
+        for _ in range(self.count):
+            try:
+                connection = socket.create_connection((self.address, self.port), timeout=5)
+                connection.sendall(f"GET / HTTP/1.1\r\nHost: {self.address}\r\n".encode())
+                self._sockets.append(connection)
+                self.opened += 1
+            except OSError:
+                pass
+        deadline = time.monotonic() + self.seconds
+        line = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            line += 1
+            for connection in list(self._sockets):
+                try:
+                    connection.sendall(f"X-Slow-{line}: x\r\n".encode())
+                except OSError:
+                    self._sockets.remove(connection)
+                    connection.close()
+                    self.cut_off += 1
+            self._stop.wait(1)
+
+    def __enter__(self) -> SlowClients:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.seconds + 60)
+        for connection in self._sockets:
+            connection.close()
