@@ -1,0 +1,51 @@
+"""lynis, before and after: a droplet with only an SSH key, and the same machine with this project's hardening."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rehearsal import nspawn, run
+
+pytestmark = pytest.mark.e2e
+
+#: What a droplet is before this project: the distribution, an SSH key for a user, nothing else.
+PLAIN_USER_DATA = """#cloud-config
+users:
+  - name: deploy
+    ssh_authorized_keys: [{key}]
+    sudo: "ALL=(ALL) NOPASSWD:ALL"
+    shell: /bin/bash
+"""
+
+
+def hardening_index(machine: nspawn.Machine) -> int:
+    apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
+    assert machine.guest([*apt, "update"], timeout=300).returncode == 0
+    installed = machine.guest([*apt, "install", "-y", "lynis"], timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    audit = machine.guest(["lynis", "audit", "system", "--quick", "--no-colors"], timeout=600)
+    found = re.search(r"Hardening index : (\d+)", audit.stdout)
+    assert found, audit.stdout[-2000:]
+    return int(found[1])
+
+
+def test_hardening_raises_the_lynis_index(figures: list[str]) -> None:
+    machine = nspawn.Machine()
+    try:
+        machine.down(run.progress)
+        key = machine.public_key()
+        machine.up(nspawn.build_image(run.progress), PLAIN_USER_DATA.format(key=key), run.progress)
+        assert machine.wait_for_cloud_init(600, run.progress).ok
+        before = hardening_index(machine)
+    finally:
+        run.down()
+    try:
+        run.up("dev", {})
+        after = hardening_index(nspawn.Machine())
+    finally:
+        run.down()
+
+    figures.append(f"lynis hardening index: {before} on a plain machine, {after} with this project's hardening")
+    assert after > before
