@@ -77,6 +77,17 @@ fail() {
 exec 9>"/run/lock/$APP_NAME-deploy.lock"
 flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
 
+release_properties() { # RELEASE_DIR: systemd-run options that run a release as the live service runs
+    RELEASE_PROPERTIES=(
+        --uid="$APP_USER" --gid="$APP_USER"
+        --working-directory="$1/app"
+        --property=EnvironmentFile="$1/release.env"
+        --property=EnvironmentFile=-"$ENV_FILE"
+        --property=StateDirectory="$APP_NAME"
+        "${SANDBOX[@]}"
+    )
+}
+
 health() { # PORT: GET HEALTH_PATH through nginx on that port
     curl --silent --fail --max-time 5 -H "Host: $HEALTH_HOST" "http://127.0.0.1:$1$HEALTH_PATH" >/dev/null
 }
@@ -104,15 +115,11 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
     # live environment, reached through nginx on a loopback-only port.
     stop_candidate
     log "starting release $release as a candidate"
+    release_properties "$release_dir"
     systemd-run --quiet --collect --unit="$CANDIDATE" \
         --socket-property=ListenStream="$CANDIDATE_SOCKET" \
         --socket-property=SocketUser=www-data --socket-property=SocketMode=0600 \
-        --uid="$APP_USER" --gid="$APP_USER" \
-        --working-directory="$release_dir/app" \
-        --property=EnvironmentFile="$release_dir/release.env" \
-        --property=EnvironmentFile=-"$ENV_FILE" \
-        --property=StateDirectory="$APP_NAME" \
-        "${SANDBOX[@]}" \
+        "${RELEASE_PROPERTIES[@]}" \
         "$release_dir/app/.venv/bin/gunicorn" --workers 1 "$WSGI_TARGET"
     if ! wait_healthy "$CANDIDATE_PORT"; then
         journalctl -u "$CANDIDATE.service" -n 30 --no-pager >&2 || true
@@ -211,13 +218,8 @@ fi
 
 # Gunicorn loads the app with this release's code and the real environment, as the app's user.
 log "checking that $WSGI_TARGET loads"
-systemd-run --quiet --wait --pipe --collect \
-    --uid="$APP_USER" --gid="$APP_USER" \
-    --working-directory="$release_dir/app" \
-    --property=EnvironmentFile="$release_dir/release.env" \
-    --property=EnvironmentFile=-"$ENV_FILE" \
-    --property=StateDirectory="$APP_NAME" \
-    "${SANDBOX[@]}" \
+release_properties "$release_dir"
+systemd-run --quiet --wait --pipe --collect "${RELEASE_PROPERTIES[@]}" \
     "$release_dir/app/.venv/bin/gunicorn" --check-config --workers "$WORKERS" "$WSGI_TARGET" </dev/null >&2 ||
     fail "release $release_id: gunicorn --check-config $WSGI_TARGET failed (output above)"
 
