@@ -45,6 +45,10 @@ def test_security_headers_on_pages_and_static_files(rehearsal: Rehearsal) -> Non
             assert header in headers, (path, header)
         assert headers["Server"] == "nginx"
     assert "frame-ancestors 'none'" in rehearsal.get("/")[1]["Content-Security-Policy"]
+    # No directory listings.
+    status, _, body = rehearsal.get("/static/")
+    assert status == 403
+    assert b"style.css" not in body
 
 
 class InlineCode(HTMLParser):
