@@ -106,6 +106,12 @@ stop_candidate() {
     systemctl reset-failed "$CANDIDATE.socket" "$CANDIDATE.service" 2>/dev/null || true
 }
 
+go_live() { # RELEASE_DIR: point `current` at it (atomically) and restart the service on it
+    ln -sfn "$1" "$ROOT/.current.new"
+    mv -T "$ROOT/.current.new" "$CURRENT"
+    systemctl restart "$SERVICE"
+}
+
 activate() { # RELEASE_DIR: check it as a candidate, then switch the live service to it
     local release_dir=$1 release live_before
     release=$(basename "$release_dir")
@@ -129,18 +135,14 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
 
     # systemd holds the live socket open while Gunicorn restarts: requests wait, none fail.
     log "switching to release $release"
-    ln -sfn "$release_dir" "$ROOT/.current.new"
-    mv -T "$ROOT/.current.new" "$CURRENT"
     if [[ -n $live_before && $live_before != "$release_dir" ]]; then
         printf '%s\n' "$live_before" >"$ROOT/previous"
     fi
-    systemctl restart "$SERVICE"
+    go_live "$release_dir"
     if ! wait_healthy 80; then
         if [[ -n $live_before && $live_before != "$release_dir" && -d $live_before ]]; then
             log "release $release is unhealthy once live; switching back to $(basename "$live_before")"
-            ln -sfn "$live_before" "$ROOT/.current.new"
-            mv -T "$ROOT/.current.new" "$CURRENT"
-            systemctl restart "$SERVICE"
+            go_live "$live_before"
         fi
         stop_candidate
         fail "release $release: GET $HEALTH_PATH through nginx did not answer 2xx within $HEALTH_TRIES s once live"
