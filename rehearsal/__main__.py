@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             run.progress(f"release {release_id}; steps run: {', '.join(ran) or 'none (nothing changed)'}")
         else:
             try:
-                url, timings = run.up(args.stack, overrides)
+                url, _, timings = run.up(args.stack, overrides)
             except KeyboardInterrupt:
                 run.progress("interrupted: removing the machine")
                 run.down()

@@ -85,16 +85,27 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
     )
 
 
+def ssh_target(machine: nspawn.Machine) -> SshTarget:
+    return SshTarget(host=machine.address, user=DEPLOY_USER, private_key=machine.private_key)
+
+
+def running_machine() -> nspawn.Machine:
+    machine = nspawn.Machine()
+    if not machine.is_up():
+        raise nspawn.RehearsalError("no rehearsal machine is up; run scripts/rehearse first")
+    return machine
+
+
 def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, list[str]]:
     """Run the deploy plan on the machine; returns the release id and the steps that ran."""
     plan = build_deploy_plan(settings, nspawn.STATE_DIR / "build")
-    target = SshTarget(host=machine.address, user=DEPLOY_USER, private_key=machine.private_key)
+    target = ssh_target(machine)
     ran = run_plan(plan, target, machine.instance_id, nspawn.STATE_DIR / "deploy-state.json", progress)
     return plan.release_id, ran
 
 
-def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, Timings]:
-    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL."""
+def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
+    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL and release."""
     timings = Timings()
     machine = nspawn.Machine()
     # A machine left from before goes first, with its key and secret: this run makes its own.
@@ -116,14 +127,12 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, Timings]:
     with timings.step("deploy"):
         release_id, _ = deploy(machine, settings)
     progress(f"release {release_id} is live")
-    return f"http://{machine.address}/", timings
+    return f"http://{machine.address}/", release_id, timings
 
 
 def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, list[str]]:
     """Deploy the app as it is now to the running machine, like a second `pulumi up`."""
-    machine = nspawn.Machine()
-    if not machine.is_up():
-        raise nspawn.RehearsalError("no rehearsal machine is up; run scripts/rehearse first")
+    machine = running_machine()
     return deploy(machine, rehearsal_settings(stack, overrides, machine.public_key()))
 
 
@@ -133,13 +142,9 @@ def down() -> None:
 
 def rollback(stack: str, overrides: Mapping[str, Any], release_id: str | None = None) -> str:
     """Switch the running machine back to the previous release (or `release_id`); returns the live release."""
-    machine = nspawn.Machine()
-    if not machine.is_up():
-        raise nspawn.RehearsalError("no rehearsal machine is up; run scripts/rehearse first")
+    machine = running_machine()
     settings = rehearsal_settings(stack, overrides, machine.public_key())
-    target = SshTarget(host=machine.address, user=DEPLOY_USER, private_key=machine.private_key)
-    command = rollback_command(settings, release_id)
-    result = target.ssh(command)
+    result = ssh_target(machine).ssh(rollback_command(settings, release_id))
     if result.returncode != 0:
         raise DeployError(f"rollback failed:\n{result.stderr.strip()}")
     return result.stdout.strip().splitlines()[-1]

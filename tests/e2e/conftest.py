@@ -58,10 +58,9 @@ def bring_up(overrides: dict[str, Any]) -> Iterator[Rehearsal]:
     if os.geteuid() != 0:
         pytest.fail("the end-to-end tests boot a machine and need root (CI runs as root)")
     try:
-        url, timings = run.up("dev", overrides)
+        url, release_id, timings = run.up("dev", overrides)
         machine = nspawn.Machine()
         settings = run.rehearsal_settings("dev", overrides, machine.public_key())
-        release_id, _ = run.redeploy("dev", overrides)
         print(f"\nrehearsal {settings.app_name}: {timings}")
         yield Rehearsal(machine, settings, release_id, url, timings)
     finally:
