@@ -1,10 +1,78 @@
 from __future__ import annotations
 
 import base64
+import os
 import struct
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class OutsideRepositoryError(PermissionError):
+    """A test reached for a file beside the repository, which a user's clone does not have."""
+
+
+#: Directories whose other entries are the system's or everybody's, not a neighbour project's:
+#: a clone directly inside one of them is not watched.
+SHARED_PARENTS = frozenset(
+    Path(p)
+    for p in (
+        "/",
+        "/tmp",
+        "/var/tmp",
+        "/root",
+        "/home",
+        "/opt",
+        "/srv",
+        "/usr",
+        "/usr/local",
+        "/usr/src",
+        "/var",
+        "/var/lib",
+        "/mnt",
+        "/media",
+        "/run",
+    )
+)
+#: Always readable: Python itself and the temporary directory.
+ALWAYS_READABLE = tuple(Path(p).resolve() for p in {sys.base_prefix, sys.base_exec_prefix, tempfile.gettempdir()})
+
+
+def _beside_repository(target: Any) -> bool:
+    """Whether `target` names something next to the repository (a sibling of its directory), not in it."""
+    if isinstance(target, int) or target is None:
+        return False
+    try:
+        path = Path(os.path.abspath(os.fsdecode(target)))
+    except TypeError:
+        return False
+    parent = PROJECT_DIR.parent
+    if parent in SHARED_PARENTS or parent == Path.home() or parent.parent == Path("/home"):
+        return False
+    return (
+        path.is_relative_to(parent)
+        and path != parent
+        and not path.is_relative_to(PROJECT_DIR)
+        and not any(path.is_relative_to(readable) for readable in ALWAYS_READABLE)
+    )
+
+
+def _refuse_reads_beside_repository(event: str, args: tuple[Any, ...]) -> None:
+    if event in ("open", "os.listdir", "os.scandir") and args and _beside_repository(args[0]):
+        raise OutsideRepositoryError(f"{args[0]}: tests may read only inside the repository ({PROJECT_DIR})")
+    if event == "subprocess.Popen" and len(args) > 1 and isinstance(args[1], (list, tuple)):
+        for arg in args[1]:
+            if isinstance(arg, (str, bytes)) and os.sep in os.fsdecode(arg) and _beside_repository(arg):
+                raise OutsideRepositoryError(f"{arg}: tests may pass only paths inside the repository ({PROJECT_DIR})")
+
+
+# Audit hooks cannot be removed: from here on, the whole test run is watched.
+sys.addaudithook(_refuse_reads_beside_repository)
 
 
 def example_public_key(seed: str = "a") -> str:
