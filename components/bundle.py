@@ -31,12 +31,15 @@ class Bundle:
     sha256: str
 
 
-def app_files(app_dir: Path) -> list[Path]:
-    """The app's files to ship, relative to `app_dir`, sorted."""
+def app_files(app_dir: Path, linked_dirs: tuple[str, ...] = ()) -> list[Path]:
+    """The app's files to ship, relative to `app_dir`, sorted; `linked_dirs` live on the server, not in releases."""
+    linked = [tuple(path.split("/")) for path in linked_dirs]
     files = []
     for path in app_dir.rglob("*"):
         relative = path.relative_to(app_dir)
         if any(part.startswith(".") or part in EXCLUDED_DIRS for part in relative.parts):
+            continue
+        if any(relative.parts[: len(parts)] == parts for parts in linked):
             continue
         if path.is_file() and not path.is_symlink() and not path.name.endswith(EXCLUDED_SUFFIXES):
             files.append(relative)
@@ -44,12 +47,14 @@ def app_files(app_dir: Path) -> list[Path]:
 
 
 def bundle_bytes(settings: Settings) -> bytes:
-    """The archive's bytes: `app/...` from the app directory and `server/...` rendered."""
+    """The archive's bytes: `app/...` from the app directory, `deps/...` and `server/...` rendered."""
     entries: list[tuple[str, bytes, int]] = []
-    for relative in app_files(settings.app_dir):
+    for relative in app_files(settings.app_dir, settings.linked_dirs):
         source = settings.app_dir / relative
         mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
         entries.append((f"app/{relative.as_posix()}", source.read_bytes(), mode))
+    for name, data in settings.app_source.deps_files:
+        entries.append((f"deps/{name}", data, 0o644))
     for name, text in sorted(server_config_files(settings).items()):
         entries.append((f"server/{name}", text.encode(), 0o644))
 

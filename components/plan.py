@@ -97,6 +97,12 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     return DeployPlan(release_id=bundle.release_id, steps=steps, stdin=render_env_file(dict(settings.app_env)))
 
 
+def run_command(settings: Settings, argv: list[str] | tuple[str, ...]) -> str:
+    """A one-off command, run over SSH as the deploy user: ARGV runs as the app's user in the live release."""
+    layout = ServerLayout(settings.app_name)
+    return f"sudo /bin/bash {shlex.quote(layout.deploy_script)} run -- {shlex.join(argv)}"
+
+
 def rollback_command(settings: Settings, release_id: str | None = None) -> str:
     """The admin's rollback, run over SSH as the deploy user: back to the previous release, or to `release_id`."""
     layout = ServerLayout(settings.app_name)

@@ -24,6 +24,9 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: Gunicorn is installed by the deploy next to the app's own requirements.
 GUNICORN_VERSION = "23.0.0"
 
+#: uv installs the dependencies of apps that ship a uv.lock; the deploy puts it in a virtualenv of its own.
+UV_VERSION = "0.13.8"
+
 #: The user that Pulumi (and the rehearsal) log in as; it may use sudo.
 DEPLOY_USER = "deploy"
 
@@ -92,6 +95,11 @@ class ServerLayout:
     @property
     def current(self) -> str:
         return f"{self.root}/current"
+
+    @property
+    def state_dir(self) -> str:
+        """The app's StateDirectory: the one place it writes, kept across releases."""
+        return f"/var/lib/{self.app_name}"
 
     @property
     def config_dir(self) -> str:
@@ -167,6 +175,7 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         layout=layout,
         deploy_user=DEPLOY_USER,
         gunicorn_version=GUNICORN_VERSION,
+        uv_version=UV_VERSION,
         health_host=settings.domain or "127.0.0.1",
         sandbox=SERVICE_SANDBOX,
         **extra,
@@ -211,13 +220,20 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
     return "".join(lines)
 
 
+def render_state_links(settings: Settings) -> str:
+    """`server/state-links` of a release: a line `PATH_IN_APP PATH_IN_STATE_DIR` for each path linked there."""
+    return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.state_links)
+
+
 def server_config_files(settings: Settings) -> dict[str, str]:
-    """Files under the bundle's `server/` directory: installed by cloud-init and again by each deploy."""
+    """Files under the bundle's `server/` directory: the units and site are installed by cloud-init and
+    again by each deploy; `state-links` is read by the deploy when it unpacks the release."""
     layout = ServerLayout(settings.app_name)
     return {
         "nginx-site.conf": render_nginx_site(settings),
         layout.service_unit: render_service_unit(settings),
         layout.socket_unit: render_socket_unit(settings),
+        "state-links": render_state_links(settings),
     }
 
 

@@ -12,12 +12,15 @@ import base64
 import binascii
 import ipaddress
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pulumi_digitalocean import DropletSlug, Region
+
+from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
@@ -32,7 +35,12 @@ RESERVED_APP_NAMES = frozenset(
 )
 
 #: Variables the server sets itself; the app's environment must not override them.
-RESERVED_ENV_NAMES = frozenset({"APP_VERSION", "PATH", "HOME", "USER", "LISTEN_FDS", "LISTEN_PID"})
+RESERVED_ENV_NAMES = frozenset({"APP_VERSION", "PATH", "PYTHONPATH", "HOME", "USER", "LISTEN_FDS", "LISTEN_PID"})
+
+#: Flask's instance folder, relative to the directory the app's packages import from.
+INSTANCE_DIR = "instance"
+#: Never linked to the state directory: the release's virtualenv and dependency files.
+UNLINKABLE = frozenset({".venv", *DEPENDENCY_FILES})
 
 _SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -49,6 +57,7 @@ _APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)(\(\))?$")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RELATIVE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 REGIONS = tuple(r.value for r in Region)
 DROPLET_SIZES = tuple(s.value for s in DropletSlug)
@@ -93,6 +102,12 @@ class Settings:
     """How many releases stay on the server for rollback."""
     domain: str | None
     """Public hostname of the app, or None to answer on the droplet's address."""
+    app_source: AppSource
+    """Where the app's dependencies are declared and where its code imports from."""
+    linked_dirs: tuple[str, ...] = ()
+    """Paths inside the app kept in the state directory and shared by every release."""
+    release_command: tuple[str, ...] = ()
+    """Run once for each new release before it goes live (e.g. migrations); empty for none."""
     app_env: Mapping[str, SecretStr] = field(default_factory=dict)
     """The app's environment variables; every value is treated as secret."""
     ssh_private_key: SecretStr | None = None
@@ -101,6 +116,19 @@ class Settings:
     @property
     def wsgi_module(self) -> str:
         return self.wsgi_target.split(":", 1)[0]
+
+    @property
+    def state_links(self) -> tuple[tuple[str, str], ...]:
+        """(path inside the app, path inside the state directory) for every path a release links there.
+
+        Flask's instance folder first (beside the app's top-level packages, wherever they
+        import from), then `linked_dirs` under their own names.
+        """
+        root = self.app_source.import_root
+        instance = f"{root}/{INSTANCE_DIR}" if root else INSTANCE_DIR
+        links = [(instance, INSTANCE_DIR)]
+        links += [(path, path) for path in self.linked_dirs if path != instance]
+        return tuple(links)
 
 
 class SettingsError(ValueError):
@@ -127,6 +155,8 @@ DEFAULTS: dict[str, Any] = {
     "workers": 2,
     "releasesToKeep": 5,
     "domain": "",
+    "linkedDirs": [],
+    "releaseCommand": "",
     "appEnv": {},
 }
 
@@ -205,17 +235,22 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
     app_dir = project_dir / str(values["appDir"])
     wsgi_target = values["wsgiTarget"]
     target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
+    app_source: AppSource | None = None
     if not app_dir.is_dir():
         problem("appDir", values["appDir"], f"expected a directory holding the Flask app; {app_dir} does not exist")
     else:
-        if not (app_dir / "requirements.txt").is_file():
-            problem("appDir", values["appDir"], f"expected a requirements.txt in {app_dir}")
-        if target and not _module_file(app_dir, target["module"]):
+        import_root = module_root(app_dir, target["module"]) if target else ""
+        if import_root is None:
             problem(
                 "wsgiTarget",
                 wsgi_target,
-                f"module {target['module']} is not in {app_dir} (looked for a .py file or a package)",
+                f"module {target['module'] if target else ''} is not in {app_dir} (looked for a .py file "
+                f"or a package, in the app directory and in {SRC_LAYOUT_DIR}/)",
             )
+        try:
+            app_source = inspect_app(app_dir, import_root or "")
+        except AppSourceError as err:
+            problem("appDir", values["appDir"], str(err))
     if not target:
         problem(
             "wsgiTarget",
@@ -230,6 +265,18 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
             problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
         elif app_dir.is_dir() and not (app_dir / static_path).is_dir():
             problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
+
+    linked_dirs = _linked_dirs(values["linkedDirs"], static_dir, problem)
+
+    release_command: list[str] = []
+    raw_command = values["releaseCommand"]
+    if not isinstance(raw_command, str):
+        problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
+    else:
+        try:
+            release_command = shlex.split(raw_command)
+        except ValueError as err:
+            problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
 
     health_path = values["healthPath"]
     if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
@@ -276,6 +323,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
 
     if problems:
         raise SettingsError(problems)
+    assert app_source is not None  # every path that leaves it None adds a problem
     return Settings(
         app_name=app_name,
         region=region,
@@ -291,6 +339,9 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
         workers=workers,
         releases_to_keep=releases_to_keep,
         domain=domain,
+        app_source=app_source,
+        linked_dirs=tuple(linked_dirs),
+        release_command=tuple(release_command),
         app_env=app_env,
         ssh_private_key=SecretStr(private_key) if private_key else None,
     )
@@ -338,9 +389,27 @@ def _ssh_public_key_problem(key: str) -> str | None:
     return None
 
 
-def _module_file(app_dir: Path, module: str) -> bool:
-    path = app_dir.joinpath(*module.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+def _linked_dirs(value: Any, static_dir: str | None, problem: Any) -> list[str]:
+    accepted = (
+        "expected relative paths inside appDir, e.g. uploads or myapp/media: parts of letters, digits, '.', "
+        "'_' and '-', not inside staticDir (nginx serves that from the release), "
+        f"none of {', '.join(sorted(UNLINKABLE))}"
+    )
+    paths: list[str] = []
+    for path in _string_list(value, "linkedDirs", problem):
+        parts = path.strip("/").split("/") if not path.startswith("/") else []
+        static_parts = tuple(Path(static_dir).parts) if static_dir else ()
+        if (
+            not parts
+            or not all(_RELATIVE_PATH_PART.match(part) for part in parts)
+            or parts[0] in UNLINKABLE
+            or (static_parts and tuple(parts[: len(static_parts)]) == static_parts)
+            or (static_parts and static_parts[: len(parts)] == tuple(parts))
+        ):
+            problem("linkedDirs", path, accepted)
+        elif "/".join(parts) not in paths:
+            paths.append("/".join(parts))
+    return paths
 
 
 def _is_hostname(name: Any) -> bool:

@@ -27,7 +27,7 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
     ({"adminCidrs": ["10.0.0.1/8"]}, "adminCidrs", "host bits"),
     ({"adminCidrs": "203.0.113.7/32"}, "adminCidrs", "list of strings"),
     ({"appDir": "no-such-dir"}, "appDir", "does not exist"),
-    ({"appDir": "components"}, "appDir", "requirements.txt"),
+    ({"appDir": "components"}, "appDir", "a uv.lock (with its pyproject.toml), a requirements.txt, or a pyproject"),
     ({"wsgiTarget": "wsgi"}, "wsgiTarget", "module:callable"),
     ({"wsgiTarget": "missing_module:app"}, "wsgiTarget", "missing_module is not in"),
     ({"staticDir": "../outside"}, "staticDir", "inside appDir"),
@@ -46,6 +46,13 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
     ({"appEnv": {"MULTI": "line\nvalue"}}, "appEnv.MULTI", "single-line"),
     ({"appEnv": "not json"}, "appEnv", "map"),
     ({"sshPrivateKey": "hunter2"}, "sshPrivateKey", "private key"),
+    ({"appEnv": {"PYTHONPATH": "/tmp"}}, "appEnv", "none of"),
+    ({"linkedDirs": ["/var/data"]}, "linkedDirs", "relative paths inside appDir"),
+    ({"linkedDirs": ["../outside"]}, "linkedDirs", "'../outside'"),
+    ({"linkedDirs": [".venv"]}, "linkedDirs", "none of"),
+    ({"linkedDirs": ["weather/static/uploads"]}, "linkedDirs", "not inside staticDir"),
+    ({"linkedDirs": "uploads"}, "linkedDirs", "list of strings"),
+    ({"releaseCommand": "flask db 'upgrade"}, "releaseCommand", "balanced quotes"),
 ]
 
 
@@ -127,3 +134,127 @@ def test_wsgi_target_may_be_a_package_and_a_factory(tmp_path: Path, good_config:
     assert parse_settings(config, tmp_path).wsgi_module == "myproject"
     with pytest.raises(SettingsError, match="wsgiTarget"):
         parse_settings({**config, "wsgiTarget": "myproject:create_app(debug=True)"}, tmp_path)
+
+
+def app_dir_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    """An app directory holding `files` and a module `site_app` for the WSGI target."""
+    app = tmp_path / "site"
+    for name, text in {"site_app.py": "app = None\n", **files}.items():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(text)
+    return app
+
+
+def site_config(good_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**good_config, "appDir": "site", "wsgiTarget": "site_app:app", "staticDir": "", **extra}
+
+
+PYPROJECT = '[project]\nname = "site"\nversion = "1"\nrequires-python = "{requires}"\ndependencies = {deps}\n'
+
+
+def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
+    tmp_path: Path, good_config: dict[str, Any]
+) -> None:
+    pyproject = PYPROJECT.format(requires=">=3.11", deps='["flask>=3.0", "requests[socks]; python_version>=\'3.8\'"]')
+    app = app_dir_with(tmp_path, {"pyproject.toml": pyproject})
+    config = site_config(good_config)
+
+    source = parse_settings(config, tmp_path).app_source
+    assert source.dependency_file == "pyproject.toml"
+    assert dict(source.deps_files)["requirements.txt"].decode().splitlines()[1:] == [
+        "flask>=3.0",
+        'requests[socks]; python_version >= "3.8"',
+    ]
+
+    (app / "requirements.txt").write_text("flask==3.1.3\n")
+    source = parse_settings(config, tmp_path).app_source
+    assert (source.dependency_file, dict(source.deps_files)) == (
+        "requirements.txt",
+        {"requirements.txt": b"flask==3.1.3\n"},
+    )
+
+    (app / "uv.lock").write_text("version = 1\n")
+    source = parse_settings(config, tmp_path).app_source
+    assert source.uses_uv
+    assert dict(source.deps_files) == {"pyproject.toml": pyproject.encode(), "uv.lock": b"version = 1\n"}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, "a uv.lock (with its pyproject.toml), a requirements.txt, or a pyproject.toml with a [project] table"),
+        ({"uv.lock": "version = 1\n"}, "needs the pyproject.toml it was locked from"),
+        ({"pyproject.toml": "[tool.ruff]\nline-length = 100\n"}, "has no [project] table"),
+        ({"pyproject.toml": "[project\n"}, "is not valid TOML"),
+        (
+            {"pyproject.toml": '[project]\nname = "s"\nversion = "1"\ndynamic = ["dependencies"]\n'},
+            "declares its dependencies as dynamic",
+        ),
+        ({"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps='["flask >>= 3"]')}, "is not a requirement"),
+        (
+            {"pyproject.toml": PYPROJECT.format(requires=">=3.13", deps="[]")},
+            "requires-python = '>=3.13' excludes the server's Python 3.12.3 (Ubuntu 24.04)",
+        ),
+        (
+            {"pyproject.toml": PYPROJECT.format(requires="<3.12", deps="[]"), "requirements.txt": "flask\n"},
+            "requires-python = '<3.12' excludes",
+        ),
+        ({"pyproject.toml": PYPROJECT.format(requires="three", deps="[]")}, "is not a version specifier"),
+    ],
+    ids=[
+        "none",
+        "lock-alone",
+        "no-project",
+        "bad-toml",
+        "dynamic",
+        "bad-requirement",
+        "new-python",
+        "old-python",
+        "bad-spec",
+    ],
+)
+def test_app_without_usable_dependencies_is_refused(
+    tmp_path: Path, good_config: dict[str, Any], files: dict[str, str], expected: str
+) -> None:
+    app_dir_with(tmp_path, files)
+
+    with pytest.raises(SettingsError) as refused:
+        parse_settings(site_config(good_config), tmp_path)
+
+    message = str(refused.value)
+    assert "flask-droplet:appDir = 'site'" in message
+    assert expected in message
+
+
+def test_src_layout_imports_from_src_and_keeps_its_instance_folder_there(
+    tmp_path: Path, good_config: dict[str, Any]
+) -> None:
+    app_dir_with(tmp_path, {"requirements.txt": "flask\n", "src/shop/__init__.py": ""})
+
+    settings = parse_settings(site_config(good_config, wsgiTarget="shop:create_app()"), tmp_path)
+
+    assert settings.app_source.import_root == "src"
+    assert settings.state_links == (("src/instance", "instance"),)
+
+
+def test_linked_dirs_follow_the_instance_folder(tmp_path: Path, good_config: dict[str, Any]) -> None:
+    app_dir_with(tmp_path, {"requirements.txt": "flask\n"})
+    config = site_config(good_config, linkedDirs=["uploads/", "media/avatars", "uploads", "instance"])
+
+    settings = parse_settings(config, tmp_path)
+
+    assert settings.linked_dirs == ("uploads", "media/avatars", "instance")
+    assert settings.state_links == (
+        ("instance", "instance"),
+        ("uploads", "uploads"),
+        ("media/avatars", "media/avatars"),
+    )
+
+
+def test_release_command_is_split_like_a_shell_line(tmp_path: Path, good_config: dict[str, Any]) -> None:
+    app_dir_with(tmp_path, {"requirements.txt": "flask\n"})
+
+    settings = parse_settings(site_config(good_config, releaseCommand="flask --app 'my app' db upgrade"), tmp_path)
+
+    assert settings.release_command == ("flask", "--app", "my app", "db", "upgrade")
+    assert parse_settings(site_config(good_config), tmp_path).release_command == ()

@@ -3,13 +3,15 @@
 #
 #   sudo deploy.sh RELEASE_ID BUNDLE < app-environment
 #   sudo deploy.sh rollback [RELEASE_ID]
+#   sudo deploy.sh run [--] COMMAND [ARGS...]
 #
 # RELEASE_ID is the first 12 hex digits of the bundle's sha256. The app's
 # environment (a systemd EnvironmentFile) arrives on stdin, never as an argument.
 # A release takes traffic only after it has answered its health check through
 # nginx as a candidate beside the live release; until then the live one serves.
 # `rollback` switches back to the release that was live before (or RELEASE_ID),
-# through the same checks.
+# through the same checks. `run` runs a one-off command as the app's user in the
+# live release, with its environment and sandbox, and exits with its exit code.
 set -euo pipefail
 
 readonly APP_NAME=weather
@@ -17,6 +19,7 @@ readonly APP_USER=weather
 readonly ROOT=/srv/weather
 readonly RELEASES=/srv/weather/releases
 readonly CURRENT=/srv/weather/current
+readonly STATE_DIR=/var/lib/weather
 readonly CONFIG_DIR=/etc/weather
 readonly ENV_FILE=/etc/weather/env
 readonly SERVICE=weather.service
@@ -28,6 +31,12 @@ readonly NGINX_SITE=/etc/nginx/sites-available/weather.conf
 readonly WSGI_TARGET=wsgi:app
 readonly WORKERS=3
 readonly GUNICORN_VERSION=23.0.0
+readonly UV_VERSION=0.13.8
+readonly UV="/opt/flaskdroplet/uv-$UV_VERSION/bin/uv"
+# Where the app's packages import from, inside the release's app directory ("" or src).
+readonly IMPORT_ROOT=''
+# Run once for each new release, before it goes live (releaseCommand); empty for none.
+readonly RELEASE_COMMAND=()
 readonly KEEP=5
 readonly HEALTH_HOST=127.0.0.1
 readonly HEALTH_PATH=/healthz
@@ -73,19 +82,33 @@ fail() {
     exit 1
 }
 
-# One deploy at a time; a second one waits for the first.
-exec 9>"/run/lock/$APP_NAME-deploy.lock"
-flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
-
 release_properties() { # RELEASE_DIR: systemd-run options that run a release as the live service runs
     RELEASE_PROPERTIES=(
         --uid="$APP_USER" --gid="$APP_USER"
         --working-directory="$1/app"
         --property=EnvironmentFile="$1/release.env"
         --property=EnvironmentFile=-"$ENV_FILE"
-        --property=StateDirectory="$APP_NAME"
+        --property=StateDirectory="$APP_NAME" --property=StateDirectoryMode=0750
         "${SANDBOX[@]}"
     )
+}
+
+run_in_release() { # RELEASE_DIR COMMAND [ARGS...]: as the app's user, in the release's sandbox and environment
+    local release_dir=$1 name=$2 program=$2 mode=--pipe
+    shift 2
+    if [[ $program == */* ]]; then
+        [[ $program == /* ]] || program=$release_dir/app/$program
+    else
+        program=$(PATH="$release_dir/app/.venv/bin:$PATH" command -v -- "$program") || program=
+    fi
+    if [[ -z $program || ! -x $program ]]; then
+        log "no program '$name' in the release's virtualenv ($release_dir/app/.venv/bin), the app or PATH"
+        return 127
+    fi
+    # A terminal on both ends (ssh -t) gets one inside too, for interactive commands such as `flask shell`.
+    if [[ -t 0 && -t 1 ]]; then mode=--pty; fi
+    release_properties "$release_dir"
+    systemd-run --quiet --wait --collect "$mode" "${RELEASE_PROPERTIES[@]}" "$program" "$@"
 }
 
 health() { # PORT: GET HEALTH_PATH through nginx on that port
@@ -104,6 +127,55 @@ wait_healthy() { # PORT
 stop_candidate() {
     systemctl stop "$CANDIDATE.socket" "$CANDIDATE.service" 2>/dev/null || true
     systemctl reset-failed "$CANDIDATE.socket" "$CANDIDATE.service" 2>/dev/null || true
+}
+
+install_dependencies() { # VENV DEPS_DIR: a new virtualenv with the release's dependencies and Gunicorn
+    local venv=$1 deps=$2
+    if [[ -f $deps/uv.lock ]]; then
+        if [[ ! -x $UV ]]; then
+            log "installing uv $UV_VERSION"
+            python3 -m venv "${UV%/bin/uv}"
+            "${UV%/uv}/pip" install --quiet --no-cache-dir --disable-pip-version-check "uv==$UV_VERSION" >&2
+        fi
+        log "installing the locked dependencies (uv.lock) into $venv"
+        # Exactly the lock: --locked fails when it no longer matches pyproject.toml. The system's Python
+        # and certificate authorities, as pip uses them.
+        export UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=1 UV_NO_CACHE=1
+        UV_PROJECT_ENVIRONMENT=$venv "$UV" sync --quiet --locked --no-dev --no-install-project \
+            --python /usr/bin/python3 --project "$deps" >&2
+        if [[ ! -x $venv/bin/gunicorn ]]; then
+            "$UV" pip install --quiet --python "$venv/bin/python" "gunicorn==$GUNICORN_VERSION" >&2
+        fi
+    else
+        log "installing requirements into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check \
+            -r "$deps/requirements.txt" "gunicorn==$GUNICORN_VERSION" >&2
+    fi
+}
+
+link_state() { # RELEASE_DIR: the paths in its server/state-links become links into the state directory
+    local app_path state_path
+    install -d -m 0750 -o "$APP_USER" -g "$APP_USER" "$STATE_DIR"
+    while read -r app_path state_path; do
+        [[ /$app_path/ != */../* && /$state_path/ != */../* ]] || fail "state link '$app_path' leaves its directory"
+        (umask 0027 && runuser -u "$APP_USER" -- mkdir -p "$STATE_DIR/$state_path")
+        rm -rf "${1:?}/app/$app_path"
+        mkdir -p "$(dirname "$1/app/$app_path")"
+        ln -sfn "$STATE_DIR/$state_path" "$1/app/$app_path"
+    done <"$1/server/state-links"
+}
+
+run_release_command() { # RELEASE_DIR [LIVE_RELEASE]: releaseCommand, once for each release (a marker records it)
+    local release_dir=$1 marker=$1/.release-command-done status=0
+    [[ -n ${RELEASE_COMMAND[*]} ]] || return 0
+    [[ $(cat "$marker" 2>/dev/null) != "${RELEASE_COMMAND[*]}" ]] || return 0
+    log "running the release command: ${RELEASE_COMMAND[*]}"
+    run_in_release "$release_dir" "${RELEASE_COMMAND[@]}" </dev/null >&2 || status=$?
+    if ((status != 0)); then
+        fail "release $(basename "$release_dir"): releaseCommand '${RELEASE_COMMAND[*]}' exited $status (output above); ${2:+$2 is still live}"
+    fi
+    printf '%s' "${RELEASE_COMMAND[*]}" >"$marker"
 }
 
 go_live() { # RELEASE_DIR: point `current` at it (atomically) and restart the service on it
@@ -149,6 +221,20 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
     fi
     stop_candidate
 }
+
+if [[ ${1:-} == run ]]; then
+    shift
+    [[ ${1:-} != -- ]] || shift
+    [[ $# -ge 1 ]] || fail "usage: deploy.sh run [--] COMMAND [ARGS...]"
+    live=$(readlink "$CURRENT") || fail "no release is live yet: deploy one first"
+    status=0
+    run_in_release "$live" "$@" || status=$?
+    exit "$status"
+fi
+
+# One deploy at a time; a second one waits for the first.
+exec 9>"/run/lock/$APP_NAME-deploy.lock"
+flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
 
 if [[ ${1:-} == rollback ]]; then
     [[ $# -le 2 ]] || fail "usage: deploy.sh rollback [RELEASE_ID]"
@@ -199,21 +285,24 @@ if [[ ! -d $release_dir ]]; then
     chmod -R u=rwX,go=rX "$staging"
     chmod 0755 "$staging"
 
-    # Releases with the same requirements share one virtualenv.
-    venv_key=$( (cat "$staging/app/requirements.txt"; echo "gunicorn==$GUNICORN_VERSION"; python3 --version) | sha256sum | cut -c1-12)
+    # Releases with the same dependencies share one virtualenv; the app's own code stays in the release.
+    venv_key=$( (cd "$staging/deps" && sha256sum -- *; echo "gunicorn==$GUNICORN_VERSION"; python3 --version) |
+        sha256sum | cut -c1-12)
     venv=$ROOT/venvs/$venv_key
     if [[ ! -f $venv/.complete ]]; then
-        log "installing requirements into $venv"
         rm -rf "$venv"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check \
-            -r "$staging/app/requirements.txt" "gunicorn==$GUNICORN_VERSION" >&2
+        install_dependencies "$venv" "$staging/deps"
         touch "$venv/.complete"
     else
         log "reusing $venv"
     fi
     ln -sfn "$venv" "$staging/app/.venv"
-    printf 'APP_VERSION=%s\n' "$release_id" >"$staging/release.env"
+    link_state "$staging"
+    {
+        printf 'APP_VERSION=%s\n' "$release_id"
+        printf 'PATH=%s\n' "$release_dir/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        printf 'PYTHONPATH=%s\n' "$release_dir/app${IMPORT_ROOT:+/$IMPORT_ROOT}"
+    } >"$staging/release.env"
     mv -T "$staging" "$release_dir"
     trap - EXIT
 fi
@@ -224,6 +313,11 @@ release_properties "$release_dir"
 systemd-run --quiet --wait --pipe --collect "${RELEASE_PROPERTIES[@]}" \
     "$release_dir/app/.venv/bin/gunicorn" --check-config --workers "$WORKERS" "$WSGI_TARGET" </dev/null >&2 ||
     fail "release $release_id: gunicorn --check-config $WSGI_TARGET failed (output above)"
+
+live_release=$(readlink "$CURRENT" || true)
+live_release=${live_release##*/}
+[[ $live_release != "$release_id" ]] || live_release=
+run_release_command "$release_dir" "$live_release"
 
 # Server configuration shipped with the release; nginx only takes it if it parses.
 config_changed=0
