@@ -1,4 +1,5 @@
-"""scripts/rehearse [up|deploy|down] [--stack NAME] [--set KEY=VALUE ...]"""
+"""scripts/rehearse [up|deploy|rollback|down] [--stack NAME] [--set KEY=VALUE ...]
+scripts/rehearse run [--stack NAME] [--set KEY=VALUE ...] -- COMMAND [ARGS...]"""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/rehearse",
         description="The production server on this machine: boot it, let cloud-init set it up, deploy the app.",
     )
-    parser.add_argument("command", nargs="?", default="up", choices=("up", "deploy", "rollback", "down"))
+    parser.add_argument("command", nargs="?", default="up", choices=("up", "deploy", "rollback", "run", "down"))
     parser.add_argument("release", nargs="?", help="with rollback: the release to go back to (default: the previous)")
     parser.add_argument("--stack", default="dev", help="read settings from Pulumi.STACK.yaml (default: dev)")
     parser.add_argument(
@@ -47,9 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help='override a config key, e.g. --set workers=4 or --set \'appEnv={"A":"b"}\'',
     )
-    args = parser.parse_args(argv)
+    parser.epilog = (
+        "run: everything after -- runs as the app's user in the live release, with its environment and "
+        "sandbox, e.g. scripts/rehearse run -- flask --app myapp init-db; its exit code is rehearse's"
+    )
+    words = sys.argv[1:] if argv is None else argv
+    split = words.index("--") if "--" in words else len(words)
+    args = parser.parse_args(words[:split])
+    command = words[split + 1 :]
+    if (args.command == "run") != bool(command):
+        parser.error("run takes a command after --, and only run does")
     overrides = dict(args.overrides)
     try:
+        if args.command == "run":
+            return run.run_once(args.stack, overrides, command)
         if args.command == "down":
             run.down()
             run.progress("down: nothing of the rehearsal is left on this machine")

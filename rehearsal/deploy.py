@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,16 @@ class SshTarget:
             timeout=timeout,
             check=False,
         )
+
+    def stream(self, command: str, timeout: float | None = None) -> int:
+        """Run `command` with this process's stdin, stdout and stderr (a terminal too, when there is one).
+
+        No time limit by default: a one-off command (a migration, a shell) takes what it takes.
+        """
+        tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        return subprocess.run(
+            ["ssh", *self.options(), *tty, f"{self.user}@{self.host}", command], timeout=timeout, check=False
+        ).returncode
 
     def upload(self, local: Path, remote: str) -> None:
         """Copy a file, creating its parent directories, as CopyToRemote does."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan, rollback_command
+from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan, rollback_command, run_command
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import Settings, SettingsError, parse_settings
 from rehearsal import nspawn
@@ -75,7 +75,10 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
     fresh random SECRET_KEY instead, unless `overrides` sets appEnv.
     """
     raw = {"appEnv": {"SECRET_KEY": machine_secret()}, **stack_config(stack), **overrides}
+    # A stack made for the rehearsal alone needs neither a key nor an admin network of its own.
     raw.setdefault("adminCidrs", [f"{nspawn.HOST_ADDRESS}/32"])
+    if not raw.get("sshPublicKeys") and not raw.get("sshKeyFingerprints"):
+        raw["sshPublicKeys"] = [public_key]
     settings = parse_settings(raw, PROJECT_DIR)
     return dataclasses.replace(
         settings,
@@ -148,3 +151,10 @@ def rollback(stack: str, overrides: Mapping[str, Any], release_id: str | None = 
     if result.returncode != 0:
         raise DeployError(f"rollback failed:\n{result.stderr.strip()}")
     return result.stdout.strip().splitlines()[-1]
+
+
+def run_once(stack: str, overrides: Mapping[str, Any], argv: list[str]) -> int:
+    """Run a one-off command in the live release on the running machine; its output and exit code pass through."""
+    machine = running_machine()
+    settings = rehearsal_settings(stack, overrides, machine.public_key())
+    return ssh_target(machine).stream(run_command(settings, argv))
