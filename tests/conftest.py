@@ -4,7 +4,6 @@ import base64
 import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,8 @@ SHARED_PARENTS = frozenset(
         "/run",
     )
 )
-#: Always readable: Python itself and the temporary directory.
-ALWAYS_READABLE = tuple(Path(p).resolve() for p in {sys.base_prefix, sys.base_exec_prefix, tempfile.gettempdir()})
+#: Always readable: Python itself, wherever it is installed.
+ALWAYS_READABLE = tuple(Path(p).resolve() for p in {sys.base_prefix, sys.base_exec_prefix})
 
 
 def _beside_repository(target: Any) -> bool:
