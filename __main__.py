@@ -28,15 +28,15 @@ deployment = AppDeployment(
     AppDeploymentArgs(
         host=server.ipv4_address,
         server_id=server.droplet_id,
+        public_ipv4=server.public_ipv4,
         plan=plan,
         private_key=settings.ssh_private_key,
     ),
     opts=pulumi.ResourceOptions(depends_on=[server]),
 )
 
-pulumi.export("ipv4_address", server.ipv4_address)
-pulumi.export(
-    "url", f"http://{settings.domain}/" if settings.domain else server.ipv4_address.apply(lambda ip: f"http://{ip}/")
-)
+pulumi.export("ipv4_address", server.public_ipv4)
+# https:// once the site has its certificate; http:// when none could be had (the deploy's log says why).
+pulumi.export("url", deployment.url)
 pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
 pulumi.export("release_id", deployment.release_id)

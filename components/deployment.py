@@ -21,6 +21,8 @@ class AppDeploymentArgs:
     """Address of the server."""
     server_id: pulumi.Input[str]
     """Identity of the server; a new server reruns every step."""
+    public_ipv4: pulumi.Input[str]
+    """The address the site is reached at (the Reserved IP): its certificate's, without a domain."""
     plan: DeployPlan
     """The ordered steps, from `build_deploy_plan`."""
     private_key: pulumi.Input[str] | None = None
@@ -36,6 +38,8 @@ class AppDeployment(pulumi.ComponentResource):
     """
 
     release_id: pulumi.Output[str]
+    url: pulumi.Output[str]
+    """Where the site answers, as the deploy found it: https:// once it has a certificate."""
 
     def __init__(self, name: str, args: AppDeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("flaskdroplet:app:AppDeployment", name, None, opts)
@@ -65,12 +69,20 @@ class AppDeployment(pulumi.ComponentResource):
                     opts=step_opts,
                 )
             elif isinstance(step, RemoteCommand):
+                if step.takes_public_address:
+                    triggers.append(args.public_ipv4)
+                if step.stdin_is_secret:
+                    triggers.append(stdin_hash)
                 last = remote.Command(
                     f"{name}-{step.name}",
                     connection=connection,
-                    create=step.command,
+                    create=(
+                        pulumi.Output.from_input(args.public_ipv4).apply(step.command_for)
+                        if step.takes_public_address
+                        else step.command
+                    ),
                     stdin=pulumi.Output.secret(plan.stdin) if step.stdin_is_secret else None,
-                    triggers=[*triggers, stdin_hash] if step.stdin_is_secret else triggers,
+                    triggers=triggers,
                     # Progress goes to stderr; stdout carries only the release id.
                     logging=remote.Logging.STDERR,
                     add_previous_output_in_env=False,
@@ -81,4 +93,6 @@ class AppDeployment(pulumi.ComponentResource):
         assert isinstance(last, remote.Command), "a deploy plan ends with the deploy command"
         release_id = plan.release_id
         self.release_id = last.stdout.apply(lambda _: release_id)
-        self.register_outputs({"release_id": self.release_id})
+        # The deploy prints the release id, then the URL the site answers at.
+        self.url = last.stdout.apply(lambda out: out.strip().splitlines()[-1] if out.strip() else "")
+        self.register_outputs({"release_id": self.release_id, "url": self.url})

@@ -58,6 +58,12 @@ class RemoteCommand:
     command: str
     content_hash: str
     stdin_is_secret: bool = False
+    takes_public_address: bool = False
+    """The command ends with the server's public IPv4 address, which only the executor knows."""
+
+    def command_for(self, public_ipv4: str) -> str:
+        """The command line to run, given the address the site is reached at."""
+        return f"{self.command} {shlex.quote(public_ipv4)}" if self.takes_public_address else self.command
 
 
 Step = Upload | RemoteCommand
@@ -92,6 +98,7 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
             # The release id covers the app and the server config; the script is hashed separately.
             sha256_text(bundle.sha256 + server_config_hash(settings)),
             stdin_is_secret=True,
+            takes_public_address=True,
         ),
     )
     return DeployPlan(release_id=bundle.release_id, steps=steps, stdin=render_env_file(dict(settings.app_env)))

@@ -27,11 +27,18 @@ GUNICORN_VERSION = "23.0.0"
 #: uv installs the dependencies of apps that ship a uv.lock; the deploy puts it in a virtualenv of its own.
 UV_VERSION = "0.13.8"
 
+#: Certbot requests and renews the certificates; the deploy puts it in a virtualenv of its own.
+#: 5.4 is the first that answers IP-address challenges from a webroot.
+CERTBOT_VERSION = "5.8.0"
+
 #: The user that Pulumi (and the rehearsal) log in as; it may use sudo.
 DEPLOY_USER = "deploy"
 
 #: Packages cloud-init installs on first boot.
 PACKAGES = ("nginx", "ufw", "python3-venv", "curl", "fail2ban", "python3-systemd", "unattended-upgrades")
+
+#: Where the nginx sandbox drop-in goes.
+NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
 
 #: Ports ufw opens; everything else inbound is denied.
 UFW_ALLOWED_PORTS = ("22/tcp", "80/tcp", "443/tcp")
@@ -100,6 +107,24 @@ class ServerLayout:
     def state_dir(self) -> str:
         """The app's StateDirectory: the one place it writes, kept across releases."""
         return f"/var/lib/{self.app_name}"
+
+    @property
+    def acme_webroot(self) -> str:
+        """Where the ACME client leaves HTTP-01 challenge answers for nginx to serve."""
+        return "/var/www/flaskdroplet-acme"
+
+    @property
+    def certificate_dir(self) -> str:
+        """Certbot's live directory for the app's certificate (its lineage is named after the app)."""
+        return f"/etc/letsencrypt/live/{self.app_name}"
+
+    @property
+    def certbot(self) -> str:
+        return f"/opt/flaskdroplet/certbot-{CERTBOT_VERSION}/bin/certbot"
+
+    @property
+    def renew_unit(self) -> str:
+        return "flaskdroplet-certbot-renew"
 
     @property
     def config_dir(self) -> str:
@@ -176,15 +201,35 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         deploy_user=DEPLOY_USER,
         gunicorn_version=GUNICORN_VERSION,
         uv_version=UV_VERSION,
+        certbot_version=CERTBOT_VERSION,
         health_host=settings.domain or "127.0.0.1",
         sandbox=SERVICE_SANDBOX,
+        nginx_drop_in=NGINX_SANDBOX_DROP_IN,
         **extra,
     )
 
 
-def render_nginx_site(settings: Settings) -> str:
-    """The nginx site: reverse proxy to the Gunicorn socket, static files, unknown hosts dropped."""
-    return _render("nginx-site.conf.j2", settings)
+def render_nginx_site(settings: Settings, tls: bool = False) -> str:
+    """The nginx site: reverse proxy to the Gunicorn socket, static files, unknown hosts dropped.
+
+    With `tls`, the site once its certificate exists: HTTPS, and HTTP only for ACME
+    challenges and a redirect.
+    """
+    return _render("nginx-site.conf.j2", settings, tls=tls)
+
+
+def render_nginx_sandbox(settings: Settings) -> str:
+    """A systemd drop-in that sandboxes nginx, which holds the TLS private key."""
+    return _render("nginx-sandbox.conf.j2", settings)
+
+
+def render_renew_units(settings: Settings) -> dict[str, str]:
+    """The certificate's renewal: a service running `certbot renew` and the timer that starts it."""
+    layout = ServerLayout(settings.app_name)
+    return {
+        f"{layout.renew_unit}.service": _render("certbot-renew.service.j2", settings),
+        f"{layout.renew_unit}.timer": _render("certbot-renew.timer.j2", settings),
+    }
 
 
 def render_service_unit(settings: Settings) -> str:
@@ -229,12 +274,17 @@ def server_config_files(settings: Settings) -> dict[str, str]:
     """Files under the bundle's `server/` directory: the units and site are installed by cloud-init and
     again by each deploy; `state-links` is read by the deploy when it unpacks the release."""
     layout = ServerLayout(settings.app_name)
-    return {
+    files = {
         "nginx-site.conf": render_nginx_site(settings),
+        "nginx-sandbox.conf": render_nginx_sandbox(settings),
         layout.service_unit: render_service_unit(settings),
         layout.socket_unit: render_socket_unit(settings),
         "state-links": render_state_links(settings),
     }
+    if settings.https:
+        files["nginx-site-tls.conf"] = render_nginx_site(settings, tls=True)
+        files.update(render_renew_units(settings))
+    return files
 
 
 class _CloudConfigDumper(yaml.SafeDumper):
@@ -261,6 +311,7 @@ def render_user_data(settings: Settings) -> str:
         (layout.nginx_site, config["nginx-site.conf"]),
         (f"/etc/systemd/system/{layout.service_unit}", config[layout.service_unit]),
         (f"/etc/systemd/system/{layout.socket_unit}", config[layout.socket_unit]),
+        (NGINX_SANDBOX_DROP_IN, config["nginx-sandbox.conf"]),
     ]
     deferred += [
         # Security updates install themselves every day.
@@ -323,9 +374,11 @@ def render_user_data(settings: Settings) -> str:
             ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.root, layout.releases],
             ["rm", "-f", "/etc/nginx/sites-enabled/default"],
             ["ln", "-sfn", layout.nginx_site, site_link],
+            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.acme_webroot],
             ["nginx", "-t"],
-            ["systemctl", "reload", "nginx"],
+            # A restart, not a reload: nginx starts again inside its sandbox drop-in.
             ["systemctl", "daemon-reload"],
+            ["systemctl", "restart", "nginx"],
             ["systemctl", "enable", "--now", layout.socket_unit],
             ["systemctl", "enable", layout.service_unit],
             ["systemctl", "restart", "fail2ban"],

@@ -26,6 +26,12 @@ from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, Ap
 #: id of a snapshot built from it.
 UBUNTU_2404_IMAGE = "ubuntu-24-04-x64"
 
+#: ACME servers by name; `acmeServer` takes one of these names or a directory URL.
+ACME_SERVERS = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
 WORKERS_MIN, WORKERS_MAX = 1, 32
 RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX = 1, 50
 
@@ -57,6 +63,7 @@ _APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)(\(\))?$")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RELATIVE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 REGIONS = tuple(r.value for r in Region)
@@ -102,6 +109,18 @@ class Settings:
     """How many releases stay on the server for rollback."""
     domain: str | None
     """Public hostname of the app, or None to answer on the droplet's address."""
+    https: bool
+    """Serve HTTPS with a certificate from `acme_server`, HTTP only redirecting to it."""
+    acme_server: str
+    """ACME directory URL the certificate comes from."""
+    acme_email: str | None
+    """Contact address given to the ACME server, or None for none."""
+    hsts_preload: bool
+    """Ask browsers to preload HSTS for the domain (and its subdomains)."""
+    www_alias: bool
+    """Also answer, and hold a certificate for, www.DOMAIN."""
+    dns_zone: str | None
+    """The domain's zone, when DigitalOcean manages it: the program creates the records."""
     app_source: AppSource
     """Where the app's dependencies are declared and where its code imports from."""
     linked_dirs: tuple[str, ...] = ()
@@ -116,6 +135,13 @@ class Settings:
     @property
     def wsgi_module(self) -> str:
         return self.wsgi_target.split(":", 1)[0]
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The names the site answers to (and its certificate covers); empty when it answers on its address."""
+        if self.domain is None:
+            return ()
+        return (self.domain, f"www.{self.domain}") if self.www_alias else (self.domain,)
 
     @property
     def state_links(self) -> tuple[tuple[str, str], ...]:
@@ -155,6 +181,12 @@ DEFAULTS: dict[str, Any] = {
     "workers": 2,
     "releasesToKeep": 5,
     "domain": "",
+    "https": True,
+    "acmeServer": "letsencrypt",
+    "acmeEmail": "",
+    "hstsPreload": False,
+    "wwwAlias": False,
+    "dnsZone": "",
     "linkedDirs": [],
     "releaseCommand": "",
     "appEnv": {},
@@ -293,6 +325,40 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
     if domain is not None and not _is_hostname(domain):
         problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
 
+    https = _boolean(values["https"], "https", problem)
+    hsts_preload = _boolean(values["hstsPreload"], "hstsPreload", problem)
+    www_alias = _boolean(values["wwwAlias"], "wwwAlias", problem)
+    acme_server = values["acmeServer"]
+    acme_url = ACME_SERVERS.get(acme_server) if isinstance(acme_server, str) else None
+    if acme_url is None:
+        if isinstance(acme_server, str) and re.fullmatch(
+            r"https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?", acme_server
+        ):
+            acme_url = acme_server
+        else:
+            problem(
+                "acmeServer", acme_server, f"expected {' or '.join(ACME_SERVERS)}, or an ACME directory https:// URL"
+            )
+    acme_email = values["acmeEmail"] or None
+    if acme_email is not None and not (isinstance(acme_email, str) and _EMAIL.match(acme_email)):
+        problem("acmeEmail", acme_email, "expected an email address such as admin@example.org, or empty")
+    dns_zone = values["dnsZone"] or None
+    if isinstance(dns_zone, str):
+        dns_zone = dns_zone.lower().rstrip(".")
+    if dns_zone is not None:
+        if not _is_hostname(dns_zone):
+            problem("dnsZone", dns_zone, "expected a DNS zone managed in DigitalOcean such as example.org, or empty")
+        elif not (isinstance(domain, str) and (domain == dns_zone or domain.endswith(f".{dns_zone}"))):
+            problem(
+                "dnsZone", dns_zone, f"expected the zone that holds domain ({domain!r}); set domain to a name in it"
+            )
+    if domain is None:
+        for key, value in (("wwwAlias", www_alias), ("hstsPreload", hsts_preload)):
+            if value:
+                problem(key, value, "expected false without a domain: it applies to a domain's names only")
+    if hsts_preload and not https:
+        problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
+
     app_env: dict[str, SecretStr] = {}
     raw_env = values["appEnv"]
     if not isinstance(raw_env, Mapping):
@@ -339,6 +405,12 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
         workers=workers,
         releases_to_keep=releases_to_keep,
         domain=domain,
+        https=https,
+        acme_server=acme_url or "",
+        acme_email=acme_email,
+        hsts_preload=hsts_preload,
+        www_alias=www_alias,
+        dns_zone=dns_zone,
         app_source=app_source,
         linked_dirs=tuple(linked_dirs),
         release_command=tuple(release_command),
@@ -361,6 +433,16 @@ def _string_list(value: Any, key: str, problem: Any) -> list[str]:
         problem(key, value, "expected a list of strings")
         return []
     return [v.strip() for v in value]
+
+
+def _boolean(value: Any, key: str, problem: Any) -> bool:
+    # `pulumi config set` hands booleans over as the strings "true" and "false".
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        problem(key, value, "expected true or false")
+        return False
+    return value
 
 
 def _bounded_int(value: Any, key: str, low: int, high: int, problem: Any) -> int:

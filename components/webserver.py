@@ -24,14 +24,19 @@ class WebServerArgs:
 
 
 class WebServer(pulumi.ComponentResource):
-    """An Ubuntu 24.04 droplet configured by cloud-init, behind a Cloud Firewall.
+    """An Ubuntu 24.04 droplet configured by cloud-init, behind a Cloud Firewall, at a Reserved IP.
 
-    SSH is open only to the admin networks; HTTP and HTTPS to everyone.
+    SSH is open only to the admin networks; HTTP and HTTPS to everyone. The
+    Reserved IP is the site's address: it stays when the droplet is replaced. With
+    a `dns_zone`, the domain's A and AAAA records point at the server.
     """
 
     droplet_id: pulumi.Output[str]
     ipv4_address: pulumi.Output[str]
+    """The droplet's own address: how the deploy reaches it over SSH."""
     ipv6_address: pulumi.Output[str]
+    public_ipv4: pulumi.Output[str]
+    """The Reserved IP: the site's address, in its DNS records and its certificate."""
 
     def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("flaskdroplet:infra:WebServer", name, None, opts)
@@ -79,11 +84,39 @@ class WebServer(pulumi.ComponentResource):
             opts=child,
         )
 
+        reserved_ip = digitalocean.ReservedIp(f"{name}-address", region=settings.region, opts=child)
+        digitalocean.ReservedIpAssignment(
+            f"{name}-address-assignment",
+            ip_address=reserved_ip.ip_address,
+            droplet_id=droplet.id.apply(int),
+            opts=child,
+        )
+        if settings.dns_zone is not None:
+            for host in settings.host_names:
+                # The record's name inside its zone: "@" for the zone's own name.
+                record = host.removesuffix(settings.dns_zone).rstrip(".") or "@"
+                for kind, value in (("A", reserved_ip.ip_address), ("AAAA", droplet.ipv6_address)):
+                    digitalocean.DnsRecord(
+                        f"{name}-dns-{kind.lower()}-{record.replace('@', 'apex')}",
+                        domain=settings.dns_zone,
+                        type=kind,
+                        name=record,
+                        value=value,
+                        ttl=300,
+                        opts=child,
+                    )
+
         self.droplet_id = droplet.id
         self.ipv4_address = droplet.ipv4_address
         self.ipv6_address = droplet.ipv6_address
+        self.public_ipv4 = reserved_ip.ip_address
         self.register_outputs(
-            {"droplet_id": self.droplet_id, "ipv4_address": self.ipv4_address, "ipv6_address": self.ipv6_address}
+            {
+                "droplet_id": self.droplet_id,
+                "ipv4_address": self.ipv4_address,
+                "ipv6_address": self.ipv6_address,
+                "public_ipv4": self.public_ipv4,
+            }
         )
 
 

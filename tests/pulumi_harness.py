@@ -20,6 +20,9 @@ STACK = "test"
 DROPLET_ID = "424242"  # the Firewall wants droplet ids that parse as integers
 DROPLET_IPV4 = "203.0.113.10"
 DROPLET_IPV6 = "2001:db8::10"
+RESERVED_IPV4 = "203.0.113.50"
+#: What the mocked deploy command prints: the release id, then the URL the site answers at.
+DEPLOY_STDOUT = f"0123456789ab\nhttps://{RESERVED_IPV4}/\n"
 
 
 @dataclass
@@ -63,8 +66,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return DROPLET_ID, outputs
         if args.typ == "digitalocean:index/sshKey:SshKey":
             outputs["fingerprint"] = ":".join(["3f"] * 16)
+        if args.typ == "digitalocean:index/reservedIp:ReservedIp":
+            outputs["ipAddress"] = RESERVED_IPV4
         if args.typ == "command:remote:Command":
-            outputs.update(stdout="", stderr="")
+            outputs.update(stdout=DEPLOY_STDOUT if args.name.endswith("-deploy") else "", stderr="")
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

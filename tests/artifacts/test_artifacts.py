@@ -15,7 +15,9 @@ from components.plan import WAIT_FOR_CLOUD_INIT
 from components.render import (
     ServerLayout,
     render_deploy_script,
+    render_nginx_sandbox,
     render_nginx_site,
+    render_renew_units,
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
@@ -101,6 +103,27 @@ def test_nginx_accepts_the_site(variant: str, tmp_path: Path) -> None:
     assert "test is successful" in result.stderr
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_nginx_accepts_the_https_site(variant: str, tmp_path: Path) -> None:
+    settings = golden_settings(variant)
+    layout = ServerLayout(settings.app_name)
+    certificates = tmp_path / "live"
+    certificates.mkdir()
+    run(
+        [
+            tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "1", "-subj", "/CN=test", "-keyout", str(certificates / "privkey.pem"),
+            "-out", str(certificates / "fullchain.pem"),
+        ]
+    )  # fmt: skip
+    site = render_nginx_site(settings, tls=True).replace(layout.certificate_dir, str(certificates))
+
+    result = nginx_test(site, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
 def test_nginx_check_catches_a_broken_site(tmp_path: Path) -> None:
     broken = render_nginx_site(golden_settings("ip")).replace("return 444;", "return 444")
 
@@ -129,6 +152,29 @@ def units_for_verify(settings: Settings, directory: Path) -> list[Path]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_systemd_verifies_the_units(variant: str, tmp_path: Path) -> None:
     result = run([tool("systemd-analyze"), "verify", *map(str, units_for_verify(golden_settings(variant), tmp_path))])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_systemd_verifies_the_renewal_units_and_the_nginx_drop_in(tmp_path: Path) -> None:
+    settings = golden_settings("ip")
+    layout = ServerLayout(settings.app_name)
+    certbot = tmp_path / "certbot"
+    certbot.write_text("#!/bin/sh\n")
+    certbot.chmod(0o755)
+    units = []
+    for name, text in render_renew_units(settings).items():
+        units.append(tmp_path / name)
+        units[-1].write_text(text.replace(layout.certbot, str(certbot)))
+    # The drop-in, on a stand-in for Debian's nginx unit.
+    service = tmp_path / "nginx.service"
+    service.write_text("[Service]\nType=forking\nExecStart=/bin/true\n")
+    drop_in = tmp_path / "nginx.service.d" / "flaskdroplet-sandbox.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(render_nginx_sandbox(settings))
+
+    result = run([tool("systemd-analyze"), "verify", *map(str, units), str(service)])
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

@@ -11,11 +11,24 @@ import yaml
 
 from components.render import render_user_data
 from components.settings import parse_settings
-from tests.pulumi_harness import DROPLET_ID, DROPLET_IPV4, PROJECT_DIR, ProgramRun, is_secret, reveal, run_program
+from tests.pulumi_harness import (
+    DROPLET_ID,
+    DROPLET_IPV4,
+    DROPLET_IPV6,
+    PROJECT_DIR,
+    RESERVED_IPV4,
+    ProgramRun,
+    is_secret,
+    reveal,
+    run_program,
+)
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 SSH_KEY = "digitalocean:index/sshKey:SshKey"
+RESERVED_IP = "digitalocean:index/reservedIp:ReservedIp"
+ASSIGNMENT = "digitalocean:index/reservedIpAssignment:ReservedIpAssignment"
+DNS_RECORD = "digitalocean:index/dnsRecord:DnsRecord"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 WEB_SERVER = "flaskdroplet:infra:WebServer"
@@ -32,17 +45,18 @@ def run(good_config: dict[str, Any]) -> ProgramRun:
 
 def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert sorted(r.type for r in run.resources) == sorted(
-        [WEB_SERVER, SSH_KEY, DROPLET, FIREWALL, APP_DEPLOYMENT, *[COMMAND, COPY, COPY, COMMAND]]
+        [WEB_SERVER, SSH_KEY, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, APP_DEPLOYMENT, COMMAND, COPY, COPY, COMMAND]
     )
-    assert run.outputs["ipv4_address"] == DROPLET_IPV4
-    assert run.outputs["url"] == f"http://{DROPLET_IPV4}/"
+    assert run.outputs["ipv4_address"] == RESERVED_IPV4
+    # The URL is what the deploy reports: https:// once the site has its certificate.
+    assert run.outputs["url"] == f"https://{RESERVED_IPV4}/"
     assert run.outputs["ssh"] == f"ssh deploy@{DROPLET_IPV4}"
     assert len(run.outputs["release_id"]) == 12
 
 
 def test_children_are_parented_and_named_after_their_component(run: ProgramRun) -> None:
     for resource in run.resources:
-        if resource.type in (SSH_KEY, DROPLET, FIREWALL):
+        if resource.type in (SSH_KEY, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, DNS_RECORD):
             assert resource.parent_types[-1] == WEB_SERVER
             assert resource.name.startswith("web-")
         elif resource.type.startswith("command:"):
@@ -94,7 +108,9 @@ def test_deploy_steps_run_in_order_over_ssh_as_the_deploy_user(run: ProgramRun) 
     release = run.outputs["release_id"]
     assert steps[2].inputs["remotePath"] == f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
     bundle = f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
-    assert steps[3].inputs["create"] == f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh {release} {bundle}"
+    assert steps[3].inputs["create"] == (
+        f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh {release} {bundle} {RESERVED_IPV4}"
+    )
     assert steps[3].inputs["logging"] == "stderr"
     assert steps[3].inputs["addPreviousOutputInEnv"] is False
 
@@ -157,10 +173,9 @@ def test_changed_secret_reruns_only_the_deploy_command(good_config: dict[str, An
     assert changed(before, after) == {"app-deploy"}
 
 
-def test_domain_names_the_url_and_the_nginx_site(good_config: dict[str, Any]) -> None:
+def test_domain_names_the_nginx_site(good_config: dict[str, Any]) -> None:
     run = run_program({**good_config, "domain": "weather.example.org"})
 
-    assert run.outputs["url"] == "http://weather.example.org/"
     user_data = yaml.safe_load(run.one(DROPLET).inputs["userData"])
     site = next(f for f in user_data["write_files"] if f["path"].startswith("/etc/nginx/"))
     assert "server_name weather.example.org;" in site["content"]
@@ -180,3 +195,45 @@ def test_preview_declares_the_same_graph(good_config: dict[str, Any]) -> None:
 
     assert preview.error is None, preview.error
     assert sorted(r.name for r in preview.resources) == sorted(r.name for r in update.resources)
+
+
+def test_reserved_ip_in_the_droplets_region_is_assigned_to_it(run: ProgramRun) -> None:
+    assert run.one(RESERVED_IP).inputs["region"] == "nyc3"
+    assignment = run.one(ASSIGNMENT).inputs
+    assert assignment == {"ipAddress": RESERVED_IPV4, "dropletId": int(DROPLET_ID)}
+
+
+def test_no_dns_records_without_a_dns_zone(good_config: dict[str, Any]) -> None:
+    assert run_program({**good_config, "domain": "weather.example.org"}).of_type(DNS_RECORD) == []
+    assert run_program(good_config).of_type(DNS_RECORD) == []
+
+
+def test_dns_records_point_the_domain_at_the_reserved_ip(good_config: dict[str, Any]) -> None:
+    config = {**good_config, "domain": "weather.example.org", "dnsZone": "example.org", "wwwAlias": True}
+
+    run = run_program(config)
+
+    assert run.error is None, run.error
+    records = sorted((r.inputs["name"], r.inputs["type"], r.inputs["value"]) for r in run.of_type(DNS_RECORD))
+    assert records == [
+        ("weather", "A", RESERVED_IPV4),
+        ("weather", "AAAA", DROPLET_IPV6),
+        ("www.weather", "A", RESERVED_IPV4),
+        ("www.weather", "AAAA", DROPLET_IPV6),
+    ]
+    assert {r.inputs["domain"] for r in run.of_type(DNS_RECORD)} == {"example.org"}
+
+
+def test_a_domain_that_is_its_zone_gets_apex_records(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "domain": "example.org", "dnsZone": "example.org"})
+
+    assert sorted((r.name, r.inputs["name"]) for r in run.of_type(DNS_RECORD)) == [
+        ("web-dns-a-apex", "@"),
+        ("web-dns-aaaa-apex", "@"),
+    ]
+
+
+def test_deploy_is_triggered_by_the_public_address(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "domain": "weather.example.org", "dnsZone": "example.org"})
+
+    assert RESERVED_IPV4 in reveal(run.named("app-deploy").inputs["triggers"])

@@ -13,6 +13,7 @@ from components.render import (
     UFW_ALLOWED_PORTS,
     render_deploy_script,
     render_env_file,
+    render_nginx_sandbox,
     render_nginx_site,
     render_service_unit,
     render_socket_unit,
@@ -39,6 +40,8 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
 RENDERERS = {
     "user-data.yaml": render_user_data,
     "nginx-site.conf": render_nginx_site,
+    "nginx-site-tls.conf": lambda settings: render_nginx_site(settings, tls=True),
+    "nginx-sandbox.conf": render_nginx_sandbox,
     "app.service": render_service_unit,
     "app.socket": render_socket_unit,
     "sshd.conf": render_sshd_config,

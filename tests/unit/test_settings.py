@@ -53,6 +53,16 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
     ({"linkedDirs": ["weather/static/uploads"]}, "linkedDirs", "not inside staticDir"),
     ({"linkedDirs": "uploads"}, "linkedDirs", "list of strings"),
     ({"releaseCommand": "flask db 'upgrade"}, "releaseCommand", "balanced quotes"),
+    ({"https": "maybe"}, "https", "true or false"),
+    ({"acmeServer": "http://acme.example/dir"}, "acmeServer", "letsencrypt or letsencrypt-staging, or an ACME"),
+    ({"acmeServer": "lets-encrypt"}, "acmeServer", "'lets-encrypt'"),
+    ({"acmeEmail": "not an address"}, "acmeEmail", "email address"),
+    ({"wwwAlias": True}, "wwwAlias", "without a domain"),
+    ({"hstsPreload": True}, "hstsPreload", "without a domain"),
+    ({"domain": "a.example.org", "hstsPreload": True, "https": False}, "hstsPreload", "HSTS needs HTTPS"),
+    ({"dnsZone": "example.org"}, "dnsZone", "holds domain (None)"),
+    ({"domain": "weather.example.org", "dnsZone": "example.com"}, "dnsZone", "holds domain ('weather.example.org')"),
+    ({"domain": "weather.example.org", "dnsZone": "not a zone"}, "dnsZone", "DNS zone"),
 ]
 
 
@@ -258,3 +268,30 @@ def test_release_command_is_split_like_a_shell_line(tmp_path: Path, good_config:
 
     assert settings.release_command == ("flask", "--app", "my app", "db", "upgrade")
     assert parse_settings(site_config(good_config), tmp_path).release_command == ()
+
+
+def test_https_settings(tmp_path: Path, good_config: dict[str, Any]) -> None:
+    settings = parse_settings(good_config, PROJECT_DIR)
+    assert (settings.https, settings.acme_server, settings.acme_email) == (
+        True,
+        "https://acme-v02.api.letsencrypt.org/directory",
+        None,
+    )
+    assert settings.host_names == ()
+
+    config = {
+        **good_config,
+        "domain": "Weather.Example.org",
+        "wwwAlias": "true",
+        "dnsZone": "example.org.",
+        "acmeServer": "letsencrypt-staging",
+        "acmeEmail": "ops@example.org",
+        "https": "false",
+    }
+    settings = parse_settings(config, PROJECT_DIR)
+    assert settings.host_names == ("weather.example.org", "www.weather.example.org")
+    assert settings.dns_zone == "example.org"
+    assert settings.acme_server == "https://acme-staging-v02.api.letsencrypt.org/directory"
+    assert settings.https is False
+    custom = parse_settings({**good_config, "acmeServer": "https://acme.example:14000/dir"}, PROJECT_DIR)
+    assert custom.acme_server == "https://acme.example:14000/dir"

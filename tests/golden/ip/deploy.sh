@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs one release of weather and switches the site to it. Rendered by flask-droplet.
 #
-#   sudo deploy.sh RELEASE_ID BUNDLE < app-environment
+#   sudo deploy.sh RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
 #   sudo deploy.sh rollback [RELEASE_ID]
 #   sudo deploy.sh run [--] COMMAND [ARGS...]
 #
 # RELEASE_ID is the first 12 hex digits of the bundle's sha256. The app's
 # environment (a systemd EnvironmentFile) arrives on stdin, never as an argument.
-# A release takes traffic only after it has answered its health check through
-# nginx as a candidate beside the live release; until then the live one serves.
+# PUBLIC_IPV4 is the address the site is reached at (the Reserved IP); without it,
+# the last one given. A release takes traffic only after it has answered its health
+# check through nginx as a candidate beside the live release; until then the live
+# one serves. With HTTPS on, the certificate comes first: a domain that does not
+# resolve here fails the deploy before anything changes. On success the script
+# prints the release id and then the site's URL.
 # `rollback` switches back to the release that was live before (or RELEASE_ID),
 # through the same checks. `run` runs a one-off command as the app's user in the
 # live release, with its environment and sandbox, and exits with its exit code.
@@ -38,6 +42,18 @@ readonly IMPORT_ROOT=''
 # Run once for each new release, before it goes live (releaseCommand); empty for none.
 readonly RELEASE_COMMAND=()
 readonly KEEP=5
+# HTTPS: a certificate from ACME_SERVER for HOST_NAMES (or, with no domain, the public address).
+readonly HTTPS=1
+readonly DOMAIN=''
+readonly HOST_NAMES=()
+readonly ACME_SERVER=https://acme-v02.api.letsencrypt.org/directory
+readonly ACME_EMAIL=''
+readonly ACME_WEBROOT=/var/www/flaskdroplet-acme
+readonly CERT_DIR=/etc/letsencrypt/live/weather
+readonly CERTBOT_VERSION=5.8.0
+readonly CERTBOT=/opt/flaskdroplet/certbot-5.8.0/bin/certbot
+readonly RENEW_UNIT=flaskdroplet-certbot-renew
+readonly NGINX_DROP_IN=/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf
 readonly HEALTH_HOST=127.0.0.1
 readonly HEALTH_PATH=/healthz
 readonly HEALTH_TRIES=30
@@ -111,8 +127,14 @@ run_in_release() { # RELEASE_DIR COMMAND [ARGS...]: as the app's user, in the re
     systemd-run --quiet --wait --collect "$mode" "${RELEASE_PROPERTIES[@]}" "$program" "$@"
 }
 
-health() { # PORT: GET HEALTH_PATH through nginx on that port
-    curl --silent --fail --max-time 5 -H "Host: $HEALTH_HOST" "http://127.0.0.1:$1$HEALTH_PATH" >/dev/null
+health() { # PORT or live: GET HEALTH_PATH through nginx, on the candidate's port or as the live site is served
+    if [[ $1 == live && $TLS_ACTIVE == 1 ]]; then
+        # The app through nginx's HTTPS site on this machine; the certificate is certbot's business, not this check's.
+        curl --silent --fail --max-time 5 --insecure --resolve "$HEALTH_HOST:443:127.0.0.1" \
+            "https://$HEALTH_HOST$HEALTH_PATH" >/dev/null
+    else
+        curl --silent --fail --max-time 5 -H "Host: $HEALTH_HOST" "http://127.0.0.1:${1/live/80}$HEALTH_PATH" >/dev/null
+    fi
 }
 
 wait_healthy() { # PORT
@@ -178,6 +200,105 @@ run_release_command() { # RELEASE_DIR [LIVE_RELEASE]: releaseCommand, once for e
     printf '%s' "${RELEASE_COMMAND[*]}" >"$marker"
 }
 
+certificate_serves() { # [any-server]: the certificate covers every name (or the address) for an hour more, from ACME_SERVER
+    local cert=$CERT_DIR/fullchain.pem sans name
+    [[ -f $cert ]] || return 1
+    if [[ ${1:-} != any-server ]]; then
+        grep -qxF "server = $ACME_SERVER" "/etc/letsencrypt/renewal/$APP_NAME.conf" 2>/dev/null || return 1
+    fi
+    openssl x509 -in "$cert" -noout -checkend 3600 >/dev/null || return 1
+    sans=$(openssl x509 -in "$cert" -noout -ext subjectAltName | tail -n +2 | tr -d ' ' | tr ',' '\n')
+    for name in "${HOST_NAMES[@]:-$PUBLIC_IPV4}"; do
+        grep -qxF -e "DNS:$name" -e "IPAddress:$name" <<<"$sans" || return 1
+    done
+}
+
+check_dns() { # every name resolves to PUBLIC_IPV4, or the deploy stops before any ACME order
+    local name addresses
+    for name in "${HOST_NAMES[@]}"; do
+        addresses=$(getent ahostsv4 "$name" | awk '{print $1}' | sort -u | paste -sd ' ' -) || true
+        if [[ " $addresses " != *" $PUBLIC_IPV4 "* ]]; then
+            fail "https: $name resolves to ${addresses:-nothing}, not to this server's address $PUBLIC_IPV4." \
+                "Point its A record at $PUBLIC_IPV4 (or set dnsZone), then deploy again." \
+                "No certificate was requested and the live site is unchanged."
+        fi
+    done
+}
+
+install_certbot() {
+    [[ ! -x $CERTBOT ]] || return 0
+    log "installing certbot $CERTBOT_VERSION"
+    rm -rf "${CERTBOT%/bin/certbot}"
+    python3 -m venv "${CERTBOT%/bin/certbot}" &&
+        "${CERTBOT%/certbot}/pip" install --quiet --no-cache-dir --disable-pip-version-check \
+            "certbot==$CERTBOT_VERSION" >&2
+}
+
+request_certificate() { # over HTTP-01, answered from ACME_WEBROOT, which nginx serves for any name on port 80
+    local identity=() contact=(--register-unsafely-without-email) name
+    if [[ -n $DOMAIN ]]; then
+        # Named, so that a lineage that held an address certificate does not keep its 6-day profile.
+        identity=(--preferred-profile classic)
+        for name in "${HOST_NAMES[@]}"; do identity+=(--domain "$name"); done
+    else
+        # Let's Encrypt issues IP-address certificates in its 6-day profile only.
+        identity=(--ip-address "$PUBLIC_IPV4" --preferred-profile shortlived)
+    fi
+    if [[ -n $ACME_EMAIL ]]; then contact=(--email "$ACME_EMAIL" --no-eff-email); fi
+    install -d -m 0755 "$ACME_WEBROOT"
+    log "requesting a certificate for ${HOST_NAMES[*]:-$PUBLIC_IPV4} from $ACME_SERVER"
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt "$CERTBOT" certonly --non-interactive --agree-tos \
+        --webroot --webroot-path "$ACME_WEBROOT" --cert-name "$APP_NAME" --server "$ACME_SERVER" \
+        "${contact[@]}" "${identity[@]}" --force-renewal --deploy-hook "systemctl reload nginx" >&2
+}
+
+ensure_certificate() { # before anything changes: a certificate that serves, or a loud reason why there is none
+    CERT_READY=0
+    [[ $HTTPS == 1 ]] || return 0
+    if certificate_serves; then
+        CERT_READY=1
+        return 0
+    fi
+    if [[ -n $DOMAIN ]]; then check_dns; fi
+    if install_certbot && request_certificate && certificate_serves; then
+        CERT_READY=1
+        return 0
+    fi
+    if [[ -n $DOMAIN ]]; then
+        fail "https: no certificate for ${HOST_NAMES[*]} from $ACME_SERVER (certbot's output above;" \
+            "/var/log/letsencrypt/letsencrypt.log). The live site is unchanged."
+    fi
+    if certificate_serves any-server; then
+        CERT_READY=1
+        log "WARNING: no certificate for $PUBLIC_IPV4 from $ACME_SERVER (certbot's output above);" \
+            "the current certificate keeps serving and the next deploy tries again"
+    else
+        log "WARNING: no certificate for $PUBLIC_IPV4 from $ACME_SERVER (certbot's output above);" \
+            "the site stays on plain HTTP and the next deploy tries again"
+    fi
+}
+
+select_site() { # RELEASE_DIR: its HTTPS site once a certificate serves, else its HTTP site; nginx takes it only if it parses
+    local site=$1/server/nginx-site.conf
+    TLS_ACTIVE=0
+    if [[ $CERT_READY == 1 && -f $1/server/nginx-site-tls.conf ]]; then
+        site=$1/server/nginx-site-tls.conf
+        TLS_ACTIVE=1
+    fi
+    cmp -s "$site" "$NGINX_SITE" && return 0
+    cp -p "$NGINX_SITE" "$NGINX_SITE.previous" 2>/dev/null || true
+    install -m 0644 -o root -g root "$site" "$NGINX_SITE"
+    if ! nginx -t 2>/dev/null; then
+        if [[ -f $NGINX_SITE.previous ]]; then mv -f "$NGINX_SITE.previous" "$NGINX_SITE"; fi
+        fail "release $(basename "$1"): nginx rejects its site configuration (nginx -t)"
+    fi
+    systemctl reload nginx
+}
+
+public_url() {
+    printf '%s://%s/\n' "$( ((TLS_ACTIVE)) && echo https || echo http)" "${DOMAIN:-$PUBLIC_IPV4}"
+}
+
 go_live() { # RELEASE_DIR: point `current` at it (atomically) and restart the service on it
     ln -sfn "$1" "$ROOT/.current.new"
     mv -T "$ROOT/.current.new" "$CURRENT"
@@ -211,7 +332,7 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
         printf '%s\n' "$live_before" >"$ROOT/previous"
     fi
     go_live "$release_dir"
-    if ! wait_healthy 80; then
+    if ! wait_healthy live; then
         if [[ -n $live_before && $live_before != "$release_dir" && -d $live_before ]]; then
             log "release $release is unhealthy once live; switching back to $(basename "$live_before")"
             go_live "$live_before"
@@ -236,6 +357,10 @@ fi
 exec 9>"/run/lock/$APP_NAME-deploy.lock"
 flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
 
+# Whether nginx serves the site over HTTPS now.
+TLS_ACTIVE=0
+if grep -q '^ *listen 443' "$NGINX_SITE" 2>/dev/null; then TLS_ACTIVE=1; fi
+
 if [[ ${1:-} == rollback ]]; then
     [[ $# -le 2 ]] || fail "usage: deploy.sh rollback [RELEASE_ID]"
     if [[ $# -eq 2 ]]; then
@@ -251,12 +376,21 @@ if [[ ${1:-} == rollback ]]; then
     exit 0
 fi
 
-[[ $# -eq 2 ]] || fail "usage: deploy.sh RELEASE_ID BUNDLE, or deploy.sh rollback [RELEASE_ID]"
+[[ $# -eq 2 || $# -eq 3 ]] || fail "usage: deploy.sh RELEASE_ID BUNDLE [PUBLIC_IPV4], or deploy.sh rollback [RELEASE_ID]"
 release_id=$1
 bundle=$2
 [[ $release_id =~ ^[0-9a-f]{12}$ ]] || fail "release id '$release_id' is not 12 hex digits"
 [[ -f $bundle ]] || fail "bundle $bundle does not exist"
 [[ $(sha256sum "$bundle" | cut -c1-12) == "$release_id" ]] || fail "bundle $bundle does not match release $release_id"
+if [[ $# -eq 3 ]]; then
+    [[ $3 =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || fail "public address '$3' is not an IPv4 address"
+    install -d -m 0755 "$ROOT"
+    printf '%s\n' "$3" >"$ROOT/public-ipv4"
+fi
+PUBLIC_IPV4=$(cat "$ROOT/public-ipv4" 2>/dev/null) || fail "no public address given, and none recorded"
+readonly PUBLIC_IPV4
+
+ensure_certificate
 
 # The environment file: root-owned, readable by the app's group only.
 install -d -m 0750 -o root -g "$APP_USER" "$CONFIG_DIR"
@@ -330,26 +464,39 @@ install_if_changed() {
 }
 install_if_changed "$release_dir/server/$SERVICE" "/etc/systemd/system/$SERVICE"
 install_if_changed "$release_dir/server/$SOCKET" "/etc/systemd/system/$SOCKET"
-if ! cmp -s "$release_dir/server/nginx-site.conf" "$NGINX_SITE"; then
-    cp -p "$NGINX_SITE" "$NGINX_SITE.previous" 2>/dev/null || true
-    install -m 0644 -o root -g root "$release_dir/server/nginx-site.conf" "$NGINX_SITE"
-    if ! nginx -t 2>/dev/null; then
-        if [[ -f $NGINX_SITE.previous ]]; then mv -f "$NGINX_SITE.previous" "$NGINX_SITE"; fi
-        fail "release $release_id: nginx rejects its site configuration (nginx -t)"
-    fi
-    systemctl reload nginx
+if [[ $HTTPS == 1 ]]; then
+    install_if_changed "$release_dir/server/$RENEW_UNIT.service" "/etc/systemd/system/$RENEW_UNIT.service"
+    install_if_changed "$release_dir/server/$RENEW_UNIT.timer" "/etc/systemd/system/$RENEW_UNIT.timer"
+elif [[ -f /etc/systemd/system/$RENEW_UNIT.timer ]]; then
+    systemctl disable --quiet --now "$RENEW_UNIT.timer"
+    rm -f "/etc/systemd/system/$RENEW_UNIT.service" "/etc/systemd/system/$RENEW_UNIT.timer"
+    config_changed=1
+fi
+nginx_sandbox_changed=0
+if ! cmp -s "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"; then
+    install -D -m 0644 -o root -g root "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"
+    nginx_sandbox_changed=1
+    config_changed=1
 fi
 if [[ $config_changed == 1 ]]; then
     systemctl daemon-reload
+fi
+if [[ $nginx_sandbox_changed == 1 ]]; then
+    systemctl restart nginx
+fi
+select_site "$release_dir"
+if [[ $HTTPS == 1 ]]; then
+    systemctl enable --quiet --now "$RENEW_UNIT.timer"
 fi
 systemctl enable --quiet "$SOCKET" "$SERVICE"
 systemctl start "$SOCKET"
 
 previous=$(readlink "$CURRENT" || true)
 if [[ $previous == "$release_dir" && $config_changed == 0 && $env_changed == 0 ]] &&
-    systemctl is-active --quiet "$SERVICE" && health 80; then
+    systemctl is-active --quiet "$SERVICE" && health live; then
     log "release $release_id is already live and healthy; nothing to change"
     echo "$release_id"
+    public_url
     exit 0
 fi
 activate "$release_dir"
@@ -370,5 +517,6 @@ for venv in "$ROOT"/venvs/*; do
     [[ $used == 1 ]] || rm -rf "$venv"
 done
 
-log "release $release_id is live"
+log "release $release_id is live at $(public_url)"
 echo "$release_id"
+public_url
