@@ -93,32 +93,39 @@ class DeployError(RuntimeError):
     """A deploy step failed; the message carries the step's own output."""
 
 
-def step_trigger(plan: DeployPlan, step: Upload | RemoteCommand, server_id: str) -> str:
+def step_trigger(plan: DeployPlan, step: Upload | RemoteCommand, server_id: str, public_ipv4: str) -> str:
     parts = [server_id, step.content_hash]
     if isinstance(step, RemoteCommand) and step.stdin_is_secret:
         parts.append(sha256_text(plan.stdin))
+    if isinstance(step, RemoteCommand) and step.takes_public_address:
+        parts.append(public_ipv4)
     return sha256_text("\0".join(parts))
 
 
-def run_plan(plan: DeployPlan, target: SshTarget, server_id: str, state_file: Path, progress: Progress) -> list[str]:
-    """Run the steps whose triggers changed; returns the names of the steps that ran."""
+def run_plan(
+    plan: DeployPlan, target: SshTarget, server_id: str, state_file: Path, progress: Progress, public_ipv4: str
+) -> dict[str, str]:
+    """Run the steps whose triggers changed; returns each step that ran with its standard output."""
     done: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
-    ran = []
+    ran: dict[str, str] = {}
     for step in plan.steps:
-        trigger = step_trigger(plan, step, server_id)
+        trigger = step_trigger(plan, step, server_id, public_ipv4)
         if done.get(step.name) == trigger:
             progress(f"{step.name}: unchanged")
             continue
         progress(f"{step.name}: running")
+        output = ""
         if isinstance(step, Upload):
             target.upload(step.local_path, step.remote_path)
         else:
-            result = target.ssh(step.command, stdin=plan.stdin if step.stdin_is_secret else "")
+            command = step.command_for(public_ipv4)
+            result = target.ssh(command, stdin=plan.stdin if step.stdin_is_secret else "")
             if result.returncode != 0:
                 raise DeployError(
                     f"step {step.name} exited {result.returncode}:\n{result.stderr.strip()}\n{result.stdout.strip()}"
                 )
+            output = result.stdout
         done[step.name] = trigger
         state_file.write_text(json.dumps(done, indent=2))
-        ran.append(step.name)
+        ran[step.name] = output
     return ran

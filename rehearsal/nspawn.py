@@ -76,6 +76,8 @@ class MachineState:
     iptables_rules: list[list[str]] = field(default_factory=list)
     ip_forward_before: str | None = None
     overlay_mounted: bool = False
+    helper_pids: list[int] = field(default_factory=list)
+    """Processes started on the host for the machine (Pebble, its DNS); each a process group."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +205,19 @@ class Machine:
     def is_up(self) -> bool:
         return self.state is not None and _alive(self.state.nspawn_pid)
 
-    def up(self, image: Path, user_data: str, progress: Progress) -> None:
-        """Boot a fresh machine from `image` with this user-data; any previous machine goes first."""
+    def up(
+        self,
+        image: Path,
+        user_data: str,
+        progress: Progress,
+        trusted_ca: Path | None = None,
+        hosts: dict[str, str] | None = None,
+    ) -> None:
+        """Boot a fresh machine from `image` with this user-data; any previous machine goes first.
+
+        `trusted_ca` joins the machine's certificate authorities and `hosts` its /etc/hosts: what
+        the rehearsal's own ACME server and test names need, which a droplet gets from the world.
+        """
         self.down(progress)
         instance_id = f"rehearsal-{uuid.uuid4().hex[:12]}"
         root = STATE_DIR / "machine" / "rootfs"
@@ -219,6 +232,12 @@ class Machine:
         options = f"lowerdir={image},upperdir={machine_dir / 'upper'},workdir={machine_dir / 'work'}"
         run(["mount", "-t", "overlay", "overlay", "-o", options, str(root)])
         self._seed(root, instance_id, user_data)
+        if trusted_ca is not None:
+            shutil.copy(trusted_ca, root / "usr/local/share/ca-certificates/flask-droplet-rehearsal-acme.crt")
+            run(["chroot", str(root), "update-ca-certificates"], timeout=120)
+        if hosts:
+            with (root / "etc/hosts").open("a") as etc_hosts:
+                etc_hosts.writelines(f"{address} {name}\n" for name, address in hosts.items())
         self._network_up()
         self._start(root, progress)
 
@@ -252,6 +271,17 @@ class Machine:
             time.sleep(0.2)
         run(["ip", "address", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", HOST_VETH])
         run(["ip", "link", "set", HOST_VETH, "up"])
+
+    def start_helper(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        """Start a host process that serves the machine, recorded so that `down` stops it."""
+        assert self.state is not None, "start the machine first"
+        with log.open("a") as output:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        _STARTED[process.pid] = process
+        self.state.helper_pids.append(process.pid)
+        _write_state(self.state)
 
     def reboot(self, progress: Progress) -> None:
         """Power the machine off and boot it again from the same disk, as a droplet reboots.
@@ -358,6 +388,14 @@ class Machine:
                 if not _wait_gone(pid, 10):
                     os.killpg(pid, signal.SIGKILL)
                     _wait_gone(pid, 10)
+        for pid in state.helper_pids:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+                if not _wait_gone(pid, 10):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    _wait_gone(pid, 10)
         for rule in reversed(state.iptables_rules):
             table, chain, spec = rule[:2], rule[2], rule[3:]
             run(["iptables", *table, "-D", chain, *spec], check=False)
@@ -369,6 +407,7 @@ class Machine:
             run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
         shutil.rmtree(STATE_DIR / "build", ignore_errors=True)
+        shutil.rmtree(STATE_DIR / "pebble", ignore_errors=True)
         for leftover in (
             "machine.json",
             "id_ed25519",

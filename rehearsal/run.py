@@ -18,7 +18,7 @@ import yaml
 from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan, rollback_command, run_command
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import Settings, SettingsError, parse_settings
-from rehearsal import nspawn
+from rehearsal import acme, nspawn
 from rehearsal.deploy import DeployError, SshTarget, run_plan
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -69,10 +69,11 @@ def machine_secret() -> str:
 
 
 def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str) -> Settings:
-    """The stack's settings, as the droplet would get them, but for the rehearsal's key and network.
+    """The stack's settings, as the droplet would get them, but for the rehearsal's key, network and CA.
 
     The stack's secrets are encrypted for Pulumi; the rehearsal gives the app a
-    fresh random SECRET_KEY instead, unless `overrides` sets appEnv.
+    fresh random SECRET_KEY instead, unless `overrides` sets appEnv. Certificates
+    come from Pebble on the host instead of the stack's ACME server.
     """
     raw = {"appEnv": {"SECRET_KEY": machine_secret()}, **stack_config(stack), **overrides}
     # A stack made for the rehearsal alone needs neither a key nor an admin network of its own.
@@ -85,6 +86,8 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
         ssh_public_keys=(public_key,),
         ssh_key_fingerprints=(),
         admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",),
+        # An ACME server named by --set is taken as it is (to try one that fails, say).
+        acme_server=settings.acme_server if "acmeServer" in overrides else acme.DIRECTORY_URL,
     )
 
 
@@ -99,11 +102,11 @@ def running_machine() -> nspawn.Machine:
     return machine
 
 
-def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, list[str]]:
-    """Run the deploy plan on the machine; returns the release id and the steps that ran."""
+def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, dict[str, str]]:
+    """Run the deploy plan on the machine; returns the release id and the steps that ran, with their output."""
     plan = build_deploy_plan(settings, nspawn.STATE_DIR / "build")
     target = ssh_target(machine)
-    ran = run_plan(plan, target, machine.instance_id, nspawn.STATE_DIR / "deploy-state.json", progress)
+    ran = run_plan(plan, target, machine.instance_id, nspawn.STATE_DIR / "deploy-state.json", progress, machine.address)
     return plan.release_id, ran
 
 
@@ -117,7 +120,15 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
     with timings.step("build"):
         image = nspawn.build_image(progress)
     with timings.step("boot"):
-        machine.up(image, render_user_data(settings), progress)
+        machine.up(
+            image,
+            render_user_data(settings),
+            progress,
+            trusted_ca=acme.api_certificate() if settings.https else None,
+            hosts=dict.fromkeys(settings.host_names, machine.address),
+        )
+        if settings.https:
+            acme.start(machine, progress)
     with timings.step("cloud-init"):
         result = machine.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_SECONDS, progress)
     if not result.ok or result.recoverable_errors:
@@ -128,15 +139,20 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
             + machine.cloud_init_output()
         )
     with timings.step("deploy"):
-        release_id, _ = deploy(machine, settings)
-    progress(f"release {release_id} is live")
-    return f"http://{machine.address}/", release_id, timings
+        release_id, ran = deploy(machine, settings)
+    # The deploy prints the release id, then the URL the site answers at.
+    url = ran["deploy"].strip().splitlines()[-1]
+    progress(f"release {release_id} is live at {url}")
+    if url.startswith("https:"):
+        progress(f"its certificate comes from Pebble: curl --cacert {acme.PEBBLE_DIR / 'roots.pem'} {url}")
+    return url, release_id, timings
 
 
 def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, list[str]]:
     """Deploy the app as it is now to the running machine, like a second `pulumi up`."""
     machine = running_machine()
-    return deploy(machine, rehearsal_settings(stack, overrides, machine.public_key()))
+    release_id, ran = deploy(machine, rehearsal_settings(stack, overrides, machine.public_key()))
+    return release_id, list(ran)
 
 
 def down() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ import testinfra
 
 from components.render import DEPLOY_USER, ServerLayout
 from components.settings import Settings
-from rehearsal import nspawn, run
+from rehearsal import acme, nspawn, run
 
 APP_PORTS = (5000, 8000, 8080)
 
@@ -43,15 +44,28 @@ class Rehearsal:
             sudo=True,
         )
 
+    @property
+    def context(self) -> ssl.SSLContext:
+        """TLS that trusts what the site's certificate chains to: Pebble's root, in the rehearsal."""
+        return tls_context()
+
+    def open(self, request: urllib.request.Request | str, timeout: float = 10) -> Any:
+        return urllib.request.urlopen(request, timeout=timeout, context=self.context)  # noqa: S310 - the site's URL
+
     def get(self, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(self.url.rstrip("/") + path)  # noqa: S310 - always http://
+        request = urllib.request.Request(self.url.rstrip("/") + path)  # noqa: S310 - the site's URL
         if host:
             request.add_header("Host", host)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - always http://
+            with self.open(request) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
+
+
+def tls_context() -> ssl.SSLContext:
+    roots = acme.PEBBLE_DIR / "roots.pem"
+    return ssl.create_default_context(cafile=str(roots)) if roots.exists() else ssl.create_default_context()
 
 
 def bring_up(overrides: dict[str, Any]) -> Iterator[Rehearsal]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -35,8 +36,16 @@ class LoadResult:
 class Load:
     """`with Load(url, rate=60): ...` sends `rate` GETs a second until the block ends (or `max_seconds`)."""
 
-    def __init__(self, url: str, rate: float = 60, max_seconds: float = 180, timeout: float = 15) -> None:
+    def __init__(
+        self,
+        url: str,
+        rate: float = 60,
+        max_seconds: float = 180,
+        timeout: float = 15,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self.url, self.rate, self.max_seconds, self.timeout = url, rate, max_seconds, timeout
+        self.context = context
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -48,7 +57,7 @@ class Load:
     def _one(self) -> None:
         start = time.monotonic()
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as response:  # noqa: S310 - always http://
+            with urllib.request.urlopen(self.url, timeout=self.timeout, context=self.context) as response:  # noqa: S310
                 response.read()
                 ok, what = 200 <= response.status < 300, f"HTTP {response.status}"
         except (urllib.error.URLError, OSError) as err:

@@ -21,6 +21,9 @@ def leftovers() -> list[str]:
     found = []
     if subprocess.run(["pgrep", "-f", "systemd-nspawn.*flaskdroplet"], capture_output=True, check=False).stdout:
         found.append("a systemd-nspawn process")
+    for helper in ("pebble", "pebble-challtestsrv"):
+        if subprocess.run(["pgrep", "-x", helper], capture_output=True, check=False).stdout:
+            found.append(f"a {helper} process")
     if subprocess.run(["ip", "link", "show", nspawn.HOST_VETH], capture_output=True, check=False).returncode == 0:
         found.append(f"interface {nspawn.HOST_VETH}")
     for table in ("nat", "filter"):

@@ -73,13 +73,13 @@ def database(rehearsal: Rehearsal, query: str) -> list[tuple[object, ...]]:
 
 
 def test_first_release_runs_its_migration_before_going_live(rehearsal: Rehearsal) -> None:
-    request = urllib.request.Request(  # noqa: S310 - always http://
+    request = urllib.request.Request(  # noqa: S310 - the site's URL
         rehearsal.url + "api/items",
         data=json.dumps({"name": "bolt"}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - always http://
+    with rehearsal.open(request) as response:
         assert response.status == 201
 
     assert items(rehearsal) == [{"id": 1, "name": "bolt"}]
@@ -113,7 +113,8 @@ def test_failed_migration_is_never_switched_and_fails_no_request(
     before = items(rehearsal)
     app = release(tmp_path, "broken", "release2", "broken-migration")
 
-    with Load(rehearsal.url + "api/items", rate=RATE) as load, pytest.raises(DeployError) as failed:
+    items_url = rehearsal.url + "api/items"
+    with Load(items_url, rate=RATE, context=rehearsal.context) as load, pytest.raises(DeployError) as failed:
         run.redeploy("dev", {**INVENTORY, "appDir": str(app)})
 
     figures.append(f"deploy of a release whose migration fails, under {RATE} req/s: {load.result.summary()}")

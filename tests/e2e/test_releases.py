@@ -46,7 +46,7 @@ def forecast_url(rehearsal: Rehearsal) -> str:
 def test_deploy_under_load_fails_no_request(rehearsal: Rehearsal, tmp_path: Path, figures: list[str]) -> None:
     app = app_copy(rehearsal, tmp_path, "changed")
 
-    with Load(forecast_url(rehearsal), rate=RATE) as load:
+    with Load(forecast_url(rehearsal), rate=RATE, context=rehearsal.context) as load:
         time.sleep(2)
         release_id, ran = run.redeploy("dev", {"appDir": str(app)})
         time.sleep(2)
@@ -62,7 +62,10 @@ def test_release_that_fails_to_import_never_goes_live(rehearsal: Rehearsal, tmp_
     live = live_version(rehearsal)
     app = app_copy(rehearsal, tmp_path, "broken-import", extra="\nraise ImportError('this release is broken')\n")
 
-    with Load(forecast_url(rehearsal), rate=RATE) as load, pytest.raises(DeployError) as failed:
+    with (
+        Load(forecast_url(rehearsal), rate=RATE, context=rehearsal.context) as load,
+        pytest.raises(DeployError) as failed,
+    ):
         run.redeploy("dev", {"appDir": str(app)})
 
     figures.append(f"deploy of a release that fails to import: {load.result.summary()}")
@@ -83,7 +86,10 @@ def test_release_whose_health_fails_never_goes_live(rehearsal: Rehearsal, tmp_pa
     )
     app = app_copy(rehearsal, tmp_path, "unhealthy", extra=broken_health)
 
-    with Load(forecast_url(rehearsal), rate=RATE) as load, pytest.raises(DeployError) as failed:
+    with (
+        Load(forecast_url(rehearsal), rate=RATE, context=rehearsal.context) as load,
+        pytest.raises(DeployError) as failed,
+    ):
         run.redeploy("dev", {"appDir": str(app)})
 
     figures.append(f"deploy of a release whose /healthz fails: {load.result.summary()}")

@@ -99,9 +99,13 @@ def test_request_burst_gets_429_and_the_app_stays_healthy(rehearsal: Rehearsal, 
 
 
 def raw_request(rehearsal: Rehearsal, request: bytes) -> bytes:
-    with socket.create_connection((rehearsal.machine.address, 80), timeout=10) as connection:
-        connection.sendall(request)
-        return connection.recv(200)
+    """One request written by hand to the site over HTTPS; the start of the answer."""
+    with (
+        socket.create_connection((rehearsal.machine.address, 443), timeout=10) as connection,
+        rehearsal.context.wrap_socket(connection, server_hostname=rehearsal.machine.address) as tls,
+    ):
+        tls.sendall(request)
+        return tls.recv(200)
 
 
 def gunicorn_log(rehearsal: Rehearsal) -> str:
@@ -160,11 +164,11 @@ SLOW_CLIENTS = 300
 SLOW_SECONDS = 20
 
 
-def slow_client_run(rehearsal: Rehearsal, port: int) -> tuple[SlowClients, LoadResult]:
-    url = f"http://{rehearsal.machine.address}:{port}/healthz"
+def slow_client_run(rehearsal: Rehearsal, port: int, url: str) -> tuple[SlowClients, LoadResult]:
+    """Slow-header clients on `port` while a normal client asks for `url` 20 times a second."""
     with SlowClients(rehearsal.machine.address, port, count=SLOW_CLIENTS, seconds=SLOW_SECONDS) as slow:
         time.sleep(3)  # let the slow connections pile up first
-        with Load(url, rate=20, max_seconds=SLOW_SECONDS, timeout=5) as load:
+        with Load(url, rate=20, max_seconds=SLOW_SECONDS, timeout=5, context=rehearsal.context) as load:
             time.sleep(SLOW_SECONDS - 5)
     return slow, load.result
 
@@ -174,7 +178,7 @@ def success_rate(result: LoadResult) -> str:
 
 
 def test_slow_clients_do_not_starve_the_app(rehearsal: Rehearsal, figures: list[str]) -> None:
-    slow, result = slow_client_run(rehearsal, 80)
+    slow, result = slow_client_run(rehearsal, 80, rehearsal.url + "healthz")
 
     figures.append(
         f"{slow.opened} slow-header clients for {SLOW_SECONDS} s, behind nginx: {success_rate(result)}, "
@@ -198,7 +202,7 @@ def test_slow_clients_against_bare_gunicorn_for_comparison(rehearsal: Rehearsal,
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and host.run("curl -fsS -o /dev/null http://127.0.0.1:8000/healthz").rc:
             time.sleep(0.5)
-        slow, result = slow_client_run(rehearsal, 8000)
+        slow, result = slow_client_run(rehearsal, 8000, f"http://{rehearsal.machine.address}:8000/healthz")
     finally:
         host.run("ufw delete allow 8000/tcp")
         host.run("systemctl stop bare-gunicorn")

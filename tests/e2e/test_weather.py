@@ -64,10 +64,10 @@ def test_unknown_hosts_get_no_answer(rehearsal: Rehearsal) -> None:
         rehearsal.get("/", host="attacker.example")
 
 
-def test_only_ssh_and_http_are_open(rehearsal: Rehearsal) -> None:
+def test_only_ssh_http_and_https_are_open(rehearsal: Rehearsal) -> None:
     ports = [*range(1, 1025), *APP_PORTS]
 
-    assert open_tcp_ports(rehearsal.machine.address, ports) == {22, 80}
+    assert open_tcp_ports(rehearsal.machine.address, ports) == {22, 80, 443}
 
 
 def test_gunicorn_runs_as_the_app_user_behind_a_socket_only_nginx_can_use(rehearsal: Rehearsal) -> None:
