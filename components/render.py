@@ -37,6 +37,9 @@ DEPLOY_USER = "deploy"
 #: Packages cloud-init installs on first boot.
 PACKAGES = ("nginx", "ufw", "python3-venv", "curl", "fail2ban", "python3-systemd", "unattended-upgrades")
 
+#: needrestart's drop-in: upgrades restart neither nginx nor the app (Ubuntu 24.04 runs needrestart after apt).
+NEEDRESTART_CONF = "/etc/needrestart/conf.d/flaskdroplet.conf"
+
 #: Where the nginx sandbox drop-in goes.
 NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
 
@@ -223,6 +226,11 @@ def render_nginx_sandbox(settings: Settings) -> str:
     return _render("nginx-sandbox.conf.j2", settings)
 
 
+def render_needrestart_conf(settings: Settings) -> str:
+    """needrestart's drop-in (Perl): nginx and the app are left for the next deploy or reboot to restart."""
+    return _render("needrestart.conf.j2", settings)
+
+
 def render_renew_units(settings: Settings) -> dict[str, str]:
     """The certificate's renewal: a service running `certbot renew` and the timer that starts it."""
     layout = ServerLayout(settings.app_name)
@@ -320,6 +328,7 @@ def render_user_data(settings: Settings) -> str:
             'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
         ),
         ("/etc/fail2ban/jail.d/flaskdroplet.conf", _render("fail2ban-sshd.conf.j2", settings)),
+        (NEEDRESTART_CONF, render_needrestart_conf(settings)),
     ]
     site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
     document: dict[str, Any] = {

@@ -15,6 +15,7 @@ from components.plan import WAIT_FOR_CLOUD_INIT
 from components.render import (
     ServerLayout,
     render_deploy_script,
+    render_needrestart_conf,
     render_nginx_sandbox,
     render_nginx_site,
     render_renew_units,
@@ -205,6 +206,28 @@ def test_sshd_accepts_the_drop_in(variant: str, tmp_path: Path) -> None:
     assert {"permitrootlogin no", "passwordauthentication no", "allowusers deploy"} <= effective
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_needrestart_leaves_nginx_and_the_app_alone(variant: str, tmp_path: Path) -> None:
+    """needrestart reads its drop-ins as Perl; these are the units it would otherwise restart."""
+    settings = golden_settings(variant)
+    conf = tmp_path / "flaskdroplet.conf"
+    conf.write_text(render_needrestart_conf(settings))
+    units = ["nginx.service", f"{settings.app_name}.service", f"{settings.app_name}-candidate.service",
+             "ssh.service", "nginx-debug.service", f"{settings.app_name}x.service", "fail2ban.service"]  # fmt: skip
+    script = (
+        "our %nrconf; do $ARGV[0]; die $@ if $@; "
+        "for my $unit (@ARGV[1..$#ARGV]) { my $restart = 1; "
+        "for my $re (keys %{$nrconf{override_rc}}) { $restart = $nrconf{override_rc}{$re} if $unit =~ $re } "
+        'print "$unit $restart\\n" }'
+    )
+
+    result = run([tool("perl"), "-e", script, str(conf), *units])
+
+    assert result.returncode == 0, result.stderr
+    restarts = dict(line.split() for line in result.stdout.splitlines())
+    assert {unit for unit, restart in restarts.items() if restart == "0"} == set(units[:3])
+
+
 def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "script.sh"
     path.write_text(script)
@@ -237,6 +260,65 @@ def test_project_file_matches_pulumi_schema() -> None:
 
     jsonschema.Draft202012Validator(schema).validate(project)
     assert project["name"] == "flask-droplet"
+
+
+#: Apps whose dependencies the deploy installs on a droplet, with the keys that describe them.
+SERVER_APPS = {
+    "weather": {},
+    "notes": {"appDir": "tests/e2e/apps/notes", "wsgiTarget": "notes:create_app()", "staticDir": ""},
+    "flaskr": {"appDir": "tests/e2e/apps/flaskr", "wsgiTarget": "flaskr:create_app()", "staticDir": ""},
+    "inventory": {"appDir": "tests/e2e/apps/inventory", "wsgiTarget": "inventory:create_app()", "staticDir": ""},
+}
+
+
+def locked_requirements(lock: Path) -> str:
+    """A uv.lock's packages as pinned requirements (the project itself is not installed)."""
+    import tomllib
+
+    packages = tomllib.loads(lock.read_text())["package"]
+    return "".join(f"{p['name']}=={p['version']}\n" for p in packages if "registry" in p.get("source", {}))
+
+
+def wheels_for_the_droplet(destination: Path, *requirements: str) -> subprocess.CompletedProcess[str]:
+    """pip fetches wheels only, for CPython 3.12 on manylinux x86_64 (Ubuntu 24.04's glibc is 2.39)."""
+    platforms = [f"--platform=manylinux_2_{minor}_x86_64" for minor in (17, 28, 34, 39)]
+    return run(
+        [
+            str(PROJECT_DIR / ".venv/bin/pip"), "download", "--quiet", "--no-cache-dir", "--only-binary=:all:",
+            "--python-version=3.12", "--implementation=cp", "--abi=cp312", "--abi=abi3", "--abi=none", *platforms,
+            f"--dest={destination}", *requirements,
+        ]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("app", sorted(SERVER_APPS))
+def test_every_dependency_has_a_wheel_for_the_droplets_python(app: str, tmp_path: Path) -> None:
+    """Ubuntu 24.04 has CPython 3.12 and no compiler: a dependency without a wheel fails the deploy."""
+    from components.render import CERTBOT_VERSION, GUNICORN_VERSION, UV_VERSION
+
+    settings = parse_settings({**GOLDEN_CONFIGS["ip"], **SERVER_APPS[app]}, PROJECT_DIR)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(dict(settings.app_source.deps_files)["requirements.txt"].decode())
+    extra = []
+    if app == "flaskr":
+        (tmp_path / "locked.txt").write_text(locked_requirements(PROJECT_DIR / "tests/e2e/apps/flaskr-uv.lock"))
+        extra = ["-r", str(tmp_path / "locked.txt")]
+    # What the deploy itself installs on the droplet comes too.
+    server = [f"gunicorn=={GUNICORN_VERSION}", f"uv=={UV_VERSION}", f"certbot=={CERTBOT_VERSION}"]
+
+    result = wheels_for_the_droplet(tmp_path / "wheels", "-r", str(requirements), *extra, *server)
+
+    assert result.returncode == 0, result.stderr
+    wheels = sorted(path.name for path in (tmp_path / "wheels").iterdir())
+    assert wheels
+    assert [name for name in wheels if not name.endswith(".whl")] == []
+
+
+def test_wheel_check_catches_a_source_only_package(tmp_path: Path) -> None:
+    result = wheels_for_the_droplet(tmp_path, "docopt==0.6.2")  # published as a source archive only
+
+    assert result.returncode != 0
+    assert "docopt" in result.stderr
 
 
 def test_sample_stack_file_is_valid_config() -> None:
