@@ -40,6 +40,8 @@ class AppDeployment(pulumi.ComponentResource):
     release_id: pulumi.Output[str]
     url: pulumi.Output[str]
     """Where the site answers, as the deploy found it: https:// once it has a certificate."""
+    warnings: pulumi.Output[list[str]]
+    """Hardening extras that are not running (fail2ban, say): the site serves, but say so."""
 
     def __init__(self, name: str, args: AppDeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("flaskdroplet:app:AppDeployment", name, None, opts)
@@ -93,6 +95,9 @@ class AppDeployment(pulumi.ComponentResource):
         assert isinstance(last, remote.Command), "a deploy plan ends with the deploy command"
         release_id = plan.release_id
         self.release_id = last.stdout.apply(lambda _: release_id)
-        # The deploy prints the release id, then the URL the site answers at.
-        self.url = last.stdout.apply(lambda out: out.strip().splitlines()[-1] if out.strip() else "")
-        self.register_outputs({"release_id": self.release_id, "url": self.url})
+        # The deploy prints the release id, the URL the site answers at, then a line for each warning.
+        self.url = last.stdout.apply(lambda out: out.splitlines()[1] if len(out.splitlines()) > 1 else "")
+        self.warnings = last.stdout.apply(
+            lambda out: [line.removeprefix("warning: ") for line in out.splitlines() if line.startswith("warning: ")]
+        )
+        self.register_outputs({"release_id": self.release_id, "url": self.url, "warnings": self.warnings})

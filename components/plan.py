@@ -25,19 +25,24 @@ from components.settings import Settings
 #: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
 CLOUD_INIT_TIMEOUT_SECONDS = 900
 
-#: `cloud-init status --wait`; exit status 1 is an error, 2 a recoverable one (warnings).
-WAIT_FOR_CLOUD_INIT = f"""\
+
+def wait_for_cloud_init_command(timeout_seconds: int = CLOUD_INIT_TIMEOUT_SECONDS) -> str:
+    """`cloud-init status --wait`, bounded; exit status 1 is an error, 2 a recoverable one (warnings)."""
+    return f"""\
 set -u
-out=$(timeout {CLOUD_INIT_TIMEOUT_SECONDS} cloud-init status --wait --long 2>&1); rc=$?
+out=$(timeout {timeout_seconds} cloud-init status --wait --long 2>&1); rc=$?
 printf '%s\\n' "$out"
 case $rc in
   0) exit 0 ;;
   2) echo 'cloud-init finished with recoverable errors (see above)' >&2; exit 0 ;;
-  124) echo 'cloud-init did not finish within {CLOUD_INIT_TIMEOUT_SECONDS} s' >&2; exit 1 ;;
+  124) echo 'cloud-init did not finish within {timeout_seconds} s' >&2; exit 1 ;;
   *) echo 'cloud-init reported errors; details: sudo cloud-init status --long; /var/log/cloud-init.log' >&2
      exit 1 ;;
 esac
 """
+
+
+WAIT_FOR_CLOUD_INIT = wait_for_cloud_init_command()
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ DROPLET_ID = "424242"  # the Firewall wants droplet ids that parse as integers
 DROPLET_IPV4 = "203.0.113.10"
 DROPLET_IPV6 = "2001:db8::10"
 RESERVED_IPV4 = "203.0.113.50"
-#: What the mocked deploy command prints: the release id, then the URL the site answers at.
-DEPLOY_STDOUT = f"0123456789ab\nhttps://{RESERVED_IPV4}/\n"
+#: What the mocked deploy command prints: the release id, the URL the site answers at, a warning.
+DEPLOY_STDOUT = f"0123456789ab\nhttps://{RESERVED_IPV4}/\nwarning: fail2ban is not running\n"
 
 
 @dataclass

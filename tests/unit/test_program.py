@@ -50,6 +50,7 @@ def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert run.outputs["ipv4_address"] == RESERVED_IPV4
     # The URL is what the deploy reports: https:// once the site has its certificate.
     assert run.outputs["url"] == f"https://{RESERVED_IPV4}/"
+    assert run.outputs["warnings"] == ["fail2ban is not running"]
     assert run.outputs["ssh"] == f"ssh deploy@{DROPLET_IPV4}"
     assert len(run.outputs["release_id"]) == 12
 

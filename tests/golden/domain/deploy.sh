@@ -8,11 +8,11 @@
 # RELEASE_ID is the first 12 hex digits of the bundle's sha256. The app's
 # environment (a systemd EnvironmentFile) arrives on stdin, never as an argument.
 # PUBLIC_IPV4 is the address the site is reached at (the Reserved IP); without it,
-# the last one given. A release takes traffic only after it has answered its health
+# the last one given. On success the script prints the release id, the site's URL,
+# and a line "warning: ..." for each hardening extra that is not running. A release takes traffic only after it has answered its health
 # check through nginx as a candidate beside the live release; until then the live
 # one serves. With HTTPS on, the certificate comes first: a domain that does not
-# resolve here fails the deploy before anything changes. On success the script
-# prints the release id and then the site's URL.
+# resolve here fails the deploy before anything changes.
 # `rollback` switches back to the release that was live before (or RELEASE_ID),
 # through the same checks. `run` runs a one-off command as the app's user in the
 # live release, with its environment and sandbox, and exits with its exit code.
@@ -57,6 +57,8 @@ readonly NGINX_DROP_IN=/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.
 readonly HEALTH_HOST=weather.example.org
 readonly HEALTH_PATH=/healthz
 readonly HEALTH_TRIES=30
+# Memory kept free beyond what the app's processes are measured to need, in MiB.
+readonly MEMORY_MARGIN_MIB=64
 # The service's sandbox, for the checks that run each release before it is live.
 readonly SANDBOX=(
     --property=UMask=0027
@@ -151,6 +153,66 @@ stop_candidate() {
     systemctl reset-failed "$CANDIDATE.socket" "$CANDIDATE.service" 2>/dev/null || true
 }
 
+available_memory_mib() { # MemAvailable, or less where a cgroup limit holds this machine (a container)
+    local available limit usage inactive
+    available=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+    for files in "memory.max memory.current inactive_file" \
+        "memory/memory.limit_in_bytes memory/memory.usage_in_bytes total_inactive_file"; do
+        read -r limit usage inactive <<<"$files"
+        [[ -r /sys/fs/cgroup/$limit && -r /sys/fs/cgroup/$usage ]] || continue
+        limit=$(cat "/sys/fs/cgroup/$limit")
+        if [[ ! $limit =~ ^[0-9]+$ ]] || ((limit >= 1 << 50)); then continue; fi # "max": no limit
+        usage=$(cat "/sys/fs/cgroup/$usage")
+        inactive=$(awk -v key="$inactive" '$1 == key {print $2}' "/sys/fs/cgroup/${files%%/*}/memory.stat" 2>/dev/null ||
+            echo 0)
+        limit=$(((limit - usage + ${inactive:-0}) / 1048576))
+        ((limit >= available)) || available=$limit
+    done
+    echo "$available"
+}
+
+check_memory() { # before anything changes: the candidate, then WORKERS new workers, fit beside what runs now
+    local main rss processes each available need candidate
+    main=$(systemctl show -p MainPID --value "$SERVICE")
+    [[ $main != 0 ]] || return 0 # nothing live to measure a process by
+    rss=$(ps -o rss= -p "$main" --ppid "$main" | awk '{kib += $1} END {print int(kib / 1024)}')
+    processes=$(ps -o pid= -p "$main" --ppid "$main" | wc -l)
+    each=$((rss / processes))
+    available=$(available_memory_mib)
+    # The candidate (a master and a worker) runs beside the live release; after the switch,
+    # WORKERS workers and a master take the place of the live release's processes.
+    need=$((each * (WORKERS + 1) - rss))
+    candidate=$((each * 2))
+    ((need > candidate)) || need=$candidate
+    if ((need + MEMORY_MARGIN_MIB > available)); then
+        fail "release $release_id: $WORKERS workers need about $((each * (WORKERS + 1))) MiB ($each MiB a process," \
+            "as the live release uses), $need MiB more than now, and $available MiB are free." \
+            "Set workers lower or choose a larger size; the live release keeps serving."
+    fi
+}
+
+wait_for_apt() { # before installing: an apt or dpkg run (unattended-upgrades, say) finishes first, for up to 10 minutes
+    local waited=0
+    # apt and dpkg hold fcntl locks (which flock(1) does not see); Python can test them.
+    until python3 -c '
+import fcntl, sys
+for path in ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock"):
+    try:
+        with open(path, "a") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        sys.exit(1)
+'; do
+        ((waited % 30)) || log "waiting for apt/dpkg to finish: it holds /var/lib/dpkg/lock-frontend"
+        ((waited < 600)) || fail "apt/dpkg has held its lock for 10 minutes; deploy again once it is done"
+        sleep 2
+        waited=$((waited + 2))
+    done
+    ((waited == 0)) || log "apt/dpkg finished after ${waited} s"
+}
+
 install_dependencies() { # VENV DEPS_DIR: a new virtualenv with the release's dependencies and Gunicorn
     local venv=$1 deps=$2
     if [[ -f $deps/uv.lock ]]; then
@@ -227,6 +289,7 @@ check_dns() { # every name resolves to PUBLIC_IPV4, or the deploy stops before a
 
 install_certbot() {
     [[ ! -x $CERTBOT ]] || return 0
+    wait_for_apt
     log "installing certbot $CERTBOT_VERSION"
     rm -rf "${CERTBOT%/bin/certbot}"
     python3 -m venv "${CERTBOT%/bin/certbot}" &&
@@ -293,6 +356,15 @@ select_site() { # RELEASE_DIR: its HTTPS site once a certificate serves, else it
         fail "release $(basename "$1"): nginx rejects its site configuration (nginx -t)"
     fi
     systemctl reload nginx
+}
+
+report_warnings() { # the hardening extras that are not running, each on stdout as "warning: ..." and in the log
+    local warning
+    if ! systemctl is-active --quiet fail2ban; then
+        warning="fail2ban is not running (journalctl -u fail2ban): failed SSH logins are not banned"
+        log "WARNING: $warning"
+        echo "warning: $warning"
+    fi
 }
 
 public_url() {
@@ -424,6 +496,7 @@ if [[ ! -d $release_dir ]]; then
         sha256sum | cut -c1-12)
     venv=$ROOT/venvs/$venv_key
     if [[ ! -f $venv/.complete ]]; then
+        wait_for_apt
         rm -rf "$venv"
         install_dependencies "$venv" "$staging/deps"
         touch "$venv/.complete"
@@ -452,6 +525,8 @@ live_release=$(readlink "$CURRENT" || true)
 live_release=${live_release##*/}
 [[ $live_release != "$release_id" ]] || live_release=
 run_release_command "$release_dir" "$live_release"
+
+check_memory
 
 # Server configuration shipped with the release; nginx only takes it if it parses.
 config_changed=0
@@ -497,6 +572,7 @@ if [[ $previous == "$release_dir" && $config_changed == 0 && $env_changed == 0 ]
     log "release $release_id is already live and healthy; nothing to change"
     echo "$release_id"
     public_url
+    report_warnings
     exit 0
 fi
 activate "$release_dir"
@@ -520,3 +596,4 @@ done
 log "release $release_id is live at $(public_url)"
 echo "$release_id"
 public_url
+report_warnings
