@@ -120,6 +120,8 @@ def run_plan(
         else:
             command = step.command_for(public_ipv4)
             result = target.ssh(command, stdin=plan.stdin if step.stdin_is_secret else "")
+            # What the step said on stderr, kept as pulumi-command shows it in `pulumi up`'s log.
+            (state_file.parent / f"{step.name}.log").write_text(result.stderr)
             if result.returncode != 0:
                 raise DeployError(
                     f"step {step.name} exited {result.returncode}:\n{result.stderr.strip()}\n{result.stdout.strip()}"

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,43 @@ BOOT_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 30
 
 
+@dataclass(frozen=True)
+class Size:
+    """What a droplet size gives the machine: its vCPUs and its memory (no swap, as on a droplet)."""
+
+    cpus: int
+    memory_bytes: int
+
+
+def droplet_size(slug: str) -> Size | None:
+    """The CPUs and memory of a DigitalOcean size slug (s-1vcpu-1gb, s-1vcpu-512mb-10gb, s-2vcpu-4gb-intel)."""
+    match = re.search(r"(\d+)vcpu-(\d+)(gb|mb)", slug)
+    if match is None:
+        return None
+    unit = 1024**3 if match[3] == "gb" else 1024**2
+    return Size(cpus=int(match[1]), memory_bytes=int(match[2]) * unit)
+
+
+#: The memory cgroup files for the limit, the swap limit and the peak: cgroup v2, then v1.
+_CGROUP_FILES = {
+    2: ("memory.max", "memory.swap.max", "memory.peak"),
+    1: ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.max_usage_in_bytes"),
+}
+
+
+def memory_cgroup_path() -> tuple[Path, int] | None:
+    """A memory cgroup for the machine: under cgroup v2's root, or beside this process in cgroup v1's hierarchy."""
+    root = Path("/sys/fs/cgroup")
+    controllers = root / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return root / f"{NAME}-rehearsal", 2
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if "memory" in names.split(",") and (root / "memory").is_dir():
+            return root / "memory" / path.lstrip("/") / f"{NAME}-rehearsal", 1
+    return None
+
+
 #: systemd-nspawn processes this process started, kept so that they are reaped, not left as zombies.
 _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -76,6 +114,10 @@ class MachineState:
     iptables_rules: list[list[str]] = field(default_factory=list)
     ip_forward_before: str | None = None
     overlay_mounted: bool = False
+    memory_cgroup: str | None = None
+    """The cgroup that holds the machine to its droplet size's memory, and its version."""
+    cgroup_version: int = 0
+    cpus: int | None = None
     helper_pids: list[int] = field(default_factory=list)
     """Processes started on the host for the machine (Pebble, its DNS); each a process group."""
 
@@ -212,17 +254,23 @@ class Machine:
         progress: Progress,
         trusted_ca: Path | None = None,
         hosts: dict[str, str] | None = None,
+        vendor_data: str | None = None,
+        size: Size | None = None,
     ) -> None:
         """Boot a fresh machine from `image` with this user-data; any previous machine goes first.
 
         `trusted_ca` joins the machine's certificate authorities and `hosts` its /etc/hosts: what
         the rehearsal's own ACME server and test names need, which a droplet gets from the world.
+        `vendor_data` is what a cloud adds to a first boot (DigitalOcean's metrics agent, say).
+        `size` holds the machine to a droplet's CPUs and memory, where this host's cgroups allow.
         """
         self.down(progress)
         instance_id = f"rehearsal-{uuid.uuid4().hex[:12]}"
         root = STATE_DIR / "machine" / "rootfs"
         self.state = MachineState(instance_id=instance_id, root=str(root))
         _write_state(self.state)
+        if size is not None:
+            self._limit(size, progress)
         # The machine writes to an overlay, so the cached image stays clean and nothing is copied.
         machine_dir = root.parent
         for directory in ("rootfs", "upper", "work"):
@@ -231,7 +279,7 @@ class Machine:
         _write_state(self.state)
         options = f"lowerdir={image},upperdir={machine_dir / 'upper'},workdir={machine_dir / 'work'}"
         run(["mount", "-t", "overlay", "overlay", "-o", options, str(root)])
-        self._seed(root, instance_id, user_data)
+        self._seed(root, instance_id, user_data, vendor_data)
         if trusted_ca is not None:
             shutil.copy(trusted_ca, root / "usr/local/share/ca-certificates/flask-droplet-rehearsal-acme.crt")
             run(["chroot", str(root), "update-ca-certificates"], timeout=120)
@@ -241,9 +289,46 @@ class Machine:
         self._network_up()
         self._start(root, progress)
 
+    def _limit(self, size: Size, progress: Progress) -> None:
+        assert self.state is not None
+        self.state.cpus = min(size.cpus, os.cpu_count() or 1)
+        found = memory_cgroup_path()
+        if found is None:
+            progress("boot: no memory cgroup to limit the machine with; it may use all of this host's memory")
+            _write_state(self.state)
+            return
+        path, version = found
+        self.state.memory_cgroup, self.state.cgroup_version = str(path), version
+        _write_state(self.state)
+        path.mkdir(exist_ok=True)
+        limit, swap, _ = _CGROUP_FILES[version]
+        (path / limit).write_text(str(size.memory_bytes))
+        if (path / swap).exists():
+            (path / swap).write_text("0" if version == 2 else str(size.memory_bytes))
+        progress(f"boot: the machine has {self.state.cpus} CPU and {size.memory_bytes // 1024**2} MiB, as its droplet")
+
+    def memory_peak(self) -> int | None:
+        """The most memory the machine has used since it booted (or since `reset_memory_peak`), in bytes."""
+        if self.state is None or self.state.memory_cgroup is None:
+            return None
+        peak = Path(self.state.memory_cgroup) / _CGROUP_FILES[self.state.cgroup_version][2]
+        return int(peak.read_text()) if peak.exists() else None
+
+    def reset_memory_peak(self) -> None:
+        if self.state is not None and self.state.memory_cgroup is not None:
+            peak = Path(self.state.memory_cgroup) / _CGROUP_FILES[self.state.cgroup_version][2]
+            with contextlib.suppress(OSError):
+                peak.write_text("0")
+
     def _start(self, root: Path, progress: Progress) -> None:
         progress("boot: starting systemd-nspawn")
         assert self.state is not None
+        cgroup = self.state.memory_cgroup
+
+        def join_cgroup() -> None:  # in the child, before systemd-nspawn starts: the machine is born inside
+            if cgroup is not None:
+                Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
+
         with (STATE_DIR / "console.log").open("a") as log:
             process = subprocess.Popen(
                 [
@@ -255,11 +340,13 @@ class Machine:
                     f"--machine={NAME}",
                     "--register=no",
                     "--keep-unit",
+                    *([f"--cpu-affinity=0-{self.state.cpus - 1}"] if self.state.cpus else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=join_cgroup,  # only writes its own pid to a file
             )
         _STARTED[process.pid] = process
         self.state.nspawn_pid = process.pid
@@ -299,9 +386,11 @@ class Machine:
         progress("reboot: booting again")
         self._start(Path(self.state.root), progress)
 
-    def _seed(self, root: Path, instance_id: str, user_data: str) -> None:
+    def _seed(self, root: Path, instance_id: str, user_data: str, vendor_data: str | None = None) -> None:
         seed = root / "var/lib/cloud/seed/nocloud"
         seed.mkdir(parents=True, exist_ok=True)
+        if vendor_data is not None:
+            (seed / "vendor-data").write_text(vendor_data)
         (seed / "meta-data").write_text(yaml.safe_dump({"instance-id": instance_id, "local-hostname": NAME}))
         (seed / "user-data").write_text(user_data)
         network = {
@@ -403,6 +492,15 @@ class Machine:
             Path("/proc/sys/net/ipv4/ip_forward").write_text(state.ip_forward_before + "\n")
         if run(["ip", "link", "show", HOST_VETH], check=False).returncode == 0:
             run(["ip", "link", "delete", HOST_VETH], check=False)
+        if state.memory_cgroup is not None:
+            for _ in range(50):
+                try:
+                    Path(state.memory_cgroup).rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.2)
         if state.overlay_mounted and os.path.ismount(state.root):
             run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
@@ -415,6 +513,8 @@ class Machine:
             "deploy-state.json",
             "app-secret",
             "console.log",
+            "wait-for-cloud-init.log",
+            "deploy.log",
         ):
             (STATE_DIR / leftover).unlink(missing_ok=True)
         with contextlib.suppress(OSError):

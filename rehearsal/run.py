@@ -110,9 +110,10 @@ def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, dict[str, 
     return plan.release_id, ran
 
 
-def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
-    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL and release."""
-    timings = Timings()
+def boot(
+    stack: str, overrides: Mapping[str, Any], timings: Timings, vendor_data: str | None = None
+) -> tuple[nspawn.Machine, Settings]:
+    """Boot a fresh machine with the stack's user-data (and `vendor_data`, as a cloud adds its own)."""
     machine = nspawn.Machine()
     # A machine left from before goes first, with its key and secret: this run makes its own.
     machine.down(progress)
@@ -126,9 +127,18 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
             progress,
             trusted_ca=acme.api_certificate() if settings.https else None,
             hosts=dict.fromkeys(settings.host_names, machine.address),
+            vendor_data=vendor_data,
+            size=nspawn.droplet_size(settings.size),
         )
         if settings.https:
             acme.start(machine, progress)
+    return machine, settings
+
+
+def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
+    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL and release."""
+    timings = Timings()
+    machine, settings = boot(stack, overrides, timings)
     with timings.step("cloud-init"):
         result = machine.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_SECONDS, progress)
     if not result.ok or result.recoverable_errors:
@@ -140,9 +150,11 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
         )
     with timings.step("deploy"):
         release_id, ran = deploy(machine, settings)
-    # The deploy prints the release id, then the URL the site answers at.
-    url = ran["deploy"].strip().splitlines()[-1]
+    # The deploy prints the release id, the URL the site answers at, then a line for each warning.
+    url, *warnings = ran["deploy"].splitlines()[1:]
     progress(f"release {release_id} is live at {url}")
+    for warning in warnings:
+        progress(warning)
     if url.startswith("https:"):
         progress(f"its certificate comes from Pebble: curl --cacert {acme.PEBBLE_DIR / 'roots.pem'} {url}")
     return url, release_id, timings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import threading
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal import run
+from rehearsal import nspawn, run
 from rehearsal.deploy import DeployError, SshTarget
 from tests.e2e.conftest import Rehearsal, bring_up
 from tests.e2e.load import Load
@@ -187,3 +188,83 @@ def test_two_deploys_at_once_take_turns(rehearsal: Rehearsal, tmp_path: Path) ->
     assert live_version(rehearsal) in results
     assert host.run("ls -a /srv/weather/releases | grep -c staging").stdout.strip() == "0"
     assert host.service("weather.service").is_running
+
+
+def test_nginx_and_the_app_restarted_during_the_candidate_check(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    """What an unattended upgrade could do on a droplet: the deploy succeeds or says why, and the site serves."""
+    live = live_version(rehearsal)
+    app = app_copy(rehearsal, tmp_path, "restarted-under-it")
+    outcome: dict[str, object] = {}
+
+    def deploy() -> None:
+        try:
+            outcome["release"] = run.redeploy("dev", {"appDir": str(app)})[0]
+        except DeployError as err:
+            outcome["error"] = str(err)
+
+    thread = threading.Thread(target=deploy)
+    thread.start()
+    deadline = time.monotonic() + 120
+    machine = rehearsal.machine
+    while time.monotonic() < deadline and thread.is_alive():
+        if machine.guest(["systemctl", "is-active", "weather-candidate.service"]).stdout.strip() == "active":
+            machine.guest(["systemctl", "restart", "nginx.service", "weather.service"])
+            outcome["restarted"] = True
+            break
+        time.sleep(0.1)
+    thread.join(timeout=300)
+
+    assert outcome.get("restarted"), "the candidate never ran"
+    if "error" in outcome:
+        assert "FAILED: release" in str(outcome["error"]), outcome["error"]
+        assert live_version(rehearsal) == live
+    else:
+        assert live_version(rehearsal) == outcome["release"]
+    assert rehearsal.get("/healthz")[0] == 200
+
+
+def test_deploy_waits_for_apt_to_finish(rehearsal: Rehearsal, tmp_path: Path, figures: list[str]) -> None:
+    """apt-daily-upgrade may hold dpkg's lock when a deploy starts: the deploy installs only after it."""
+    hold_seconds = 8
+    holder = (
+        "import fcntl, time; lock = open('/var/lib/dpkg/lock-frontend', 'a'); "
+        f"fcntl.lockf(lock, fcntl.LOCK_EX); time.sleep({hold_seconds})"
+    )
+    rehearsal.host().run_test(f"systemd-run --unit=holds-dpkg-lock --collect python3 -c {shlex.quote(holder)}")
+    app = app_copy(rehearsal, tmp_path, "new-dependencies")
+    requirements = app / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "# a new set of dependencies, so a new virtualenv\n")
+
+    rehearsal.machine.reset_memory_peak()
+    started = time.monotonic()
+    release_id, _ = run.redeploy("dev", {"appDir": str(app)})
+    seconds = time.monotonic() - started
+    peak = rehearsal.machine.memory_peak()
+
+    log = (nspawn.STATE_DIR / "deploy.log").read_text()
+    figures.append(f"deploy while apt held its lock for {hold_seconds} s: live after {seconds:.1f} s")
+    figures.append(
+        f"peak memory of the whole {rehearsal.settings.size} machine during a deploy with a new virtualenv "
+        f"(pip, the live and the candidate Gunicorn): {peak / 1024**2:.0f} MiB"
+        if peak
+        else "peak memory of a deploy: this host gives the machine no memory cgroup"
+    )
+    assert "waiting for apt/dpkg to finish" in log
+    assert "apt/dpkg finished after" in log
+    assert log.index("apt/dpkg finished after") < log.index("installing requirements")
+    assert live_version(rehearsal) == release_id
+
+
+def test_deploy_that_would_not_fit_in_memory_fails_before_any_change(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    """s-1vcpu-1gb has 1 GiB and no swap: 32 workers of this app do not fit, and the deploy says so."""
+    live = live_version(rehearsal)
+    unit = rehearsal.host().file("/etc/systemd/system/weather.service").content_string
+    app = app_copy(rehearsal, tmp_path, "too-many-workers")
+
+    with pytest.raises(DeployError) as failed:
+        run.redeploy("dev", {"appDir": str(app), "workers": 32})
+
+    assert "32 workers need about" in str(failed.value)
+    assert "Set workers lower or choose a larger size; the live release keeps serving" in str(failed.value)
+    assert live_version(rehearsal) == live
+    assert rehearsal.host().file("/etc/systemd/system/weather.service").content_string == unit
