@@ -40,6 +40,9 @@ PACKAGES = ("nginx", "ufw", "python3-venv", "curl", "fail2ban", "python3-systemd
 #: needrestart's drop-in: upgrades restart neither nginx nor the app (Ubuntu 24.04 runs needrestart after apt).
 NEEDRESTART_CONF = "/etc/needrestart/conf.d/flaskdroplet.conf"
 
+#: ufw's hook for rules of one's own, run when ufw starts and stops.
+UFW_AFTER_INIT = "/etc/ufw/after.init"
+
 #: Where the nginx sandbox drop-in goes.
 NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
 
@@ -231,6 +234,11 @@ def render_needrestart_conf(settings: Settings) -> str:
     return _render("needrestart.conf.j2", settings)
 
 
+def render_ufw_after_init(settings: Settings) -> str:
+    """ufw's after.init hook: a rule that keeps the app's user from the metadata service."""
+    return _render("ufw-after.init.j2", settings)
+
+
 def render_renew_units(settings: Settings) -> dict[str, str]:
     """The certificate's renewal: a service running `certbot renew` and the timer that starts it."""
     layout = ServerLayout(settings.app_name)
@@ -371,6 +379,14 @@ def render_user_data(settings: Settings) -> str:
                 {"path": path, "content": content, "owner": "root:root", "permissions": "0644", "defer": True}
                 for path, content in deferred
             ),
+            # ufw runs it when it starts: the app may not reach the metadata service.
+            {
+                "path": UFW_AFTER_INIT,
+                "content": render_ufw_after_init(settings),
+                "owner": "root:root",
+                "permissions": "0755",
+                "defer": True,
+            },
         ],
         "runcmd": [
             # Stop at the first failure, so cloud-init reports it instead of carrying on.

@@ -22,6 +22,7 @@ from components.render import (
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
+    render_ufw_after_init,
     render_user_data,
 )
 from components.settings import Settings, parse_settings
@@ -237,6 +238,16 @@ def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_deploy_script_is_shellcheck_clean(variant: str, tmp_path: Path) -> None:
     result = shellcheck(render_deploy_script(golden_settings(variant)), tmp_path)
+
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ufw_hook_is_shellcheck_clean(variant: str, tmp_path: Path) -> None:
+    path = tmp_path / "after.init"
+    path.write_text(render_ufw_after_init(golden_settings(variant)))
+
+    result = run([tool("shellcheck"), "--severity=style", str(path)])
 
     assert result.returncode == 0, result.stdout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import socket
 import time
 import uuid
@@ -213,3 +214,31 @@ def test_slow_clients_against_bare_gunicorn_for_comparison(rehearsal: Rehearsal,
     )
     # The comparison is reported, not asserted: this is what nginx in front prevents.
     assert result.sent > 0
+
+
+def test_the_app_cannot_reach_the_metadata_service(rehearsal: Rehearsal) -> None:
+    """A droplet's metadata service (169.254.169.254) answers any local process; not the app's user.
+
+    The stand-in listens on 8080 (nginx holds port 80 on every address); the rule covers every port.
+    """
+    machine = rehearsal.machine
+    fake_metadata = (
+        "ip address add 169.254.169.254/32 dev lo && "
+        "systemd-run --unit=fake-metadata python3 -m http.server --bind 169.254.169.254 8080"
+    )
+    assert machine.guest(["sh", "-c", fake_metadata]).returncode == 0
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://169.254.169.254:8080/', timeout=5).status)"
+    try:
+        deadline = time.monotonic() + 20
+        # root (cloud-init, say) may: once the stand-in listens, it answers.
+        while machine.guest(["python3", "-c", fetch]).stdout.strip() != "200":
+            assert time.monotonic() < deadline, "the metadata stand-in never answered root"
+            time.sleep(0.5)
+
+        as_app = rehearsal.host().run(f"bash {rehearsal.layout.deploy_script} run -- python -c {shlex.quote(fetch)}")
+
+        assert as_app.rc == 1
+        assert "Connection refused" in as_app.stderr
+        assert "169.254.169.254" in machine.guest(["iptables", "-S", "OUTPUT"]).stdout
+    finally:
+        machine.guest(["sh", "-c", "systemctl stop fake-metadata; ip address del 169.254.169.254/32 dev lo"])
