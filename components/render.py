@@ -35,13 +35,71 @@ CERTBOT_VERSION = "5.8.0"
 DEPLOY_USER = "deploy"
 
 #: Packages cloud-init installs on first boot.
-PACKAGES = ("nginx", "ufw", "python3-venv", "curl", "fail2ban", "python3-systemd", "unattended-upgrades")
+PACKAGES = (
+    "nginx",
+    "ufw",
+    "python3-venv",
+    "curl",
+    "fail2ban",
+    "python3-systemd",
+    "unattended-upgrades",
+    # For auditors (and lynis): verify installed files against their packages, list pending upgrades.
+    "debsums",
+    "apt-show-versions",
+)
 
 #: needrestart's drop-in: upgrades restart neither nginx nor the app (Ubuntu 24.04 runs needrestart after apt).
 NEEDRESTART_CONF = "/etc/needrestart/conf.d/flaskdroplet.conf"
 
+#: sshd's algorithms, as ssh-audit's hardened policies want them. The droplet's OpenSSH 9.6 (Ubuntu
+#: 24.04) gets the classic set; OpenSSH 9.9 and later (the rehearsal's Debian 13) key exchange that
+#: resists quantum computers only. sshd refuses to start on a name it does not know, so each set
+#: names only what its OpenSSH has (tests/unit/test_noble.py holds the 9.6 set to that).
+SSH_HOST_KEY_ALGORITHMS = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+SSH_CIPHERS = (
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-gcm@openssh.com",
+    "aes128-ctr",
+)
+SSH_MACS = ("hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com")
+SSH_KEX = {
+    "classic": (
+        "Hardened Ubuntu Server 24.04 LTS (version 2)",
+        (
+            "sntrup761x25519-sha512@openssh.com",
+            "curve25519-sha256",
+            "curve25519-sha256@libssh.org",
+            "diffie-hellman-group18-sha512",
+            "diffie-hellman-group-exchange-sha256",
+            "diffie-hellman-group16-sha512",
+        ),
+    ),
+    "post-quantum": (
+        "Hardened Debian 13 (version 1)",
+        ("mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com"),
+    ),
+}
+SSH_CHOICES_DIR = "/etc/ssh/flaskdroplet"
+SSH_CRYPTO_DROP_IN = "/etc/ssh/sshd_config.d/20-flaskdroplet-crypto.conf"
+SSH_HARDEN_SCRIPT = "/usr/local/sbin/flaskdroplet-ssh-harden"
+
+#: Hardening files written at first boot (lynis's suggestions that suit a droplet): target and template.
+HARDENING_FILES = (
+    ("/etc/sysctl.d/60-flaskdroplet.conf", "sysctl.conf.j2"),
+    ("/etc/modprobe.d/flaskdroplet.conf", "modprobe.conf.j2"),
+    ("/etc/security/limits.d/flaskdroplet.conf", "limits.conf.j2"),
+    ("/etc/issue", "issue.j2"),
+    ("/etc/issue.net", "issue.j2"),
+)
+
 #: ufw's hook for rules of one's own, run when ufw starts and stops.
 UFW_AFTER_INIT = "/etc/ufw/after.init"
+
+#: nginx's main context, included by Debian's and Ubuntu's nginx.conf before anything else.
+NGINX_MAIN_CONF = "/etc/nginx/modules-enabled/50-flaskdroplet.conf"
 
 #: Where the nginx sandbox drop-in goes.
 NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
@@ -224,6 +282,11 @@ def render_nginx_site(settings: Settings, tls: bool = False) -> str:
     return _render("nginx-site.conf.j2", settings, tls=tls)
 
 
+def render_nginx_main(settings: Settings) -> str:
+    """Settings of nginx's main context (the file limit of its workers)."""
+    return _render("nginx-main.conf.j2", settings)
+
+
 def render_nginx_sandbox(settings: Settings) -> str:
     """A systemd drop-in that sandboxes nginx, which holds the TLS private key."""
     return _render("nginx-sandbox.conf.j2", settings)
@@ -232,6 +295,26 @@ def render_nginx_sandbox(settings: Settings) -> str:
 def render_needrestart_conf(settings: Settings) -> str:
     """needrestart's drop-in (Perl): nginx and the app are left for the next deploy or reboot to restart."""
     return _render("needrestart.conf.j2", settings)
+
+
+def render_sshd_crypto(settings: Settings, choice: str) -> str:
+    """One of sshd's algorithm drop-ins: `classic` (OpenSSH 9.6) or `post-quantum` (OpenSSH 9.9 and later)."""
+    policy, kex = SSH_KEX[choice]
+    return _render(
+        "sshd-crypto.conf.j2",
+        settings,
+        policy=policy,
+        post_quantum=choice == "post-quantum",
+        host_key_algorithms=SSH_HOST_KEY_ALGORITHMS,
+        kex=kex,
+        ciphers=SSH_CIPHERS,
+        macs=SSH_MACS,
+    )
+
+
+def render_ssh_harden_script(settings: Settings) -> str:
+    """The first-boot script that picks the algorithm drop-in and makes the host keys what the policies want."""
+    return _render("ssh-harden.sh.j2", settings, choices_dir=SSH_CHOICES_DIR, drop_in=SSH_CRYPTO_DROP_IN)
 
 
 def render_ufw_after_init(settings: Settings) -> str:
@@ -335,14 +418,18 @@ def render_user_data(settings: Settings) -> str:
             "/etc/apt/apt.conf.d/20auto-upgrades",
             'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
         ),
-        ("/etc/fail2ban/jail.d/flaskdroplet.conf", _render("fail2ban-sshd.conf.j2", settings)),
+        # jail.local, which upgrades never touch, as fail2ban's documentation asks.
+        ("/etc/fail2ban/jail.local", _render("fail2ban-sshd.conf.j2", settings)),
         (NEEDRESTART_CONF, render_needrestart_conf(settings)),
+        (NGINX_MAIN_CONF, render_nginx_main(settings)),
     ]
     site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
     document: dict[str, Any] = {
         "package_update": True,
         "packages": list(PACKAGES),
         "ssh_pwauth": False,
+        # Host keys of these types only; the first-boot script makes the RSA one 4096 bits.
+        "ssh_genkeytypes": ["ed25519", "rsa"],
         "disable_root": True,
         # The distribution's default user becomes the deploy user; DigitalOcean's
         # registered keys and the keys below both land in its authorized_keys.
@@ -374,6 +461,25 @@ def render_user_data(settings: Settings) -> str:
                 "owner": "root:root",
                 "permissions": "0644",
             },
+            *(
+                {
+                    "path": f"{SSH_CHOICES_DIR}/crypto-{choice}.conf",
+                    "content": render_sshd_crypto(settings, choice),
+                    "owner": "root:root",
+                    "permissions": "0644",
+                }
+                for choice in SSH_KEX
+            ),
+            {
+                "path": SSH_HARDEN_SCRIPT,
+                "content": render_ssh_harden_script(settings),
+                "owner": "root:root",
+                "permissions": "0755",
+            },
+            *(
+                {"path": path, "content": _render(template, settings), "owner": "root:root", "permissions": "0644"}
+                for path, template in HARDENING_FILES
+            ),
             # After the packages exist, so nginx's own defaults do not clash with them.
             *(
                 {"path": path, "content": content, "owner": "root:root", "permissions": "0644", "defer": True}
@@ -396,6 +502,30 @@ def render_user_data(settings: Settings) -> str:
             ["ufw", "default", "allow", "outgoing"],
             *(["ufw", "allow", port] for port in UFW_ALLOWED_PORTS),
             ["ufw", "--force", "enable"],
+            [SSH_HARDEN_SCRIPT],
+            # New files private to their group; passwords (all locked here) hashed slowly and aged.
+            [
+                "sed",
+                "-i",
+                "-E",
+                "-e",
+                r"s/^#?\s*UMASK\s+[0-9]+\s*$/UMASK 027/",
+                "-e",
+                r"s/^#?\s*PASS_MAX_DAYS\s+[0-9]+\s*$/PASS_MAX_DAYS 365/",
+                "-e",
+                r"s/^#?\s*PASS_MIN_DAYS\s+[0-9]+\s*$/PASS_MIN_DAYS 1/",
+                "-e",
+                r"s/^#?\s*SHA_CRYPT_MIN_ROUNDS\s+[0-9]+\s*$/SHA_CRYPT_MIN_ROUNDS 500000/",
+                "-e",
+                r"s/^#?\s*SHA_CRYPT_MAX_ROUNDS\s+[0-9]+\s*$/SHA_CRYPT_MAX_ROUNDS 1000000/",
+                "/etc/login.defs",
+            ],
+            # Inside a container (the rehearsal) the kernel's own settings stay the host's.
+            [
+                "sh",
+                "-c",
+                "sysctl --quiet --system >/dev/null 2>&1 || echo 'flask-droplet: some sysctls were refused' >&2",
+            ],
             ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.root, layout.releases],
             ["rm", "-f", "/etc/nginx/sites-enabled/default"],
             ["ln", "-sfn", layout.nginx_site, site_link],

@@ -13,15 +13,21 @@ import yaml
 
 from components.plan import WAIT_FOR_CLOUD_INIT
 from components.render import (
+    SSH_CIPHERS,
+    SSH_KEX,
+    SSH_MACS,
     ServerLayout,
     render_deploy_script,
     render_needrestart_conf,
+    render_nginx_main,
     render_nginx_sandbox,
     render_nginx_site,
     render_renew_units,
     render_service_unit,
     render_socket_unit,
+    render_ssh_harden_script,
     render_sshd_config,
+    render_sshd_crypto,
     render_ufw_after_init,
     render_user_data,
 )
@@ -126,6 +132,54 @@ def test_nginx_accepts_the_https_site(variant: str, tmp_path: Path) -> None:
     assert "test is successful" in result.stderr
 
 
+#: The settings of Debian's and Ubuntu 24.04's nginx.conf that the site relies on, around it.
+NGINX_MAIN = """\
+user www-data;
+worker_processes auto;
+pid /run/nginx.pid;
+include {main};
+events {{
+    worker_connections 768;
+}}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    types_hash_max_size 2048;
+    server_tokens off;
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log /var/log/nginx/access.log;
+    include {site};
+}}
+"""
+
+
+def gixy(site: str, tmp_path: Path) -> list[dict[str, object]]:
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "main.conf").write_text(render_nginx_main(golden_settings("ip")))
+    (tmp_path / "nginx.conf").write_text(NGINX_MAIN.format(site=tmp_path / "site.conf", main=tmp_path / "main.conf"))
+    result = run([str(PROJECT_DIR / ".venv/bin/gixy"), "--format", "json", str(tmp_path / "nginx.conf")])
+    assert result.stdout.strip(), result.stderr
+    findings: list[dict[str, object]] = json.loads(result.stdout)
+    return findings
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_gixy_finds_nothing_in_the_site(variant: str, tls: bool, tmp_path: Path) -> None:
+    findings = gixy(render_nginx_site(golden_settings(variant), tls=tls), tmp_path)
+
+    assert [(f["plugin"], f["reason"]) for f in findings] == []
+
+
+def test_gixy_catches_a_header_lost_in_a_location(tmp_path: Path) -> None:
+    site = render_nginx_site(golden_settings("ip"), tls=True)
+    # A header set for the server is dropped in every location that sets headers of its own.
+    broken = site.replace("    autoindex off;\n", "    autoindex off;\n    add_header Permissions-Policy ();\n")
+
+    assert {f["plugin"] for f in gixy(broken, tmp_path)} == {"add_header_redefinition"}
+
+
 def test_nginx_check_catches_a_broken_site(tmp_path: Path) -> None:
     broken = render_nginx_site(golden_settings("ip")).replace("return 444;", "return 444")
 
@@ -227,6 +281,31 @@ def test_needrestart_leaves_nginx_and_the_app_alone(variant: str, tmp_path: Path
     assert result.returncode == 0, result.stderr
     restarts = dict(line.split() for line in result.stdout.splitlines())
     assert {unit for unit, restart in restarts.items() if restart == "0"} == set(units[:3])
+
+
+def test_sshd_accepts_the_classic_algorithms(tmp_path: Path) -> None:
+    """The set for OpenSSH 9.6 against this host's sshd (the post-quantum set is checked on the rehearsal)."""
+    host_key = tmp_path / "host_key"
+    run([tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    crypto = render_sshd_crypto(golden_settings("ip"), "classic")
+    config = tmp_path / "sshd_config"
+    config.write_text("\n".join(line for line in crypto.splitlines() if not line.startswith("HostKey ")) + "\n")
+
+    result = run([tool("sshd"), "-T", "-f", str(config), "-h", str(host_key)])
+
+    assert result.returncode == 0, result.stderr
+    effective = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert effective["kexalgorithms"] == ",".join(SSH_KEX["classic"][1])
+    assert effective["ciphers"] == ",".join(SSH_CIPHERS)
+    assert effective["macs"] == ",".join(SSH_MACS)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ssh_harden_script_is_shellcheck_clean(variant: str, tmp_path: Path) -> None:
+    result = shellcheck(render_ssh_harden_script(golden_settings(variant)), tmp_path)
+
+    assert result.returncode == 0, result.stdout
 
 
 def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,12 @@ users:
 """
 
 
-def hardening_index(machine: nspawn.Machine) -> int:
+#: lynis's index wanted with this project's defaults.
+MINIMUM_INDEX = 75
+
+
+def lynis(machine: nspawn.Machine) -> tuple[int, list[str]]:
+    """lynis's hardening index of the machine, and the ids of the suggestions it leaves."""
     apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
     assert machine.guest([*apt, "update"], timeout=300).returncode == 0
     installed = machine.guest([*apt, "install", "-y", "lynis"], timeout=300)
@@ -28,7 +33,11 @@ def hardening_index(machine: nspawn.Machine) -> int:
     audit = machine.guest(["lynis", "audit", "system", "--quick", "--no-colors"], timeout=600)
     found = re.search(r"Hardening index : (\d+)", audit.stdout)
     assert found, audit.stdout[-2000:]
-    return int(found[1])
+    report = machine.guest(["cat", "/var/log/lynis-report.dat"]).stdout
+    suggestions = sorted(
+        {line.split("=", 1)[1].split("|")[0] for line in report.splitlines() if line.startswith("suggestion[]=")}
+    )
+    return int(found[1]), suggestions
 
 
 def test_hardening_raises_the_lynis_index(figures: list[str]) -> None:
@@ -38,14 +47,15 @@ def test_hardening_raises_the_lynis_index(figures: list[str]) -> None:
         key = machine.public_key()
         machine.up(nspawn.build_image(run.progress), PLAIN_USER_DATA.format(key=key), run.progress)
         assert machine.wait_for_cloud_init(600, run.progress).ok
-        before = hardening_index(machine)
+        before, _ = lynis(machine)
     finally:
         run.down()
     try:
         run.up("dev", {})
-        after = hardening_index(nspawn.Machine())
+        after, suggestions = lynis(nspawn.Machine())
     finally:
         run.down()
 
     figures.append(f"lynis hardening index: {before} on a plain machine, {after} with this project's hardening")
-    assert after > before
+    figures.append(f"lynis suggestions left: {', '.join(suggestions)}")
+    assert after >= MINIMUM_INDEX

@@ -17,6 +17,11 @@ import pytest
 
 from components.render import (
     SERVICE_SANDBOX,
+    SSH_CIPHERS,
+    SSH_HOST_KEY_ALGORITHMS,
+    SSH_KEX,
+    SSH_MACS,
+    render_nginx_main,
     render_nginx_sandbox,
     render_nginx_site,
     render_renew_units,
@@ -69,7 +74,8 @@ NGINX_DIRECTIVES = {
     "limit_conn_status": (1, 3, 15), "ssl_certificate": (0, 1, 0), "ssl_certificate_key": (0, 1, 0),
     "ssl_protocols": (0, 7, 2), "ssl_ciphers": (0, 1, 0), "ssl_prefer_server_ciphers": (0, 1, 0),
     "ssl_session_timeout": (0, 1, 0), "ssl_session_cache": (0, 5, 6), "ssl_session_tickets": (1, 5, 9),
-    "ssl_ecdh_curve": (1, 1, 0), "ssl_reject_handshake": (1, 19, 4),
+    "ssl_ecdh_curve": (1, 1, 0), "ssl_reject_handshake": (1, 19, 4), "gzip": (0, 1, 0),
+    "worker_rlimit_nofile": (0, 1, 0),
 }  # fmt: skip
 #: `listen` parameters: `http2` as a parameter is 1.9.5; the `http2 on;` directive (1.25.1) and `quic`
 #: (1.25.0) are newer than noble's nginx and so absent from both tables.
@@ -163,7 +169,10 @@ def test_units_use_only_what_noble_systemd_knows(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_nginx_site_uses_only_what_noble_nginx_knows(variant: str, tls: bool) -> None:
-    assert nginx_problems(render_nginx_site(golden_settings(variant), tls=tls)) == []
+    settings = golden_settings(variant)
+
+    assert nginx_problems(render_nginx_site(settings, tls=tls)) == []
+    assert nginx_problems(render_nginx_main(settings)) == []
 
 
 def test_the_guards_catch_what_noble_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,3 +194,41 @@ def test_nothing_names_sshd_service_port_or_listen_address(variant: str) -> None
 
     assert "sshd.service" not in rendered
     assert not re.search(r"^\s*(Port|ListenAddress)\b", render_sshd_config(settings), re.MULTILINE)
+
+
+#: What OpenSSH 9.6 (Ubuntu 24.04) knows, from `ssh -Q kex`, `-Q cipher`, `-Q mac` and `-Q HostKeyAlgorithms`
+#: of OpenSSH 9.6p1 (the certificate and security-key host key types left out).
+OPENSSH_96 = {
+    "kex": {
+        "diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group14-sha256",
+        "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group-exchange-sha1",
+        "diffie-hellman-group-exchange-sha256", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
+        "curve25519-sha256", "curve25519-sha256@libssh.org", "sntrup761x25519-sha512@openssh.com",
+    },
+    "ciphers": {
+        "3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "aes128-ctr", "aes192-ctr", "aes256-ctr",
+        "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+    },
+    "macs": {
+        "hmac-sha1", "hmac-sha1-96", "hmac-sha2-256", "hmac-sha2-512", "hmac-md5", "hmac-md5-96",
+        "umac-64@openssh.com", "umac-128@openssh.com", "hmac-sha1-etm@openssh.com", "hmac-sha1-96-etm@openssh.com",
+        "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-md5-etm@openssh.com",
+        "hmac-md5-96-etm@openssh.com", "umac-64-etm@openssh.com", "umac-128-etm@openssh.com",
+    },
+    "host_keys": {
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
+        "rsa-sha2-256", "ssh-rsa", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    },
+}  # fmt: skip
+
+
+def test_the_droplets_sshd_algorithms_are_all_known_to_openssh_96() -> None:
+    """sshd refuses to start on an algorithm name it does not know: on a droplet, a lost server."""
+    _, kex = SSH_KEX["classic"]
+
+    assert set(kex) - OPENSSH_96["kex"] == set()
+    assert set(SSH_CIPHERS) - OPENSSH_96["ciphers"] == set()
+    assert set(SSH_MACS) - OPENSSH_96["macs"] == set()
+    assert set(SSH_HOST_KEY_ALGORITHMS) - OPENSSH_96["host_keys"] == set()
+    # The post-quantum set names what 9.6 lacks: it is for OpenSSH 9.9 and later only.
+    assert set(SSH_KEX["post-quantum"][1]) - OPENSSH_96["kex"] == {"mlkem768x25519-sha256", "sntrup761x25519-sha512"}
