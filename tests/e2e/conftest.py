@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -51,6 +52,17 @@ class Rehearsal:
 
     def open(self, request: urllib.request.Request | str, timeout: float = 10) -> Any:
         return urllib.request.urlopen(request, timeout=timeout, context=self.context)  # noqa: S310 - the site's URL
+
+    def post_json(self, path: str, payload: object) -> tuple[int, Any]:
+        """POST `payload` as JSON to the site; its status and the JSON it answers."""
+        request = urllib.request.Request(  # noqa: S310 - the site's URL
+            self.url.rstrip("/") + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with self.open(request) as response:
+            return response.status, json.loads(response.read())
 
     def get(self, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(self.url.rstrip("/") + path)  # noqa: S310 - the site's URL

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,15 +52,9 @@ def rehearse_run(*command: str, **overrides: Any) -> subprocess.CompletedProcess
 
 
 def add_entry(rehearsal: Rehearsal, body: str) -> int:
-    request = urllib.request.Request(  # noqa: S310 - the site's URL
-        rehearsal.url + "api/entries",
-        data=json.dumps({"body": body}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with rehearsal.open(request) as response:
-        assert response.status == 201
-        return int(json.loads(response.read())["id"])
+    status, entry = rehearsal.post_json("/api/entries", {"body": body})
+    assert status == 201
+    return int(entry["id"])
 
 
 def entries(rehearsal: Rehearsal) -> list[str]:

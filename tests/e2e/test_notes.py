@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -30,14 +29,8 @@ def rehearsal() -> Iterator[Rehearsal]:
 
 
 def post_note(rehearsal: Rehearsal, text: str) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(  # noqa: S310 - the site's URL
-        rehearsal.url + "api/notes",
-        data=json.dumps({"text": text}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with rehearsal.open(request) as response:
-        return response.status, json.loads(response.read())
+    status, note = rehearsal.post_json("/api/notes", {"text": text})
+    return status, dict(note)
 
 
 def test_factory_app_answers_with_its_health_path(rehearsal: Rehearsal) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -73,14 +72,7 @@ def database(rehearsal: Rehearsal, query: str) -> list[tuple[object, ...]]:
 
 
 def test_first_release_runs_its_migration_before_going_live(rehearsal: Rehearsal) -> None:
-    request = urllib.request.Request(  # noqa: S310 - the site's URL
-        rehearsal.url + "api/items",
-        data=json.dumps({"name": "bolt"}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with rehearsal.open(request) as response:
-        assert response.status == 201
+    assert rehearsal.post_json("/api/items", {"name": "bolt"})[0] == 201
 
     assert items(rehearsal) == [{"id": 1, "name": "bolt"}]
     assert database(rehearsal, "SELECT version_num FROM alembic_version") == [("0001",)]
