@@ -178,3 +178,28 @@ def test_uv_lock_installs_exactly_the_locked_versions(rehearsal: Rehearsal, tmp_
     }
     assert installed["flask"] == "3.0.3"
     assert entries(rehearsal) == before
+
+
+def test_linked_dirs_live_in_the_state_directory_across_releases(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    """A path the user names (uploads) is a link into /var/lib/APP, shared by every release."""
+    linked = {**FLASKR, "linkedDirs": ["flaskr/uploads"]}
+    first = flaskr_copy(tmp_path, "with-uploads")
+    (first / "flaskr/uploads").mkdir()
+    (first / "flaskr/uploads/from-the-laptop.txt").write_text("never shipped\n")
+    release_id, _ = run.redeploy("dev", {**linked, "appDir": str(first)})
+
+    write = "open('flaskr/uploads/cat.txt', 'w').write('a cat')"
+    assert rehearse_run("python", "-c", write, **linked).returncode == 0
+    host = rehearsal.host()
+    uploads = host.file(f"{rehearsal.layout.releases}/{release_id}/app/flaskr/uploads")
+    assert uploads.linked_to == f"{STATE}/flaskr/uploads"
+    saved = host.file(f"{STATE}/flaskr/uploads/cat.txt")
+    assert (saved.content_string, saved.user) == ("a cat", "flaskr")
+    assert not host.file(f"{STATE}/flaskr/uploads/from-the-laptop.txt").exists
+
+    second = flaskr_copy(tmp_path, "with-uploads-again")
+    next_release, _ = run.redeploy("dev", {**linked, "appDir": str(second)})
+
+    assert next_release != release_id
+    read = "print(open('flaskr/uploads/cat.txt').read())"
+    assert rehearse_run("python", "-c", read, **linked).stdout.strip() == "a cat"
