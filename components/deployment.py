@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from components.plan import DeployPlan, RemoteCommand, Upload
+from components.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
 from components.render import sha256_text
 
 #: Up to about ten minutes of dialling while a new droplet boots.
@@ -85,7 +85,7 @@ class AppDeployment(pulumi.ComponentResource):
                     ),
                     stdin=pulumi.Output.secret(plan.stdin) if step.stdin_is_secret else None,
                     triggers=triggers,
-                    # Progress goes to stderr; stdout carries only the release id.
+                    # Progress goes to stderr; stdout carries what `parse_deploy_output` reads.
                     logging=remote.Logging.STDERR,
                     add_previous_output_in_env=False,
                     opts=step_opts,
@@ -95,9 +95,7 @@ class AppDeployment(pulumi.ComponentResource):
         assert isinstance(last, remote.Command), "a deploy plan ends with the deploy command"
         release_id = plan.release_id
         self.release_id = last.stdout.apply(lambda _: release_id)
-        # The deploy prints the release id, the URL the site answers at, then a line for each warning.
-        self.url = last.stdout.apply(lambda out: out.splitlines()[1] if len(out.splitlines()) > 1 else "")
-        self.warnings = last.stdout.apply(
-            lambda out: [line.removeprefix("warning: ") for line in out.splitlines() if line.startswith("warning: ")]
-        )
+        report = last.stdout.apply(parse_deploy_output)
+        self.url = report.apply(lambda r: r.url)
+        self.warnings = report.apply(lambda r: list(r.warnings))
         self.register_outputs({"release_id": self.release_id, "url": self.url, "warnings": self.warnings})

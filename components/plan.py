@@ -75,6 +75,24 @@ Step = Upload | RemoteCommand
 
 
 @dataclass(frozen=True)
+class DeployReport:
+    """What the deploy prints on stdout: the release id, the URL the site answers at, a line for each warning."""
+
+    url: str
+    """`https://...` once the site has its certificate, else `http://...`; empty when the deploy printed none."""
+    warnings: tuple[str, ...]
+    """Hardening extras that are not running (fail2ban, say), each without its `warning: ` prefix."""
+
+
+def parse_deploy_output(stdout: str) -> DeployReport:
+    lines = stdout.splitlines()
+    return DeployReport(
+        url=lines[1] if len(lines) > 1 else "",
+        warnings=tuple(line.removeprefix("warning: ") for line in lines[2:] if line.startswith("warning: ")),
+    )
+
+
+@dataclass(frozen=True)
 class DeployPlan:
     release_id: str
     steps: tuple[Step, ...]

@@ -398,6 +398,19 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _CloudConfigDumper.add_representer(str, _represent_str)
 
 
+def _root_file(path: str, content: str, executable: bool = False, defer: bool = False) -> dict[str, Any]:
+    """A cloud-init `write_files` entry owned by root; `defer` writes it once the packages are installed."""
+    entry: dict[str, Any] = {
+        "path": path,
+        "content": content,
+        "owner": "root:root",
+        "permissions": "0755" if executable else "0644",
+    }
+    if defer:
+        entry["defer"] = True
+    return entry
+
+
 def render_user_data(settings: Settings) -> str:
     """The droplet's cloud-init user-data.
 
@@ -455,44 +468,17 @@ def render_user_data(settings: Settings) -> str:
         "ssh_authorized_keys": list(settings.ssh_public_keys),
         "write_files": [
             # Before sshd starts: written in cloud-init's first stage.
-            {
-                "path": "/etc/ssh/sshd_config.d/10-flaskdroplet.conf",
-                "content": render_sshd_config(settings),
-                "owner": "root:root",
-                "permissions": "0644",
-            },
+            _root_file("/etc/ssh/sshd_config.d/10-flaskdroplet.conf", render_sshd_config(settings)),
             *(
-                {
-                    "path": f"{SSH_CHOICES_DIR}/crypto-{choice}.conf",
-                    "content": render_sshd_crypto(settings, choice),
-                    "owner": "root:root",
-                    "permissions": "0644",
-                }
+                _root_file(f"{SSH_CHOICES_DIR}/crypto-{choice}.conf", render_sshd_crypto(settings, choice))
                 for choice in SSH_KEX
             ),
-            {
-                "path": SSH_HARDEN_SCRIPT,
-                "content": render_ssh_harden_script(settings),
-                "owner": "root:root",
-                "permissions": "0755",
-            },
-            *(
-                {"path": path, "content": _render(template, settings), "owner": "root:root", "permissions": "0644"}
-                for path, template in HARDENING_FILES
-            ),
+            _root_file(SSH_HARDEN_SCRIPT, render_ssh_harden_script(settings), executable=True),
+            *(_root_file(path, _render(template, settings)) for path, template in HARDENING_FILES),
             # After the packages exist, so nginx's own defaults do not clash with them.
-            *(
-                {"path": path, "content": content, "owner": "root:root", "permissions": "0644", "defer": True}
-                for path, content in deferred
-            ),
+            *(_root_file(path, content, defer=True) for path, content in deferred),
             # ufw runs it when it starts: the app may not reach the metadata service.
-            {
-                "path": UFW_AFTER_INIT,
-                "content": render_ufw_after_init(settings),
-                "owner": "root:root",
-                "permissions": "0755",
-                "defer": True,
-            },
+            _root_file(UFW_AFTER_INIT, render_ufw_after_init(settings), executable=True, defer=True),
         ],
         "runcmd": [
             # Stop at the first failure, so cloud-init reports it instead of carrying on.

@@ -15,7 +15,13 @@ from typing import Any
 
 import yaml
 
-from components.plan import CLOUD_INIT_TIMEOUT_SECONDS, build_deploy_plan, rollback_command, run_command
+from components.plan import (
+    CLOUD_INIT_TIMEOUT_SECONDS,
+    build_deploy_plan,
+    parse_deploy_output,
+    rollback_command,
+    run_command,
+)
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import Settings, SettingsError, parse_settings
 from rehearsal import acme, nspawn
@@ -150,11 +156,11 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
         )
     with timings.step("deploy"):
         release_id, ran = deploy(machine, settings)
-    # The deploy prints the release id, the URL the site answers at, then a line for each warning.
-    url, *warnings = ran["deploy"].splitlines()[1:]
+    report = parse_deploy_output(ran["deploy"])
+    url = report.url
     progress(f"release {release_id} is live at {url}")
-    for warning in warnings:
-        progress(warning)
+    for warning in report.warnings:
+        progress(f"warning: {warning}")
     if url.startswith("https:"):
         progress(f"its certificate comes from Pebble: curl --cacert {acme.PEBBLE_DIR / 'roots.pem'} {url}")
     return url, release_id, timings

@@ -213,14 +213,20 @@ for path in ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock"):
     ((waited == 0)) || log "apt/dpkg finished after ${waited} s"
 }
 
+install_tool() { # PACKAGE VERSION PROGRAM: PACKAGE==VERSION from PyPI, in a virtualenv of its own that holds PROGRAM
+    local venv=${3%/bin/*}
+    [[ ! -x $3 ]] || return 0
+    wait_for_apt
+    log "installing $1 $2"
+    rm -rf "$venv"
+    python3 -m venv "$venv" &&
+        "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "$1==$2" >&2
+}
+
 install_dependencies() { # VENV DEPS_DIR: a new virtualenv with the release's dependencies and Gunicorn
     local venv=$1 deps=$2
     if [[ -f $deps/uv.lock ]]; then
-        if [[ ! -x $UV ]]; then
-            log "installing uv $UV_VERSION"
-            python3 -m venv "${UV%/bin/uv}"
-            "${UV%/uv}/pip" install --quiet --no-cache-dir --disable-pip-version-check "uv==$UV_VERSION" >&2
-        fi
+        install_tool uv "$UV_VERSION" "$UV"
         log "installing the locked dependencies (uv.lock) into $venv"
         # Exactly the lock: --locked fails when it no longer matches pyproject.toml. The system's Python
         # and certificate authorities, as pip uses them.
@@ -287,16 +293,6 @@ check_dns() { # every name resolves to PUBLIC_IPV4, or the deploy stops before a
     done
 }
 
-install_certbot() {
-    [[ ! -x $CERTBOT ]] || return 0
-    wait_for_apt
-    log "installing certbot $CERTBOT_VERSION"
-    rm -rf "${CERTBOT%/bin/certbot}"
-    python3 -m venv "${CERTBOT%/bin/certbot}" &&
-        "${CERTBOT%/certbot}/pip" install --quiet --no-cache-dir --disable-pip-version-check \
-            "certbot==$CERTBOT_VERSION" >&2
-}
-
 request_certificate() { # over HTTP-01, answered from ACME_WEBROOT, which nginx serves for any name on port 80
     local identity=() contact=(--register-unsafely-without-email) name
     if [[ -n $DOMAIN ]]; then
@@ -323,7 +319,7 @@ ensure_certificate() { # before anything changes: a certificate that serves, or 
         return 0
     fi
     if [[ -n $DOMAIN ]]; then check_dns; fi
-    if install_certbot && request_certificate && certificate_serves; then
+    if install_tool certbot "$CERTBOT_VERSION" "$CERTBOT" && request_certificate && certificate_serves; then
         CERT_READY=1
         return 0
     fi
@@ -369,6 +365,12 @@ report_warnings() { # the hardening extras that are not running, each on stdout 
 
 public_url() {
     printf '%s://%s/\n' "$( ((TLS_ACTIVE)) && echo https || echo http)" "${DOMAIN:-$PUBLIC_IPV4}"
+}
+
+report_outcome() { # RELEASE_ID: stdout, read by parse_deploy_output: the release id, the URL, the warnings
+    echo "$1"
+    public_url
+    report_warnings
 }
 
 go_live() { # RELEASE_DIR: point `current` at it (atomically) and restart the service on it
@@ -570,9 +572,7 @@ previous=$(readlink "$CURRENT" || true)
 if [[ $previous == "$release_dir" && $config_changed == 0 && $env_changed == 0 ]] &&
     systemctl is-active --quiet "$SERVICE" && health live; then
     log "release $release_id is already live and healthy; nothing to change"
-    echo "$release_id"
-    public_url
-    report_warnings
+    report_outcome "$release_id"
     exit 0
 fi
 activate "$release_dir"
@@ -594,6 +594,4 @@ for venv in "$ROOT"/venvs/*; do
 done
 
 log "release $release_id is live at $(public_url)"
-echo "$release_id"
-public_url
-report_warnings
+report_outcome "$release_id"
