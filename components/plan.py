@@ -30,13 +30,19 @@ def wait_for_cloud_init_command(timeout_seconds: int = CLOUD_INIT_TIMEOUT_SECOND
     """`cloud-init status --wait`, bounded; exit status 1 is an error, 2 a recoverable one (warnings)."""
     return f"""\
 set -u
-out=$(timeout {timeout_seconds} cloud-init status --wait --long 2>&1); rc=$?
+end=$((SECONDS + {timeout_seconds}))
+# cloud-init's status can report an error (a unit that failed) before its final stage has finished,
+# and that stage writes boot-finished last: wait for it as well, within the same bound.
+until [ -e /var/lib/cloud/instance/boot-finished ] || [ "$SECONDS" -ge "$end" ]; do sleep 2; done
+out=$(timeout $((end > SECONDS ? end - SECONDS : 1)) cloud-init status --wait --long 2>&1); rc=$?
 printf '%s\\n' "$out"
 case $rc in
   0) exit 0 ;;
   2) echo 'cloud-init finished with recoverable errors (see above)' >&2; exit 0 ;;
   124) echo 'cloud-init did not finish within {timeout_seconds} s' >&2; exit 1 ;;
   *) echo 'cloud-init reported errors; details: sudo cloud-init status --long; /var/log/cloud-init.log' >&2
+     # Its status may name only the systemd unit that failed; its result names the modules.
+     cat /run/cloud-init/result.json 2>/dev/null
      exit 1 ;;
 esac
 """

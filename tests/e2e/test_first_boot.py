@@ -83,7 +83,7 @@ def test_wait_step_waits_for_slow_vendor_data_and_names_the_part_that_failed(
     )
     assert result.returncode == 1
     assert "status: error" in result.stdout
-    assert "scripts_vendor" in result.stdout  # the failing part is named, not the user-data
+    assert "scripts_vendor" in result.stdout, result.stdout[-3000:]  # the failing part is named, not the user-data
     assert "scripts_user" not in result.stdout
     assert "cloud-init reported errors; details: sudo cloud-init status --long" in result.stderr
 
