@@ -8,11 +8,13 @@ from components.config import load_settings
 from components.deployment import AppDeployment, AppDeploymentArgs
 from components.plan import build_deploy_plan
 from components.render import DEPLOY_USER, render_user_data
-from components.webserver import WebServer, WebServerArgs, droplet_tags
+from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
 settings = load_settings(PROJECT_DIR)
+tags = droplet_tags(pulumi.get_project(), pulumi.get_stack())
+check_volume_stays(settings, stack_tag=tags[-1])
 plan = build_deploy_plan(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
 server = WebServer(
@@ -20,7 +22,7 @@ server = WebServer(
     WebServerArgs(
         settings=settings,
         user_data=render_user_data(settings),
-        tags=droplet_tags(pulumi.get_project(), pulumi.get_stack()),
+        tags=tags,
     ),
 )
 deployment = AppDeployment(
@@ -41,3 +43,5 @@ pulumi.export("url", deployment.url)
 pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
 pulumi.export("release_id", deployment.release_id)
 pulumi.export("warnings", deployment.warnings)
+# Where the app's data lives when the droplet is replaced: the Volume's name, id and mount point (or None).
+pulumi.export("state_volume", server.state_volume)

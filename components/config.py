@@ -26,4 +26,4 @@ def load_settings(project_dir: Path, namespace: str = "flask-droplet") -> Settin
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
         raw[key] = value
-    return parse_settings(raw, project_dir)
+    return parse_settings(raw, project_dir, pulumi.get_stack())

@@ -33,6 +33,8 @@ ACME_SERVERS = {
 }
 
 WORKERS_MIN, WORKERS_MAX = 1, 32
+#: DigitalOcean Volumes hold up to 16 TiB.
+VOLUME_GIB_MAX = 16384
 RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX = 1, 50
 
 #: Names the server already uses; the app's system user must not collide.
@@ -123,6 +125,12 @@ class Settings:
     """The domain's zone, when DigitalOcean manages it: the program creates the records."""
     app_source: AppSource
     """Where the app's dependencies are declared and where its code imports from."""
+    volume_size: int = 0
+    """GiB of the DigitalOcean Volume that holds the app's state directory; 0 for none (the droplet's disk)."""
+    volume_name: str | None = None
+    """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
+    production: bool = False
+    """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
     linked_dirs: tuple[str, ...] = ()
     """Paths inside the app kept in the state directory and shared by every release."""
     release_command: tuple[str, ...] = ()
@@ -189,6 +197,8 @@ DEFAULTS: dict[str, Any] = {
     "dnsZone": "",
     "linkedDirs": [],
     "releaseCommand": "",
+    "volumeSize": 10,
+    "production": False,
     "appEnv": {},
 }
 
@@ -196,11 +206,12 @@ DEFAULTS: dict[str, Any] = {
 CONFIG_KEYS = (*DEFAULTS, "adminCidrs", "sshPrivateKey")
 
 
-def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
+def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev") -> Settings:
     """Validate config values and build `Settings`, or raise `SettingsError` listing all problems.
 
     `raw` maps config keys (without the project namespace) to the values Pulumi
-    read from the stack; missing keys take `DEFAULTS`.
+    read from the stack; missing keys take `DEFAULTS`. `stack` names the stack,
+    which names its Volume.
     """
     problems: list[str] = []
     values = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
@@ -359,6 +370,10 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
     if hsts_preload and not https:
         problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
 
+    # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
+    volume_size = _bounded_int(values["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, problem)
+    production = _boolean(values["production"], "production", problem)
+
     app_env: dict[str, SecretStr] = {}
     raw_env = values["appEnv"]
     if not isinstance(raw_env, Mapping):
@@ -414,9 +429,18 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path) -> Settings:
         app_source=app_source,
         linked_dirs=tuple(linked_dirs),
         release_command=tuple(release_command),
+        volume_size=volume_size,
+        volume_name=volume_name(app_name, stack) if volume_size else None,
+        production=production,
         app_env=app_env,
         ssh_private_key=SecretStr(private_key) if private_key else None,
     )
+
+
+def volume_name(app_name: str, stack: str) -> str:
+    """The Volume's name: `APP-STACK-state`, in what DigitalOcean accepts (a-z, 0-9, '-'; 64 at most)."""
+    stack_part = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-") or "stack"
+    return f"{app_name}-{stack_part[: 64 - len(app_name) - len('--state')].strip('-')}-state"
 
 
 _SECRET_KEYS = frozenset({"appEnv", "sshPrivateKey"})

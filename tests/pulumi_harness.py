@@ -34,6 +34,10 @@ class Declared:
     urn: str
     inputs: dict[str, Any]
     parent_types: tuple[str, ...]
+    protect: bool = False
+    delete_before_replace: bool = False
+    dependencies: tuple[str, ...] = ()
+    """URNs of the resources this one's inputs come from."""
 
 
 @dataclass
@@ -42,6 +46,8 @@ class ProgramRun:
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
     error: BaseException | None = None
+    calls: list[str] = field(default_factory=list)
+    """Tokens of the provider functions the program called, in order."""
 
     def of_type(self, type_: str) -> list[Declared]:
         return [r for r in self.resources if r.type == type_]
@@ -56,8 +62,10 @@ class ProgramRun:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    def __init__(self, existing_droplets: list[dict[str, Any]]) -> None:
         self.names: list[tuple[str, str]] = []
+        self.existing_droplets = existing_droplets
+        self.calls: list[str] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -73,7 +81,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+        self.calls.append(args.token)
+        if args.token == "digitalocean:index/getDroplets:getDroplets":
+            return {"droplets": self.existing_droplets, "id": "droplets"}, []
+        return {}, []
+
+
+class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
+    """The mock monitor, also keeping the options each resource was registered with."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        self.options[response.urn] = {
+            "protect": bool(request.protect),
+            "delete_before_replace": bool(request.deleteBeforeReplace),
+            "dependencies": tuple(request.dependencies),
+        }
+        return response
 
 
 def config_values(config: dict[str, Any]) -> dict[str, str]:
@@ -81,13 +109,18 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
     return {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
 
 
-def run_program(config: dict[str, Any], *, preview: bool = False) -> ProgramRun:
-    """Run `__main__.py` with this stack config; returns what was declared and exported."""
+def run_program(
+    config: dict[str, Any], *, preview: bool = False, existing_droplets: list[dict[str, Any]] | None = None
+) -> ProgramRun:
+    """Run `__main__.py` with this stack config; returns what was declared and exported.
+
+    `existing_droplets` is what DigitalOcean lists as the stack's droplets already (by tag).
+    """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(existing_droplets or [])
     ROOT.set(None)  # a fresh stack resource for every run
-    monitor = pulumi.runtime.mocks.MockMonitor(mocks)
+    monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(config_values(config), secret_keys=[f"{PROJECT}:appEnv", f"{PROJECT}:sshPrivateKey"])
     run = ProgramRun()
@@ -112,7 +145,9 @@ def run_program(config: dict[str, Any], *, preview: bool = False) -> ProgramRun:
         name = urn.split("::")[3]
         if types[-1] == "pulumi:pulumi:Stack":
             continue
-        run.resources.append(Declared(types[-1], name, urn, dict(registration.state), types[:-1]))
+        options = monitor.options.get(urn, {})
+        run.resources.append(Declared(types[-1], name, urn, dict(registration.state), types[:-1], **options))
+    run.calls = list(mocks.calls)
     loop.close()
     return run
 

@@ -10,13 +10,14 @@ import pytest
 import yaml
 
 from components.render import render_user_data
-from components.settings import parse_settings
+from components.settings import SettingsError, parse_settings
 from tests.pulumi_harness import (
     DROPLET_ID,
     DROPLET_IPV4,
     DROPLET_IPV6,
     PROJECT_DIR,
     RESERVED_IPV4,
+    STACK,
     ProgramRun,
     is_secret,
     reveal,
@@ -29,6 +30,7 @@ SSH_KEY = "digitalocean:index/sshKey:SshKey"
 RESERVED_IP = "digitalocean:index/reservedIp:ReservedIp"
 ASSIGNMENT = "digitalocean:index/reservedIpAssignment:ReservedIpAssignment"
 DNS_RECORD = "digitalocean:index/dnsRecord:DnsRecord"
+VOLUME = "digitalocean:index/volume:Volume"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 WEB_SERVER = "flaskdroplet:infra:WebServer"
@@ -45,7 +47,10 @@ def run(good_config: dict[str, Any]) -> ProgramRun:
 
 def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert sorted(r.type for r in run.resources) == sorted(
-        [WEB_SERVER, SSH_KEY, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, APP_DEPLOYMENT, COMMAND, COPY, COPY, COMMAND]
+        [
+            *(WEB_SERVER, SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT),
+            *(APP_DEPLOYMENT, COMMAND, COPY, COPY, COMMAND),
+        ]
     )
     assert run.outputs["ipv4_address"] == RESERVED_IPV4
     # The URL is what the deploy reports: https:// once the site has its certificate.
@@ -57,7 +62,7 @@ def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
 
 def test_children_are_parented_and_named_after_their_component(run: ProgramRun) -> None:
     for resource in run.resources:
-        if resource.type in (SSH_KEY, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, DNS_RECORD):
+        if resource.type in (SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, DNS_RECORD):
             assert resource.parent_types[-1] == WEB_SERVER
             assert resource.name.startswith("web-")
         elif resource.type.startswith("command:"):
@@ -79,7 +84,7 @@ def test_droplet_is_ubuntu_2404_with_monitoring_ipv6_tags_and_keys(
     assert droplet["tags"] == ["flask-droplet", "flask-droplet:test"]
     assert droplet["sshKeys"] == [":".join(["3f"] * 16)]
     assert key["publicKey"] == good_config["sshPublicKeys"][0]
-    settings = parse_settings(good_config, PROJECT_DIR)
+    settings = parse_settings(good_config, PROJECT_DIR, STACK)
     assert droplet["userData"] == render_user_data(settings)
 
 
@@ -238,3 +243,105 @@ def test_deploy_is_triggered_by_the_public_address(good_config: dict[str, Any]) 
     run = run_program({**good_config, "domain": "weather.example.org", "dnsZone": "example.org"})
 
     assert RESERVED_IPV4 in reveal(run.named("app-deploy").inputs["triggers"])
+
+
+# The app's state on a Volume: it outlives the droplet, stays in its region, and is protected in production.
+
+
+def test_state_lives_on_a_volume_attached_from_the_first_boot(run: ProgramRun) -> None:
+    volume = run.one(VOLUME)
+    droplet = run.one(DROPLET)
+
+    assert volume.inputs["name"] == "weather-test-state"
+    assert volume.inputs["region"] == droplet.inputs["region"] == "nyc3"
+    assert volume.inputs["size"] == 10
+    # No file system from DigitalOcean (which would also mount it elsewhere): the droplet makes one, if empty.
+    assert "initialFilesystemType" not in volume.inputs
+    assert droplet.inputs["volumeIds"] == [f"{volume.name}-id"]
+    assert "/dev/disk/by-id/scsi-0DO_Volume_weather-test-state" in droplet.inputs["userData"]
+    assert run.outputs["state_volume"] == {
+        "name": "weather-test-state",
+        "id": f"{volume.name}-id",
+        "mount_point": "/var/lib/weather",
+    }
+
+
+def test_replacing_the_droplet_leaves_the_volume_as_it_is(good_config: dict[str, Any]) -> None:
+    before = run_program(good_config)
+    # A new image replaces the droplet.
+    after = run_program({**good_config, "image": "170000001", "size": "s-2vcpu-2gb"})
+    assert before.error is None and after.error is None
+
+    assert after.one(DROPLET).inputs["image"] != before.one(DROPLET).inputs["image"]
+    assert after.one(VOLUME).inputs == before.one(VOLUME).inputs
+    # The Volume takes nothing from the droplet; the droplet lets go of it before its replacement attaches it.
+    assert after.one(VOLUME).dependencies == ()
+    assert after.one(VOLUME).urn in after.one(DROPLET).dependencies
+    assert after.one(DROPLET).delete_before_replace
+
+
+def test_without_a_volume_the_state_stays_on_the_droplet(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "volumeSize": 0})
+    assert run.error is None, run.error
+
+    assert run.of_type(VOLUME) == []
+    assert "volumeIds" not in run.one(DROPLET).inputs
+    assert not run.one(DROPLET).delete_before_replace
+    assert "DO_Volume" not in run.one(DROPLET).inputs["userData"]
+    assert run.outputs["state_volume"] is None
+
+
+def existing_droplet(region: str) -> dict[str, Any]:
+    return {"id": int(DROPLET_ID), "name": "web-droplet-1", "region": region, "tags": ["flask-droplet:test"]}
+
+
+def test_a_region_change_with_a_volume_is_refused_before_any_resource(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "region": "ams3"}, existing_droplets=[existing_droplet("nyc3")])
+
+    assert isinstance(run.error, SettingsError)
+    message = str(run.error)
+    assert "flask-droplet:region = 'ams3': expected 'nyc3'" in message
+    assert "weather-test-state" in message and "cannot move between regions" in message
+    assert "tar -C /var/lib/weather" in message
+    assert run.calls == ["digitalocean:index/getDroplets:getDroplets"]
+    assert run.resources == []
+
+
+def test_the_same_region_or_no_volume_moves_freely(good_config: dict[str, Any]) -> None:
+    same = run_program(good_config, existing_droplets=[existing_droplet("nyc3")])
+    no_volume = run_program(
+        {**good_config, "region": "ams3", "volumeSize": 0}, existing_droplets=[existing_droplet("nyc3")]
+    )
+
+    assert same.error is None and no_volume.error is None
+    assert no_volume.one(DROPLET).inputs["region"] == "ams3"
+    assert no_volume.calls == []
+
+
+def test_production_protects_the_droplet_its_address_and_its_volume(good_config: dict[str, Any]) -> None:
+    production = run_program({**good_config, "production": True})
+    other = run_program(good_config)
+    assert production.error is None and other.error is None
+
+    assert {r.type for r in production.resources if r.protect} == {DROPLET, RESERVED_IP, VOLUME}
+    assert [r.name for r in other.resources if r.protect] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("volumeSize", -1, "expected a whole number from 0 to 16384"),
+        ("volumeSize", 20000, "expected a whole number from 0 to 16384"),
+        ("volumeSize", "ten", "expected a whole number from 0 to 16384"),
+        ("production", "maybe", "expected true or false"),
+    ],
+)
+def test_bad_volume_and_production_values_stop_the_program_first(
+    good_config: dict[str, Any], key: str, value: Any, accepted: str
+) -> None:
+    run = run_program({**good_config, key: value})
+
+    assert isinstance(run.error, SettingsError)
+    problem = str(run.error).splitlines()[-1]
+    assert problem.startswith(f"  - flask-droplet:{key} = ") and str(value) in problem and problem.endswith(accepted)
+    assert run.resources == []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.settings import DEFAULTS, SettingsError, parse_settings
+from components.settings import DEFAULTS, SettingsError, parse_settings, volume_name
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR, run_program
 
@@ -295,3 +296,12 @@ def test_https_settings(tmp_path: Path, good_config: dict[str, Any]) -> None:
     assert settings.https is False
     custom = parse_settings({**good_config, "acmeServer": "https://acme.example:14000/dir"}, PROJECT_DIR)
     assert custom.acme_server == "https://acme.example:14000/dir"
+
+
+def test_volume_name_is_what_digitalocean_accepts_and_unique_to_the_stack(good_config: dict[str, Any]) -> None:
+    assert parse_settings(good_config, PROJECT_DIR, "Prod.EU_1").volume_name == "weather-prod-eu-1-state"
+    assert parse_settings(good_config, PROJECT_DIR, "staging").volume_name == "weather-staging-state"
+    long_name = volume_name("a" * 31, "stack-" * 20)
+    assert len(long_name) <= 64 and long_name.endswith("-state") and "--" not in long_name
+    assert all(re.fullmatch(r"[a-z][a-z0-9-]*", name) for name in (long_name, volume_name("app", "___")))
+    assert parse_settings({**good_config, "volumeSize": "0"}, PROJECT_DIR).volume_name is None
