@@ -173,6 +173,16 @@ class ServerLayout:
         return f"/var/lib/{self.app_name}"
 
     @property
+    def state_mount_unit(self) -> str:
+        """The mount unit of the state directory's Volume, named by systemd's path escaping."""
+        return systemd_escape_path(self.state_dir) + ".mount"
+
+    @property
+    def state_format_unit(self) -> str:
+        """Makes a file system on the Volume when it has none; never on one that holds anything."""
+        return f"{self.app_name}-state-format.service"
+
+    @property
     def acme_webroot(self) -> str:
         """Where the ACME client leaves HTTP-01 challenge answers for nginx to serve."""
         return "/var/www/flaskdroplet-acme"
@@ -239,6 +249,22 @@ class ServerLayout:
 
     def bundle(self, release_id: str) -> str:
         return f"{self.incoming}/bundles/{release_id}.tar.gz"
+
+
+def volume_device(volume_name: str) -> str:
+    """Where a DigitalOcean Volume appears on its droplet."""
+    return f"/dev/disk/by-id/scsi-0DO_Volume_{volume_name}"
+
+
+def systemd_escape_path(path: str) -> str:
+    """`systemd-escape --path`: the unit name of a path (for a mount unit, its mount point)."""
+    parts = path.strip("/").split("/")
+
+    def escape(part: str) -> str:
+        escaped = "".join(c if c.isascii() and (c.isalnum() or c in ":_.") else f"\\x{ord(c):02x}" for c in part)
+        return "\\x2e" + escaped[1:] if escaped.startswith(".") else escaped
+
+    return "-".join(escape(part) for part in parts) or "-"
 
 
 def _environment() -> jinja2.Environment:
@@ -348,7 +374,8 @@ def render_sshd_config(settings: Settings) -> str:
 
 def render_deploy_script(settings: Settings) -> str:
     """The script each release runs on the server, as root, to install and switch to itself."""
-    return _render("deploy.sh.j2", settings)
+    device = volume_device(settings.volume_name) if settings.volume_name else ""
+    return _render("deploy.sh.j2", settings, state_device=device)
 
 
 def render_env_file(app_env: dict[str, str] | Any) -> str:
@@ -369,6 +396,19 @@ def render_state_links(settings: Settings) -> str:
     return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.state_links)
 
 
+def render_state_volume_units(settings: Settings) -> dict[str, str]:
+    """The Volume's units, by file name: a file system made only on an empty Volume, and its mount."""
+    if settings.volume_name is None:
+        return {}
+    layout = ServerLayout(settings.app_name)
+    device = volume_device(settings.volume_name)
+    extra = {"device": device, "device_unit": systemd_escape_path(device) + ".device"}
+    return {
+        layout.state_format_unit: _render("state-format.service.j2", settings, **extra),
+        layout.state_mount_unit: _render("state-volume.mount.j2", settings, **extra),
+    }
+
+
 def server_config_files(settings: Settings) -> dict[str, str]:
     """Files under the bundle's `server/` directory: the units and site are installed by cloud-init and
     again by each deploy; `state-links` is read by the deploy when it unpacks the release."""
@@ -379,6 +419,7 @@ def server_config_files(settings: Settings) -> dict[str, str]:
         layout.service_unit: render_service_unit(settings),
         layout.socket_unit: render_socket_unit(settings),
         "state-links": render_state_links(settings),
+        **render_state_volume_units(settings),
     }
     if settings.https:
         files["nginx-site-tls.conf"] = render_nginx_site(settings, tls=True)
@@ -467,6 +508,11 @@ def render_user_data(settings: Settings) -> str:
         ],
         "ssh_authorized_keys": list(settings.ssh_public_keys),
         "write_files": [
+            # The Volume's units, mounted before anything else in runcmd.
+            *(
+                _root_file(f"/etc/systemd/system/{unit}", text)
+                for unit, text in render_state_volume_units(settings).items()
+            ),
             # Before sshd starts: written in cloud-init's first stage.
             _root_file("/etc/ssh/sshd_config.d/10-flaskdroplet.conf", render_sshd_config(settings)),
             *(
@@ -483,6 +529,12 @@ def render_user_data(settings: Settings) -> str:
         "runcmd": [
             # Stop at the first failure, so cloud-init reports it instead of carrying on.
             "set -eu",
+            # The app's state lives on its Volume: mounted before anything can write there.
+            *(
+                [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", layout.state_mount_unit]]
+                if settings.volume_name
+                else []
+            ),
             # Allow SSH before enabling the firewall, so enabling it never cuts the session.
             ["ufw", "default", "deny", "incoming"],
             ["ufw", "default", "allow", "outgoing"],

@@ -28,6 +28,7 @@ from components.render import (
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
+    render_state_volume_units,
     render_user_data,
 )
 from components.settings import Settings
@@ -39,11 +40,14 @@ NOBLE_NGINX = (1, 24, 0)
 #: systemd unit directives the project renders, and the systemd version that introduced each.
 SYSTEMD_DIRECTIVES = {
     # [Unit], [Install]
-    "Description": 1, "Requires": 1, "Wants": 1, "After": 1, "ConditionPathExists": 1, "WantedBy": 1,
+    "Description": 1, "Requires": 1, "Wants": 1, "After": 1, "Before": 1, "Conflicts": 1, "ConditionPathExists": 1,
+    "DefaultDependencies": 1, "RequiresMountsFor": 201, "WantedBy": 1,
     # [Service]
     "Type": 1, "NotifyAccess": 1, "User": 1, "Group": 1, "WorkingDirectory": 1, "Environment": 1,
     "EnvironmentFile": 1, "ExecStart": 1, "ExecReload": 1, "KillMode": 1, "TimeoutStopSec": 188, "Restart": 1,
-    "RestartSec": 1, "UMask": 1, "StateDirectory": 235, "StateDirectoryMode": 235,
+    "RestartSec": 1, "UMask": 1, "StateDirectory": 235, "StateDirectoryMode": 235, "RemainAfterExit": 1,
+    # [Mount]
+    "What": 1, "Where": 1, "Options": 1,
     # [Socket], [Timer]
     "ListenStream": 1, "SocketUser": 214, "SocketGroup": 214, "SocketMode": 1,
     "OnCalendar": 197, "RandomizedDelaySec": 229, "Persistent": 212,
@@ -90,6 +94,7 @@ def unit_files(settings: Settings) -> dict[str, str]:
         "socket": render_socket_unit(settings),
         "nginx drop-in": render_nginx_sandbox(settings),
         **render_renew_units(settings),
+        **render_state_volume_units(settings),
     }
 
 

@@ -18,6 +18,7 @@ from components.render import (
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
+    render_state_volume_units,
     render_user_data,
 )
 from components.settings import Settings, parse_settings
@@ -26,7 +27,8 @@ from tests.pulumi_harness import PROJECT_DIR
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
-#: Fixed settings for golden files: the example app, once on its IP address and once with a domain.
+#: Fixed settings for golden files: the example app, once on its IP address with a Volume, and once
+#: with a domain and its state on the droplet's disk.
 GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
     "ip": {"sshPublicKeys": [example_public_key("g")], "adminCidrs": ["203.0.113.7/32"], "workers": 3},
     "domain": {
@@ -35,6 +37,7 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
         "domain": "weather.example.org",
         "staticDir": "",
         "appName": "forecast",
+        "volumeSize": 0,
     },
 }
 RENDERERS = {
@@ -46,6 +49,9 @@ RENDERERS = {
     "app.socket": render_socket_unit,
     "sshd.conf": render_sshd_config,
     "deploy.sh": render_deploy_script,
+    "state-volume-units": lambda settings: "".join(
+        f"### {name}\n{text}" for name, text in render_state_volume_units(settings).items()
+    ),
 }
 
 

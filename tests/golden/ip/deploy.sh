@@ -24,6 +24,11 @@ readonly ROOT=/srv/weather
 readonly RELEASES=/srv/weather/releases
 readonly CURRENT=/srv/weather/current
 readonly STATE_DIR=/var/lib/weather
+# The DigitalOcean Volume the state directory lives on (volumeSize), and its units; no device for none.
+readonly STATE_DEVICE=/dev/disk/by-id/scsi-0DO_Volume_weather-dev-state
+readonly STATE_VOLUME_GIB=10
+readonly STATE_MOUNT=var-lib-weather.mount
+readonly STATE_FORMAT=weather-state-format.service
 readonly CONFIG_DIR=/etc/weather
 readonly ENV_FILE=/etc/weather/env
 readonly SERVICE=weather.service
@@ -107,6 +112,7 @@ release_properties() { # RELEASE_DIR: systemd-run options that run a release as 
         --property=EnvironmentFile="$1/release.env"
         --property=EnvironmentFile=-"$ENV_FILE"
         --property=StateDirectory="$APP_NAME" --property=StateDirectoryMode=0750
+        --property=RequiresMountsFor="$STATE_DIR"
         "${SANDBOX[@]}"
     )
 }
@@ -244,6 +250,84 @@ install_dependencies() { # VENV DEPS_DIR: a new virtualenv with the release's de
     fi
 }
 
+state_dir_holds_data() { # DIR: anything in it but the file system's lost+found
+    [[ -d $1 ]] && find "$1" -mindepth 1 -maxdepth 1 ! -name lost+found -print -quit | grep -q .
+}
+
+ensure_state_volume() { # the state directory is the Volume's file system, mounted and as large as the Volume
+    [[ -n $STATE_DEVICE ]] || return 0
+    local unit changed=0 waited=0 aside=$STATE_DIR.before-volume staged
+    until [[ -b $STATE_DEVICE ]]; do
+        ((waited < 30)) || fail "the Volume is not attached: $STATE_DEVICE does not exist after 30 s." \
+            "Attach it (pulumi up does), or set volumeSize to 0; nothing has changed"
+        sleep 2
+        waited=$((waited + 2))
+    done
+    # The units come with the release: a droplet that predates its Volume gets them here.
+    for unit in "$STATE_FORMAT" "$STATE_MOUNT"; do
+        staged=$(mktemp)
+        tar -xzf "$bundle" -O "server/$unit" >"$staged"
+        if ! cmp -s "$staged" "/etc/systemd/system/$unit"; then
+            install -m 0644 -o root -g root "$staged" "/etc/systemd/system/$unit"
+            changed=1
+        fi
+        rm -f "$staged"
+    done
+    ((changed == 0)) || systemctl daemon-reload
+    if ! mountpoint -q "$STATE_DIR"; then
+        if state_dir_holds_data "$STATE_DIR"; then
+            move_state_to_volume "$aside"
+        elif ! systemctl enable --quiet --now "$STATE_MOUNT"; then
+            fail "the Volume did not mount at $STATE_DIR (journalctl -u $STATE_MOUNT -u $STATE_FORMAT)"
+        fi
+    fi
+    [[ $(stat -c %Hd:%Ld "$STATE_DIR") == "$(stat -L -c %Hr:%Lr "$STATE_DEVICE")" ]] ||
+        fail "$STATE_DIR is mounted, but not from the Volume $STATE_DEVICE"
+    # A Volume made larger (volumeSize) takes its file system along, online; a failure is reported, not fatal.
+    if (($(volume_unused_mib) > 0)); then
+        log "growing the file system on the Volume to ${STATE_VOLUME_GIB} GiB"
+        /usr/lib/systemd/systemd-growfs "$STATE_DIR" >&2 || true
+    fi
+    log "state: $STATE_DIR on the Volume ($(df -h --output=size "$STATE_DIR" | tail -1 | tr -d ' '))"
+}
+
+move_state_to_volume() { # ASIDE: a droplet that kept its state on its own disk moves it to the Volume, once
+    local aside=$1 problem
+    [[ ! -e $aside ]] || fail "$aside exists from an earlier move to the Volume; move it away first"
+    log "moving the state in $STATE_DIR onto the Volume; the app stops meanwhile"
+    systemctl stop "$SOCKET" "$SERVICE"
+    mv -T "$STATE_DIR" "$aside"
+    if ! systemctl enable --quiet --now "$STATE_MOUNT"; then
+        problem="the Volume did not mount at $STATE_DIR (journalctl -u $STATE_MOUNT -u $STATE_FORMAT)"
+    elif state_dir_holds_data "$STATE_DIR"; then
+        problem="the Volume already holds data and so does $STATE_DIR on the droplet's disk; keep one"
+        problem+=" (copy what you need onto the Volume), then deploy again"
+    else
+        cp -a "$aside/." "$STATE_DIR/"
+        systemctl start "$SOCKET"
+        log "the state is on the Volume now; the copy on the droplet's disk stays in $aside"
+        return 0
+    fi
+    # Back as it was, and the Volume's units gone, so that nothing mounts it over the state.
+    systemctl disable --quiet --now "$STATE_MOUNT" || true
+    rm -f "/etc/systemd/system/$STATE_MOUNT" "/etc/systemd/system/$STATE_FORMAT"
+    systemctl daemon-reload
+    mv -T "$aside" "$STATE_DIR"
+    systemctl start "$SOCKET"
+    fail "$problem. The app serves $STATE_DIR as it was"
+}
+
+volume_unused_mib() { # MiB of the Volume that its file system does not cover yet; 0 without a mounted Volume
+    local device fs
+    if [[ -z $STATE_DEVICE ]] || ! mountpoint -q "$STATE_DIR"; then
+        echo 0
+        return
+    fi
+    device=$(blockdev --getsize64 "$STATE_DEVICE")
+    fs=$(dumpe2fs -h "$STATE_DEVICE" 2>/dev/null | awk -F: '/^Block count:/ {n = $2} /^Block size:/ {s = $2} END {print n * s}')
+    echo $(((device - fs) / 1048576))
+}
+
 link_state() { # RELEASE_DIR: the paths in its server/state-links become links into the state directory
     local app_path state_path
     install -d -m 0750 -o "$APP_USER" -g "$APP_USER" "$STATE_DIR"
@@ -354,10 +438,17 @@ select_site() { # RELEASE_DIR: its HTTPS site once a certificate serves, else it
     systemctl reload nginx
 }
 
-report_warnings() { # the hardening extras that are not running, each on stdout as "warning: ..." and in the log
-    local warning
+report_warnings() { # what serves but needs a hand, each on stdout as "warning: ..." and in the log
+    local warning unused
     if ! systemctl is-active --quiet fail2ban; then
         warning="fail2ban is not running (journalctl -u fail2ban): failed SSH logins are not banned"
+        log "WARNING: $warning"
+        echo "warning: $warning"
+    fi
+    unused=$(volume_unused_mib)
+    if ((unused > 0)); then
+        warning="the Volume has $unused MiB its file system does not use: growing it online failed"
+        warning+=" (the deploy's log); sudo resize2fs $STATE_DEVICE"
         log "WARNING: $warning"
         echo "warning: $warning"
     fi
@@ -465,6 +556,7 @@ PUBLIC_IPV4=$(cat "$ROOT/public-ipv4" 2>/dev/null) || fail "no public address gi
 readonly PUBLIC_IPV4
 
 ensure_certificate
+ensure_state_volume
 
 # The environment file: root-owned, readable by the app's group only.
 install -d -m 0750 -o root -g "$APP_USER" "$CONFIG_DIR"
