@@ -1,4 +1,4 @@
-"""scripts/rehearse [up|deploy|rollback|down] [--stack NAME] [--set KEY=VALUE ...]
+"""scripts/rehearse [up|deploy|rollback|replace|down] [--stack NAME] [--set KEY=VALUE ...]
 scripts/rehearse run [--stack NAME] [--set KEY=VALUE ...] -- COMMAND [ARGS...]"""
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/rehearse",
         description="The production server on this machine: boot it, let cloud-init set it up, deploy the app.",
     )
-    parser.add_argument("command", nargs="?", default="up", choices=("up", "deploy", "rollback", "run", "down"))
+    parser.add_argument(
+        "command", nargs="?", default="up", choices=("up", "deploy", "rollback", "replace", "run", "down")
+    )
     parser.add_argument("release", nargs="?", help="with rollback: the release to go back to (default: the previous)")
     parser.add_argument("--stack", default="dev", help="read settings from Pulumi.STACK.yaml (default: dev)")
     parser.add_argument(
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.epilog = (
         "run: everything after -- runs as the app's user in the live release, with its environment and "
-        "sandbox, e.g. scripts/rehearse run -- flask --app myapp init-db; its exit code is rehearse's"
+        "sandbox, e.g. scripts/rehearse run -- flask --app myapp init-db; its exit code is rehearse's. "
+        "replace: a new machine from the same image and user-data takes the old one's place and its "
+        "Volume, as when a droplet is replaced. down: removes everything, the Volume too"
     )
     words = sys.argv[1:] if argv is None else argv
     split = words.index("--") if "--" in words else len(words)
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             run.progress(f"release {release_id}; steps run: {', '.join(ran) or 'none (nothing changed)'}")
         else:
             try:
-                url, _, timings = run.up(args.stack, overrides)
+                url, _, timings = run.up(args.stack, overrides, replace=args.command == "replace")
             except KeyboardInterrupt:
                 run.progress("interrupted: removing the machine")
                 run.down()

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -41,6 +42,8 @@ PACKAGES = (
     "curl",
     "ca-certificates",
     "netplan.io",
+    # mkfs.ext4 and resize2fs, for the state Volume.
+    "e2fsprogs",
 )
 #: Extra certificate authorities the host trusts (a proxy in front of the package registries, say).
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -53,6 +56,8 @@ PREFIX = 30
 SUBNET = f"10.213.7.0/{PREFIX}"
 
 STATE_DIR = Path(os.environ.get("REHEARSAL_STATE_DIR", "/var/lib/flask-droplet-rehearsal"))
+#: The machines' Volumes: sparse files, each given to the machine as a loop device.
+VOLUME_DIR = STATE_DIR / "volumes"
 CACHE_DIR = Path(os.environ.get("REHEARSAL_CACHE_DIR", "/var/cache/flask-droplet-rehearsal"))
 
 BOOT_TIMEOUT_SECONDS = 60
@@ -120,6 +125,25 @@ class MachineState:
     cpus: int | None = None
     helper_pids: list[int] = field(default_factory=list)
     """Processes started on the host for the machine (Pebble, its DNS); each a process group."""
+    volume_loop: str | None = None
+    """The loop device backing the machine's Volume, and where the guest sees it."""
+    volume_device: str | None = None
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A DigitalOcean Volume as the machine gets it: a block device at the path DigitalOcean gives it."""
+
+    name: str
+    gib: int
+
+    @property
+    def image(self) -> Path:
+        return VOLUME_DIR / f"{self.name}.img"
+
+    @property
+    def guest_device(self) -> str:
+        return f"/dev/disk/by-id/scsi-0DO_Volume_{self.name}"
 
 
 @dataclass(frozen=True)
@@ -256,6 +280,7 @@ class Machine:
         hosts: dict[str, str] | None = None,
         vendor_data: str | None = None,
         size: Size | None = None,
+        volume: Volume | None = None,
     ) -> None:
         """Boot a fresh machine from `image` with this user-data; any previous machine goes first.
 
@@ -263,8 +288,10 @@ class Machine:
         the rehearsal's own ACME server and test names need, which a droplet gets from the world.
         `vendor_data` is what a cloud adds to a first boot (DigitalOcean's metrics agent, say).
         `size` holds the machine to a droplet's CPUs and memory, where this host's cgroups allow.
+        `volume` is attached from the first boot; a Volume kept by `down(keep_volumes=True)` comes
+        back with its data, as it does for a droplet that replaces another.
         """
-        self.down(progress)
+        self.down(progress, keep_volumes=True)
         instance_id = f"rehearsal-{uuid.uuid4().hex[:12]}"
         root = STATE_DIR / "machine" / "rootfs"
         self.state = MachineState(instance_id=instance_id, root=str(root))
@@ -286,8 +313,33 @@ class Machine:
         if hosts:
             with (root / "etc/hosts").open("a") as etc_hosts:
                 etc_hosts.writelines(f"{address} {name}\n" for name, address in hosts.items())
+        if volume is not None:
+            self._attach(volume, progress)
         self._network_up()
         self._start(root, progress)
+
+    def _attach(self, volume: Volume, progress: Progress) -> None:
+        assert self.state is not None
+        VOLUME_DIR.mkdir(parents=True, exist_ok=True)
+        if volume.image.exists():
+            progress(f"boot: attaching the Volume {volume.name}, as it was")
+        else:
+            progress(f"boot: attaching a new, empty Volume {volume.name} of {volume.gib} GiB")
+        self.grow_volume(volume)
+        self.state.volume_loop = run(["losetup", "--find", "--show", str(volume.image)]).stdout.strip()
+        self.state.volume_device = volume.guest_device
+        _write_state(self.state)
+
+    def grow_volume(self, volume: Volume) -> bool:
+        """Make the Volume `volume.gib` if it is smaller, as DigitalOcean resizes one; True if it grew."""
+        size = volume.gib * 1024**3
+        if volume.image.exists() and volume.image.stat().st_size >= size:
+            return False
+        with volume.image.open("ab") as image:  # sparse: the file takes only what the guest writes
+            image.truncate(size)
+        if self.state is not None and self.state.volume_loop is not None:
+            run(["losetup", "--set-capacity", self.state.volume_loop])
+        return True
 
     def _limit(self, size: Size, progress: Progress) -> None:
         assert self.state is not None
@@ -341,6 +393,17 @@ class Machine:
                     "--register=no",
                     "--keep-unit",
                     *([f"--cpu-affinity=0-{self.state.cpus - 1}"] if self.state.cpus else []),
+                    # The Volume at DigitalOcean's path, and under its own name as the kernel knows it.
+                    *(
+                        [
+                            f"--bind={self.state.volume_loop}:{self.state.volume_device}",
+                            f"--bind={self.state.volume_loop}",
+                            # Growing its file system online takes CAP_SYS_RESOURCE, which a droplet's root has.
+                            "--capability=CAP_SYS_RESOURCE",
+                        ]
+                        if self.state.volume_loop
+                        else []
+                    ),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -370,10 +433,11 @@ class Machine:
         self.state.helper_pids.append(process.pid)
         _write_state(self.state)
 
-    def reboot(self, progress: Progress) -> None:
+    def reboot(self, progress: Progress, volume: Volume | Literal["keep"] | None = "keep") -> None:
         """Power the machine off and boot it again from the same disk, as a droplet reboots.
 
-        systemd-nspawn ends when its guest shuts down, so the host starts it again.
+        systemd-nspawn ends when its guest shuts down, so the host starts it again. `volume`
+        None boots it without its Volume (as if detached); a `Volume` is attached in its place.
         """
         if self.state is None or not self.is_up():
             raise RehearsalError("no rehearsal machine is up")
@@ -383,6 +447,13 @@ class Machine:
         self.guest(["systemctl", "poweroff"], timeout=10)
         if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
             raise RehearsalError(f"the machine did not power off within {STOP_TIMEOUT_SECONDS} s")
+        if volume != "keep" and self.state.volume_loop is not None:
+            progress("reboot: detaching the Volume")
+            run(["losetup", "--detach", self.state.volume_loop])
+            self.state.volume_loop = self.state.volume_device = None
+            _write_state(self.state)
+        if isinstance(volume, Volume):
+            self._attach(volume, progress)
         progress("reboot: booting again")
         self._start(Path(self.state.root), progress)
 
@@ -425,6 +496,13 @@ class Machine:
             table, chain, spec = rule[:2], rule[2], rule[3:]
             run(["iptables", *table, "-I", chain, *spec])
 
+    def path(self, guest_path: str) -> Path:
+        """A path inside the running machine as the host reaches it, through the machine's own mounts (its Volume)."""
+        pid = _guest_pid(self.state.nspawn_pid) if self.state and self.state.nspawn_pid else None
+        if pid is None:
+            raise RehearsalError("the rehearsal machine is not running")
+        return Path(f"/proc/{pid}/root") / guest_path.lstrip("/")
+
     def guest(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a command inside the guest, as root, without SSH."""
         pid = _guest_pid(self.state.nspawn_pid) if self.state and self.state.nspawn_pid else None
@@ -462,10 +540,16 @@ class Machine:
         log = Path(self.state.root if self.state else "") / "var/log/cloud-init-output.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
-    def down(self, progress: Progress) -> None:
-        """Stop the machine and remove everything `up` created. Safe when nothing is up."""
+    def down(self, progress: Progress, keep_volumes: bool = False) -> None:
+        """Stop the machine and remove everything `up` created. Safe when nothing is up.
+
+        `keep_volumes` keeps the Volumes' data (and the app's secret) for the next machine, as
+        DigitalOcean keeps a Volume when its droplet is destroyed.
+        """
         state = self.state or _read_state()
         if state is None:
+            if not keep_volumes:
+                shutil.rmtree(VOLUME_DIR, ignore_errors=True)
             return
         if _alive(state.nspawn_pid):
             progress("down: stopping the machine")
@@ -501,6 +585,10 @@ class Machine:
                     break
                 except OSError:
                     time.sleep(0.2)
+        if state.volume_loop is not None:
+            run(["losetup", "--detach", state.volume_loop], check=False)
+        if not keep_volumes:
+            shutil.rmtree(VOLUME_DIR, ignore_errors=True)
         if state.overlay_mounted and os.path.ismount(state.root):
             run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
@@ -511,7 +599,7 @@ class Machine:
             "id_ed25519",
             "id_ed25519.pub",
             "deploy-state.json",
-            "app-secret",
+            *(() if keep_volumes else ("app-secret",)),
             "console.log",
             "wait-for-cloud-init.log",
             "deploy.log",

@@ -86,7 +86,7 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
     raw.setdefault("adminCidrs", [f"{nspawn.HOST_ADDRESS}/32"])
     if not raw.get("sshPublicKeys") and not raw.get("sshKeyFingerprints"):
         raw["sshPublicKeys"] = [public_key]
-    settings = parse_settings(raw, PROJECT_DIR)
+    settings = parse_settings(raw, PROJECT_DIR, stack)
     return dataclasses.replace(
         settings,
         ssh_public_keys=(public_key,),
@@ -116,13 +116,24 @@ def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, dict[str, 
     return plan.release_id, ran
 
 
+def volume_of(settings: Settings) -> nspawn.Volume | None:
+    return nspawn.Volume(settings.volume_name, settings.volume_size) if settings.volume_name else None
+
+
 def boot(
-    stack: str, overrides: Mapping[str, Any], timings: Timings, vendor_data: str | None = None
+    stack: str,
+    overrides: Mapping[str, Any],
+    timings: Timings,
+    vendor_data: str | None = None,
+    replace: bool = False,
 ) -> tuple[nspawn.Machine, Settings]:
-    """Boot a fresh machine with the stack's user-data (and `vendor_data`, as a cloud adds its own)."""
+    """Boot a fresh machine with the stack's user-data (and `vendor_data`, as a cloud adds its own).
+
+    A machine left from before goes first, with its key and secret: this run makes its own. With
+    `replace`, its Volume (and the app's secret, which is the stack's config) stay for the new one.
+    """
     machine = nspawn.Machine()
-    # A machine left from before goes first, with its key and secret: this run makes its own.
-    machine.down(progress)
+    machine.down(progress, keep_volumes=replace)
     settings = rehearsal_settings(stack, overrides, machine.public_key())
     with timings.step("build"):
         image = nspawn.build_image(progress)
@@ -135,16 +146,22 @@ def boot(
             hosts=dict.fromkeys(settings.host_names, machine.address),
             vendor_data=vendor_data,
             size=nspawn.droplet_size(settings.size),
+            volume=volume_of(settings),
         )
         if settings.https:
             acme.start(machine, progress)
     return machine, settings
 
 
-def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
-    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL and release."""
+def up(stack: str, overrides: Mapping[str, Any], replace: bool = False) -> tuple[str, str, Timings]:
+    """Boot a fresh machine with the stack's user-data and deploy the app; returns its URL and release.
+
+    `replace` does what a droplet's replacement does: the new machine gets the old one's Volume.
+    """
+    if replace:
+        running_machine()
     timings = Timings()
-    machine, settings = boot(stack, overrides, timings)
+    machine, settings = boot(stack, overrides, timings, replace=replace)
     with timings.step("cloud-init"):
         result = machine.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_SECONDS, progress)
     if not result.ok or result.recoverable_errors:
@@ -166,11 +183,18 @@ def up(stack: str, overrides: Mapping[str, Any]) -> tuple[str, str, Timings]:
     return url, release_id, timings
 
 
-def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """Deploy the app as it is now to the running machine, like a second `pulumi up`."""
+def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """Deploy the app as it is now to the running machine, like a second `pulumi up`.
+
+    Returns the release id and the steps that ran (nothing, if nothing changed), with their output.
+    """
     machine = running_machine()
-    release_id, ran = deploy(machine, rehearsal_settings(stack, overrides, machine.public_key()))
-    return release_id, list(ran)
+    settings = rehearsal_settings(stack, overrides, machine.public_key())
+    volume = volume_of(settings)
+    # A larger volumeSize grows the Volume before the deploy, as `pulumi up` resizes it first.
+    if volume is not None and machine.grow_volume(volume):
+        progress(f"deploy: the Volume {volume.name} is {volume.gib} GiB now")
+    return deploy(machine, settings)
 
 
 def down() -> None:

@@ -145,7 +145,7 @@ def test_data_survives_a_changed_release_and_a_rollback(rehearsal: Rehearsal, tm
 
     release_id, ran = run.redeploy("dev", {**FLASKR, "appDir": str(flaskr_copy(tmp_path, "changed"))})
 
-    assert ran == ["bundle", "deploy"]
+    assert list(ran) == ["bundle", "deploy"]
     assert live_version(rehearsal) == release_id != first
     assert rehearsal.get("/static/style.css")[2].endswith(b"/* changed */\n")
     assert entries(rehearsal) == ["before the new release"]

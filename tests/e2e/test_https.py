@@ -205,7 +205,7 @@ def test_redeploy_requests_no_new_certificate(rehearsal: Rehearsal, tmp_path: Pa
 
     release_id, ran = run.redeploy("dev", {"appDir": str(app)})
 
-    assert ran == ["bundle", "deploy"]
+    assert list(ran) == ["bundle", "deploy"]
     assert json.loads(rehearsal.get("/healthz")[2])["version"] == release_id
     assert renewal_count(rehearsal) == issued
     assert served_certificate(rehearsal.machine.address)["serialNumber"] == serial

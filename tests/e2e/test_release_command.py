@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -63,12 +64,17 @@ def live_version(rehearsal: Rehearsal) -> str:
 
 
 def database(rehearsal: Rehearsal, query: str) -> list[tuple[object, ...]]:
-    """Read the app's database on the machine, without the app."""
-    path = Path(rehearsal.machine.state.root if rehearsal.machine.state else "") / DATABASE.lstrip("/")
-    # closing(): sqlite3's own context manager commits but leaves the file open, which would keep
-    # the machine's disk busy when it is taken down.
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-        return connection.execute(query).fetchall()
+    """Read a copy of the app's database on the machine (on its Volume), without the app.
+
+    A copy: SQLite resolves the symbolic links in a path itself, and the machine's root as
+    the host sees it (/proc/PID/root) is one.
+    """
+    with tempfile.TemporaryDirectory() as copy_dir:
+        copy = Path(copy_dir) / "inventory.db"
+        shutil.copyfile(rehearsal.machine.path(DATABASE), copy)
+        # closing(): sqlite3's own context manager commits but leaves the file open.
+        with closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as connection:
+            return connection.execute(query).fetchall()
 
 
 def test_first_release_runs_its_migration_before_going_live(rehearsal: Rehearsal) -> None:
@@ -81,7 +87,7 @@ def test_first_release_runs_its_migration_before_going_live(rehearsal: Rehearsal
 def test_release_two_adds_a_column_and_keeps_the_rows(rehearsal: Rehearsal, tmp_path: Path) -> None:
     release_id, ran = run.redeploy("dev", {**INVENTORY, "appDir": str(release(tmp_path, "two", "release2"))})
 
-    assert ran == ["bundle", "deploy"]
+    assert list(ran) == ["bundle", "deploy"]
     assert live_version(rehearsal) == release_id
     assert items(rehearsal) == [{"id": 1, "name": "bolt", "quantity": 0}]
     assert database(rehearsal, "SELECT version_num FROM alembic_version") == [("0002",)]

@@ -53,7 +53,7 @@ def test_deploy_under_load_fails_no_request(rehearsal: Rehearsal, tmp_path: Path
         time.sleep(2)
 
     figures.append(f"deploy of a changed app under {RATE} req/s for {load.seconds:.1f} s: {load.result.summary()}")
-    assert ran == ["bundle", "deploy"]
+    assert list(ran) == ["bundle", "deploy"]
     assert load.result.sent >= RATE * 4
     assert load.result.failures == []
     assert live_version(rehearsal) == release_id
@@ -106,7 +106,7 @@ def test_failed_deploy_is_retried_by_the_next_one(rehearsal: Rehearsal, tmp_path
 
     release_id, ran = run.redeploy("dev", {"appDir": str(app)})
 
-    assert ran == ["bundle", "deploy"]
+    assert list(ran) == ["bundle", "deploy"]
     assert live_version(rehearsal) == release_id
 
 

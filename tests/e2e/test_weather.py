@@ -147,7 +147,7 @@ def test_unchanged_app_deploys_nothing(rehearsal: Rehearsal) -> None:
 
     release_id, ran = run.redeploy("dev", {})
 
-    assert (release_id, ran) == (rehearsal.release_id, [])
+    assert (release_id, ran) == (rehearsal.release_id, {})
     # Even the deploy script itself, run again, leaves the running service alone.
     bundle = rehearsal.layout.bundle(release_id)
     again = host.run(f"bash {rehearsal.layout.deploy_script} {release_id} {bundle} < {rehearsal.layout.env_file}")
@@ -164,7 +164,7 @@ def test_changed_app_serves_the_new_version(rehearsal: Rehearsal, tmp_path: Path
 
     release_id, ran = run.redeploy("dev", {"appDir": str(app)})
 
-    assert ran == ["bundle", "deploy"]
+    assert list(ran) == ["bundle", "deploy"]
     assert release_id != rehearsal.release_id
     assert json.loads(rehearsal.get("/healthz")[2])["version"] == release_id
     assert rehearsal.get("/static/style.css")[2].endswith(b"/* changed */\n")
