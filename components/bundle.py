@@ -46,13 +46,30 @@ def app_files(app_dir: Path, linked_dirs: tuple[str, ...] = ()) -> list[Path]:
     return sorted(files, key=lambda p: p.as_posix())
 
 
+def static_manifest(settings: Settings, files: list[Path]) -> str:
+    """`server/static-manifest`: a line `HASH PATH` for each static file, HASH the first 12 hex digits of
+    its content's sha256 and PATH relative to `static_dir`. The server keeps each content at
+    /static/_v/HASH/PATH, and the app's `url_for('static', ...)` links there."""
+    if settings.static_dir is None:
+        return ""
+    static = Path(settings.static_dir)
+    lines = []
+    for relative in files:
+        if relative.parts[: len(static.parts)] == static.parts and " " not in relative.as_posix():
+            digest = hashlib.sha256((settings.app_dir / relative).read_bytes()).hexdigest()[:12]
+            lines.append(f"{digest} {relative.relative_to(static).as_posix()}\n")
+    return "".join(lines)
+
+
 def bundle_bytes(settings: Settings) -> bytes:
     """The archive's bytes: `app/...` from the app directory, `deps/...` and `server/...` rendered."""
     entries: list[tuple[str, bytes, int]] = []
-    for relative in app_files(settings.app_dir, settings.linked_dirs):
+    files = app_files(settings.app_dir, settings.linked_dirs)
+    for relative in files:
         source = settings.app_dir / relative
         mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
         entries.append((f"app/{relative.as_posix()}", source.read_bytes(), mode))
+    entries.append(("server/static-manifest", static_manifest(settings, files).encode(), 0o644))
     for name, data in settings.app_source.deps_files:
         entries.append((f"deps/{name}", data, 0o644))
     for name, text in sorted(server_config_files(settings).items()):

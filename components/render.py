@@ -101,6 +101,12 @@ UFW_AFTER_INIT = "/etc/ufw/after.init"
 #: nginx's main context, included by Debian's and Ubuntu's nginx.conf before anything else.
 NGINX_MAIN_CONF = "/etc/nginx/modules-enabled/50-flaskdroplet.conf"
 
+#: Connections each nginx worker may hold, set in nginx.conf's events block (the only place it can
+#: be): the stock 768 runs out under a few thousand slow clients, which the site must outlast.
+NGINX_WORKER_CONNECTIONS = 4096
+#: sed that sets them; `nginx -t` follows it wherever it runs.
+NGINX_CONNECTIONS_SED = rf"s/^(\s*worker_connections)\s+[0-9]+;/\1 {NGINX_WORKER_CONNECTIONS};/"
+
 #: Where the nginx sandbox drop-in goes.
 NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
 
@@ -162,6 +168,16 @@ class ServerLayout:
     @property
     def releases(self) -> str:
         return f"{self.root}/releases"
+
+    @property
+    def assets(self) -> str:
+        """Static files by content, `HASH/PATH`: every content the kept releases hold, served at /static/_v/."""
+        return f"{self.root}/assets"
+
+    @property
+    def proxy_cache(self) -> str:
+        """nginx's cache of the app's cacheable answers (inside /var/lib/nginx, which its sandbox may write)."""
+        return f"/var/lib/nginx/cache-{self.app_name}"
 
     @property
     def current(self) -> str:
@@ -295,6 +311,8 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         health_host=settings.domain or "127.0.0.1",
         sandbox=SERVICE_SANDBOX,
         nginx_drop_in=NGINX_SANDBOX_DROP_IN,
+        nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
+        nginx_connections_sed=NGINX_CONNECTIONS_SED,
         **extra,
     )
 
@@ -419,6 +437,7 @@ def server_config_files(settings: Settings) -> dict[str, str]:
         layout.service_unit: render_service_unit(settings),
         layout.socket_unit: render_socket_unit(settings),
         "state-links": render_state_links(settings),
+        "gunicorn.conf.py": _render("gunicorn.conf.py.j2", settings),
         **render_state_volume_units(settings),
     }
     if settings.https:
@@ -568,6 +587,7 @@ def render_user_data(settings: Settings) -> str:
             ["rm", "-f", "/etc/nginx/sites-enabled/default"],
             ["ln", "-sfn", layout.nginx_site, site_link],
             ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.acme_webroot],
+            ["sed", "-i", "-E", NGINX_CONNECTIONS_SED, "/etc/nginx/nginx.conf"],
             ["nginx", "-t"],
             # A restart, not a reload: nginx starts again inside its sandbox drop-in.
             ["systemctl", "daemon-reload"],

@@ -33,6 +33,8 @@ ACME_SERVERS = {
 }
 
 WORKERS_MIN, WORKERS_MAX = 1, 32
+#: `workers` 0 (the default) means as many as the droplet size suits, see `default_workers`.
+WORKERS_FROM_SIZE = 0
 #: DigitalOcean Volumes hold up to 16 TiB.
 VOLUME_GIB_MAX = 16384
 RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX = 1, 50
@@ -43,7 +45,9 @@ RESERVED_APP_NAMES = frozenset(
 )
 
 #: Variables the server sets itself; the app's environment must not override them.
-RESERVED_ENV_NAMES = frozenset({"APP_VERSION", "PATH", "PYTHONPATH", "HOME", "USER", "LISTEN_FDS", "LISTEN_PID"})
+RESERVED_ENV_NAMES = frozenset(
+    {"APP_VERSION", "PATH", "PYTHONPATH", "GUNICORN_CMD_ARGS", "HOME", "USER", "LISTEN_FDS", "LISTEN_PID"}
+)
 
 #: Flask's instance folder, relative to the directory the app's packages import from.
 INSTANCE_DIR = "instance"
@@ -186,7 +190,7 @@ DEFAULTS: dict[str, Any] = {
     "wsgiTarget": "wsgi:app",
     "staticDir": "weather/static",
     "healthPath": "/healthz",
-    "workers": 2,
+    "workers": WORKERS_FROM_SIZE,
     "releasesToKeep": 5,
     "domain": "",
     "https": True,
@@ -325,7 +329,9 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
         problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
 
-    workers = _bounded_int(values["workers"], "workers", WORKERS_MIN, WORKERS_MAX, problem)
+    workers = _bounded_int(values["workers"], "workers", WORKERS_FROM_SIZE, WORKERS_MAX, problem)
+    if workers == WORKERS_FROM_SIZE:
+        workers = default_workers(size if isinstance(size, str) else "")
     releases_to_keep = _bounded_int(
         values["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, problem
     )
@@ -435,6 +441,23 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         app_env=app_env,
         ssh_private_key=SecretStr(private_key) if private_key else None,
     )
+
+
+def size_vcpus(size: str) -> int:
+    """vCPUs of a droplet size slug: s-2vcpu-4gb, g-4vcpu-16gb, c-8 (CPU-optimized); 1 when it does not say."""
+    match = re.search(r"(\d+)vcpu", size) or re.fullmatch(r"c2?-(\d+)(-.*)?", size)
+    return int(match[1]) if match else 1
+
+
+def default_workers(size: str) -> int:
+    """Gunicorn's sync workers for a droplet size: 2 x vCPUs + 1, Gunicorn's own advice.
+
+    Sync workers, because nginx in front buffers every request and response: a worker
+    never waits on a slow client, only on the app, so one per vCPU keeps the CPU busy and
+    the second (plus one) covers the moments a worker waits on its database or a file.
+    docs/benchmarks.md compares them with gthread workers on the rehearsal (1 vCPU).
+    """
+    return min(WORKERS_MAX, 2 * size_vcpus(size) + 1)
 
 
 def volume_name(app_name: str, stack: str) -> str:

@@ -44,9 +44,8 @@ def test_footer_shows_app_version(monkeypatch: pytest.MonkeyPatch, client: Flask
 def test_static_assets_are_served(client: FlaskClient, app: Flask) -> None:
     html = client.get("/").get_data(as_text=True)
     assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
-    # The version query makes browsers refetch after a deploy even though
-    # nginx tells them to cache /static/ for days.
-    assert "/static/style.css?v=dev" in assets
+    # Plain url_for links: on the server, each URL carries its file's content hash.
+    assert "/static/style.css" in assets
     for url in assets:
         # Static responses stream an open file; the context manager closes it.
         with client.get(url) as response:
@@ -91,3 +90,12 @@ def test_unknown_page_is_html_404(client: FlaskClient) -> None:
     response = client.get("/no-such-page")
     assert response.status_code == 404
     assert response.mimetype == "text/html"
+
+
+def test_forecasts_are_shared_cacheable_until_the_day_changes(client: FlaskClient) -> None:
+    for path in ("/", "/api/forecast"):
+        response = client.get(path)
+        assert response.cache_control.public, path
+        assert response.cache_control.max_age == 0, path  # browsers ask again: a deploy shows at once
+        assert 0 < (response.cache_control.s_maxage or 0) <= 86400, path
+    assert client.get("/healthz").cache_control.max_age is None

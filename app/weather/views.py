@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request
 
 from weather.chart import build_chart
 from weather.model import METHOD, TemperatureModel
@@ -32,10 +32,25 @@ def _forecast(days: int) -> tuple[str, list[dict[str, Any]]]:
     return start.isoformat(), model.forecast(dates)
 
 
+def cacheable_until_tomorrow(response: Response) -> Response:
+    """Mark a forecast cacheable by shared caches until the day (and so the forecast) changes.
+
+    The server's nginx keeps such answers (s-maxage) for everyone who sends no cookie or
+    credentials, and empties its cache when a new release goes live; browsers ask again
+    each time (max-age=0), so a deploy's new page reaches them at once.
+    """
+    now = datetime.now()
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+    response.cache_control.public = True
+    response.cache_control.max_age = 0
+    response.cache_control.s_maxage = max(1, int((tomorrow - now).total_seconds()))
+    return response
+
+
 @bp.get("/")
-def index() -> str:
+def index() -> Response:
     generated, rows = _forecast(DEFAULT_DAYS)
-    return render_template(
+    page = render_template(
         "index.html",
         location=LOCATION,
         generated=generated,
@@ -43,6 +58,7 @@ def index() -> str:
         chart=build_chart(rows),
         method=METHOD,
     )
+    return cacheable_until_tomorrow(make_response(page))
 
 
 @bp.get("/api/forecast")
@@ -59,12 +75,8 @@ def api_forecast() -> Any:
         message = f"invalid value for parameter 'days': {shown!r}; expected an integer from 1 to {MAX_DAYS}"
         return jsonify(error=message), 400
     generated, rows = _forecast(days)
-    return jsonify(
-        location=LOCATION,
-        unit="celsius",
-        generated=generated,
-        method=METHOD,
-        days=rows,
+    return cacheable_until_tomorrow(
+        jsonify(location=LOCATION, unit="celsius", generated=generated, method=METHOD, days=rows)
     )
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 
 from components.render import UFW_ALLOWED_PORTS
 from rehearsal import run
+from tests.e2e.browser import Browser
 from tests.e2e.conftest import APP_PORTS, Rehearsal, bring_up, open_tcp_ports, ssh_as
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +54,7 @@ def test_page_api_and_static_answer_through_nginx(rehearsal: Rehearsal) -> None:
     status, headers, body = rehearsal.get("/static/style.css")
     assert status == 200
     assert body == (rehearsal.settings.app_dir / "weather/static/style.css").read_bytes()
-    assert "max-age=604800" in headers["Cache-Control"]
+    assert headers["Cache-Control"] == "no-cache"
 
 
 def test_health_reports_the_deployed_release(rehearsal: Rehearsal) -> None:
@@ -172,3 +177,99 @@ def test_changed_app_serves_the_new_version(rehearsal: Rehearsal, tmp_path: Path
     host = rehearsal.host()
     old_venv = host.file(f"{rehearsal.layout.releases}/{rehearsal.release_id}/app/.venv").linked_to
     assert host.file(f"{rehearsal.layout.current}/app/.venv").linked_to == old_venv
+
+
+def test_a_browser_sees_changed_static_files_at_once_and_keeps_the_rest(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    before = tmp_path / "before"
+    shutil.copytree(rehearsal.settings.app_dir, before, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    run.redeploy("dev", {"appDir": str(before)})
+    browser = Browser(rehearsal.url.rstrip("/"), rehearsal.open)
+    old_page = browser.load("/")
+    old_css = (before / "weather/static/style.css").read_bytes()
+    etags = {name: rehearsal.get(f"/static/{name}")[1]["ETag"] for name in ("style.css", "favicon.svg")}
+
+    # The stylesheet changes but keeps its size (nginx's ETag alone, size and time, would not see it).
+    after = tmp_path / "after"
+    shutil.copytree(before, after)
+    new_css = old_css.replace(b"1", b"2", 1)
+    assert new_css != old_css and len(new_css) == len(old_css)
+    (after / "weather/static/style.css").write_bytes(new_css)
+    run.redeploy("dev", {"appDir": str(after)})
+    browser.forget_what_happened()
+    new_page = browser.load("/")
+
+    css_url = next(path for path in new_page if path.endswith("/style.css"))
+    icon_url = next(path for path in new_page if path.endswith("/favicon.svg"))
+    assert new_page[css_url] == new_css
+    assert css_url not in old_page
+    assert css_url in browser.downloaded
+    # The unchanged icon keeps its URL: the browser uses its copy without asking.
+    assert icon_url in old_page
+    assert icon_url in browser.reused and icon_url not in browser.downloaded + browser.revalidated
+    status, headers, _ = rehearsal.get(css_url)
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert headers.get("Content-Encoding") is None or "gzip" in headers.get("Vary", "")
+
+    # A page still open from the release before loads that release's files.
+    old_css_url = next(path for path in old_page if path.endswith("/style.css"))
+    assert rehearsal.get(old_css_url)[2] == old_css
+
+    # Unversioned URLs are revalidated by content: the changed file comes anew, the unchanged one is a 304.
+    for name, expected in (("style.css", 200), ("favicon.svg", 304)):
+        url = f"{rehearsal.url}static/{name}"
+        request = urllib.request.Request(url, headers={"If-None-Match": etags[name]})  # noqa: S310 - the site
+        try:
+            with rehearsal.open(request) as response:
+                status, cache_control = response.status, response.headers["Cache-Control"]
+        except urllib.error.HTTPError as err:
+            status, cache_control = err.code, err.headers["Cache-Control"]
+        assert (status, cache_control) == (expected, "no-cache"), name
+
+
+def cache_status(rehearsal: Rehearsal, path: str, headers: dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(rehearsal.url.rstrip("/") + path, headers=headers or {})  # noqa: S310 - the site
+    with rehearsal.open(request) as response:
+        return str(response.headers["X-Cache-Status"])
+
+
+def test_cacheable_answers_come_from_nginx_until_the_next_deploy(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    path = "/api/forecast?days=2"
+    cache_status(rehearsal, path)
+
+    assert cache_status(rehearsal, path) == "HIT"
+    # A signed-in visitor (any cookie) or credentials: the app's own answer.
+    assert cache_status(rehearsal, path, {"Cookie": "session=abc"}) == "BYPASS"
+    assert cache_status(rehearsal, path, {"Authorization": "Bearer abc"}) == "BYPASS"
+    # An answer the app does not mark cacheable is never kept.
+    assert [cache_status(rehearsal, "/healthz") for _ in range(2)] == ["MISS", "MISS"]
+
+    app = tmp_path / "app"
+    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    (app / "weather/views.py").write_text((app / "weather/views.py").read_text() + "\n# Another release.\n")
+    release_id, _ = run.redeploy("dev", {"appDir": str(app)})
+
+    assert cache_status(rehearsal, path) == "MISS"
+    assert json.loads(rehearsal.get("/healthz")[2])["version"] == release_id
+
+
+def test_each_request_is_logged_once_by_nginx_with_its_id(rehearsal: Rehearsal) -> None:
+    host = rehearsal.host()
+    log = f"/var/log/nginx/{rehearsal.settings.app_name}.access.log"
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    request = urllib.request.Request(  # noqa: S310 - the site
+        rehearsal.url + "healthz?logged=1", headers={"X-Request-ID": "trace-4f2a.91"}
+    )
+    with rehearsal.open(request):
+        pass
+    rehearsal.get("/healthz?logged=2")
+
+    deadline = time.monotonic() + 10  # nginx flushes its buffered log every 2 s
+    while "logged=2" not in host.file(log).content_string and time.monotonic() < deadline:
+        time.sleep(0.5)
+    lines = [line for line in host.file(log).content_string.splitlines() if "logged=" in line]
+    assert len(lines) == 2
+    assert "id=trace-4f2a.91 " in lines[0]
+    assert re.search(r" id=[0-9a-f]{32} ", lines[1])
+    # Gunicorn writes no access log of its own.
+    journal = host.check_output(f"journalctl -u {rehearsal.layout.service_unit} --since '{since}' --no-pager")
+    assert "logged=" not in journal

@@ -78,7 +78,10 @@ NGINX_DIRECTIVES = {
     "limit_conn_status": (1, 3, 15), "ssl_certificate": (0, 1, 0), "ssl_certificate_key": (0, 1, 0),
     "ssl_protocols": (0, 7, 2), "ssl_ciphers": (0, 1, 0), "ssl_prefer_server_ciphers": (0, 1, 0),
     "ssl_session_timeout": (0, 1, 0), "ssl_session_cache": (0, 5, 6), "ssl_session_tickets": (1, 5, 9),
-    "ssl_ecdh_curve": (1, 1, 0), "ssl_reject_handshake": (1, 19, 4), "gzip": (0, 1, 0),
+    "ssl_ecdh_curve": (1, 1, 0), "ssl_reject_handshake": (1, 19, 4), "gzip": (0, 1, 0), "gzip_types": (0, 1, 0),
+    "gzip_vary": (0, 6, 19), "proxy_cache_path": (0, 7, 44), "proxy_cache": (0, 7, 44), "proxy_cache_key": (0, 7, 44),
+    "proxy_cache_bypass": (0, 7, 48), "proxy_no_cache": (0, 7, 48), "proxy_cache_lock": (1, 1, 12),
+    "proxy_cache_use_stale": (0, 7, 44), "map": (0, 3, 16), "log_format": (0, 1, 0),
     "worker_rlimit_nofile": (0, 1, 0),
 }  # fmt: skip
 #: `listen` parameters: `http2` as a parameter is 1.9.5; the `http2 on;` directive (1.25.1) and `quic`
@@ -108,10 +111,14 @@ def unit_directives(text: str) -> list[tuple[str, str]]:
 
 
 def nginx_statements(text: str) -> list[list[str]]:
-    """Each directive of an nginx file as its words: statements end on `;`, `{` or `}` outside quotes."""
+    """Each directive of an nginx file as its words: statements end on `;`, `{` or `}` outside quotes.
+
+    The lines inside a `map` block are its table, not directives, and are left out.
+    """
     statements: list[list[str]] = []
     words: list[str] = []
     word, quote = "", ""
+    in_map = False
     for line in text.splitlines():
         for char in line:
             if quote:
@@ -125,8 +132,12 @@ def nginx_statements(text: str) -> list[list[str]]:
                 if word:
                     words.append(word)
                 word = ""
+                if char == "}":
+                    in_map = False
                 if char in ";{}" and words:
-                    statements.append(words)
+                    if not in_map:
+                        statements.append(words)
+                    in_map = in_map or (char == "{" and words[0] == "map")
                     words = []
             else:
                 word += char

@@ -167,7 +167,7 @@ def test_changed_app_redeploys_the_bundle_only(good_config: dict[str, Any], tmp_
 
 def test_changed_server_config_redeploys_script_bundle_and_command(good_config: dict[str, Any]) -> None:
     before = triggers(run_program(good_config))
-    after = triggers(run_program({**good_config, "workers": 3}))
+    after = triggers(run_program({**good_config, "workers": 4}))
 
     assert changed(before, after) == {"app-deploy-script", "app-bundle", "app-deploy"}
 

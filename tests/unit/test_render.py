@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import runpy
+import types
 from pathlib import Path
 from typing import Any
 
+import flask
 import pytest
 import yaml
 
+from components.bundle import app_files, static_manifest
 from components.render import (
     UFW_ALLOWED_PORTS,
     render_deploy_script,
@@ -20,6 +25,7 @@ from components.render import (
     render_sshd_config,
     render_state_volume_units,
     render_user_data,
+    server_config_files,
 )
 from components.settings import Settings, parse_settings
 from tests.conftest import example_public_key
@@ -156,3 +162,36 @@ def test_values_entering_shell_are_quoted() -> None:
     assert "readonly WSGI_TARGET=wsgi:app\n" in script
     assert script.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in script
+
+
+def test_gunicorn_settings_link_static_files_by_content(tmp_path: Path) -> None:
+    settings = golden_settings("ip")
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "gunicorn.conf.py").write_text(server_config_files(settings)["gunicorn.conf.py"])
+    (server / "static-manifest").write_text("0123456789ab style.css\nba9876543210 img/logo.svg\n")
+    hooks = runpy.run_path(str(server / "gunicorn.conf.py"))
+    app = flask.Flask("shop")
+
+    class Middleware:  # wraps the app the way ProxyFix-style middleware does
+        def __init__(self, app: flask.Flask) -> None:
+            self.app = app
+
+    hooks["post_worker_init"](types.SimpleNamespace(wsgi=Middleware(app)))
+
+    with app.test_request_context():
+        assert flask.url_for("static", filename="style.css") == "/static/_v/0123456789ab/style.css"
+        assert flask.url_for("static", filename="img/logo.svg") == "/static/_v/ba9876543210/img/logo.svg"
+        # A file the manifest does not name keeps its plain URL.
+        assert flask.url_for("static", filename="other.css") == "/static/other.css"
+
+
+def test_static_manifest_names_each_static_file_by_its_content() -> None:
+    settings = golden_settings("ip")
+    files = app_files(settings.app_dir)
+    manifest = dict(line.split(" ")[::-1] for line in static_manifest(settings, files).splitlines())
+    css = settings.app_dir / "weather/static/style.css"
+
+    assert set(manifest) == {"style.css", "favicon.svg"}
+    assert manifest["style.css"] == hashlib.sha256(css.read_bytes()).hexdigest()[:12]
+    assert static_manifest(golden_settings("domain"), files) == ""  # no staticDir: Flask serves them

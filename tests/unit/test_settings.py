@@ -33,8 +33,8 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
     ({"wsgiTarget": "missing_module:app"}, "wsgiTarget", "missing_module is not in"),
     ({"staticDir": "../outside"}, "staticDir", "inside appDir"),
     ({"staticDir": "no/such/static"}, "staticDir", "does not exist"),
-    ({"workers": 0}, "workers", "from 1 to 32"),
-    ({"workers": 33}, "workers", "from 1 to 32"),
+    ({"workers": -1}, "workers", "from 0 to 32"),
+    ({"workers": 33}, "workers", "from 0 to 32"),
     ({"workers": "many"}, "workers", "'many'"),
     ({"releasesToKeep": 0}, "releasesToKeep", "from 1 to 50"),
     ({"domain": "not a host"}, "domain", "hostname"),
@@ -305,3 +305,17 @@ def test_volume_name_is_what_digitalocean_accepts_and_unique_to_the_stack(good_c
     assert len(long_name) <= 64 and long_name.endswith("-state") and "--" not in long_name
     assert all(re.fullmatch(r"[a-z][a-z0-9-]*", name) for name in (long_name, volume_name("app", "___")))
     assert parse_settings({**good_config, "volumeSize": "0"}, PROJECT_DIR).volume_name is None
+
+
+def test_workers_follow_the_droplet_size_unless_set(good_config: dict[str, Any]) -> None:
+    sizes = {
+        "s-1vcpu-1gb": 3,
+        "s-1vcpu-512mb-10gb": 3,
+        "s-2vcpu-4gb": 5,
+        "g-4vcpu-16gb": 9,
+        "c-8": 17,
+        "c2-16vcpu-32gb": 32,
+    }
+    for size, workers in sizes.items():
+        assert parse_settings({**good_config, "size": size}, PROJECT_DIR).workers == workers, size
+    assert parse_settings({**good_config, "size": "s-2vcpu-4gb", "workers": 2}, PROJECT_DIR).workers == 2

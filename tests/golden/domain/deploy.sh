@@ -37,8 +37,12 @@ readonly CANDIDATE=forecast-candidate
 readonly CANDIDATE_SOCKET=/run/forecast-candidate.sock
 readonly CANDIDATE_PORT=8081
 readonly NGINX_SITE=/etc/nginx/sites-available/forecast.conf
+# Static files (staticDir, inside the app) and the store of their contents by hash, served at /static/_v/.
+readonly STATIC_DIR=''
+readonly ASSETS=/srv/forecast/assets
+readonly PROXY_CACHE=/var/lib/nginx/cache-forecast
 readonly WSGI_TARGET=wsgi:app
-readonly WORKERS=2
+readonly WORKERS=3
 readonly GUNICORN_VERSION=23.0.0
 readonly UV_VERSION=0.13.8
 readonly UV="/opt/flaskdroplet/uv-$UV_VERSION/bin/uv"
@@ -328,6 +332,22 @@ volume_unused_mib() { # MiB of the Volume that its file system does not cover ye
     echo $(((device - fs) / 1048576))
 }
 
+store_static_files() { # RELEASE_DIR: each static file becomes a link to its content's copy in the store
+    local digest path stored
+    [[ -n $STATIC_DIR ]] || return 0
+    while read -r digest path; do
+        [[ $digest =~ ^[0-9a-f]{12}$ && /$path/ != */../* ]] || fail "static manifest line '$digest $path' is not HASH PATH"
+        stored=$ASSETS/$digest/$path
+        if [[ ! -f $stored ]]; then
+            [[ $(sha256sum <"$1/app/$STATIC_DIR/$path" | cut -c1-12) == "$digest" ]] ||
+                fail "static file $path does not match its hash in the manifest"
+            install -D -m 0644 "$1/app/$STATIC_DIR/$path" "$stored"
+        fi
+        # One file for one content: its ETag and Last-Modified stay the same while the content does.
+        ln -f "$stored" "$1/app/$STATIC_DIR/$path"
+    done <"$1/server/static-manifest"
+}
+
 link_state() { # RELEASE_DIR: the paths in its server/state-links become links into the state directory
     local app_path state_path
     install -d -m 0750 -o "$APP_USER" -g "$APP_USER" "$STATE_DIR"
@@ -424,6 +444,11 @@ ensure_certificate() { # before anything changes: a certificate that serves, or 
 select_site() { # RELEASE_DIR: its HTTPS site once a certificate serves, else its HTTP site; nginx takes it only if it parses
     local site=$1/server/nginx-site.conf
     TLS_ACTIVE=0
+    # nginx's connections per worker (nginx.conf holds the only place for them); set at first boot too.
+    if ! grep -Eq '^\s*worker_connections\s+4096;' /etc/nginx/nginx.conf; then
+        sed -i -E 's/^(\s*worker_connections)\s+[0-9]+;/\1 4096;/' /etc/nginx/nginx.conf
+        nginx -t 2>/dev/null && systemctl reload nginx
+    fi
     if [[ $CERT_READY == 1 && -f $1/server/nginx-site-tls.conf ]]; then
         site=$1/server/nginx-site-tls.conf
         TLS_ACTIVE=1
@@ -468,6 +493,8 @@ go_live() { # RELEASE_DIR: point `current` at it (atomically) and restart the se
     ln -sfn "$1" "$ROOT/.current.new"
     mv -T "$ROOT/.current.new" "$CURRENT"
     systemctl restart "$SERVICE"
+    # nginx's cache holds the release before's answers; the restart waited for its last one.
+    find "$PROXY_CACHE" -type f -delete 2>/dev/null || true
 }
 
 activate() { # RELEASE_DIR: check it as a candidate, then switch the live service to it
@@ -599,10 +626,13 @@ if [[ ! -d $release_dir ]]; then
     fi
     ln -sfn "$venv" "$staging/app/.venv"
     link_state "$staging"
+    store_static_files "$staging"
     {
         printf 'APP_VERSION=%s\n' "$release_id"
         printf 'PATH=%s\n' "$release_dir/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         printf 'PYTHONPATH=%s\n' "$release_dir/app${IMPORT_ROOT:+/$IMPORT_ROOT}"
+        # The release's own Gunicorn settings (its static URLs); a release from before them has none.
+        printf 'GUNICORN_CMD_ARGS=--config=%s\n' "$release_dir/server/gunicorn.conf.py"
     } >"$staging/release.env"
     mv -T "$staging" "$release_dir"
     trap - EXIT
@@ -675,6 +705,12 @@ mapfile -t old_releases < <(find "$RELEASES" -mindepth 1 -maxdepth 1 -type d ! -
     sort -rn | cut -d' ' -f2- | tail -n +"$((KEEP + 1))")
 for old in "${old_releases[@]}"; do
     [[ $old == "$live" || $old == "$(cat "$ROOT/previous" 2>/dev/null)" ]] || rm -rf "$old"
+done
+# Keep the stored static files that a kept release links to; a page of any of them finds its files.
+kept_digests=$(cat "$RELEASES"/*/server/static-manifest 2>/dev/null | cut -d' ' -f1 | sort -u)
+for stored in "$ASSETS"/*; do
+    [[ -d $stored ]] || continue
+    grep -qx "${stored##*/}" <<<"$kept_digests" || rm -rf "$stored"
 done
 for venv in "$ROOT"/venvs/*; do
     [[ -d $venv ]] || continue
