@@ -1,0 +1,489 @@
+"""scripts/bench: the example app under four stacks on the rehearsal machine, side by side, in one run.
+
+Stacks: the Flask development server; bare Gunicorn; the DigitalOcean tutorial's configuration
+("How To Serve Flask Applications with Gunicorn and Nginx on Ubuntu": 3 sync workers on a unix
+socket, nginx with its stock nginx.conf and `proxy_params`, no cache, Flask serving /static/);
+and this project's stack as it deploys. Each runs on the same machine (1 vCPU, 1 GiB, as an
+s-1vcpu-1gb droplet), the load comes from the host's other CPU.
+
+The load comes from LOAD_HOSTS network namespaces on the host, each with its own address (the
+machine routes its answers back through the host): this project's nginx limits each address to
+100 requests a second and 50 connections, so load from one address would measure that limit,
+not the stack. Ratios are against the tutorial's stack, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.render import ServerLayout
+from rehearsal import nspawn, run
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DOCS = PROJECT_DIR / "docs"
+
+LOAD_HOSTS = 160
+"""Source addresses: at 100 requests a second each (and bursts), the limiter allows 16,000 a second in all,
+more than the machine serves a static file at, so the limit is not what is measured."""
+CONNECTIONS_PER_HOST = 1
+SLOW_HOSTS = 40
+"""The slow clients come from this many of the addresses: 50 each, the connections nginx allows an address."""
+SECONDS = 10
+SLOW_CLIENTS = 2000
+SLOW_SECONDS = 30
+LOAD_CPU = 1
+"""The host CPU the load generators run on; the machine has CPU 0."""
+
+#: name, port, the base of its URLs on the machine
+STACKS = (
+    ("Flask dev server", 5000),
+    ("bare Gunicorn", 8001),
+    ("bare Gunicorn, gthread", 8003),
+    ("tutorial's stack", 8002),
+    ("this project", 80),
+)
+BASELINE = "tutorial's stack"
+ENDPOINTS = ("/", "/api/forecast", "/static/style.css")
+
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "seconds": %f, "connect": %d, "read": %d, "write": %d, "status": %d, '
+    .. '"timeout": %d, "p50": %d, "p99": %d}\\n', summary.requests, summary.duration / 1e6, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+#: The tutorial's nginx server block, with its unit's Gunicorn command line.
+TUTORIAL_SITE = """
+server {{
+    listen {port};
+    server_name _;
+    location / {{
+        include /etc/nginx/proxy_params;
+        proxy_pass http://unix:{socket};
+    }}
+}}
+"""
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def sh(argv: list[str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+@dataclass
+class Cell:
+    stack: str
+    endpoint: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    ratio: float = float("nan")
+
+
+@dataclass
+class Report:
+    cells: list[Cell] = field(default_factory=list)
+    cached: list[Cell] = field(default_factory=list)
+    slow: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """stack: (normal requests answered, sent) while SLOW_CLIENTS slow-header clients held on."""
+    memory_mib: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def load_hosts(count: int) -> Iterator[list[str]]:
+    """`count` network namespaces with an address each, routed to the machine through the host."""
+    names = [f"fdbench{i}" for i in range(count)]
+    try:
+        for i, name in enumerate(names):
+            sh(["ip", "netns", "add", name])
+            sh(["ip", "link", "add", f"fdb{i}h", "type", "veth", "peer", "name", f"fdb{i}n", "netns", name])
+            sh(["ip", "address", "add", f"10.214.{i}.1/30", "dev", f"fdb{i}h"])
+            sh(["ip", "link", "set", f"fdb{i}h", "up"])
+            for argv in (
+                ["ip", "address", "add", f"10.214.{i}.2/30", "dev", f"fdb{i}n"],
+                ["ip", "link", "set", f"fdb{i}n", "up"],
+                ["ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", "default", "via", f"10.214.{i}.1"],
+            ):
+                sh(["ip", "netns", "exec", name, *argv])
+            # The rehearsal forwards only its own subnet; these hosts are the bench's.
+            sh(["iptables", "-I", "FORWARD", "-s", f"10.214.{i}.0/30", "-j", "ACCEPT"])
+            sh(["iptables", "-I", "FORWARD", "-d", f"10.214.{i}.0/30", "-j", "ACCEPT"])
+        yield names
+    finally:
+        for i, name in enumerate(names):
+            sh(["iptables", "-D", "FORWARD", "-s", f"10.214.{i}.0/30", "-j", "ACCEPT"], check=False)
+            sh(["iptables", "-D", "FORWARD", "-d", f"10.214.{i}.0/30", "-j", "ACCEPT"], check=False)
+            sh(["ip", "link", "delete", f"fdb{i}h"], check=False)
+            sh(["ip", "netns", "delete", name], check=False)
+
+
+def wrk(hosts: list[str], url: str, seconds: int, headers: dict[str, str], script: Path) -> Cell:
+    """wrk from every load host at once; requests summed, p50 the median of the hosts', p99 the worst host's."""
+    header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+    processes = [
+        subprocess.Popen(
+            [
+                "ip", "netns", "exec", host, "taskset", "-c", str(LOAD_CPU), "wrk", "-t1",
+                f"-c{CONNECTIONS_PER_HOST}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), *header_args, url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host in hosts
+    ]  # fmt: skip
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=seconds + 60)
+        line = next((line for line in out.splitlines() if line.startswith("{")), None)
+        if line is None:
+            raise RuntimeError(f"wrk printed no report: {err.strip() or out.strip()}")
+        results.append(json.loads(line))
+    requests = sum(r["requests"] for r in results)
+    errors = sum(r[k] for r in results for k in ("connect", "read", "write", "status", "timeout"))
+    seconds_run = max(r["seconds"] for r in results)
+    return Cell(
+        stack="",
+        endpoint="",
+        rps=(requests - errors) / seconds_run,
+        p50_ms=statistics.median(r["p50"] for r in results) / 1000,
+        p99_ms=max(r["p99"] for r in results) / 1000,
+        errors=errors,
+        requests=requests,
+    )
+
+
+class Bench:
+    def __init__(self, machine: nspawn.Machine, layout: ServerLayout) -> None:
+        self.machine, self.layout = machine, layout
+
+    def guest(self, argv: list[str], timeout: float = 120) -> str:
+        result = self.machine.guest(argv, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} on the machine: {result.stderr.strip() or result.stdout.strip()}")
+        return result.stdout
+
+    def app_unit(self, unit: str, argv: list[str], group: str | None = None) -> None:
+        """A process of the app as the live service runs it: its user, release, environment."""
+        current = self.layout.current
+        self.guest(
+            [
+                "systemd-run", f"--unit={unit}", f"--uid={self.layout.app_user}",
+                f"--gid={group or self.layout.app_user}",
+                f"--working-directory={current}/app", f"--property=EnvironmentFile={current}/release.env",
+                f"--property=EnvironmentFile=-{self.layout.env_file}",
+                f"--property=StateDirectory={self.layout.app_name}", *argv,
+            ]
+        )  # fmt: skip
+
+    def start_stacks(self, wsgi_target: str, workers: int) -> None:
+        venv = f"{self.layout.current}/app/.venv/bin"
+        self.app_unit(
+            "bench-devserver",
+            [f"{venv}/flask", "--app", wsgi_target, "run", "--host", "0.0.0.0", "--port", "5000"],  # noqa: S104
+        )
+        self.app_unit("bench-gunicorn", [f"{venv}/gunicorn", "--workers", str(workers), "--bind", "0.0.0.0:8001",
+                                         wsgi_target])  # fmt: skip
+        # The same workers as threads (4 each): the alternative to sync workers behind nginx.
+        self.app_unit("bench-gthread", [f"{venv}/gunicorn", "--workers", str(workers), "--worker-class", "gthread",
+                                        "--threads", "4", "--bind", "0.0.0.0:8003", wsgi_target])  # fmt: skip
+        # The tutorial's unit: group www-data, so that nginx may use the socket its umask (007) leaves.
+        self.guest(["install", "-d", "-m", "0770", "-o", self.layout.app_user, "-g", "www-data", "/run/bench-tutorial"])
+        self.app_unit(
+            "bench-tutorial-gunicorn",
+            [f"{venv}/gunicorn", "--workers", "3", "--bind", "unix:/run/bench-tutorial/app.sock", "-m", "007",
+             wsgi_target],
+            group="www-data",
+        )  # fmt: skip
+        # The tutorial's nginx: a second master with Ubuntu's stock nginx.conf (768 connections a worker).
+        tutorial = Path(self.machine.path("/etc/bench-tutorial"))
+        tutorial.mkdir(exist_ok=True)
+        stock = self.machine.path("/etc/nginx/nginx.conf").read_text()
+        stock = re.sub(r"worker_connections\s+\d+;", "worker_connections 768;", stock)
+        stock = stock.replace("include /etc/nginx/sites-enabled/*;", "include /etc/bench-tutorial/site.conf;")
+        stock = stock.replace("include /etc/nginx/modules-enabled/*.conf;", "")
+        stock = stock.replace("pid /run/nginx.pid;", "pid /run/bench-tutorial-nginx.pid;")
+        (tutorial / "nginx.conf").write_text(stock)
+        (tutorial / "site.conf").write_text(TUTORIAL_SITE.format(port=8002, socket="/run/bench-tutorial/app.sock"))
+        self.guest(["nginx", "-t", "-c", "/etc/bench-tutorial/nginx.conf"])
+        self.guest(["systemd-run", "--unit=bench-tutorial-nginx", "nginx", "-c", "/etc/bench-tutorial/nginx.conf",
+                    "-g", "daemon off;"])  # fmt: skip
+        for port in ("5000", "8001", "8002", "8003"):
+            self.guest(["ufw", "allow", f"{port}/tcp"])
+        deadline = time.monotonic() + 60
+        for _, stack_port in STACKS:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://{self.machine.address}:{stack_port}/healthz", timeout=5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the stack on port {stack_port} did not answer within 60 s") from None
+                    time.sleep(0.5)
+
+    def rss_mib(self, units: set[str]) -> float:
+        """Resident memory of every process of these systemd units, in MiB."""
+        out = self.guest(["ps", "-eo", "rss=,unit="])
+        return (
+            sum(int(rss) for rss, unit in (line.split() for line in out.splitlines() if line.strip()) if unit in units)
+            / 1024
+        )
+
+
+def slow_clients(hosts: list[str], address: str, port: int, count: int, seconds: int) -> list[subprocess.Popen[str]]:
+    """`count` connections that send a header line every few seconds and never finish, spread over `hosts`."""
+    code = (
+        "import socket, sys, time\n"
+        "address, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])\n"
+        "end = time.monotonic() + seconds\n"
+        "conns = []\n"
+        "def opened():\n"
+        "    s = socket.socket(); s.settimeout(3)\n"
+        "    try:\n"
+        "        s.connect((address, port)); s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n'); return s\n"
+        "    except OSError:\n"
+        "        s.close(); return None\n"
+        "while time.monotonic() < end:\n"
+        "    conns = [c for c in conns if c is not None]\n"
+        "    while len(conns) < count and time.monotonic() < end:\n"
+        "        conns.append(opened())\n"
+        "    for c in list(conns):\n"
+        "        try:\n"
+        "            c.sendall(b'X-a: b\\r\\n')\n"
+        "        except OSError:\n"
+        "            c.close(); conns.remove(c)\n"
+        "    time.sleep(2)\n"
+    )
+    each = count // len(hosts)
+    return [
+        subprocess.Popen(
+            ["ip", "netns", "exec", host, "taskset", "-c", str(LOAD_CPU), sys.executable, "-c", code, address,
+             str(port), str(each), str(seconds)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for host in hosts
+    ]  # fmt: skip
+
+
+def normal_client_share(url: str, seconds: float, rate: float = 10) -> tuple[int, int]:
+    """GET `url` `rate` times a second for `seconds` from the host; (answered 2xx, sent)."""
+    answered = sent = 0
+    lock = threading.Lock()
+
+    def one() -> None:
+        nonlocal answered
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            if response.status < 300:
+                with lock:
+                    answered += 1
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            pool.submit(one)
+            sent += 1
+            time.sleep(1 / rate)
+    return answered, sent
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, timeout=1800)
+    return time.monotonic() - start
+
+
+def measure_rehearse(report: Report) -> None:
+    """Cold (no cached image) and warm `scripts/rehearse`, then a code-only redeploy."""
+    rehearse = [str(PROJECT_DIR / "scripts/rehearse")]
+    with tempfile.TemporaryDirectory() as cache:
+        say("scripts/rehearse, cold: a new image")
+        report.seconds["scripts/rehearse, cold (image built)"] = timed(
+            rehearse, {**os.environ, "REHEARSAL_CACHE_DIR": cache}
+        )
+        run.down()  # before its image goes
+    say("scripts/rehearse, warm")
+    report.seconds["scripts/rehearse, warm (image cached)"] = timed(rehearse)
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp) / "app"
+        shutil.copytree(PROJECT_DIR / "app", app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        views = app / "weather/views.py"
+        views.write_text(views.read_text() + "\n# A code-only change.\n")
+        say("a code-only redeploy")
+        start = time.monotonic()
+        run.redeploy("dev", {"appDir": str(app)})
+        report.seconds["code-only redeploy"] = time.monotonic() - start
+    run.redeploy("dev", {})
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench: needs root (it boots the rehearsal machine)", file=sys.stderr)
+        return 2
+    report = Report()
+    if "--no-timings" not in sys.argv[1:]:
+        measure_rehearse(report)
+    # Like for like: every stack speaks plain HTTP (the tutorial's, before its certbot step).
+    overrides = {"https": False}
+    run.up("dev", overrides)
+    machine = nspawn.Machine()
+    settings = run.rehearsal_settings("dev", overrides, machine.public_key())
+    bench = Bench(machine, ServerLayout(settings.app_name))
+    try:
+        bench.start_stacks(settings.wsgi_target, settings.workers)
+        with tempfile.TemporaryDirectory() as tmp, load_hosts(LOAD_HOSTS) as hosts:
+            script = Path(tmp) / "report.lua"
+            script.write_text(WRK_REPORT)
+            address = machine.address
+            # A cookie, as a signed-in visitor sends: the answers come from the app, never from a cache.
+            uncached = {"Cookie": "session=bench"}
+            for stack, port in STACKS:
+                for endpoint in ENDPOINTS:
+                    say(f"{stack}: {endpoint}")
+                    cell = wrk(hosts, f"http://{address}:{port}{endpoint}", SECONDS, uncached, script)
+                    cell.stack, cell.endpoint = stack, endpoint
+                    report.cells.append(cell)
+            for endpoint in ("/", "/api/forecast"):
+                say(f"this project, cached: {endpoint}")
+                cell = wrk(hosts, f"http://{address}{endpoint}", SECONDS, {}, script)
+                cell.stack, cell.endpoint = "this project, cached", endpoint
+                report.cached.append(cell)
+            for stack, port in (("tutorial's stack", 8002), ("this project", 80)):
+                say(f"{stack}: {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s")
+                slow = slow_clients(hosts[:SLOW_HOSTS], address, port, SLOW_CLIENTS, SLOW_SECONDS)
+                time.sleep(5)
+                report.slow[stack] = normal_client_share(f"http://{address}:{port}/healthz", SLOW_SECONDS - 8)
+                for process in slow:
+                    process.wait(timeout=60)
+        report.memory_mib["this project (nginx + Gunicorn)"] = bench.rss_mib(
+            {"nginx.service", bench.layout.service_unit}
+        )
+        report.memory_mib["tutorial's stack (nginx + Gunicorn)"] = bench.rss_mib(
+            {"bench-tutorial-nginx.service", "bench-tutorial-gunicorn.service"}
+        )
+    finally:
+        run.down()
+    baseline = {c.endpoint: c for c in report.cells if c.stack == BASELINE}
+    for cell in report.cells + report.cached:
+        cell.ratio = cell.rps / baseline[cell.endpoint].rps if baseline[cell.endpoint].rps else float("nan")
+    text = render(report)
+    print(text)
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.md").write_text(document(text))
+    chart(report, DOCS / "benchmarks.png")
+    say(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'benchmarks.png'}")
+    return 0
+
+
+def render(report: Report) -> str:
+    lines = [
+        "| stack | endpoint | requests/s | p50 ms | p99 ms | errors | vs tutorial |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for cell in report.cells + report.cached:
+        lines.append(
+            f"| {cell.stack} | `{cell.endpoint}` | {cell.rps:.0f} | {cell.p50_ms:.1f} | {cell.p99_ms:.1f} | "
+            f"{cell.errors} of {cell.requests} | {cell.ratio:.2f} |"
+        )
+    static = next(c for c in report.cells if c.stack == "this project" and c.endpoint.startswith("/static/"))
+    lines += ["", "| cached answer | requests/s | share of nginx's static file rate |", "| --- | ---: | ---: |"]
+    lines += [f"| `{c.endpoint}` | {c.rps:.0f} | {c.rps / static.rps:.2f} |" for c in report.cached]
+    lines += ["", f"| {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s | normal requests answered |"]
+    lines += ["| --- | ---: |"]
+    lines += [f"| {stack} | {ok} of {sent} ({100 * ok / sent:.1f}%) |" for stack, (ok, sent) in report.slow.items()]
+    lines += ["", "| after the run | MiB (RSS) |", "| --- | ---: |"]
+    lines += [f"| {name} | {mib:.0f} |" for name, mib in report.memory_mib.items()]
+    lines += ["", "| step | seconds |", "| --- | ---: |"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in report.seconds.items()]
+    return "\n".join(lines) + "\n"
+
+
+def document(table: str) -> str:
+    return f"""# Benchmarks
+
+`scripts/bench` measured these on the rehearsal machine (held to an `s-1vcpu-1gb` droplet: 1 vCPU,
+1 GiB), every stack serving the example app from the same release, in one run. Load: wrk, {SECONDS} s
+per cell, from {LOAD_HOSTS} addresses on the host ({CONNECTIONS_PER_HOST} connection each), each in a
+network namespace of its own, on the host's other CPU. {LOAD_HOSTS} because this project's nginx
+allows each address 100 requests a second and 50 connections: from one address the benchmark would
+measure that limit, not the stack ({LOAD_HOSTS} addresses may send {LOAD_HOSTS * 100:,} a second).
+The slow clients come from {SLOW_HOSTS} of them, {SLOW_CLIENTS // SLOW_HOSTS} each. Uncached rows send a
+session cookie, so this project's nginx passes every request to the app; the "cached" rows send
+none and are answered by its micro-cache. p50 is the median of the addresses' medians, p99 the
+worst address's. Every stack speaks plain HTTP (the tutorial's before its certbot step; this
+project's with `https` off), so TLS is not compared.
+
+{table}
+Stacks: the Flask development server (`flask run`); bare Gunicorn (`--workers` as this project
+picks, on a TCP port), with sync workers and with gthread workers of 4 threads; the DigitalOcean
+tutorial's "How To Serve Flask Applications with Gunicorn and Nginx on Ubuntu" (3 sync workers on a
+unix socket, nginx with Ubuntu's stock `nginx.conf` and `include proxy_params`, Flask serving
+`/static/`); this project's stack as `scripts/rehearse` deploys it.
+
+Reproduce (root, on a machine where `scripts/rehearse` runs; about 10 minutes):
+
+```sh
+scripts/bench
+```
+
+![requests a second by stack and endpoint](benchmarks.png)
+"""
+
+
+def chart(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stacks = [name for name, _ in STACKS]
+    figure, axis = plt.subplots(figsize=(9, 4.5), dpi=100)
+    width = 0.8 / len(ENDPOINTS)
+    for index, endpoint in enumerate(ENDPOINTS):
+        values = [next(c.rps for c in report.cells if c.stack == s and c.endpoint == endpoint) for s in stacks]
+        axis.bar([x + index * width for x in range(len(stacks))], values, width, label=endpoint)
+    for cell in report.cached:
+        axis.axhline(cell.rps, linestyle="--", linewidth=1, color="grey")
+        axis.annotate(f"this project, cached {cell.endpoint}", (len(stacks) - 1, cell.rps), fontsize=8,
+                      ha="right", va="bottom")  # fmt: skip
+    axis.set_xticks([x + width for x in range(len(stacks))], stacks)
+    axis.set_ylabel("requests per second")
+    axis.set_title("The example app on 1 vCPU, 1 GiB (uncached; dashed: cached)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(30)
+    sys.exit(main())
