@@ -439,8 +439,10 @@ measure that limit, not the stack ({LOAD_HOSTS} addresses may send {LOAD_HOSTS *
 The slow clients come from {SLOW_HOSTS} of them, {SLOW_CLIENTS // SLOW_HOSTS} each. Uncached rows send a
 session cookie, so this project's nginx passes every request to the app; the "cached" rows send
 none and are answered by its micro-cache. p50 is the median of the addresses' medians, p99 the
-worst address's. Every stack speaks plain HTTP (the tutorial's before its certbot step; this
-project's with `https` off), so TLS is not compared.
+worst address's. Errors count failed connections, timeouts and answers other than 2xx and 3xx:
+at the highest rates this project's are 429s, from addresses that went past 100 requests a second.
+Every stack speaks plain HTTP (the tutorial's before its certbot step; this project's with `https`
+off), so TLS is not compared.
 
 {table}
 Stacks: the Flask development server (`flask run`); bare Gunicorn (`--workers` as this project
