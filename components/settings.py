@@ -457,7 +457,8 @@ def default_workers(size: str) -> int:
     the second (plus one) covers the moments a worker waits on its database or a file.
     Measured with scripts/bench on the rehearsal (1 vCPU, 3 workers; docs/benchmarks.md):
     gthread workers of 4 threads served as many requests a second as sync workers (within
-    3%) with a worse p99 (278 ms against 183 ms on `/`, 143 against 90 on the API), so sync.
+    5%, in two runs) with a worse p99 (303 ms against 192 ms on `/`, 160 against 102 on the
+    API), so sync.
     """
     return min(WORKERS_MAX, 2 * size_vcpus(size) + 1)
 
