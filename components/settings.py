@@ -32,7 +32,7 @@ ACME_SERVERS = {
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
 
-WORKERS_MIN, WORKERS_MAX = 1, 32
+WORKERS_MAX = 32
 #: `workers` 0 (the default) means as many as the droplet size suits, see `default_workers`.
 WORKERS_FROM_SIZE = 0
 #: DigitalOcean Volumes hold up to 16 TiB.
