@@ -7,6 +7,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -44,6 +45,14 @@ class Rehearsal:
             ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
             sudo=True,
         )
+
+    def access_log(self, wait_for: str) -> list[str]:
+        """nginx's access log of the site, once it holds `wait_for` (nginx flushes its buffer every 2 s)."""
+        log = self.host().file(f"/var/log/nginx/{self.settings.app_name}.access.log")
+        deadline = time.monotonic() + 10
+        while wait_for not in log.content_string and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return str(log.content_string).splitlines()
 
     @property
     def context(self) -> ssl.SSLContext:

@@ -111,12 +111,7 @@ def raw_request(rehearsal: Rehearsal, request: bytes) -> bytes:
 
 def reached_gunicorn(rehearsal: Rehearsal, wait_for: str) -> str:
     """The lines of nginx's access log (its one log of requests) that Gunicorn answered: `app=` has its time."""
-    host = rehearsal.host()
-    log = f"/var/log/nginx/{rehearsal.settings.app_name}.access.log"
-    deadline = time.monotonic() + 10  # nginx flushes its buffered log every 2 s
-    while wait_for not in host.file(log).content_string and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return "\n".join(line for line in host.file(log).content_string.splitlines() if " app=-" not in line)
+    return "\n".join(line for line in rehearsal.access_log(wait_for) if " app=-" not in line)
 
 
 def test_oversized_headers_and_bodies_never_reach_gunicorn(rehearsal: Rehearsal) -> None:
