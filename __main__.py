@@ -6,7 +6,7 @@ import pulumi
 
 from components.config import load_settings
 from components.deployment import AppDeployment, AppDeploymentArgs
-from components.plan import build_deploy_plan
+from components.plan import build_deploy_plan, logs_command
 from components.render import DEPLOY_USER, render_user_data
 from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags
 
@@ -41,6 +41,8 @@ pulumi.export("ipv4_address", server.public_ipv4)
 # https:// once the site has its certificate; http:// when none could be had (the deploy's log says why).
 pulumi.export("url", deployment.url)
 pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
+# The site's requests and the app's and nginx's journal, followed; without -t and -f, the last lines.
+pulumi.export("logs", server.ipv4_address.apply(lambda ip: f"ssh -t {DEPLOY_USER}@{ip} {logs_command(settings, True)}"))
 pulumi.export("release_id", deployment.release_id)
 pulumi.export("warnings", deployment.warnings)
 # Where the app's data lives when the droplet is replaced: the Volume's name, id and mount point (or None).

@@ -133,14 +133,23 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     return DeployPlan(release_id=bundle.release_id, steps=steps, stdin=render_env_file(dict(settings.app_env)))
 
 
+def deploy_script_command(settings: Settings, *words: str) -> str:
+    """The deploy script with `words` (`logs -f`, `restore 20261201T020000Z`), run over SSH as the deploy user."""
+    layout = ServerLayout(settings.app_name)
+    return shlex.join(["sudo", "/bin/bash", layout.deploy_script, *words])
+
+
 def run_command(settings: Settings, argv: list[str] | tuple[str, ...]) -> str:
     """A one-off command, run over SSH as the deploy user: ARGV runs as the app's user in the live release."""
-    layout = ServerLayout(settings.app_name)
-    return f"sudo /bin/bash {shlex.quote(layout.deploy_script)} run -- {shlex.join(argv)}"
+    return deploy_script_command(settings, "run", "--", *argv)
 
 
 def rollback_command(settings: Settings, release_id: str | None = None) -> str:
     """The admin's rollback, run over SSH as the deploy user: back to the previous release, or to `release_id`."""
-    layout = ServerLayout(settings.app_name)
-    command = f"sudo /bin/bash {shlex.quote(layout.deploy_script)} rollback"
-    return f"{command} {shlex.quote(release_id)}" if release_id else command
+    return deploy_script_command(settings, "rollback", *([release_id] if release_id else []))
+
+
+def logs_command(settings: Settings, follow: bool = False, lines: int | None = None) -> str:
+    """The site's recent requests and the journal of the app and nginx; `follow` keeps showing new lines."""
+    words = ["logs", *(["-f"] if follow else []), *(["-n", str(lines)] if lines is not None else [])]
+    return deploy_script_command(settings, *words)

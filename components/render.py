@@ -46,6 +46,8 @@ PACKAGES = (
     # For auditors (and lynis): verify installed files against their packages, list pending upgrades.
     "debsums",
     "apt-show-versions",
+    # Rotates nginx's logs (the distribution's /etc/logrotate.d/nginx); Ubuntu has it, minimal images may not.
+    "logrotate",
 )
 
 #: needrestart's drop-in: upgrades restart neither nginx nor the app (Ubuntu 24.04 runs needrestart after apt).
@@ -109,6 +111,12 @@ NGINX_CONNECTIONS_SED = rf"s/^(\s*worker_connections)\s+[0-9]+;/\1 {NGINX_WORKER
 
 #: Where the nginx sandbox drop-in goes.
 NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
+
+#: journald's drop-in: a persistent journal of bounded size.
+JOURNALD_DROP_IN = "/etc/systemd/journald.conf.d/60-flaskdroplet.conf"
+
+#: How long the timer may wait past each backup's calendar event, so that droplets do not all start at once.
+BACKUP_RANDOM_DELAY = {"hourly": "5min", "daily": "1h", "weekly": "1h"}
 
 #: Ports ufw opens; everything else inbound is denied.
 UFW_ALLOWED_PORTS = ("22/tcp", "80/tcp", "443/tcp")
@@ -197,6 +205,29 @@ class ServerLayout:
     def state_format_unit(self) -> str:
         """Makes a file system on the Volume when it has none; never on one that holds anything."""
         return f"{self.app_name}-state-format.service"
+
+    @property
+    def backups(self) -> str:
+        """Backups of the state directory, `STAMP.tar.gz`, on the droplet's own disk: root's, beside the Volume."""
+        return f"/var/backups/{self.app_name}"
+
+    @property
+    def backup_incoming(self) -> str:
+        """Where the app's user writes a backup while it is taken; root then packs and keeps it."""
+        return f"{self.backups}/.incoming"
+
+    @property
+    def backup_unit(self) -> str:
+        return f"{self.app_name}-backup"
+
+    @property
+    def backup_script(self) -> str:
+        return f"/usr/local/lib/flaskdroplet/{self.app_name}-backup.py"
+
+    @property
+    def access_log(self) -> str:
+        """nginx's one line for each request of the site, with its request id."""
+        return f"/var/log/nginx/{self.app_name}.access.log"
 
     @property
     def acme_webroot(self) -> str:
@@ -313,6 +344,7 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         nginx_drop_in=NGINX_SANDBOX_DROP_IN,
         nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
         nginx_connections_sed=NGINX_CONNECTIONS_SED,
+        journald_drop_in=JOURNALD_DROP_IN,
         **extra,
     )
 
@@ -373,6 +405,27 @@ def render_renew_units(settings: Settings) -> dict[str, str]:
         f"{layout.renew_unit}.service": _render("certbot-renew.service.j2", settings),
         f"{layout.renew_unit}.timer": _render("certbot-renew.timer.j2", settings),
     }
+
+
+def render_backup_files(settings: Settings) -> dict[str, str]:
+    """The state directory's backups, by file name in the bundle: the script, its service and its timer.
+
+    Empty with `backupDays` 0.
+    """
+    if not settings.backup_days:
+        return {}
+    layout = ServerLayout(settings.app_name)
+    delay = BACKUP_RANDOM_DELAY[settings.backup_interval]
+    return {
+        "state-backup.py": _render("state-backup.py.j2", settings),
+        f"{layout.backup_unit}.service": _render("state-backup.service.j2", settings),
+        f"{layout.backup_unit}.timer": _render("state-backup.timer.j2", settings, random_delay=delay),
+    }
+
+
+def render_journald_conf(settings: Settings) -> str:
+    """journald's drop-in: the journal kept on disk across reboots, and bounded in size."""
+    return _render("journald.conf.j2", settings)
 
 
 def render_service_unit(settings: Settings) -> str:
@@ -438,7 +491,9 @@ def server_config_files(settings: Settings) -> dict[str, str]:
         layout.socket_unit: render_socket_unit(settings),
         "state-links": render_state_links(settings),
         "gunicorn.conf.py": _render("gunicorn.conf.py.j2", settings),
+        "journald.conf": render_journald_conf(settings),
         **render_state_volume_units(settings),
+        **render_backup_files(settings),
     }
     if settings.https:
         files["nginx-site-tls.conf"] = render_nginx_site(settings, tls=True)
@@ -540,6 +595,8 @@ def render_user_data(settings: Settings) -> str:
             ),
             _root_file(SSH_HARDEN_SCRIPT, render_ssh_harden_script(settings), executable=True),
             *(_root_file(path, _render(template, settings)) for path, template in HARDENING_FILES),
+            # The journal on disk, bounded, from the first boot on; cloud-init restarts journald in runcmd.
+            _root_file(JOURNALD_DROP_IN, config["journald.conf"]),
             # After the packages exist, so nginx's own defaults do not clash with them.
             *(_root_file(path, content, defer=True) for path, content in deferred),
             # ufw runs it when it starts: the app may not reach the metadata service.
@@ -554,6 +611,7 @@ def render_user_data(settings: Settings) -> str:
                 if settings.volume_name
                 else []
             ),
+            ["systemctl", "restart", "systemd-journald"],
             # Allow SSH before enabling the firewall, so enabling it never cuts the session.
             ["ufw", "default", "deny", "incoming"],
             ["ufw", "default", "allow", "outgoing"],

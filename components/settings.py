@@ -38,6 +38,10 @@ WORKERS_FROM_SIZE = 0
 #: DigitalOcean Volumes hold up to 16 TiB.
 VOLUME_GIB_MAX = 16384
 RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX = 1, 50
+#: Days the server keeps its backups of the state directory; 0 takes none.
+BACKUP_DAYS_MAX = 365
+#: How often the state directory is backed up: `backupInterval` names one of these systemd calendar events.
+BACKUP_INTERVALS = ("hourly", "daily", "weekly")
 
 #: Names the server already uses; the app's system user must not collide.
 RESERVED_APP_NAMES = frozenset(
@@ -135,6 +139,10 @@ class Settings:
     """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
     production: bool = False
     """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
+    backup_days: int = 0
+    """Days the server keeps its backups of the state directory; 0 for no backups."""
+    backup_interval: str = "daily"
+    """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
     linked_dirs: tuple[str, ...] = ()
     """Paths inside the app kept in the state directory and shared by every release."""
     release_command: tuple[str, ...] = ()
@@ -203,6 +211,8 @@ DEFAULTS: dict[str, Any] = {
     "releaseCommand": "",
     "volumeSize": 10,
     "production": False,
+    "backupDays": 7,
+    "backupInterval": "daily",
     "appEnv": {},
 }
 
@@ -379,6 +389,10 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
     volume_size = _bounded_int(values["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, problem)
     production = _boolean(values["production"], "production", problem)
+    backup_days = _bounded_int(values["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, problem)
+    backup_interval = values["backupInterval"]
+    if backup_interval not in BACKUP_INTERVALS:
+        problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
 
     app_env: dict[str, SecretStr] = {}
     raw_env = values["appEnv"]
@@ -438,6 +452,8 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         volume_size=volume_size,
         volume_name=volume_name(app_name, stack) if volume_size else None,
         production=production,
+        backup_days=backup_days,
+        backup_interval=backup_interval,
         app_env=app_env,
         ssh_private_key=SecretStr(private_key) if private_key else None,
     )

@@ -1,5 +1,6 @@
 """scripts/rehearse [up|deploy|rollback|replace|down] [--stack NAME] [--set KEY=VALUE ...]
-scripts/rehearse run [--stack NAME] [--set KEY=VALUE ...] -- COMMAND [ARGS...]"""
+scripts/rehearse run [--stack NAME] [--set KEY=VALUE ...] -- COMMAND [ARGS...]
+scripts/rehearse logs [-f] [-n LINES] | backup | restore [BACKUP]"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from components.plan import deploy_script_command, logs_command
 from components.settings import SettingsError
 from rehearsal import run
 from rehearsal.deploy import DeployError
@@ -37,9 +39,19 @@ def main(argv: list[str] | None = None) -> int:
         description="The production server on this machine: boot it, let cloud-init set it up, deploy the app.",
     )
     parser.add_argument(
-        "command", nargs="?", default="up", choices=("up", "deploy", "rollback", "replace", "run", "down")
+        "command",
+        nargs="?",
+        default="up",
+        choices=("up", "deploy", "rollback", "replace", "run", "logs", "backup", "restore", "down"),
     )
-    parser.add_argument("release", nargs="?", help="with rollback: the release to go back to (default: the previous)")
+    parser.add_argument(
+        "release",
+        nargs="?",
+        help="with rollback: the release to go back to (default: the previous); "
+        "with restore: the backup to put back (default: the newest)",
+    )
+    parser.add_argument("-f", "--follow", action="store_true", help="with logs: keep showing new lines")
+    parser.add_argument("-n", "--lines", type=int, help="with logs: how many of the last lines (default: 50)")
     parser.add_argument("--stack", default="dev", help="read settings from Pulumi.STACK.yaml (default: dev)")
     parser.add_argument(
         "--set",
@@ -53,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.epilog = (
         "run: everything after -- runs as the app's user in the live release, with its environment and "
         "sandbox, e.g. scripts/rehearse run -- flask --app myapp init-db; its exit code is rehearse's. "
+        "logs: the site's requests (nginx's access log, with their ids) and the journal of the app and nginx. "
+        "backup: back up the app's state directory now. restore: put a backup back, with the app stopped. "
         "replace: a new machine from the same image and user-data takes the old one's place and its "
         "Volume, as when a droplet is replaced. down: removes everything, the Volume too"
     )
@@ -66,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run.run_once(args.stack, overrides, command)
+        if args.command == "logs":
+            return run.on_server(args.stack, overrides, lambda s: logs_command(s, args.follow, args.lines))
+        if args.command in ("backup", "restore"):
+            words = [args.command, *([args.release] if args.release else [])]
+            return run.on_server(args.stack, overrides, lambda s: deploy_script_command(s, *words))
         if args.command == "down":
             run.down()
             run.progress("down: nothing of the rehearsal is left on this machine")

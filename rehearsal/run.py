@@ -7,7 +7,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,3 +216,10 @@ def run_once(stack: str, overrides: Mapping[str, Any], argv: list[str]) -> int:
     machine = running_machine()
     settings = rehearsal_settings(stack, overrides, machine.public_key())
     return ssh_target(machine).stream(run_command(settings, argv))
+
+
+def on_server(stack: str, overrides: Mapping[str, Any], command_for: Callable[[Settings], str]) -> int:
+    """An admin's command over SSH on the running machine (`logs_command`, say); output and exit code pass through."""
+    machine = running_machine()
+    settings = rehearsal_settings(stack, overrides, machine.public_key())
+    return ssh_target(machine).stream(command_for(settings))

@@ -17,6 +17,7 @@ from components.render import (
     SSH_KEX,
     SSH_MACS,
     ServerLayout,
+    render_backup_files,
     render_deploy_script,
     render_needrestart_conf,
     render_nginx_main,
@@ -213,7 +214,7 @@ def test_systemd_verifies_the_units(variant: str, tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_systemd_verifies_the_renewal_units_and_the_nginx_drop_in(tmp_path: Path) -> None:
+def test_systemd_verifies_the_renewal_and_backup_units_and_the_nginx_drop_in(tmp_path: Path) -> None:
     settings = golden_settings("ip")
     layout = ServerLayout(settings.app_name)
     certbot = tmp_path / "certbot"
@@ -223,6 +224,10 @@ def test_systemd_verifies_the_renewal_units_and_the_nginx_drop_in(tmp_path: Path
     for name, text in render_renew_units(settings).items():
         units.append(tmp_path / name)
         units[-1].write_text(text.replace(layout.certbot, str(certbot)))
+    for name, text in render_backup_files(settings).items():
+        if name.endswith((".service", ".timer")):
+            units.append(tmp_path / name)
+            units[-1].write_text(text)
     # The drop-in, on a stand-in for Debian's nginx unit.
     service = tmp_path / "nginx.service"
     service.write_text("[Service]\nType=forking\nExecStart=/bin/true\n")

@@ -21,6 +21,8 @@ from components.render import (
     SSH_HOST_KEY_ALGORITHMS,
     SSH_KEX,
     SSH_MACS,
+    render_backup_files,
+    render_journald_conf,
     render_nginx_main,
     render_nginx_sandbox,
     render_nginx_site,
@@ -46,6 +48,8 @@ SYSTEMD_DIRECTIVES = {
     "Type": 1, "NotifyAccess": 1, "User": 1, "Group": 1, "WorkingDirectory": 1, "Environment": 1,
     "EnvironmentFile": 1, "ExecStart": 1, "ExecReload": 1, "KillMode": 1, "TimeoutStopSec": 188, "Restart": 1,
     "RestartSec": 1, "UMask": 1, "StateDirectory": 235, "StateDirectoryMode": 235, "RemainAfterExit": 1,
+    # ExecStartPost's "+" prefix (full privileges) is 231.
+    "ExecStartPost": 1, "Nice": 1, "IOSchedulingClass": 1,
     # [Mount]
     "What": 1, "Where": 1, "Options": 1,
     # [Socket], [Timer]
@@ -60,6 +64,8 @@ SYSTEMD_DIRECTIVES = {
     "RestrictRealtime": 231, "RestrictSUIDSGID": 242, "RemoveIPC": 232, "LockPersonality": 235,
     "MemoryDenyWriteExecute": 231, "SystemCallArchitectures": 213, "SystemCallFilter": 187,
     "SystemCallErrorNumber": 209, "ReadWritePaths": 231, "IPAddressDeny": 235,
+    # journald.conf
+    "Storage": 186, "SystemMaxUse": 38, "SystemKeepFree": 38, "MaxRetentionSec": 195,
 }  # fmt: skip
 
 #: Values that arrived later than their directive.
@@ -98,6 +104,8 @@ def unit_files(settings: Settings) -> dict[str, str]:
         "nginx drop-in": render_nginx_sandbox(settings),
         **render_renew_units(settings),
         **render_state_volume_units(settings),
+        **{name: text for name, text in render_backup_files(settings).items() if not name.endswith(".py")},
+        "journald drop-in": render_journald_conf(settings),
     }
 
 

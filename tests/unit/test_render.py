@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import runpy
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,10 @@ import yaml
 from components.bundle import app_files, static_manifest
 from components.render import (
     UFW_ALLOWED_PORTS,
+    render_backup_files,
     render_deploy_script,
     render_env_file,
+    render_journald_conf,
     render_nginx_sandbox,
     render_nginx_site,
     render_service_unit,
@@ -44,6 +49,7 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
         "staticDir": "",
         "appName": "forecast",
         "volumeSize": 0,
+        "backupDays": 0,
     },
 }
 RENDERERS = {
@@ -58,6 +64,10 @@ RENDERERS = {
     "state-volume-units": lambda settings: "".join(
         f"### {name}\n{text}" for name, text in render_state_volume_units(settings).items()
     ),
+    "state-backup": lambda settings: "".join(
+        f"### {name}\n{text}" for name, text in render_backup_files(settings).items()
+    ),
+    "journald.conf": render_journald_conf,
 }
 
 
@@ -164,6 +174,56 @@ def test_values_entering_shell_are_quoted() -> None:
     assert "set -euo pipefail" in script
 
 
+def worker_of(wsgi: Any, error_log: logging.Logger | None = None) -> Any:
+    """What Gunicorn's hooks see of a worker: its app and its error log."""
+    return types.SimpleNamespace(wsgi=wsgi, log=types.SimpleNamespace(error_log=error_log or logging.getLogger("_")))
+
+
+@pytest.fixture
+def logging_as_it_was() -> Iterator[None]:
+    """The hooks change logging for the whole process, as in a worker; put it back after the test."""
+    factory, formatter = logging.getLogRecordFactory(), flask.logging.default_handler.formatter
+    yield
+    logging.setLogRecordFactory(factory)
+    flask.logging.default_handler.setFormatter(formatter)
+
+
+@pytest.mark.usefixtures("logging_as_it_was")
+def test_gunicorn_settings_put_the_request_id_in_the_lines_logged_during_a_request(tmp_path: Path) -> None:
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "gunicorn.conf.py").write_text(server_config_files(golden_settings("ip"))["gunicorn.conf.py"])
+    (server / "static-manifest").write_text("")
+    hooks = runpy.run_path(str(server / "gunicorn.conf.py"))
+    app = flask.Flask("shop")
+    # Flask's own handler, as in a worker where nothing else set up logging (pytest's capture has).
+    app.logger.addHandler(flask.logging.default_handler)
+    gunicorn_lines = io.StringIO()
+    error_log = logging.getLogger("gunicorn.test.error")
+    error_log.addHandler(logging.StreamHandler(gunicorn_lines))
+
+    @app.get("/order")
+    def order() -> tuple[str, int]:
+        app.logger.warning("no stock of %s", "tea")
+        error_log.error("worker busy")
+        return "", 409
+
+    worker = worker_of(app, error_log)
+    hooks["post_worker_init"](worker)
+    request = types.SimpleNamespace(headers=[("HOST", "shop.example"), ("X-REQUEST-ID", "trace-7f.3")])
+    hooks["pre_request"](worker, request)
+    app_lines = io.StringIO()
+    assert app.test_client().get("/order", errors_stream=app_lines).status_code == 409
+    hooks["post_request"](worker, request, {}, None)
+    error_log.error("between requests")
+
+    assert app_lines.getvalue() == "[WARNING] id=trace-7f.3 test_render: no stock of tea\n"
+    assert gunicorn_lines.getvalue().splitlines() == [
+        "[ERROR] id=trace-7f.3 worker busy",
+        "[ERROR] id=- between requests",
+    ]
+
+
 def test_gunicorn_settings_link_static_files_by_content(tmp_path: Path) -> None:
     settings = golden_settings("ip")
     server = tmp_path / "server"
@@ -177,7 +237,7 @@ def test_gunicorn_settings_link_static_files_by_content(tmp_path: Path) -> None:
         def __init__(self, app: flask.Flask) -> None:
             self.app = app
 
-    hooks["post_worker_init"](types.SimpleNamespace(wsgi=Middleware(app)))
+    hooks["post_worker_init"](worker_of(Middleware(app)))
 
     with app.test_request_context():
         assert flask.url_for("static", filename="style.css") == "/static/_v/0123456789ab/style.css"

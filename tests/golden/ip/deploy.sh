@@ -4,6 +4,9 @@
 #   sudo deploy.sh RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
 #   sudo deploy.sh rollback [RELEASE_ID]
 #   sudo deploy.sh run [--] COMMAND [ARGS...]
+#   sudo deploy.sh logs [-f] [-n LINES]
+#   sudo deploy.sh backup
+#   sudo deploy.sh restore [BACKUP]
 #
 # RELEASE_ID is the first 12 hex digits of the bundle's sha256. The app's
 # environment (a systemd EnvironmentFile) arrives on stdin, never as an argument.
@@ -16,6 +19,11 @@
 # `rollback` switches back to the release that was live before (or RELEASE_ID),
 # through the same checks. `run` runs a one-off command as the app's user in the
 # live release, with its environment and sandbox, and exits with its exit code.
+# `logs` shows the site's recent requests (nginx's access log, each with its id)
+# and the journal of the app, nginx and the deploy's own units; -f follows them.
+# `backup` backs up the state directory now and prints the backup's name;
+# `restore` puts a backup back (the newest, or BACKUP), with the app stopped
+# meanwhile, after backing up the state as it is.
 set -euo pipefail
 
 readonly APP_NAME=weather
@@ -37,6 +45,14 @@ readonly CANDIDATE=weather-candidate
 readonly CANDIDATE_SOCKET=/run/weather-candidate.sock
 readonly CANDIDATE_PORT=8081
 readonly NGINX_SITE=/etc/nginx/sites-available/weather.conf
+readonly ACCESS_LOG=/var/log/nginx/weather.access.log
+readonly JOURNALD_DROP_IN=/etc/systemd/journald.conf.d/60-flaskdroplet.conf
+# Backups of the state directory (backupDays; 0 for none), taken by BACKUP_UNIT and kept in BACKUPS.
+readonly BACKUP_DAYS=7
+readonly BACKUP_UNIT=weather-backup
+readonly BACKUP_SCRIPT=/usr/local/lib/flaskdroplet/weather-backup.py
+readonly BACKUPS=/var/backups/weather
+readonly BACKUP_INCOMING=/var/backups/weather/.incoming
 # Static files (staticDir, inside the app) and the store of their contents by hash, served at /static/_v/.
 readonly STATIC_DIR=weather/static
 readonly ASSETS=/srv/weather/assets
@@ -66,6 +82,10 @@ readonly NGINX_DROP_IN=/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.
 readonly HEALTH_HOST=127.0.0.1
 readonly HEALTH_PATH=/healthz
 readonly HEALTH_TRIES=30
+# Disk kept free beyond what a release is estimated to need, in MiB, and the estimate of a new virtualenv
+# when no release has one yet to measure.
+readonly DISK_MARGIN_MIB=64
+readonly NEW_VENV_MIB=200
 # Memory kept free beyond what the app's processes are measured to need, in MiB.
 readonly MEMORY_MARGIN_MIB=64
 # The service's sandbox, for the checks that run each release before it is live.
@@ -535,6 +555,112 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
     stop_candidate
 }
 
+venv_key_of() { # DEPS_DIR: the virtualenv's key, shared by releases with the same dependencies
+    (cd "$1" && sha256sum -- *; echo "gunicorn==$GUNICORN_VERSION"; python3 --version) | sha256sum | cut -c1-12
+}
+
+check_disk() { # VENV: before unpacking, the release (and VENV, when it must be made) fits on the disk of ROOT
+    local unpacked venv_mib=0 live_venv free need
+    unpacked=$(($(gzip -dc "$bundle" | wc -c) / 1048576 + 1))
+    if [[ ! -f $1/.complete ]]; then
+        # A new virtualenv takes about what the live one does.
+        live_venv=$(readlink -e "$CURRENT/app/.venv" 2>/dev/null || true)
+        if [[ -n $live_venv ]]; then venv_mib=$(du -sm "$live_venv" | cut -f1); else venv_mib=$NEW_VENV_MIB; fi
+    fi
+    free=$(df -m --output=avail "$RELEASES" | tail -1 | tr -d ' ')
+    need=$((unpacked + venv_mib + DISK_MARGIN_MIB))
+    if ((need > free)); then
+        fail "release $release_id: the disk holding $ROOT has $free MiB free, and this release needs about" \
+            "$need MiB (the release $unpacked MiB, a new virtualenv $venv_mib MiB, $DISK_MARGIN_MIB MiB to spare)." \
+            "Free some space (sudo journalctl --vacuum-size=100M; old backups in $BACKUPS) or choose a larger" \
+            "size; nothing was unpacked and the live release keeps serving"
+    fi
+}
+
+show_logs() { # [-f] [-n LINES]: the site's requests (nginx, with their ids), then the journal of the app and nginx
+    local follow=0 lines=50 usage="usage: deploy.sh logs [-f] [-n LINES]"
+    while (($#)); do
+        case $1 in
+            -f | --follow) follow=1 ;;
+            -n | --lines)
+                [[ ${2:-} =~ ^[0-9]+$ ]] || fail "$usage"
+                lines=$2
+                shift
+                ;;
+            *) fail "$usage" ;;
+        esac
+        shift
+    done
+    local units=(-u "$SERVICE" -u "$SOCKET" -u "$CANDIDATE.service" -u nginx.service -u "$BACKUP_UNIT.service"
+        -u "$RENEW_UNIT.service")
+    if ((follow)); then
+        # Both at once, each line saying where it comes from; nginx writes its buffer every 2 s.
+        tail -n "$lines" -F "$ACCESS_LOG" 2>/dev/null | sed -u "s|^|$ACCESS_LOG: |" &
+        trap 'kill $! 2>/dev/null' EXIT
+        journalctl --no-pager --output=short-iso --lines="$lines" --follow "${units[@]}"
+    else
+        echo "== $ACCESS_LOG: the last $lines requests (id= is the request id the app sees as X-Request-ID)"
+        tail -n "$lines" "$ACCESS_LOG" 2>/dev/null || echo "(no requests yet)"
+        echo "== journal of $SERVICE, nginx and the deploy's units: the last $lines lines (journalctl ${units[*]})"
+        journalctl --no-pager --output=short-iso --lines="$lines" "${units[@]}"
+    fi
+}
+
+newest_backup() { # the newest backup's file, or nothing
+    find "$BACKUPS" -maxdepth 1 -name '*.tar.gz' 2>/dev/null | sort | tail -n 1
+}
+
+take_backup() { # the state directory backed up now, by the timer's own service; prints the backup's name
+    [[ -f /etc/systemd/system/$BACKUP_UNIT.service ]] ||
+        fail "backups are off on this server (backupDays is 0, or no release has been deployed)"
+    if ! systemctl start "$BACKUP_UNIT.service"; then
+        journalctl -u "$BACKUP_UNIT.service" -n 20 --no-pager >&2 || true
+        fail "the backup of $STATE_DIR failed (output above)"
+    fi
+    basename "$(newest_backup)" .tar.gz
+}
+
+restore_state() { # [BACKUP]: the newest backup, or BACKUP (a name that `ls BACKUPS` shows), back into the state directory
+    local archive before
+    if [[ -z ${1:-} ]]; then
+        archive=$(newest_backup)
+        [[ -n $archive ]] || fail "no backup in $BACKUPS to restore"
+    else
+        archive=$BACKUPS/${1%.tar.gz}.tar.gz
+        [[ $1 != */* && -f $archive ]] ||
+            fail "no backup '$1' in $BACKUPS; backups: $(find "$BACKUPS" -maxdepth 1 -name '*.tar.gz' -printf '%f ' 2>/dev/null)"
+    fi
+    tar -tzf "$archive" >/dev/null || fail "the backup $archive cannot be read; nothing has changed"
+    log "backing up the state as it is now, before restoring"
+    before=$(take_backup)
+    log "restoring $(basename "$archive" .tar.gz) into $STATE_DIR; the app stops meanwhile"
+    stop_candidate
+    systemctl stop "$SOCKET" "$SERVICE"
+    find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
+    tar -xzf "$archive" -C "$STATE_DIR" --no-same-owner
+    find "$STATE_DIR" -mindepth 1 ! -path "$STATE_DIR/lost+found" -exec chown -h "$APP_USER:$APP_USER" {} +
+    chown "$APP_USER:$APP_USER" "$STATE_DIR"
+    chmod 0750 "$STATE_DIR"
+    systemctl start "$SOCKET"
+    wait_healthy live || fail "after restoring $(basename "$archive"), GET $HEALTH_PATH does not answer 2xx;" \
+        "the state as it was before the restore is the backup $before"
+    log "restored $(basename "$archive" .tar.gz); the state before it is the backup $before"
+    basename "$archive" .tar.gz
+}
+
+case ${1:-} in
+    logs)
+        shift
+        show_logs "$@"
+        exit 0
+        ;;
+    backup)
+        [[ $# -eq 1 ]] || fail "usage: deploy.sh backup"
+        take_backup
+        exit 0
+        ;;
+esac
+
 if [[ ${1:-} == run ]]; then
     shift
     [[ ${1:-} != -- ]] || shift
@@ -552,6 +678,12 @@ flock --wait 600 9 || fail "another deploy has held the lock for 10 minutes"
 # Whether nginx serves the site over HTTPS now.
 TLS_ACTIVE=0
 if grep -q '^ *listen 443' "$NGINX_SITE" 2>/dev/null; then TLS_ACTIVE=1; fi
+
+if [[ ${1:-} == restore ]]; then
+    [[ $# -le 2 ]] || fail "usage: deploy.sh restore [BACKUP]"
+    restore_state "${2:-}"
+    exit 0
+fi
 
 if [[ ${1:-} == rollback ]]; then
     [[ $# -le 2 ]] || fail "usage: deploy.sh rollback [RELEASE_ID]"
@@ -608,14 +740,13 @@ if [[ ! -d $release_dir ]]; then
     install -d -m 0755 "$RELEASES" "$ROOT/venvs"
     staging=$(mktemp -d "$RELEASES/.staging.XXXXXX")
     trap 'rm -rf "$staging"' EXIT
+    # Releases with the same dependencies share one virtualenv; the app's own code stays in the release.
+    tar -xzf "$bundle" -C "$staging" --no-same-owner --no-same-permissions deps
+    venv=$ROOT/venvs/$(venv_key_of "$staging/deps")
+    check_disk "$venv"
     tar -xzf "$bundle" -C "$staging" --no-same-owner --no-same-permissions
     chmod -R u=rwX,go=rX "$staging"
     chmod 0755 "$staging"
-
-    # Releases with the same dependencies share one virtualenv; the app's own code stays in the release.
-    venv_key=$( (cd "$staging/deps" && sha256sum -- *; echo "gunicorn==$GUNICORN_VERSION"; python3 --version) |
-        sha256sum | cut -c1-12)
-    venv=$ROOT/venvs/$venv_key
     if [[ ! -f $venv/.complete ]]; then
         wait_for_apt
         rm -rf "$venv"
@@ -671,13 +802,38 @@ elif [[ -f /etc/systemd/system/$RENEW_UNIT.timer ]]; then
     rm -f "/etc/systemd/system/$RENEW_UNIT.service" "/etc/systemd/system/$RENEW_UNIT.timer"
     config_changed=1
 fi
+# Units beside the app's (its backups): a change reloads systemd, and restarts nothing of the app.
+units_changed=0
+if ((BACKUP_DAYS > 0)); then
+    install -d -m 0710 -o root -g "$APP_USER" "$BACKUPS"
+    install -d -m 0700 -o "$APP_USER" -g "$APP_USER" "$BACKUP_INCOMING"
+    install -d -m 0755 "$(dirname "$BACKUP_SCRIPT")"
+    for unit in "$BACKUP_UNIT.service" "$BACKUP_UNIT.timer"; do
+        if ! cmp -s "$release_dir/server/$unit" "/etc/systemd/system/$unit"; then
+            install -m 0644 -o root -g root "$release_dir/server/$unit" "/etc/systemd/system/$unit"
+            units_changed=1
+        fi
+    done
+    cmp -s "$release_dir/server/state-backup.py" "$BACKUP_SCRIPT" ||
+        install -m 0644 -o root -g root "$release_dir/server/state-backup.py" "$BACKUP_SCRIPT"
+elif [[ -f /etc/systemd/system/$BACKUP_UNIT.timer ]]; then
+    # Backups turned off: no more are taken; those already taken stay in BACKUPS.
+    systemctl disable --quiet --now "$BACKUP_UNIT.timer"
+    rm -f "/etc/systemd/system/$BACKUP_UNIT.service" "/etc/systemd/system/$BACKUP_UNIT.timer" "$BACKUP_SCRIPT"
+    units_changed=1
+fi
+# The journal on disk and bounded (written at first boot too).
+if ! cmp -s "$release_dir/server/journald.conf" "$JOURNALD_DROP_IN"; then
+    install -D -m 0644 -o root -g root "$release_dir/server/journald.conf" "$JOURNALD_DROP_IN"
+    systemctl restart systemd-journald
+fi
 nginx_sandbox_changed=0
 if ! cmp -s "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"; then
     install -D -m 0644 -o root -g root "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"
     nginx_sandbox_changed=1
     config_changed=1
 fi
-if [[ $config_changed == 1 ]]; then
+if ((config_changed || units_changed)); then
     systemctl daemon-reload
 fi
 if [[ $nginx_sandbox_changed == 1 ]]; then
@@ -686,6 +842,9 @@ fi
 select_site "$release_dir"
 if [[ $HTTPS == 1 ]]; then
     systemctl enable --quiet --now "$RENEW_UNIT.timer"
+fi
+if ((BACKUP_DAYS > 0)); then
+    systemctl enable --quiet --now "$BACKUP_UNIT.timer"
 fi
 systemctl enable --quiet "$SOCKET" "$SERVICE"
 systemctl start "$SOCKET"
