@@ -48,6 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def add_note() -> Any:
         text = (request.get_json(silent=True) or {}).get("text")
         if not isinstance(text, str) or not 0 < len(text) <= 500:
+            app.logger.warning("note refused: text is not a string of 1 to 500 characters")
             return jsonify(error="text: expected a string of 1 to 500 characters"), 400
         connection = db()
         cursor = connection.execute("INSERT INTO notes (text) VALUES (?)", (text,))
