@@ -327,6 +327,23 @@ def test_production_protects_the_droplet_its_address_and_its_volume(good_config:
     assert [r.name for r in other.resources if r.protect] == []
 
 
+def test_droplet_backups_are_weekly_and_only_when_asked_for(good_config: dict[str, Any]) -> None:
+    with_backups = run_program({**good_config, "dropletBackups": True})
+    without = run_program(good_config)
+    assert with_backups.error is None and without.error is None
+
+    droplet = with_backups.one(DROPLET)
+    assert droplet.inputs["backups"] is True
+    assert droplet.inputs["backupPolicy"] == {"plan": "weekly", "weekday": "SUN", "hour": 4}
+    # The provider refuses a backup policy on a droplet without backups.
+    assert without.one(DROPLET).inputs["backups"] is False
+    assert "backupPolicy" not in without.one(DROPLET).inputs
+    # Only those inputs differ, and neither replaces a droplet in DigitalOcean's provider.
+    assert {k: v for k, v in droplet.inputs.items() if k not in ("backups", "backupPolicy")} == {
+        k: v for k, v in without.one(DROPLET).inputs.items() if k != "backups"
+    }
+
+
 @pytest.mark.parametrize(
     ("key", "value", "accepted"),
     [
