@@ -6,6 +6,7 @@ import pulumi
 
 from components.config import load_settings
 from components.deployment import AppDeployment, AppDeploymentArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.plan import build_deploy_plan, logs_command
 from components.render import DEPLOY_USER, render_user_data
 from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags
@@ -36,6 +37,10 @@ deployment = AppDeployment(
     ),
     opts=pulumi.ResourceOptions(depends_on=[server]),
 )
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(settings=settings, droplet_id=server.droplet_id, url=deployment.url, stack_tag=tags[-1]),
+)
 
 pulumi.export("ipv4_address", server.public_ipv4)
 # https:// once the site has its certificate; http:// when none could be had (the deploy's log says why).
@@ -47,3 +52,5 @@ pulumi.export("release_id", deployment.release_id)
 pulumi.export("warnings", deployment.warnings)
 # Where the app's data lives when the droplet is replaced: the Volume's name, id and mount point (or None).
 pulumi.export("state_volume", server.state_volume)
+# What DigitalOcean watches and whom it tells (or None without alertEmails).
+pulumi.export("alerts", monitoring.alerts)

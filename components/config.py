@@ -12,7 +12,9 @@ import pulumi
 from components.settings import CONFIG_KEYS, Settings, parse_settings
 
 #: Keys whose values are lists or maps (given as YAML in the stack file).
-STRUCTURED_KEYS = frozenset({"sshPublicKeys", "sshKeyFingerprints", "adminCidrs", "linkedDirs", "appEnv"})
+STRUCTURED_KEYS = frozenset(
+    {"sshPublicKeys", "sshKeyFingerprints", "adminCidrs", "linkedDirs", "appEnv", "alertEmails"}
+)
 
 
 def load_settings(project_dir: Path, namespace: str = "flask-droplet") -> Settings:

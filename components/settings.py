@@ -43,6 +43,23 @@ BACKUP_DAYS_MAX = 365
 #: How often the state directory is backed up: `backupInterval` names one of these systemd calendar events.
 BACKUP_INTERVALS = ("hourly", "daily", "weekly")
 
+#: How long a droplet metric stays past its threshold before DigitalOcean alerts (`MonitorAlert.window`).
+ALERT_WINDOWS = ("5m", "10m", "30m", "1h")
+ALERT_PERCENT_MIN, ALERT_PERCENT_MAX = 1, 100
+#: Under 100 ms, a probe from the next region over would find every answer slow: its TCP and TLS
+#: handshakes alone take that long. Over 10 s, visitors have long given up.
+ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX = 100, 10_000
+#: A 90-day certificate renews with 30 days left: a threshold of 30 or more would alert on every renewal.
+ALERT_CERTIFICATE_DAYS_MIN, ALERT_CERTIFICATE_DAYS_MAX = 1, 29
+#: The most days before expiry the certificate alert may fire at for the address's certificate,
+#: and the default. That certificate lives 160 hours and renews with half of it left (80 hours), at
+#: the timer's first run after that (twice a day, up to an hour late): a healthy one always has
+#: more than 67 hours (2.8 days) to go. So 2 never fires on a healthy renewal, and fires after
+#: about 32 hours of failed ones, with 2 days left to fix them; 3 would fire on about one healthy
+#: renewal in three (whenever the timer's run falls after 72 hours are left). A domain's 90-day
+#: certificate renews with 30 days left, far above either.
+ADDRESS_CERTIFICATE_DAYS_MAX = 2
+
 #: Names the server already uses; the app's system user must not collide.
 RESERVED_APP_NAMES = frozenset(
     {"root", "deploy", "nginx", "www-data", "ubuntu", "admin", "daemon", "nobody", "sshd", "syslog"}
@@ -133,6 +150,22 @@ class Settings:
     """The domain's zone, when DigitalOcean manages it: the program creates the records."""
     app_source: AppSource
     """Where the app's dependencies are declared and where its code imports from."""
+    alert_emails: tuple[str, ...]
+    """Where DigitalOcean sends alerts; empty for no alerts and no uptime check."""
+    alert_cpu_percent: int
+    """CPU use, in percent, above which the droplet alerts once it lasts `alert_window`."""
+    alert_memory_percent: int
+    """Memory use, in percent, above which the droplet alerts once it lasts `alert_window`."""
+    alert_disk_percent: int
+    """Use of the droplet's own disk, in percent, above which it alerts once it lasts `alert_window`."""
+    alert_window: str
+    """How long a droplet metric stays past its threshold, or the site slow, before it alerts (`ALERT_WINDOWS`)."""
+    alert_latency_ms: int
+    """Milliseconds the site may take to answer the uptime check before it alerts as slow."""
+    alert_certificate_days: int
+    """Days before the site's certificate expires at which the uptime check alerts."""
+    droplet_backups: bool
+    """DigitalOcean's weekly backups of the droplet's disk (its Volume is not in them)."""
     volume_size: int = 0
     """GiB of the DigitalOcean Volume that holds the app's state directory; 0 for none (the droplet's disk)."""
     volume_name: str | None = None
@@ -214,6 +247,14 @@ DEFAULTS: dict[str, Any] = {
     "backupDays": 7,
     "backupInterval": "daily",
     "appEnv": {},
+    "alertEmails": [],
+    "alertCpuPercent": 90,
+    "alertMemoryPercent": 90,
+    "alertDiskPercent": 85,
+    "alertWindow": "5m",
+    "alertLatencyMs": 2000,
+    "alertCertificateDays": ADDRESS_CERTIFICATE_DAYS_MAX,
+    "dropletBackups": False,
 }
 
 #: Every key `parse_settings` reads; the project file must declare exactly these.
@@ -393,6 +434,37 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     backup_interval = values["backupInterval"]
     if backup_interval not in BACKUP_INTERVALS:
         problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
+    droplet_backups = _boolean(values["dropletBackups"], "dropletBackups", problem)
+
+    # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
+    alert_emails = _string_list(values["alertEmails"], "alertEmails", problem)
+    for address in alert_emails:
+        if not _EMAIL.match(address):
+            problem("alertEmails", address, "expected email addresses such as ops@example.org")
+    cpu_percent, memory_percent, disk_percent = (
+        _bounded_int(values[key], key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX, problem)
+        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
+    )
+    alert_window = values["alertWindow"]
+    if alert_window not in ALERT_WINDOWS:
+        problem("alertWindow", alert_window, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}")
+    latency_ms = _bounded_int(
+        values["alertLatencyMs"], "alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX, problem
+    )
+    certificate_days = _bounded_int(
+        values["alertCertificateDays"],
+        "alertCertificateDays",
+        ALERT_CERTIFICATE_DAYS_MIN,
+        ALERT_CERTIFICATE_DAYS_MAX,
+        problem,
+    )
+    if https and domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
+        problem(
+            "alertCertificateDays",
+            certificate_days,
+            f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
+            "renews with under 3 days left, so more would alert on healthy renewals",
+        )
 
     app_env: dict[str, SecretStr] = {}
     raw_env = values["appEnv"]
@@ -447,6 +519,14 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         www_alias=www_alias,
         dns_zone=dns_zone,
         app_source=app_source,
+        alert_emails=tuple(dict.fromkeys(alert_emails)),
+        alert_cpu_percent=cpu_percent,
+        alert_memory_percent=memory_percent,
+        alert_disk_percent=disk_percent,
+        alert_window=alert_window,
+        alert_latency_ms=latency_ms,
+        alert_certificate_days=certificate_days,
+        droplet_backups=droplet_backups,
         linked_dirs=tuple(linked_dirs),
         release_command=tuple(release_command),
         volume_size=volume_size,

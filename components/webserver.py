@@ -12,6 +12,10 @@ from components.render import ServerLayout
 from components.settings import Settings, SettingsError
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
+#: Weekly backups: without a policy DigitalOcean takes daily ones, at 30% of the droplet's price
+#: instead of 20%. In a fixed window (4 hours from Sunday 04:00 UTC): a backup slows the disk's
+#: writes while it runs, so when it runs is worth knowing.
+WEEKLY_BACKUPS = digitalocean.DropletBackupPolicyArgs(plan="weekly", weekday="SUN", hour=4)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,10 @@ class WebServer(pulumi.ComponentResource):
             region=settings.region,
             ipv6=True,
             monitoring=True,
+            # Turned on and off in place; turning them off deletes the backups taken so far.
+            backups=settings.droplet_backups,
+            # The provider refuses a policy without backups.
+            backup_policy=WEEKLY_BACKUPS if settings.droplet_backups else None,
             ssh_keys=[key.fingerprint for key in keys] + list(settings.ssh_key_fingerprints),
             tags=list(args.tags),
             user_data=args.user_data,

@@ -62,9 +62,10 @@ class ProgramRun:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, existing_droplets: list[dict[str, Any]]) -> None:
+    def __init__(self, existing_droplets: list[dict[str, Any]], deploy_stdout: str = DEPLOY_STDOUT) -> None:
         self.names: list[tuple[str, str]] = []
         self.existing_droplets = existing_droplets
+        self.deploy_stdout = deploy_stdout
         self.calls: list[str] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -77,7 +78,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "digitalocean:index/reservedIp:ReservedIp":
             outputs["ipAddress"] = RESERVED_IPV4
         if args.typ == "command:remote:Command":
-            outputs.update(stdout=DEPLOY_STDOUT if args.name.endswith("-deploy") else "", stderr="")
+            outputs.update(stdout=self.deploy_stdout if args.name.endswith("-deploy") else "", stderr="")
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -110,15 +111,20 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
 
 
 def run_program(
-    config: dict[str, Any], *, preview: bool = False, existing_droplets: list[dict[str, Any]] | None = None
+    config: dict[str, Any],
+    *,
+    preview: bool = False,
+    existing_droplets: list[dict[str, Any]] | None = None,
+    deploy_stdout: str = DEPLOY_STDOUT,
 ) -> ProgramRun:
     """Run `__main__.py` with this stack config; returns what was declared and exported.
 
-    `existing_droplets` is what DigitalOcean lists as the stack's droplets already (by tag).
+    `existing_droplets` is what DigitalOcean lists as the stack's droplets already (by tag);
+    `deploy_stdout` is what the deploy command prints (its release id, the site's URL, warnings).
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = RecordingMocks(existing_droplets or [])
+    mocks = RecordingMocks(existing_droplets or [], deploy_stdout)
     ROOT.set(None)  # a fresh stack resource for every run
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=preview, monitor=monitor)

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+from components.monitoring import UPTIME_REGIONS, uptime_regions
 from components.render import render_user_data
-from components.settings import SettingsError, parse_settings
+from components.settings import REGIONS, SettingsError, parse_settings
 from tests.pulumi_harness import (
+    DEPLOY_STDOUT,
     DROPLET_ID,
     DROPLET_IPV4,
     DROPLET_IPV6,
@@ -33,8 +35,13 @@ DNS_RECORD = "digitalocean:index/dnsRecord:DnsRecord"
 VOLUME = "digitalocean:index/volume:Volume"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
+MONITOR_ALERT = "digitalocean:index/monitorAlert:MonitorAlert"
+UPTIME_CHECK = "digitalocean:index/uptimeCheck:UptimeCheck"
+UPTIME_ALERT = "digitalocean:index/uptimeAlert:UptimeAlert"
 WEB_SERVER = "flaskdroplet:infra:WebServer"
 APP_DEPLOYMENT = "flaskdroplet:app:AppDeployment"
+MONITORING = "flaskdroplet:ops:Monitoring"
+ALERT_EMAILS = ["ops@example.org", "oncall@example.org"]
 STEPS = ("app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy")
 
 
@@ -45,11 +52,20 @@ def run(good_config: dict[str, Any]) -> ProgramRun:
     return result
 
 
+@pytest.fixture
+def watched(good_config: dict[str, Any]) -> ProgramRun:
+    """The stack with alerts: addresses to send them to."""
+    result = run_program({**good_config, "alertEmails": ALERT_EMAILS})
+    assert result.error is None, result.error
+    return result
+
+
 def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert sorted(r.type for r in run.resources) == sorted(
         [
             *(WEB_SERVER, SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT),
             *(APP_DEPLOYMENT, COMMAND, COPY, COPY, COMMAND),
+            MONITORING,
         ]
     )
     assert run.outputs["ipv4_address"] == RESERVED_IPV4
@@ -60,14 +76,18 @@ def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert len(run.outputs["release_id"]) == 12
 
 
-def test_children_are_parented_and_named_after_their_component(run: ProgramRun) -> None:
-    for resource in run.resources:
+def test_children_are_parented_and_named_after_their_component(watched: ProgramRun) -> None:
+    assert watched.of_type(MONITOR_ALERT) and watched.of_type(UPTIME_ALERT)
+    for resource in watched.resources:
         if resource.type in (SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, DNS_RECORD):
             assert resource.parent_types[-1] == WEB_SERVER
             assert resource.name.startswith("web-")
         elif resource.type.startswith("command:"):
             assert resource.parent_types[-1] == APP_DEPLOYMENT
             assert resource.name.startswith("app-")
+        elif resource.type in (MONITOR_ALERT, UPTIME_CHECK, UPTIME_ALERT):
+            assert resource.parent_types[-1] == MONITORING
+            assert resource.name.startswith("monitoring-")
         else:
             assert resource.parent_types == ("pulumi:pulumi:Stack",)
 
@@ -196,8 +216,9 @@ def test_fingerprints_are_attached_without_creating_keys(good_config: dict[str, 
 
 
 def test_preview_declares_the_same_graph(good_config: dict[str, Any]) -> None:
-    preview = run_program(good_config, preview=True)
-    update = run_program(good_config)
+    config = {**good_config, "alertEmails": ALERT_EMAILS}
+    preview = run_program(config, preview=True)
+    update = run_program(config)
 
     assert preview.error is None, preview.error
     assert sorted(r.name for r in preview.resources) == sorted(r.name for r in update.resources)
@@ -327,6 +348,23 @@ def test_production_protects_the_droplet_its_address_and_its_volume(good_config:
     assert [r.name for r in other.resources if r.protect] == []
 
 
+def test_droplet_backups_are_weekly_and_only_when_asked_for(good_config: dict[str, Any]) -> None:
+    with_backups = run_program({**good_config, "dropletBackups": True})
+    without = run_program(good_config)
+    assert with_backups.error is None and without.error is None
+
+    droplet = with_backups.one(DROPLET)
+    assert droplet.inputs["backups"] is True
+    assert droplet.inputs["backupPolicy"] == {"plan": "weekly", "weekday": "SUN", "hour": 4}
+    # The provider refuses a backup policy on a droplet without backups.
+    assert without.one(DROPLET).inputs["backups"] is False
+    assert "backupPolicy" not in without.one(DROPLET).inputs
+    # Only those inputs differ, and neither replaces a droplet in DigitalOcean's provider.
+    assert {k: v for k, v in droplet.inputs.items() if k not in ("backups", "backupPolicy")} == {
+        k: v for k, v in without.one(DROPLET).inputs.items() if k != "backups"
+    }
+
+
 @pytest.mark.parametrize(
     ("key", "value", "accepted"),
     [
@@ -344,4 +382,158 @@ def test_bad_volume_and_production_values_stop_the_program_first(
     assert isinstance(run.error, SettingsError)
     problem = str(run.error).splitlines()[-1]
     assert problem.startswith(f"  - flask-droplet:{key} = ") and str(value) in problem and problem.endswith(accepted)
+    assert run.resources == []
+
+
+# Alerts by email: the droplet's metrics, and an uptime check on the site's URL.
+
+
+def test_no_alerts_and_no_uptime_check_without_addresses(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "alertCpuPercent": 50, "alertWindow": "1h"})
+    assert run.error is None, run.error
+
+    assert run.of_type(MONITOR_ALERT) == run.of_type(UPTIME_CHECK) == run.of_type(UPTIME_ALERT) == []
+    assert run.outputs["alerts"] is None
+
+
+def test_droplet_alerts_watch_the_droplet_at_the_configured_thresholds(good_config: dict[str, Any]) -> None:
+    config = {
+        **good_config,
+        "alertEmails": ALERT_EMAILS,
+        "alertCpuPercent": 80,
+        "alertMemoryPercent": 70,
+        "alertDiskPercent": 60,
+        "alertWindow": "10m",
+    }
+
+    run = run_program(config)
+
+    assert run.error is None, run.error
+    alerts = {alert.inputs["type"]: alert.inputs for alert in run.of_type(MONITOR_ALERT)}
+    assert {metric: alert["value"] for metric, alert in alerts.items()} == {
+        "v1/insights/droplet/cpu": 80,
+        "v1/insights/droplet/memory_utilization_percent": 70,
+        "v1/insights/droplet/disk_utilization_percent": 60,
+    }
+    for alert in alerts.values():
+        assert alert["compare"] == "GreaterThan"
+        assert alert["window"] == "10m"
+        assert alert["entities"] == [DROPLET_ID]
+        assert alert["alerts"] == {"emails": ALERT_EMAILS}
+        assert alert["enabled"] is True
+        # Tags would select every droplet of the project, in every stack.
+        assert "tags" not in alert
+    assert alerts["v1/insights/droplet/cpu"]["description"] == "flask-droplet:test: CPU above 80% for 10m"
+    assert run.one(DROPLET).urn in run.named("monitoring-cpu").dependencies
+
+
+def test_uptime_check_requests_the_url_the_deploy_reported(watched: ProgramRun) -> None:
+    check = watched.one(UPTIME_CHECK)
+
+    assert check.inputs["target"] == watched.outputs["url"] == f"https://{RESERVED_IPV4}/"
+    assert check.inputs["type"] == "https"
+    assert check.inputs["enabled"] is True
+    assert check.inputs["name"] == "flask-droplet:test: the site"
+    # The probe regions nearest nyc3.
+    assert check.inputs["regions"] == ["us_east", "us_west"]
+    assert watched.named("app-deploy").urn in check.dependencies
+
+
+def test_uptime_alerts_for_down_slow_and_an_expiring_certificate(good_config: dict[str, Any]) -> None:
+    config = {**good_config, "alertEmails": ALERT_EMAILS, "alertLatencyMs": 1500, "alertWindow": "30m"}
+
+    run = run_program(config)
+
+    assert run.error is None, run.error
+    alerts = {alert.inputs["type"]: alert.inputs for alert in run.of_type(UPTIME_ALERT)}
+    assert sorted(alerts) == ["down", "latency", "ssl_expiry"]
+    for alert in alerts.values():
+        assert alert["checkId"] == "monitoring-uptime-id"
+        assert alert["notifications"] == [{"emails": ALERT_EMAILS}]
+    assert alerts["down"]["period"] == "2m"
+    assert "threshold" not in alerts["down"]
+    assert (alerts["latency"]["threshold"], alerts["latency"]["comparison"]) == (1500, "greater_than")
+    assert alerts["latency"]["period"] == "30m"
+    assert (alerts["ssl_expiry"]["threshold"], alerts["ssl_expiry"]["comparison"]) == (2, "less_than")
+    assert run.outputs["alerts"] == {
+        "emails": ALERT_EMAILS,
+        "droplet": {"cpu_percent": 90, "memory_percent": 90, "disk_percent": 85, "window": "30m"},
+        "site": {
+            "url": f"https://{RESERVED_IPV4}/",
+            "regions": ["us_east", "us_west"],
+            "down_for": "2m",
+            "latency_ms": 1500,
+            "certificate_days": 2,
+        },
+    }
+
+
+def test_plain_http_gets_an_http_check_and_no_certificate_alert(good_config: dict[str, Any]) -> None:
+    stdout = DEPLOY_STDOUT.replace("https://", "http://")
+    run = run_program({**good_config, "alertEmails": ALERT_EMAILS, "https": False}, deploy_stdout=stdout)
+
+    assert run.error is None, run.error
+    check = run.one(UPTIME_CHECK).inputs
+    assert (check["target"], check["type"]) == (f"http://{RESERVED_IPV4}/", "http")
+    assert sorted(alert.inputs["type"] for alert in run.of_type(UPTIME_ALERT)) == ["down", "latency"]
+    assert "certificate_days" not in run.outputs["alerts"]["site"]
+
+
+def test_a_site_still_waiting_for_its_certificate_is_checked_over_http(good_config: dict[str, Any]) -> None:
+    stdout = DEPLOY_STDOUT.replace("https://", "http://")
+    run = run_program({**good_config, "alertEmails": ALERT_EMAILS}, deploy_stdout=stdout)
+
+    assert run.error is None, run.error
+    assert run.one(UPTIME_CHECK).inputs["type"] == "http"
+    # The next deploy with a certificate turns the check to https, where the certificate alert applies.
+    assert "ssl_expiry" in {alert.inputs["type"] for alert in run.of_type(UPTIME_ALERT)}
+
+
+@pytest.mark.parametrize(
+    ("region", "probes"),
+    [("ams3", ["eu_west", "us_east"]), ("sfo3", ["us_west", "us_east"]), ("syd1", ["se_asia", "us_west"])],
+)
+def test_the_uptime_check_probes_from_near_the_droplet(
+    good_config: dict[str, Any], region: str, probes: list[str]
+) -> None:
+    run = run_program({**good_config, "alertEmails": ALERT_EMAILS, "region": region})
+
+    assert run.error is None, run.error
+    assert run.one(UPTIME_CHECK).inputs["regions"] == probes
+
+
+def test_every_droplet_region_has_probe_regions_near_it() -> None:
+    # A region missing from the table would be probed from all four, far ones included.
+    assert [region for region in REGIONS if uptime_regions(region) == UPTIME_REGIONS] == []
+    assert all(set(uptime_regions(region)) < set(UPTIME_REGIONS) for region in REGIONS)
+
+
+def test_alerts_change_no_deploy_step(good_config: dict[str, Any]) -> None:
+    config = {**good_config, "alertEmails": ALERT_EMAILS, "alertDiskPercent": 70, "dropletBackups": True}
+
+    assert changed(triggers(run_program(good_config)), triggers(run_program(config))) == set()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("alertEmails", ["ops@example"], "expected email addresses such as ops@example.org"),
+        ("alertCpuPercent", 0, "expected a whole number from 1 to 100"),
+        ("alertMemoryPercent", 101, "expected a whole number from 1 to 100"),
+        ("alertDiskPercent", "full", "expected a whole number from 1 to 100"),
+        ("alertWindow", "15m", "expected one of DigitalOcean's alert windows 5m, 10m, 30m, 1h"),
+        ("alertLatencyMs", 20000, "expected a whole number from 100 to 10000"),
+        ("alertCertificateDays", 0, "expected a whole number from 1 to 29"),
+        ("dropletBackups", "weekly", "expected true or false"),
+    ],
+)
+def test_bad_alert_and_backup_values_stop_the_program_first(
+    good_config: dict[str, Any], key: str, value: Any, accepted: str
+) -> None:
+    run = run_program({**good_config, "alertEmails": ALERT_EMAILS, key: value})
+
+    assert isinstance(run.error, SettingsError)
+    problem = str(run.error).splitlines()[-1]
+    shown = value[0] if isinstance(value, list) else value
+    assert problem.startswith(f"  - flask-droplet:{key} = ") and str(shown) in problem and problem.endswith(accepted)
     assert run.resources == []

@@ -64,6 +64,17 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
     ({"dnsZone": "example.org"}, "dnsZone", "holds domain (None)"),
     ({"domain": "weather.example.org", "dnsZone": "example.com"}, "dnsZone", "holds domain ('weather.example.org')"),
     ({"domain": "weather.example.org", "dnsZone": "not a zone"}, "dnsZone", "DNS zone"),
+    ({"alertEmails": ["ops@example.org", "not an address"]}, "alertEmails", "'not an address': expected email"),
+    ({"alertEmails": "ops@example.org"}, "alertEmails", "list of strings"),
+    ({"alertCpuPercent": 0}, "alertCpuPercent", "from 1 to 100"),
+    ({"alertMemoryPercent": 101}, "alertMemoryPercent", "from 1 to 100"),
+    ({"alertDiskPercent": "most"}, "alertDiskPercent", "'most'"),
+    ({"alertWindow": "2m"}, "alertWindow", "5m, 10m, 30m, 1h"),
+    ({"alertLatencyMs": 50}, "alertLatencyMs", "from 100 to 10000"),
+    ({"alertCertificateDays": 0}, "alertCertificateDays", "from 1 to 29"),
+    ({"alertCertificateDays": 3}, "alertCertificateDays", "at most 2 without a domain"),
+    ({"domain": "a.example.org", "alertCertificateDays": 30}, "alertCertificateDays", "from 1 to 29"),
+    ({"dropletBackups": "weekly"}, "dropletBackups", "true or false"),
 ]
 
 
@@ -319,3 +330,48 @@ def test_workers_follow_the_droplet_size_unless_set(good_config: dict[str, Any])
     for size, workers in sizes.items():
         assert parse_settings({**good_config, "size": size}, PROJECT_DIR).workers == workers, size
     assert parse_settings({**good_config, "size": "s-2vcpu-4gb", "workers": 2}, PROJECT_DIR).workers == 2
+
+
+def test_alert_settings_default_to_no_alerts_and_sane_thresholds(good_config: dict[str, Any]) -> None:
+    settings = parse_settings(good_config, PROJECT_DIR)
+
+    assert settings.alert_emails == ()
+    assert (settings.alert_cpu_percent, settings.alert_memory_percent, settings.alert_disk_percent) == (90, 90, 85)
+    assert (settings.alert_window, settings.alert_latency_ms, settings.alert_certificate_days) == ("5m", 2000, 2)
+    assert settings.droplet_backups is False
+
+
+def test_alert_settings_as_pulumi_config_hands_them_over(good_config: dict[str, Any]) -> None:
+    config = {
+        **good_config,
+        "alertEmails": [" ops@example.org", "oncall@example.org", "ops@example.org"],
+        "alertCpuPercent": "75",
+        "alertWindow": "1h",
+        "alertLatencyMs": "800",
+        "domain": "weather.example.org",
+        "alertCertificateDays": "14",
+        "dropletBackups": "true",
+    }
+
+    settings = parse_settings(config, PROJECT_DIR)
+
+    assert settings.alert_emails == ("ops@example.org", "oncall@example.org")
+    assert (settings.alert_cpu_percent, settings.alert_window, settings.alert_latency_ms) == (75, "1h", 800)
+    assert settings.alert_certificate_days == 14
+    assert settings.droplet_backups is True
+
+
+def test_alert_thresholds_are_checked_without_addresses_too(good_config: dict[str, Any]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({**good_config, "alertDiskPercent": 0, "alertWindow": "1d"}, PROJECT_DIR)
+
+    assert [problem.split(" = ")[0] for problem in caught.value.problems] == [
+        "flask-droplet:alertDiskPercent",
+        "flask-droplet:alertWindow",
+    ]
+
+
+def test_certificate_days_for_the_address_matter_only_with_https(good_config: dict[str, Any]) -> None:
+    assert parse_settings({**good_config, "https": False, "alertCertificateDays": 10}, PROJECT_DIR)
+    with pytest.raises(SettingsError, match="alertCertificateDays = 10: expected at most 2 without a domain"):
+        parse_settings({**good_config, "alertCertificateDays": 10}, PROJECT_DIR)

@@ -1,0 +1,156 @@
+"""`Monitoring`: DigitalOcean's alerts on the droplet's metrics and an uptime check on the site."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_digitalocean as digitalocean
+
+from components.settings import Settings
+
+#: Where DigitalOcean's uptime checks probe from, as `UptimeCheck.regions` names them.
+UPTIME_REGIONS = ("us_east", "us_west", "eu_west", "se_asia")
+#: The two probe regions nearest each droplet region (by its letters: nyc3 -> nyc). Two, so the
+#: check's results per region tell trouble on one probe's network from the site being down; the
+#: nearest, so the latency measured is the site's and not the distance's.
+NEAREST_UPTIME_REGIONS = {
+    "nyc": ("us_east", "us_west"),
+    "tor": ("us_east", "us_west"),
+    "sfo": ("us_west", "us_east"),
+    "lon": ("eu_west", "us_east"),
+    "ams": ("eu_west", "us_east"),
+    "fra": ("eu_west", "us_east"),
+    "sgp": ("se_asia", "eu_west"),
+    "blr": ("se_asia", "eu_west"),
+    "syd": ("se_asia", "us_west"),
+}
+#: How long the site may fail to answer before the `down` alert, the shortest DigitalOcean allows: a
+#: deploy never takes the site down (systemd holds its socket through a restart), so this is an outage.
+DOWN_PERIOD = "2m"
+
+#: (name suffix, DigitalOcean's metric, what the description calls it): the droplet metrics that alert.
+DROPLET_METRICS = (
+    ("cpu", "v1/insights/droplet/cpu", "CPU"),
+    ("memory", "v1/insights/droplet/memory_utilization_percent", "memory"),
+    ("disk", "v1/insights/droplet/disk_utilization_percent", "disk"),
+)
+
+
+def uptime_regions(droplet_region: str) -> tuple[str, ...]:
+    """The probe regions for a droplet region; all of them for a region this table does not know."""
+    return NEAREST_UPTIME_REGIONS.get(droplet_region.rstrip("0123456789"), UPTIME_REGIONS)
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    settings: Settings
+    """Validated stack settings: the addresses, thresholds and window."""
+    droplet_id: pulumi.Input[str]
+    """The droplet whose metrics alert."""
+    url: pulumi.Input[str]
+    """The site's URL as the deploy found it (https:// once it has its certificate): what the uptime check requests."""
+    stack_tag: str
+    """The droplet's PROJECT:STACK tag: names the stack in every check and alert, so mail from two stacks differs."""
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Email alerts on the droplet's CPU, memory and disk, and an uptime check on the site.
+
+    DigitalOcean's metrics agent (the droplet's `monitoring`) feeds the droplet alerts;
+    the uptime check requests the site's URL from the probe regions nearest the droplet
+    and alerts when it is down, slow, or (over HTTPS) its certificate is close to expiry.
+    Without `alert_emails` nothing is created.
+    """
+
+    alerts: pulumi.Output[dict[str, Any]] | None
+    """What is watched, at which thresholds, and who hears of it; None without `alert_emails`."""
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("flaskdroplet:ops:Monitoring", name, None, opts)
+        settings = args.settings
+        self.alerts = None
+        if not settings.alert_emails:
+            self.register_outputs({"alerts": None})
+            return
+        child = pulumi.ResourceOptions(parent=self)
+        emails = list(settings.alert_emails)
+        label = args.stack_tag
+
+        thresholds = {
+            "cpu": settings.alert_cpu_percent,
+            "memory": settings.alert_memory_percent,
+            "disk": settings.alert_disk_percent,
+        }
+        for metric, metric_type, measured in DROPLET_METRICS:
+            digitalocean.MonitorAlert(
+                f"{name}-{metric}",
+                type=metric_type,
+                compare="GreaterThan",
+                value=thresholds[metric],
+                window=settings.alert_window,
+                # The droplet by its id, not by tag: the project's tag is on every stack's droplet.
+                entities=[args.droplet_id],
+                alerts=digitalocean.MonitorAlertAlertsArgs(emails=emails),
+                enabled=True,
+                description=f"{label}: {measured} above {thresholds[metric]}% for {settings.alert_window}",
+                opts=child,
+            )
+
+        url = pulumi.Output.from_input(args.url)
+        regions = list(uptime_regions(settings.region))
+        check = digitalocean.UptimeCheck(
+            f"{name}-uptime",
+            name=f"{label}: the site",
+            target=url,
+            # A site with no certificate yet answers on http://; its check follows the URL there and back.
+            type=url.apply(lambda target: "https" if target.startswith("https://") else "http"),
+            regions=regions,
+            enabled=True,
+            opts=child,
+        )
+        notifications = [digitalocean.UptimeAlertNotificationArgs(emails=emails)]
+        digitalocean.UptimeAlert(
+            f"{name}-down",
+            check_id=check.id,
+            name=f"{label}: the site is down",
+            type="down",
+            period=DOWN_PERIOD,
+            notifications=notifications,
+            opts=child,
+        )
+        digitalocean.UptimeAlert(
+            f"{name}-latency",
+            check_id=check.id,
+            name=f"{label}: the site is slow",
+            type="latency",
+            threshold=settings.alert_latency_ms,
+            comparison="greater_than",
+            period=settings.alert_window,
+            notifications=notifications,
+            opts=child,
+        )
+        site: dict[str, Any] = {
+            "regions": regions,
+            "down_for": DOWN_PERIOD,
+            "latency_ms": settings.alert_latency_ms,
+        }
+        if settings.https:
+            digitalocean.UptimeAlert(
+                f"{name}-certificate",
+                check_id=check.id,
+                name=f"{label}: the certificate expires soon",
+                type="ssl_expiry",
+                threshold=settings.alert_certificate_days,
+                # Fewer days left than the threshold.
+                comparison="less_than",
+                notifications=notifications,
+                opts=child,
+            )
+            site["certificate_days"] = settings.alert_certificate_days
+
+        droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
+        droplet["window"] = settings.alert_window
+        self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
+        self.register_outputs({"alerts": self.alerts})
