@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(err, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C ends `logs -f` (and any other command on the machine); the machine stays up.
+        return 130
     except (RehearsalError, DeployError) as err:
         print(f"rehearse: {err}", file=sys.stderr)
         if args.command != "down":

@@ -510,6 +510,21 @@ class Machine:
             raise RehearsalError("the rehearsal machine is not running")
         return run(["nsenter", "-t", str(pid), "-a", *argv], timeout=timeout, check=False)
 
+    def wait_for_boot(self, timeout: float = BOOT_TIMEOUT_SECONDS * 2) -> str:
+        """Wait until systemd in the guest has finished booting; its state (`running`, `degraded`, ...).
+
+        Right after a start, the guest's systemd may not listen yet: that is retried, within `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = max(deadline - time.monotonic(), 1)
+            with contextlib.suppress(RehearsalError, subprocess.TimeoutExpired):  # not started yet, or still booting
+                state = self.guest(["systemctl", "is-system-running", "--wait"], timeout=left).stdout.strip()
+                if state:
+                    return state
+            time.sleep(0.5)
+        raise RehearsalError(f"the machine did not finish booting within {timeout:.0f} s")
+
     def wait_for_cloud_init(self, timeout: float, progress: Progress) -> CloudInitResult:
         """Poll `cloud-init status` inside the guest until it is done or reports an error."""
         deadline = time.monotonic() + timeout

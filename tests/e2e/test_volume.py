@@ -99,9 +99,8 @@ def test_notes_survive_a_replacement_without_a_new_file_system(rehearsal: Rehear
 
 def test_without_its_volume_the_app_does_not_start_on_the_disk_underneath(rehearsal: Rehearsal) -> None:
     rehearsal.machine.reboot(run.progress, volume=None)
-    booted = rehearsal.machine.guest(["systemctl", "is-system-running", "--wait"], timeout=120)
     # The boot finishes (degraded: the mount failed), and SSH is up for the deploy.
-    assert booted.stdout.strip() == "degraded", booted
+    assert rehearsal.machine.wait_for_boot() == "degraded"
     host = rehearsal.host()
 
     assert not host.mount_point(STATE_DIR).exists

@@ -577,8 +577,8 @@ check_disk() { # VENV: before unpacking, the release (and VENV, when it must be 
     fi
 }
 
-show_logs() { # [-f] [-n LINES]: the site's requests (nginx, with their ids), then the journal of the app and nginx
-    local follow=0 lines=50 usage="usage: deploy.sh logs [-f] [-n LINES]"
+show_logs() { # [-f] [-n LINES]: the site's requests (with their ids) and nginx's errors, then the app's and nginx's journal
+    local follow=0 lines=50 usage="usage: deploy.sh logs [-f] [-n LINES]" file
     while (($#)); do
         case $1 in
             -f | --follow) follow=1 ;;
@@ -591,17 +591,22 @@ show_logs() { # [-f] [-n LINES]: the site's requests (nginx, with their ids), th
         esac
         shift
     done
+    local files=("$ACCESS_LOG" /var/log/nginx/error.log)
     local units=(-u "$SERVICE" -u "$SOCKET" -u "$CANDIDATE.service" -u nginx.service -u "$BACKUP_UNIT.service"
         -u "$RENEW_UNIT.service")
     if ((follow)); then
-        # Both at once, each line saying where it comes from; nginx writes its buffer every 2 s.
-        tail -n "$lines" -F "$ACCESS_LOG" 2>/dev/null | sed -u "s|^|$ACCESS_LOG: |" &
-        trap 'kill $! 2>/dev/null' EXIT
+        # All at once, each file's lines saying where they come from; nginx writes its access log every 2 s.
+        for file in "${files[@]}"; do
+            tail -n "$lines" -F "$file" 2>/dev/null | sed -u "s|^|$file: |" &
+        done
+        trap 'kill $(jobs -p) 2>/dev/null' EXIT
         journalctl --no-pager --output=short-iso --lines="$lines" --follow "${units[@]}"
     else
-        echo "== $ACCESS_LOG: the last $lines requests (id= is the request id the app sees as X-Request-ID)"
-        tail -n "$lines" "$ACCESS_LOG" 2>/dev/null || echo "(no requests yet)"
-        echo "== journal of $SERVICE, nginx and the deploy's units: the last $lines lines (journalctl ${units[*]})"
+        echo "== $ACCESS_LOG: the last $lines requests (id= is the request id the app gets as X-Request-ID)"
+        tail -n "$lines" "$ACCESS_LOG" 2>/dev/null || echo "(none yet)"
+        echo "== /var/log/nginx/error.log: the last $lines lines"
+        tail -n "$lines" /var/log/nginx/error.log 2>/dev/null || echo "(none yet)"
+        echo "== the journal of $SERVICE, nginx and the deploy's units: the last $lines lines (journalctl ${units[*]})"
         journalctl --no-pager --output=short-iso --lines="$lines" "${units[@]}"
     fi
 }
