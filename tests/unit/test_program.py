@@ -73,6 +73,10 @@ def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert run.outputs["url"] == f"https://{RESERVED_IPV4}/"
     assert run.outputs["warnings"] == ["fail2ban is not running"]
     assert run.outputs["ssh"] == f"ssh deploy@{DROPLET_IPV4}"
+    # The exact line that follows the site's logs, at the droplet's own address.
+    assert run.outputs["logs"] == (
+        f"ssh -t deploy@{DROPLET_IPV4} sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh logs -f"
+    )
     assert len(run.outputs["release_id"]) == 12
 
 
