@@ -133,3 +133,22 @@ def test_keep_deletes_backups_older_than_the_kept_days_but_never_the_newest(scri
     run_script(script, "keep", incoming, backups, "1")
 
     assert recent.exists(), "the newest backup stays, however old"
+
+
+def test_a_backup_that_fails_leaves_nothing_behind(script: Path, tmp_path: Path) -> None:
+    state, incoming = tmp_path / "state", tmp_path / "incoming"
+    state.mkdir()
+    incoming.mkdir()
+    (state / "broken.db").write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)
+
+    result = subprocess.run(
+        [sys.executable, str(script), "take", str(state), str(incoming)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "sqlite3.DatabaseError" in result.stderr
+    assert list(incoming.iterdir()) == []
