@@ -1,4 +1,4 @@
-"""lynis, before and after: a droplet with only an SSH key, and the same machine with this project's hardening."""
+"""lynis, before: a droplet with only an SSH key. After, with this project's hardening: test_security.py."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def lynis(machine: nspawn.Machine) -> tuple[int, list[str]]:
     return int(found[1]), suggestions
 
 
-def test_hardening_raises_the_lynis_index(figures: list[str]) -> None:
+def test_a_plain_machine_scores_what_the_project_improves_on(figures: list[str]) -> None:
+    """The baseline; the project's own machine is scored in test_security.py, on the machine booted there."""
     machine = nspawn.Machine()
     try:
         machine.down(run.progress)
@@ -50,12 +51,6 @@ def test_hardening_raises_the_lynis_index(figures: list[str]) -> None:
         before, _ = lynis(machine)
     finally:
         run.down()
-    try:
-        run.up("dev", {})
-        after, suggestions = lynis(nspawn.Machine())
-    finally:
-        run.down()
 
-    figures.append(f"lynis hardening index: {before} on a plain machine, {after} with this project's hardening")
-    figures.append(f"lynis suggestions left: {', '.join(suggestions)}")
-    assert after >= MINIMUM_INDEX
+    figures.append(f"lynis hardening index of a plain machine: {before}")
+    assert before < MINIMUM_INDEX

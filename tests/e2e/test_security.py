@@ -17,6 +17,7 @@ from components.render import render_deploy_script, render_user_data
 from rehearsal import run
 from tests.e2e.conftest import Rehearsal, bring_up
 from tests.e2e.load import Load, LoadResult, SlowClients
+from tests.e2e.test_lynis import MINIMUM_INDEX, lynis
 
 pytestmark = pytest.mark.e2e
 
@@ -243,3 +244,12 @@ def test_the_app_cannot_reach_the_metadata_service(rehearsal: Rehearsal) -> None
         assert "169.254.169.254" in machine.guest(["iptables", "-S", "OUTPUT"]).stdout
     finally:
         machine.guest(["sh", "-c", "systemctl stop fake-metadata; ip address del 169.254.169.254/32 dev lo"])
+
+
+def test_hardening_raises_the_lynis_index(rehearsal: Rehearsal, figures: list[str]) -> None:
+    """Last in this module: it installs lynis on the machine. A plain machine's index is in test_lynis.py."""
+    after, suggestions = lynis(rehearsal.machine)
+
+    figures.append(f"lynis hardening index with this project's hardening: {after}")
+    figures.append(f"lynis suggestions left: {', '.join(suggestions)}")
+    assert after >= MINIMUM_INDEX
