@@ -213,9 +213,7 @@ def rollback(stack: str, overrides: Mapping[str, Any], release_id: str | None = 
 
 def run_once(stack: str, overrides: Mapping[str, Any], argv: list[str]) -> int:
     """Run a one-off command in the live release on the running machine; its output and exit code pass through."""
-    machine = running_machine()
-    settings = rehearsal_settings(stack, overrides, machine.public_key())
-    return ssh_target(machine).stream(run_command(settings, argv))
+    return on_server(stack, overrides, lambda settings: run_command(settings, argv))
 
 
 def on_server(stack: str, overrides: Mapping[str, Any], command_for: Callable[[Settings], str]) -> int:

@@ -274,6 +274,12 @@ install_dependencies() { # VENV DEPS_DIR: a new virtualenv with the release's de
     fi
 }
 
+installed() { # SOURCE TARGET: TARGET (root's, 0644) made a copy of SOURCE when they differ; true when it was
+    cmp -s "$1" "$2" && return 1
+    # Called as a condition, where `set -e` does not reach: a failed install must still stop the deploy.
+    install -D -m 0644 -o root -g root "$1" "$2" || fail "could not install $2"
+}
+
 state_dir_holds_data() { # DIR: anything in it but the file system's lost+found
     [[ -d $1 ]] && find "$1" -mindepth 1 -maxdepth 1 ! -name lost+found -print -quit | grep -q .
 }
@@ -291,10 +297,7 @@ ensure_state_volume() { # the state directory is the Volume's file system, mount
     for unit in "$STATE_FORMAT" "$STATE_MOUNT"; do
         staged=$(mktemp)
         tar -xzf "$bundle" -O "server/$unit" >"$staged"
-        if ! cmp -s "$staged" "/etc/systemd/system/$unit"; then
-            install -m 0644 -o root -g root "$staged" "/etc/systemd/system/$unit"
-            changed=1
-        fi
+        if installed "$staged" "/etc/systemd/system/$unit"; then changed=1; fi
         rm -f "$staged"
     done
     ((changed == 0)) || systemctl daemon-reload
@@ -626,7 +629,7 @@ take_backup() { # the state directory backed up now, by the timer's own service;
 }
 
 restore_state() { # [BACKUP]: the newest backup, or BACKUP (a name that `ls BACKUPS` shows), back into the state directory
-    local archive before
+    local archive name before
     if [[ -z ${1:-} ]]; then
         archive=$(newest_backup)
         [[ -n $archive ]] || fail "no backup in $BACKUPS to restore"
@@ -635,10 +638,11 @@ restore_state() { # [BACKUP]: the newest backup, or BACKUP (a name that `ls BACK
         [[ $1 != */* && -f $archive ]] ||
             fail "no backup '$1' in $BACKUPS; backups: $(find "$BACKUPS" -maxdepth 1 -name '*.tar.gz' -printf '%f ' 2>/dev/null)"
     fi
+    name=$(basename "$archive" .tar.gz)
     tar -tzf "$archive" >/dev/null || fail "the backup $archive cannot be read; nothing has changed"
     log "backing up the state as it is now, before restoring"
     before=$(take_backup)
-    log "restoring $(basename "$archive" .tar.gz) into $STATE_DIR; the app stops meanwhile"
+    log "restoring $name into $STATE_DIR; the app stops meanwhile"
     stop_candidate
     systemctl stop "$SOCKET" "$SERVICE"
     find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
@@ -647,10 +651,10 @@ restore_state() { # [BACKUP]: the newest backup, or BACKUP (a name that `ls BACK
     chown "$APP_USER:$APP_USER" "$STATE_DIR"
     chmod 0750 "$STATE_DIR"
     systemctl start "$SOCKET"
-    wait_healthy live || fail "after restoring $(basename "$archive"), GET $HEALTH_PATH does not answer 2xx;" \
+    wait_healthy live || fail "after restoring $name, GET $HEALTH_PATH does not answer 2xx;" \
         "the state as it was before the restore is the backup $before"
-    log "restored $(basename "$archive" .tar.gz); the state before it is the backup $before"
-    basename "$archive" .tar.gz
+    log "restored $name; the state before it is the backup $before"
+    echo "$name"
 }
 
 case ${1:-} in
@@ -790,12 +794,8 @@ check_memory
 
 # Server configuration shipped with the release; nginx only takes it if it parses.
 config_changed=0
-install_if_changed() {
-    local source=$1 target=$2
-    if ! cmp -s "$source" "$target"; then
-        install -m 0644 -o root -g root "$source" "$target"
-        config_changed=1
-    fi
+install_if_changed() { # SOURCE TARGET: installed, and the app's units reloaded and the app restarted for it
+    if installed "$1" "$2"; then config_changed=1; fi
 }
 install_if_changed "$release_dir/server/$SERVICE" "/etc/systemd/system/$SERVICE"
 install_if_changed "$release_dir/server/$SOCKET" "/etc/systemd/system/$SOCKET"
@@ -812,15 +812,12 @@ units_changed=0
 if ((BACKUP_DAYS > 0)); then
     install -d -m 0710 -o root -g "$APP_USER" "$BACKUPS"
     install -d -m 0700 -o "$APP_USER" -g "$APP_USER" "$BACKUP_INCOMING"
+    # Readable by the app's user, who runs the script, whatever the umask of the deploy's session.
     install -d -m 0755 "$(dirname "$BACKUP_SCRIPT")"
     for unit in "$BACKUP_UNIT.service" "$BACKUP_UNIT.timer"; do
-        if ! cmp -s "$release_dir/server/$unit" "/etc/systemd/system/$unit"; then
-            install -m 0644 -o root -g root "$release_dir/server/$unit" "/etc/systemd/system/$unit"
-            units_changed=1
-        fi
+        if installed "$release_dir/server/$unit" "/etc/systemd/system/$unit"; then units_changed=1; fi
     done
-    cmp -s "$release_dir/server/state-backup.py" "$BACKUP_SCRIPT" ||
-        install -m 0644 -o root -g root "$release_dir/server/state-backup.py" "$BACKUP_SCRIPT"
+    installed "$release_dir/server/state-backup.py" "$BACKUP_SCRIPT" || true
 elif [[ -f /etc/systemd/system/$BACKUP_UNIT.timer ]]; then
     # Backups turned off: no more are taken; those already taken stay in BACKUPS.
     systemctl disable --quiet --now "$BACKUP_UNIT.timer"
@@ -828,13 +825,11 @@ elif [[ -f /etc/systemd/system/$BACKUP_UNIT.timer ]]; then
     units_changed=1
 fi
 # The journal on disk and bounded (written at first boot too).
-if ! cmp -s "$release_dir/server/journald.conf" "$JOURNALD_DROP_IN"; then
-    install -D -m 0644 -o root -g root "$release_dir/server/journald.conf" "$JOURNALD_DROP_IN"
+if installed "$release_dir/server/journald.conf" "$JOURNALD_DROP_IN"; then
     systemctl restart systemd-journald
 fi
 nginx_sandbox_changed=0
-if ! cmp -s "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"; then
-    install -D -m 0644 -o root -g root "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"
+if installed "$release_dir/server/nginx-sandbox.conf" "$NGINX_DROP_IN"; then
     nginx_sandbox_changed=1
     config_changed=1
 fi
