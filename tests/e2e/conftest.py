@@ -21,6 +21,7 @@ import testinfra
 from components.render import DEPLOY_USER, ServerLayout
 from components.settings import Settings
 from rehearsal import acme, nspawn, run
+from tests.pulumi_harness import PROJECT_DIR
 
 APP_PORTS = (5000, 8000, 8080)
 
@@ -48,7 +49,7 @@ class Rehearsal:
 
     def access_log(self, wait_for: str) -> list[str]:
         """nginx's access log of the site, once it holds `wait_for` (nginx flushes its buffer every 2 s)."""
-        log = self.host().file(f"/var/log/nginx/{self.settings.app_name}.access.log")
+        log = self.host().file(self.layout.access_log)
         deadline = time.monotonic() + 10
         while wait_for not in log.content_string and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -82,6 +83,20 @@ class Rehearsal:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
+
+
+def rehearse(
+    config: dict[str, Any], *words: str, command: tuple[str, ...] = (), timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`scripts/rehearse WORDS... --set KEY=VALUE ... [-- COMMAND...]` for a stack's `config`, as the README says it."""
+    settings = [f"--set={key}={json.dumps(value)}" for key, value in config.items()]
+    return subprocess.run(
+        [str(PROJECT_DIR / "scripts/rehearse"), *words, *settings, *(["--", *command] if command else [])],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def tls_context() -> ssl.SSLContext:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from rehearsal import run
-from tests.e2e.conftest import Rehearsal, bring_up
+from tests.e2e.conftest import Rehearsal, bring_up, rehearse
 from tests.pulumi_harness import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +42,7 @@ def rehearsal() -> Iterator[Rehearsal]:
 
 def rehearse_run(*command: str, **overrides: Any) -> subprocess.CompletedProcess[str]:
     """`scripts/rehearse run --set KEY=VALUE ... -- COMMAND`, as the README says it."""
-    settings = [f"--set={key}={json.dumps(value)}" for key, value in {**FLASKR, **overrides}.items()]
-    return subprocess.run(
-        [str(PROJECT_DIR / "scripts/rehearse"), "run", *settings, "--", *command],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return rehearse({**FLASKR, **overrides}, "run", command=command)
 
 
 def add_entry(rehearsal: Rehearsal, body: str) -> int:

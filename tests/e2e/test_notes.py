@@ -20,8 +20,7 @@ import pytest
 
 from rehearsal import run
 from rehearsal.deploy import DeployError
-from tests.e2e.conftest import Rehearsal, bring_up
-from tests.pulumi_harness import PROJECT_DIR
+from tests.e2e.conftest import Rehearsal, bring_up, rehearse
 
 pytestmark = pytest.mark.e2e
 
@@ -91,16 +90,8 @@ def test_workers_follow_the_setting(rehearsal: Rehearsal) -> None:
     assert len(workers) == 1 + 3
 
 
-def rehearse(*words: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`scripts/rehearse WORDS... --set KEY=VALUE ...` for the notes app, as the README says it."""
-    settings = [f"--set={key}={json.dumps(value)}" for key, value in NOTES.items()]
-    return subprocess.run(
-        [str(PROJECT_DIR / "scripts/rehearse"), *words, *settings],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def rehearse_notes(*words: str) -> subprocess.CompletedProcess[str]:
+    return rehearse(NOTES, *words)
 
 
 def test_logs_show_a_request_by_one_id_in_nginx_and_in_the_app(rehearsal: Rehearsal) -> None:
@@ -118,7 +109,7 @@ def test_logs_show_a_request_by_one_id_in_nginx_and_in_the_app(rehearsal: Rehear
 
     deadline, lines = time.monotonic() + 15, []
     while time.monotonic() < deadline:  # nginx writes its buffered log every 2 s
-        shown = rehearse("logs", "-n", "100")
+        shown = rehearse_notes("logs", "-n", "100")
         assert shown.returncode == 0, shown.stderr
         lines = [line for line in shown.stdout.splitlines() if f"id={request_id}" in line]
         if len(lines) == 2:
@@ -147,10 +138,8 @@ def test_the_journal_is_kept_on_disk_and_bounded_and_nginx_logs_rotate(rehearsal
     request_id = f"after-rotation-{time.monotonic_ns()}"
     request = urllib.request.Request(rehearsal.url + "health", headers={"X-Request-ID": request_id})  # noqa: S310
     rehearsal.open(request).close()
-    deadline = time.monotonic() + 10
-    while request_id not in host.file(log).content_string and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert request_id in host.file(log).content_string, "nginx writes to the new file after the rotation"
+    lines = rehearsal.access_log(wait_for=request_id)
+    assert any(request_id in line for line in lines), "nginx writes to the new file after the rotation"
 
 
 def test_backups_are_on_a_timer_and_its_service_runs(rehearsal: Rehearsal) -> None:
@@ -161,7 +150,7 @@ def test_backups_are_on_a_timer_and_its_service_runs(rehearsal: Rehearsal) -> No
     next_run = host.check_output("systemctl show notes-backup.timer -p NextElapseUSecRealtime --value")
     assert next_run not in ("", "n/a")
 
-    taken = rehearse("backup")
+    taken = rehearse_notes("backup")
 
     assert taken.returncode == 0, taken.stderr
     name = taken.stdout.strip().splitlines()[-1]
@@ -195,7 +184,7 @@ def test_a_backup_taken_while_notes_are_written_restores_them_after_the_data_is_
             time.sleep(0.1)
         before = list(saved)
         started = time.monotonic()
-        taken = rehearse("backup")
+        taken = rehearse_notes("backup")
         backup_seconds = time.monotonic() - started
         during = len(saved) - len(before)
     finally:
@@ -210,17 +199,16 @@ def test_a_backup_taken_while_notes_are_written_restores_them_after_the_data_is_
     assert not {note["text"] for note in lost} & set(before)
 
     started = time.monotonic()
-    restored = rehearse("restore", name)
+    restored = rehearse_notes("restore", name)
     restore_seconds = time.monotonic() - started
 
     assert restored.returncode == 0, restored.stderr
     assert restored.stdout.strip().splitlines()[-1] == name
-    check = rehearse("run -- python -c import\x20sqlite3")  # placeholder replaced below
-    del check
-    integrity = rehearsal.host().run(
-        'sudo -u notes python3 -c "import sqlite3; '
-        "print(sqlite3.connect('/var/lib/notes/notes.db').execute('PRAGMA integrity_check').fetchone()[0])\""
+    check = (
+        "import sqlite3; "
+        "print(sqlite3.connect('/var/lib/notes/notes.db').execute('PRAGMA integrity_check').fetchone()[0])"
     )
+    integrity = rehearse(NOTES, "run", command=("python", "-c", check))
     assert integrity.stdout.strip() == "ok", integrity.stderr
     texts = {note["text"] for note in json.loads(rehearsal.get("/api/notes")[2])["notes"]}
     back = [text for text in saved if text in texts]
