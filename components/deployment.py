@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -27,6 +28,8 @@ class AppDeploymentArgs:
     """The ordered steps, from `build_deploy_plan`."""
     private_key: pulumi.Input[str] | None = None
     """SSH private key for the deploy user; None uses the SSH agent (SSH_AUTH_SOCK)."""
+    extra_env: pulumi.Input[Mapping[str, str]] | None = None
+    """Variables beside appEnv that exist only with other resources (DATABASE_URL); kept secret."""
 
 
 class AppDeployment(pulumi.ComponentResource):
@@ -53,8 +56,10 @@ class AppDeployment(pulumi.ComponentResource):
             dial_error_limit=DIAL_ERROR_LIMIT,
             per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
         )
-        # Hash of the secret environment: a changed secret redeploys, and the hash stays secret too.
-        stdin_hash = pulumi.Output.secret(sha256_text(plan.stdin))
+        # The secret environment, and its hash: a changed secret redeploys, and the hash stays secret too.
+        extra_env: pulumi.Output[Mapping[str, str]] = pulumi.Output.from_input(args.extra_env or {})
+        stdin: pulumi.Output[str] = pulumi.Output.secret(extra_env.apply(plan.stdin_with))
+        stdin_hash: pulumi.Output[str] = pulumi.Output.secret(stdin.apply(sha256_text))
 
         previous: list[pulumi.Resource] = []
         last: pulumi.Resource | None = None
@@ -83,7 +88,7 @@ class AppDeployment(pulumi.ComponentResource):
                         if step.takes_public_address
                         else step.command
                     ),
-                    stdin=pulumi.Output.secret(plan.stdin) if step.stdin_is_secret else None,
+                    stdin=stdin if step.stdin_is_secret else None,
                     triggers=triggers,
                     # Progress goes to stderr; stdout carries what `parse_deploy_output` reads.
                     logging=remote.Logging.STDERR,

@@ -8,7 +8,8 @@ in a step's `stdin`.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.bundle import Bundle, build_bundle
@@ -102,13 +103,25 @@ def parse_deploy_output(stdout: str) -> DeployReport:
 class DeployPlan:
     release_id: str
     steps: tuple[Step, ...]
-    stdin: str
-    """What the secret step reads on stdin: the app's environment file."""
+    app_env: Mapping[str, str] = field(default_factory=dict)
+    """The stack's appEnv: what the secret step's environment file holds, before `stdin_with` adds to it."""
     login_user: str = DEPLOY_USER
 
+    @property
+    def stdin(self) -> str:
+        """What the secret step reads on stdin: the app's environment file."""
+        return self.stdin_with({})
 
-def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
-    """Render, archive and order everything a deploy does; writes the bundle and script under `build_dir`."""
+    def stdin_with(self, extra_env: Mapping[str, str]) -> str:
+        """The environment file with `extra_env` added: what only exists once resources do (DATABASE_URL)."""
+        return render_env_file({**self.app_env, **extra_env})
+
+
+def build_deploy_plan(settings: Settings, build_dir: Path, runs_release_command: bool = True) -> DeployPlan:
+    """Render, archive and order everything a deploy does; writes the bundle and script under `build_dir`.
+
+    Of several droplets, only the first of a rollout `runs_release_command`; the others skip it.
+    """
     layout = ServerLayout(settings.app_name)
     bundle: Bundle = build_bundle(settings, build_dir / "bundles")
     script = render_deploy_script(settings)
@@ -123,14 +136,23 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
         Upload("bundle", bundle.path, remote_bundle, bundle.sha256),
         RemoteCommand(
             "deploy",
-            f"sudo /bin/bash {shlex.quote(layout.deploy_script)} {bundle.release_id} {shlex.quote(remote_bundle)}",
+            shlex.join(
+                [
+                    "sudo",
+                    "/bin/bash",
+                    layout.deploy_script,
+                    *([] if runs_release_command else ["--skip-release-command"]),
+                    bundle.release_id,
+                    remote_bundle,
+                ]
+            ),
             # The release id covers the app and the server config; the script is hashed separately.
             sha256_text(bundle.sha256 + server_config_hash(settings)),
             stdin_is_secret=True,
             takes_public_address=True,
         ),
     )
-    return DeployPlan(release_id=bundle.release_id, steps=steps, stdin=render_env_file(dict(settings.app_env)))
+    return DeployPlan(release_id=bundle.release_id, steps=steps, app_env=dict(settings.app_env))
 
 
 def deploy_script_command(settings: Settings, *words: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from components.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
 from components.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
@@ -197,6 +198,16 @@ class ServerLayout:
         return f"/var/lib/{self.app_name}"
 
     @property
+    def sqlite_url(self) -> str:
+        """DATABASE_URL with `database` sqlite: one file in the state directory, kept across releases."""
+        return f"sqlite:///{self.state_dir}/database.sqlite3"
+
+    @property
+    def balancer_drain(self) -> str:
+        """While this file exists, the balancer's health check answers 503: the droplet leaves its rotation."""
+        return f"/run/{self.app_name}-balancer-drain"
+
+    @property
     def state_mount_unit(self) -> str:
         """The mount unit of the state directory's Volume, named by systemd's path escaping."""
         return systemd_escape_path(self.state_dir) + ".mount"
@@ -345,6 +356,8 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
         nginx_connections_sed=NGINX_CONNECTIONS_SED,
         journald_drop_in=JOURNALD_DROP_IN,
+        balancer=BALANCER_CHECK,
+        private_networks=PRIVATE_NETWORKS,
         **extra,
     )
 
@@ -495,7 +508,7 @@ def server_config_files(settings: Settings) -> dict[str, str]:
         **render_state_volume_units(settings),
         **render_backup_files(settings),
     }
-    if settings.https:
+    if settings.server_tls:
         files["nginx-site-tls.conf"] = render_nginx_site(settings, tls=True)
         files.update(render_renew_units(settings))
     return files
@@ -616,6 +629,11 @@ def render_user_data(settings: Settings) -> str:
             ["ufw", "default", "deny", "incoming"],
             ["ufw", "default", "allow", "outgoing"],
             *(["ufw", "allow", port] for port in UFW_ALLOWED_PORTS),
+            # Behind a balancer, its health check reaches nginx's check port from the VPC.
+            *(
+                ["ufw", "allow", "proto", "tcp", "from", network, "to", "any", "port", str(BALANCER_CHECK.port)]
+                for network in (PRIVATE_NETWORKS if settings.behind_balancer else ())
+            ),
             ["ufw", "--force", "enable"],
             [SSH_HARDEN_SCRIPT],
             # New files private to their group; passwords (all locked here) hashed slowly and aged.

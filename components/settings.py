@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulumi_digitalocean import DropletSlug, Region
+from pulumi_digitalocean import DatabaseSlug, DropletSlug, Region
 
 from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 
@@ -60,6 +60,14 @@ ALERT_CERTIFICATE_DAYS_MIN, ALERT_CERTIFICATE_DAYS_MAX = 1, 29
 #: certificate renews with 30 days left, far above either.
 ADDRESS_CERTIFICATE_DAYS_MAX = 2
 
+#: Droplets behind one Load Balancer, at most; 1 is a single droplet at its Reserved IP.
+INSTANCES_MAX = 10
+#: Where the app's data lives: `sqlite` in the state directory of the one droplet, `postgres` in a
+#: DigitalOcean Managed PostgreSQL cluster, `none` for an app that keeps none.
+DATABASES = ("sqlite", "postgres", "none")
+#: Nodes of the Managed PostgreSQL cluster: a primary and up to two standbys.
+DATABASE_NODES_MAX = 3
+
 #: Names the server already uses; the app's system user must not collide.
 RESERVED_APP_NAMES = frozenset(
     {"root", "deploy", "nginx", "www-data", "ubuntu", "admin", "daemon", "nobody", "sshd", "syslog"}
@@ -95,6 +103,9 @@ _RELATIVE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 REGIONS = tuple(r.value for r in Region)
 DROPLET_SIZES = tuple(s.value for s in DropletSlug)
+DATABASE_SIZES = tuple(s.value for s in DatabaseSlug)
+#: The variable that tells the app where its database is.
+DATABASE_URL = "DATABASE_URL"
 
 
 class SecretStr(str):
@@ -180,6 +191,14 @@ class Settings:
     """Paths inside the app kept in the state directory and shared by every release."""
     release_command: tuple[str, ...] = ()
     """Run once for each new release before it goes live (e.g. migrations); empty for none."""
+    instances: int = 1
+    """Droplets serving the app: more than one stand behind a DigitalOcean Load Balancer."""
+    database: str = "sqlite"
+    """Where the app's data lives, one of `DATABASES`; the app finds it in DATABASE_URL."""
+    database_size: str = "db-s-1vcpu-1gb"
+    """Size slug of each node of the Managed PostgreSQL cluster."""
+    database_nodes: int = 1
+    """Nodes of the Managed PostgreSQL cluster (1 to 3)."""
     app_env: Mapping[str, SecretStr] = field(default_factory=dict)
     """The app's environment variables; every value is treated as secret."""
     ssh_private_key: SecretStr | None = None
@@ -188,6 +207,16 @@ class Settings:
     @property
     def wsgi_module(self) -> str:
         return self.wsgi_target.split(":", 1)[0]
+
+    @property
+    def behind_balancer(self) -> bool:
+        """More than one droplet, behind a Load Balancer that holds the site's address and its TLS."""
+        return self.instances > 1
+
+    @property
+    def server_tls(self) -> bool:
+        """The droplet's own nginx holds the site's certificate; behind a balancer, the balancer does."""
+        return self.https and not self.behind_balancer
 
     @property
     def host_names(self) -> tuple[str, ...]:
@@ -242,6 +271,10 @@ DEFAULTS: dict[str, Any] = {
     "dnsZone": "",
     "linkedDirs": [],
     "releaseCommand": "",
+    "instances": 1,
+    "database": "sqlite",
+    "databaseSize": "db-s-1vcpu-1gb",
+    "databaseNodes": 1,
     "volumeSize": 10,
     "production": False,
     "backupDays": 7,
@@ -466,13 +499,54 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
             "renews with under 3 days left, so more would alert on healthy renewals",
         )
 
+    instances = _bounded_int(values["instances"], "instances", 1, INSTANCES_MAX, problem)
+    database = values["database"]
+    if database not in DATABASES:
+        problem("database", database, f"expected one of {', '.join(DATABASES)}")
+    database_size = values["databaseSize"]
+    if database_size not in DATABASE_SIZES:
+        problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
+    database_nodes = _bounded_int(values["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, problem)
+    if instances > 1:
+        # Checked before any resource exists: each of these would split the app's data between droplets.
+        if database == "sqlite":
+            problem(
+                "database",
+                database,
+                f"expected postgres (or none, for an app that keeps no data) with instances = {instances}: "
+                "each droplet would keep its own SQLite file, and what a visitor saved would depend on "
+                "which droplet the balancer sent them to",
+            )
+        if linked_dirs:
+            problem(
+                "linkedDirs",
+                linked_dirs,
+                f"expected none with instances = {instances}: each droplet would keep its own copy of these "
+                "files; keep them in the database or in object storage (DigitalOcean Spaces)",
+            )
+        if https and dns_zone is None:
+            problem(
+                "https",
+                https,
+                f"expected false, or a domain with its dnsZone in DigitalOcean, with instances = {instances}: "
+                "the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
+                "domain whose zone it manages",
+            )
+
     app_env: dict[str, SecretStr] = {}
     raw_env = values["appEnv"]
     if not isinstance(raw_env, Mapping):
         problem("appEnv", raw_env, "expected a map of variable names to string values")
     else:
         for name, value in raw_env.items():
-            if not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
+            if database == "postgres" and name == DATABASE_URL:
+                problem(
+                    "appEnv",
+                    name,
+                    "expected no DATABASE_URL with database = 'postgres': the deploy sets it to the cluster's "
+                    "connection string",
+                )
+            elif not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
                 problem(
                     "appEnv",
                     name,
@@ -529,8 +603,13 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         droplet_backups=droplet_backups,
         linked_dirs=tuple(linked_dirs),
         release_command=tuple(release_command),
-        volume_size=volume_size,
-        volume_name=volume_name(app_name, stack) if volume_size else None,
+        instances=instances,
+        database=database,
+        database_size=database_size,
+        database_nodes=database_nodes,
+        # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
+        volume_size=volume_size if instances == 1 else 0,
+        volume_name=volume_name(app_name, stack) if volume_size and instances == 1 else None,
         production=production,
         backup_days=backup_days,
         backup_interval=backup_interval,

@@ -11,7 +11,7 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,23 +93,33 @@ class DeployError(RuntimeError):
     """A deploy step failed; the message carries the step's own output."""
 
 
-def step_trigger(plan: DeployPlan, step: Upload | RemoteCommand, server_id: str, public_ipv4: str) -> str:
+def step_trigger(step: Upload | RemoteCommand, server_id: str, public_ipv4: str, stdin: str) -> str:
     parts = [server_id, step.content_hash]
     if isinstance(step, RemoteCommand) and step.stdin_is_secret:
-        parts.append(sha256_text(plan.stdin))
+        parts.append(sha256_text(stdin))
     if isinstance(step, RemoteCommand) and step.takes_public_address:
         parts.append(public_ipv4)
     return sha256_text("\0".join(parts))
 
 
 def run_plan(
-    plan: DeployPlan, target: SshTarget, server_id: str, state_file: Path, progress: Progress, public_ipv4: str
+    plan: DeployPlan,
+    target: SshTarget,
+    server_id: str,
+    state_file: Path,
+    progress: Progress,
+    public_ipv4: str,
+    extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Run the steps whose triggers changed; returns each step that ran with its standard output."""
+    """Run the steps whose triggers changed; returns each step that ran with its standard output.
+
+    `extra_env` joins the app's environment on the secret step's stdin, as `AppDeployment`'s does.
+    """
     done: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
     ran: dict[str, str] = {}
+    stdin = plan.stdin_with(extra_env or {})
     for step in plan.steps:
-        trigger = step_trigger(plan, step, server_id, public_ipv4)
+        trigger = step_trigger(step, server_id, public_ipv4, stdin)
         if done.get(step.name) == trigger:
             progress(f"{step.name}: unchanged")
             continue
@@ -119,7 +129,7 @@ def run_plan(
             target.upload(step.local_path, step.remote_path)
         else:
             command = step.command_for(public_ipv4)
-            result = target.ssh(command, stdin=plan.stdin if step.stdin_is_secret else "")
+            result = target.ssh(command, stdin=stdin if step.stdin_is_secret else "")
             # What the step said on stderr, kept as pulumi-command shows it in `pulumi up`'s log.
             (state_file.parent / f"{step.name}.log").write_text(result.stderr)
             if result.returncode != 0:

@@ -142,13 +142,13 @@ def boot(
             image,
             render_user_data(settings),
             progress,
-            trusted_ca=acme.api_certificate() if settings.https else None,
+            trusted_ca=acme.api_certificate() if settings.server_tls else None,
             hosts=dict.fromkeys(settings.host_names, machine.address),
             vendor_data=vendor_data,
             size=nspawn.droplet_size(settings.size),
             volume=volume_of(settings),
         )
-        if settings.https:
+        if settings.server_tls:
             acme.start(machine, progress)
     return machine, settings
 

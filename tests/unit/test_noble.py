@@ -88,7 +88,7 @@ NGINX_DIRECTIVES = {
     "gzip_vary": (0, 6, 19), "proxy_cache_path": (0, 7, 44), "proxy_cache": (0, 7, 44), "proxy_cache_key": (0, 7, 44),
     "proxy_cache_bypass": (0, 7, 48), "proxy_no_cache": (0, 7, 48), "proxy_cache_lock": (1, 1, 12),
     "proxy_cache_use_stale": (0, 7, 44), "map": (0, 3, 16), "log_format": (0, 1, 0),
-    "worker_rlimit_nofile": (0, 1, 0),
+    "worker_rlimit_nofile": (0, 1, 0), "if": (0, 1, 0), "set_real_ip_from": (0, 3, 8), "real_ip_header": (0, 3, 8),
 }  # fmt: skip
 #: `listen` parameters: `http2` as a parameter is 1.9.5; the `http2 on;` directive (1.25.1) and `quic`
 #: (1.25.0) are newer than noble's nginx and so absent from both tables.

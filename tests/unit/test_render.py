@@ -38,8 +38,9 @@ from tests.pulumi_harness import PROJECT_DIR
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
-#: Fixed settings for golden files: the example app, once on its IP address with a Volume, and once
-#: with a domain and its state on the droplet's disk.
+#: Fixed settings for golden files: the example app, once on its IP address with a Volume, once
+#: with a domain and its state on the droplet's disk, and once on three droplets behind a balancer
+#: with a Managed PostgreSQL.
 GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
     "ip": {"sshPublicKeys": [example_public_key("g")], "adminCidrs": ["203.0.113.7/32"], "workers": 3},
     "domain": {
@@ -50,6 +51,15 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
         "appName": "forecast",
         "volumeSize": 0,
         "backupDays": 0,
+    },
+    "fleet": {
+        "sshPublicKeys": [example_public_key("g")],
+        "adminCidrs": ["203.0.113.7/32"],
+        "domain": "weather.example.org",
+        "dnsZone": "example.org",
+        "instances": 3,
+        "database": "postgres",
+        "releaseCommand": "flask --app weather db upgrade",
     },
 }
 RENDERERS = {

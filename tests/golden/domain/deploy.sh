@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs one release of forecast and switches the site to it. Rendered by flask-droplet.
 #
-#   sudo deploy.sh RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
+#   sudo deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
 #   sudo deploy.sh rollback [RELEASE_ID]
 #   sudo deploy.sh run [--] COMMAND [ARGS...]
 #   sudo deploy.sh logs [-f] [-n LINES]
@@ -16,6 +16,10 @@
 # check through nginx as a candidate beside the live release; until then the live
 # one serves. With HTTPS on, the certificate comes first: a domain that does not
 # resolve here fails the deploy before anything changes.
+# Behind a Load Balancer, the switch happens out of its rotation: the balancer's
+# health check answers 503 until the new release answers, and the deploy waits for
+# the balancer to see each. --skip-release-command leaves releaseCommand to the
+# droplet that ran it for this release (the first of a rollout).
 # `rollback` switches back to the release that was live before (or RELEASE_ID),
 # through the same checks. `run` runs a one-off command as the app's user in the
 # live release, with its environment and sandbox, and exits with its exit code.
@@ -65,8 +69,18 @@ readonly UV="/opt/flaskdroplet/uv-$UV_VERSION/bin/uv"
 # Where the app's packages import from, inside the release's app directory ("" or src).
 readonly IMPORT_ROOT=''
 # Run once for each new release, before it goes live (releaseCommand); empty for none.
+SKIP_RELEASE_COMMAND=0
 readonly RELEASE_COMMAND=()
 readonly KEEP=5
+# With database sqlite, the app's DATABASE_URL: a file in the state directory (appEnv may set its own).
+readonly SQLITE_URL=sqlite:////var/lib/forecast/database.sqlite3
+# Behind a Load Balancer (instances > 1): its health check's port, the file that fails it, and the
+# longest the balancer takes to notice each way.
+readonly BEHIND_BALANCER=0
+readonly BALANCER_PORT=8080
+readonly BALANCER_DRAIN=/run/forecast-balancer-drain
+readonly OUT_OF_ROTATION_SECONDS=12
+readonly INTO_ROTATION_SECONDS=12
 # HTTPS: a certificate from ACME_SERVER for HOST_NAMES (or, with no domain, the public address).
 readonly HTTPS=1
 readonly DOMAIN=weather.example.org
@@ -386,6 +400,10 @@ link_state() { # RELEASE_DIR: the paths in its server/state-links become links i
 run_release_command() { # RELEASE_DIR [LIVE_RELEASE]: releaseCommand, once for each release (a marker records it)
     local release_dir=$1 marker=$1/.release-command-done status=0
     [[ -n ${RELEASE_COMMAND[*]} ]] || return 0
+    if ((SKIP_RELEASE_COMMAND)); then
+        log "release command: left to the droplet that ran it for this release"
+        return 0
+    fi
     [[ $(cat "$marker" 2>/dev/null) != "${RELEASE_COMMAND[*]}" ]] || return 0
     log "running the release command: ${RELEASE_COMMAND[*]}"
     run_in_release "$release_dir" "${RELEASE_COMMAND[@]}" </dev/null >&2 || status=$?
@@ -512,6 +530,25 @@ report_outcome() { # RELEASE_ID: stdout, read by parse_deploy_output: the releas
     report_warnings
 }
 
+leave_rotation() { # behind a balancer: its health check fails here, and the deploy waits until it has seen that
+    ((BEHIND_BALANCER)) || return 0
+    touch "$BALANCER_DRAIN"
+    # However the deploy ends, the drain ends with it: then the app's own health decides the check.
+    trap 'rm -f "$BALANCER_DRAIN"' EXIT
+    log "out of the balancer's rotation: waiting ${OUT_OF_ROTATION_SECONDS} s for its checks to notice"
+    sleep "$OUT_OF_ROTATION_SECONDS"
+}
+
+rejoin_rotation() { # the balancer's health check answers again (from the app); the deploy waits until it has seen that
+    ((BEHIND_BALANCER)) || return 0
+    [[ -e $BALANCER_DRAIN ]] || return 0
+    rm -f "$BALANCER_DRAIN"
+    curl --silent --fail --max-time 5 "http://127.0.0.1:$BALANCER_PORT$HEALTH_PATH" >/dev/null ||
+        log "the balancer's check on port $BALANCER_PORT does not answer 2xx (curl -i http://127.0.0.1:$BALANCER_PORT$HEALTH_PATH)"
+    log "back in the balancer's rotation: waiting ${INTO_ROTATION_SECONDS} s for its checks to notice"
+    sleep "$INTO_ROTATION_SECONDS"
+}
+
 go_live() { # RELEASE_DIR: point `current` at it (atomically) and restart the service on it
     ln -sfn "$1" "$ROOT/.current.new"
     mv -T "$ROOT/.current.new" "$CURRENT"
@@ -541,7 +578,9 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
         fail "release $release: GET $HEALTH_PATH did not answer 2xx within $HEALTH_TRIES s; ${live_before:+$(basename "$live_before") is still live}"
     fi
 
-    # systemd holds the live socket open while Gunicorn restarts: requests wait, none fail.
+    # systemd holds the live socket open while Gunicorn restarts: requests wait, none fail. Behind a
+    # balancer, the droplet leaves its rotation first, so that the restart's wait falls on no visitor.
+    if [[ -n $live_before ]]; then leave_rotation; fi
     log "switching to release $release"
     if [[ -n $live_before && $live_before != "$release_dir" ]]; then
         printf '%s\n' "$live_before" >"$ROOT/previous"
@@ -551,11 +590,13 @@ activate() { # RELEASE_DIR: check it as a candidate, then switch the live servic
         if [[ -n $live_before && $live_before != "$release_dir" && -d $live_before ]]; then
             log "release $release is unhealthy once live; switching back to $(basename "$live_before")"
             go_live "$live_before"
+            wait_healthy live && rejoin_rotation
         fi
         stop_candidate
         fail "release $release: GET $HEALTH_PATH through nginx did not answer 2xx within $HEALTH_TRIES s once live"
     fi
     stop_candidate
+    rejoin_rotation
 }
 
 venv_key_of() { # DEPS_DIR: the virtualenv's key, shared by releases with the same dependencies
@@ -709,7 +750,13 @@ if [[ ${1:-} == rollback ]]; then
     exit 0
 fi
 
-[[ $# -eq 2 || $# -eq 3 ]] || fail "usage: deploy.sh RELEASE_ID BUNDLE [PUBLIC_IPV4], or deploy.sh rollback [RELEASE_ID]"
+if [[ ${1:-} == --skip-release-command ]]; then
+    SKIP_RELEASE_COMMAND=1
+    shift
+fi
+readonly SKIP_RELEASE_COMMAND
+[[ $# -eq 2 || $# -eq 3 ]] ||
+    fail "usage: deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4], or deploy.sh rollback [RELEASE_ID]"
 release_id=$1
 bundle=$2
 [[ $release_id =~ ^[0-9a-f]{12}$ ]] || fail "release id '$release_id' is not 12 hex digits"
@@ -773,6 +820,7 @@ if [[ ! -d $release_dir ]]; then
         printf 'PYTHONPATH=%s\n' "$release_dir/app${IMPORT_ROOT:+/$IMPORT_ROOT}"
         # The release's own Gunicorn settings (its static URLs); a release from before them has none.
         printf 'GUNICORN_CMD_ARGS=--config=%s\n' "$release_dir/server/gunicorn.conf.py"
+        if [[ -n $SQLITE_URL ]]; then printf 'DATABASE_URL=%s\n' "$SQLITE_URL"; fi
     } >"$staging/release.env"
     mv -T "$staging" "$release_dir"
     trap - EXIT
