@@ -3,7 +3,9 @@
 It boots with systemd as PID 1 in a network namespace of its own (a veth pair,
 a /30 subnet, masquerade for apt and pip), and cloud-init reads the real
 user-data from a NoCloud seed. Everything it creates on the host is written to a
-state file first, so `down` (from any process) undoes exactly that.
+state file first, so `down` (from any process) undoes exactly that. Several
+droplets are several machines, each in a `Slot` of its own: a name, a subnet and a
+state directory.
 """
 
 from __future__ import annotations
@@ -49,13 +51,58 @@ PACKAGES = (
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 NAME = "flaskdroplet"
-HOST_VETH = f"ve-{NAME}"  # at most 15 characters, the kernel's limit
-HOST_ADDRESS = "10.213.7.1"
-GUEST_ADDRESS = "10.213.7.2"
 PREFIX = 30
-SUBNET = f"10.213.7.0/{PREFIX}"
+#: Every address the rehearsal gives out: its machines' subnets, and its database's.
+NETWORK = "10.213.0.0/16"
+#: The machines' subnets, one /30 each, in this range.
+MACHINES_NETWORK = "10.213.7.0/24"
+#: Machines booted at once, at most: each takes a droplet's memory.
+MAX_MACHINES = 4
 
 STATE_DIR = Path(os.environ.get("REHEARSAL_STATE_DIR", "/var/lib/flask-droplet-rehearsal"))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one machine lives on the host: its name, its /30 subnet and its state directory.
+
+    Slot 0 is the one machine of a single-droplet rehearsal; a fleet's machines take slots 0 to N-1.
+    """
+
+    index: int = 0
+
+    @property
+    def name(self) -> str:
+        # ve-NAME is the host's side of its veth pair: at most 15 characters, the kernel's limit.
+        return NAME if self.index == 0 else f"flaskdrop-{self.index + 1}"
+
+    @property
+    def veth(self) -> str:
+        return f"ve-{self.name}"
+
+    @property
+    def subnet(self) -> str:
+        return f"10.213.7.{4 * self.index}/{PREFIX}"
+
+    @property
+    def host_address(self) -> str:
+        return f"10.213.7.{4 * self.index + 1}"
+
+    @property
+    def guest_address(self) -> str:
+        return f"10.213.7.{4 * self.index + 2}"
+
+    @property
+    def directory(self) -> Path:
+        """The machine's state: its state file, root file system, console log and deploy state."""
+        return STATE_DIR if self.index == 0 else STATE_DIR / "machines" / self.name
+
+
+FIRST = Slot(0)
+HOST_VETH = FIRST.veth
+HOST_ADDRESS = FIRST.host_address
+GUEST_ADDRESS = FIRST.guest_address
+SUBNET = FIRST.subnet
 #: The machines' Volumes: sparse files, each given to the machine as a loop device.
 VOLUME_DIR = STATE_DIR / "volumes"
 CACHE_DIR = Path(os.environ.get("REHEARSAL_CACHE_DIR", "/var/cache/flask-droplet-rehearsal"))
@@ -88,16 +135,16 @@ _CGROUP_FILES = {
 }
 
 
-def memory_cgroup_path() -> tuple[Path, int] | None:
+def memory_cgroup_path(name: str = NAME) -> tuple[Path, int] | None:
     """A memory cgroup for the machine: under cgroup v2's root, or beside this process in cgroup v1's hierarchy."""
     root = Path("/sys/fs/cgroup")
     controllers = root / "cgroup.controllers"
     if controllers.exists() and "memory" in controllers.read_text().split():
-        return root / f"{NAME}-rehearsal", 2
+        return root / f"{name}-rehearsal", 2
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, names, path = line.split(":", 2)
         if "memory" in names.split(",") and (root / "memory").is_dir():
-            return root / "memory" / path.lstrip("/") / f"{NAME}-rehearsal", 1
+            return root / "memory" / path.lstrip("/") / f"{name}-rehearsal", 1
     return None
 
 
@@ -203,15 +250,20 @@ def build_image(progress: Progress) -> Path:
     return image
 
 
-def _read_state() -> MachineState | None:
-    path = STATE_DIR / "machine.json"
+def _read_state(slot: Slot) -> MachineState | None:
+    path = slot.directory / "machine.json"
     return MachineState(**json.loads(path.read_text())) if path.exists() else None
 
 
-def _write_state(state: MachineState) -> None:
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    path = STATE_DIR / "machine.json"
+def _write_state(slot: Slot, state: MachineState) -> None:
+    slot.directory.mkdir(parents=True, exist_ok=True)
+    path = slot.directory / "machine.json"
     path.write_text(json.dumps(asdict(state), indent=2))
+
+
+def machines_up() -> list[Slot]:
+    """The slots that hold a machine's state now, whatever process booted them; the first slot first."""
+    return [slot for slot in map(Slot, range(MAX_MACHINES)) if (slot.directory / "machine.json").exists()]
 
 
 def _host_nameservers() -> list[str]:
@@ -244,15 +296,24 @@ def _alive(pid: int | None) -> bool:
 
 
 class Machine:
-    """The one rehearsal machine on this host."""
+    """One rehearsal machine on this host: the one droplet, or one of several in their own slots."""
 
-    address = GUEST_ADDRESS
+    def __init__(self, slot: Slot = FIRST) -> None:
+        self.slot = slot
+        self.state = _read_state(slot)
 
-    def __init__(self) -> None:
-        self.state = _read_state()
+    @property
+    def address(self) -> str:
+        return self.slot.guest_address
+
+    @property
+    def host_address(self) -> str:
+        """The host's address on the machine's subnet: where the machine's traffic to the host comes from."""
+        return self.slot.host_address
 
     @property
     def private_key(self) -> Path:
+        """The key every machine of the rehearsal lets the deploy user in with (their user-data is the same)."""
         return STATE_DIR / "id_ed25519"
 
     @property
@@ -293,9 +354,9 @@ class Machine:
         """
         self.down(progress, keep_volumes=True)
         instance_id = f"rehearsal-{uuid.uuid4().hex[:12]}"
-        root = STATE_DIR / "machine" / "rootfs"
+        root = self.slot.directory / "machine" / "rootfs"
         self.state = MachineState(instance_id=instance_id, root=str(root))
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
         if size is not None:
             self._limit(size, progress)
         # The machine writes to an overlay, so the cached image stays clean and nothing is copied.
@@ -303,7 +364,7 @@ class Machine:
         for directory in ("rootfs", "upper", "work"):
             (machine_dir / directory).mkdir(parents=True, exist_ok=True)
         self.state.overlay_mounted = True
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
         options = f"lowerdir={image},upperdir={machine_dir / 'upper'},workdir={machine_dir / 'work'}"
         run(["mount", "-t", "overlay", "overlay", "-o", options, str(root)])
         self._seed(root, instance_id, user_data, vendor_data)
@@ -328,7 +389,7 @@ class Machine:
         self.grow_volume(volume)
         self.state.volume_loop = run(["losetup", "--find", "--show", str(volume.image)]).stdout.strip()
         self.state.volume_device = volume.guest_device
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
 
     def grow_volume(self, volume: Volume) -> bool:
         """Make the Volume `volume.gib` if it is smaller, as DigitalOcean resizes one; True if it grew."""
@@ -344,14 +405,14 @@ class Machine:
     def _limit(self, size: Size, progress: Progress) -> None:
         assert self.state is not None
         self.state.cpus = min(size.cpus, os.cpu_count() or 1)
-        found = memory_cgroup_path()
+        found = memory_cgroup_path(self.slot.name)
         if found is None:
             progress("boot: no memory cgroup to limit the machine with; it may use all of this host's memory")
-            _write_state(self.state)
+            _write_state(self.slot, self.state)
             return
         path, version = found
         self.state.memory_cgroup, self.state.cgroup_version = str(path), version
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
         path.mkdir(exist_ok=True)
         limit, swap, _ = _CGROUP_FILES[version]
         (path / limit).write_text(str(size.memory_bytes))
@@ -381,7 +442,7 @@ class Machine:
             if cgroup is not None:
                 Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
 
-        with (STATE_DIR / "console.log").open("a") as log:
+        with (self.slot.directory / "console.log").open("a") as log:
             process = subprocess.Popen(
                 [
                     "systemd-nspawn",
@@ -389,10 +450,10 @@ class Machine:
                     f"--directory={root}",
                     "--boot",
                     "--network-veth",
-                    f"--machine={NAME}",
+                    f"--machine={self.slot.name}",
                     "--register=no",
                     "--keep-unit",
-                    *([f"--cpu-affinity=0-{self.state.cpus - 1}"] if self.state.cpus else []),
+                    *([f"--cpu-affinity={self._cpu_range(self.state.cpus)}"] if self.state.cpus else []),
                     # The Volume at DigitalOcean's path, and under its own name as the kernel knows it.
                     *(
                         [
@@ -413,14 +474,21 @@ class Machine:
             )
         _STARTED[process.pid] = process
         self.state.nspawn_pid = process.pid
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
         deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
-        while run(["ip", "link", "show", HOST_VETH], check=False).returncode != 0:
+        veth = self.slot.veth
+        while run(["ip", "link", "show", veth], check=False).returncode != 0:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RehearsalError(f"systemd-nspawn did not bring up {HOST_VETH}; see {STATE_DIR}/console.log")
+                raise RehearsalError(f"systemd-nspawn did not bring up {veth}; see {self.slot.directory}/console.log")
             time.sleep(0.2)
-        run(["ip", "address", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", HOST_VETH])
-        run(["ip", "link", "set", HOST_VETH, "up"])
+        run(["ip", "address", "add", f"{self.host_address}/{PREFIX}", "dev", veth])
+        run(["ip", "link", "set", veth, "up"])
+
+    def _cpu_range(self, cpus: int) -> str:
+        """The host CPUs the machine runs on: as many as its droplet has, each slot on the next ones."""
+        host = os.cpu_count() or 1
+        first = (self.slot.index * cpus) % host
+        return f"{first}-{min(first + cpus, host) - 1}"
 
     def start_helper(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         """Start a host process that serves the machine, recorded so that `down` stops it."""
@@ -431,7 +499,7 @@ class Machine:
             )
         _STARTED[process.pid] = process
         self.state.helper_pids.append(process.pid)
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
 
     def reboot(self, progress: Progress, volume: Volume | Literal["keep"] | None = "keep") -> None:
         """Power the machine off and boot it again from the same disk, as a droplet reboots.
@@ -451,7 +519,7 @@ class Machine:
             progress("reboot: detaching the Volume")
             run(["losetup", "--detach", self.state.volume_loop])
             self.state.volume_loop = self.state.volume_device = None
-            _write_state(self.state)
+            _write_state(self.slot, self.state)
         if isinstance(volume, Volume):
             self._attach(volume, progress)
         progress("reboot: booting again")
@@ -462,14 +530,14 @@ class Machine:
         seed.mkdir(parents=True, exist_ok=True)
         if vendor_data is not None:
             (seed / "vendor-data").write_text(vendor_data)
-        (seed / "meta-data").write_text(yaml.safe_dump({"instance-id": instance_id, "local-hostname": NAME}))
+        (seed / "meta-data").write_text(yaml.safe_dump({"instance-id": instance_id, "local-hostname": self.slot.name}))
         (seed / "user-data").write_text(user_data)
         network = {
             "version": 2,
             "ethernets": {
                 "host0": {
-                    "addresses": [f"{GUEST_ADDRESS}/{PREFIX}"],
-                    "routes": [{"to": "default", "via": HOST_ADDRESS}],
+                    "addresses": [f"{self.address}/{PREFIX}"],
+                    "routes": [{"to": "default", "via": self.host_address}],
                     "nameservers": {"addresses": _host_nameservers()},
                 }
             },
@@ -481,18 +549,21 @@ class Machine:
         assert self.state is not None
         forward = Path("/proc/sys/net/ipv4/ip_forward")
         self.state.ip_forward_before = forward.read_text().strip()
-        _write_state(self.state)
+        _write_state(self.slot, self.state)
         forward.write_text("1\n")
         # Each rule carries a comment, so a rule is recognisable as the rehearsal's even without the state file.
-        tag = ["-m", "comment", "--comment", f"{NAME}-rehearsal"]
+        tag = ["-m", "comment", "--comment", f"{self.slot.name}-rehearsal"]
+        subnet = self.slot.subnet
+        # Traffic inside the rehearsal's own network (to another machine, to its database) keeps its
+        # source address, as inside a VPC: the database's firewall trusts machines by their address.
         rules = [
-            ["-t", "nat", "POSTROUTING", "-s", SUBNET, "!", "-d", SUBNET, *tag, "-j", "MASQUERADE"],
-            ["-t", "filter", "FORWARD", "-s", SUBNET, *tag, "-j", "ACCEPT"],
-            ["-t", "filter", "FORWARD", "-d", SUBNET, *tag, "-j", "ACCEPT"],
+            ["-t", "nat", "POSTROUTING", "-s", subnet, "!", "-d", NETWORK, *tag, "-j", "MASQUERADE"],
+            ["-t", "filter", "FORWARD", "-s", subnet, *tag, "-j", "ACCEPT"],
+            ["-t", "filter", "FORWARD", "-d", subnet, *tag, "-j", "ACCEPT"],
         ]
         for rule in rules:
             self.state.iptables_rules.append(rule)
-            _write_state(self.state)
+            _write_state(self.slot, self.state)
             table, chain, spec = rule[:2], rule[2], rule[3:]
             run(["iptables", *table, "-I", chain, *spec])
 
@@ -531,7 +602,7 @@ class Machine:
         last = ""
         while time.monotonic() < deadline:
             if not self.is_up():
-                raise RehearsalError(f"the machine stopped while booting; see {STATE_DIR}/console.log")
+                raise RehearsalError(f"the machine stopped while booting; see {self.slot.directory}/console.log")
             if _guest_pid(self.state.nspawn_pid or 0) is not None:  # type: ignore[union-attr]
                 result = self.guest(["cloud-init", "status", "--format", "json"], timeout=30)
                 try:
@@ -561,7 +632,7 @@ class Machine:
         `keep_volumes` keeps the Volumes' data (and the app's secret) for the next machine, as
         DigitalOcean keeps a Volume when its droplet is destroyed.
         """
-        state = self.state or _read_state()
+        state = self.state or _read_state(self.slot)
         if state is None:
             if not keep_volumes:
                 shutil.rmtree(VOLUME_DIR, ignore_errors=True)
@@ -589,8 +660,8 @@ class Machine:
             run(["iptables", *table, "-D", chain, *spec], check=False)
         if state.ip_forward_before is not None:
             Path("/proc/sys/net/ipv4/ip_forward").write_text(state.ip_forward_before + "\n")
-        if run(["ip", "link", "show", HOST_VETH], check=False).returncode == 0:
-            run(["ip", "link", "delete", HOST_VETH], check=False)
+        if run(["ip", "link", "show", self.slot.veth], check=False).returncode == 0:
+            run(["ip", "link", "delete", self.slot.veth], check=False)
         if state.memory_cgroup is not None:
             for _ in range(50):
                 try:
@@ -607,21 +678,21 @@ class Machine:
         if state.overlay_mounted and os.path.ismount(state.root):
             run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
-        shutil.rmtree(STATE_DIR / "build", ignore_errors=True)
-        shutil.rmtree(STATE_DIR / "pebble", ignore_errors=True)
-        for leftover in (
-            "machine.json",
-            "id_ed25519",
-            "id_ed25519.pub",
-            "deploy-state.json",
-            *(() if keep_volumes else ("app-secret",)),
-            "console.log",
-            "wait-for-cloud-init.log",
-            "deploy.log",
-        ):
-            (STATE_DIR / leftover).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            STATE_DIR.rmdir()
+        directory = self.slot.directory
+        for leftover in ("machine.json", "deploy-state.json", "console.log", "wait-for-cloud-init.log", "deploy.log"):
+            (directory / leftover).unlink(missing_ok=True)
+        if self.slot != FIRST:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+                directory.parent.rmdir()
+        # What the machines share goes with the first: the last to go, as a fleet goes down.
+        else:
+            shutil.rmtree(STATE_DIR / "build", ignore_errors=True)
+            shutil.rmtree(STATE_DIR / "pebble", ignore_errors=True)
+            for leftover in ("id_ed25519", "id_ed25519.pub", *(() if keep_volumes else ("app-secret",))):
+                (STATE_DIR / leftover).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                STATE_DIR.rmdir()
         self.state = None
 
 

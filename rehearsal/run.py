@@ -1,4 +1,9 @@
-"""The rehearsal's jobs: `up` (boot, cloud-init, deploy), `deploy` (again, to the running machine), `down`."""
+"""The rehearsal's jobs: `up` (boot, cloud-init, deploy), `deploy` (again, to the running machine), `down`.
+
+With `instances` above 1, each job does what it does on every machine, one at a
+time, behind the rehearsal's balancer; with `database` postgres, the app's
+DATABASE_URL names the rehearsal's PostgreSQL (see `rehearsal.fleet`).
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,8 @@ from components.plan import (
     run_command,
 )
 from components.render import DEPLOY_USER, render_user_data
-from components.settings import Settings, SettingsError, parse_settings
-from rehearsal import acme, nspawn
+from components.settings import DATABASE_URL, Settings, SettingsError, parse_settings
+from rehearsal import acme, fleet, nspawn
 from rehearsal.deploy import DeployError, SshTarget, run_plan
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -87,11 +92,16 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
     if not raw.get("sshPublicKeys") and not raw.get("sshKeyFingerprints"):
         raw["sshPublicKeys"] = [public_key]
     settings = parse_settings(raw, PROJECT_DIR, stack)
+    if settings.instances > nspawn.MAX_MACHINES:
+        raise nspawn.RehearsalError(
+            f"instances = {settings.instances}: the rehearsal boots at most {nspawn.MAX_MACHINES} machines on this host"
+        )
     return dataclasses.replace(
         settings,
         ssh_public_keys=(public_key,),
         ssh_key_fingerprints=(),
-        admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",),
+        # Several machines reach the host from several addresses: all of them are the admin's.
+        admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",) if settings.instances == 1 else (nspawn.MACHINES_NETWORK,),
         # An ACME server named by --set is taken as it is (to try one that fails, say).
         acme_server=settings.acme_server if "acmeServer" in overrides else acme.DIRECTORY_URL,
     )
@@ -108,12 +118,43 @@ def running_machine() -> nspawn.Machine:
     return machine
 
 
-def deploy(machine: nspawn.Machine, settings: Settings) -> tuple[str, dict[str, str]]:
+def running_machines() -> list[nspawn.Machine]:
+    """Every machine that is up, the first first: the one droplet, or each droplet behind the balancer."""
+    machines = [nspawn.Machine(slot) for slot in nspawn.machines_up()]
+    if not machines or not all(machine.is_up() for machine in machines):
+        raise nspawn.RehearsalError("no rehearsal machine is up (or one has stopped); run scripts/rehearse first")
+    return machines
+
+
+def database_env(settings: Settings) -> dict[str, str]:
+    """With database postgres, DATABASE_URL: the rehearsal's PostgreSQL, as the cluster's would be."""
+    return {DATABASE_URL: fleet.database_url(settings.app_name)} if settings.database == "postgres" else {}
+
+
+def deploy(
+    machine: nspawn.Machine, settings: Settings, runs_release_command: bool = True
+) -> tuple[str, dict[str, str]]:
     """Run the deploy plan on the machine; returns the release id and the steps that ran, with their output."""
-    plan = build_deploy_plan(settings, nspawn.STATE_DIR / "build")
+    plan = build_deploy_plan(settings, nspawn.STATE_DIR / "build", runs_release_command)
     target = ssh_target(machine)
-    ran = run_plan(plan, target, machine.instance_id, nspawn.STATE_DIR / "deploy-state.json", progress, machine.address)
+    state = machine.slot.directory / "deploy-state.json"
+    ran = run_plan(plan, target, machine.instance_id, state, progress, machine.address, database_env(settings))
     return plan.release_id, ran
+
+
+def roll_out(machines: list[nspawn.Machine], settings: Settings) -> tuple[str, dict[str, str]]:
+    """Deploy to each machine in turn, as the chained deploys of `pulumi up` do; the first failure stops it.
+
+    The first machine runs the release command; the others leave it to the first. Returns the
+    release id and the steps that ran on the first machine, with their output.
+    """
+    release_id, first = "", dict[str, str]()
+    for index, machine in enumerate(machines):
+        if len(machines) > 1:
+            progress(f"{machine.slot.name} ({index + 1} of {len(machines)}): deploying")
+        release_id, ran = deploy(machine, settings, runs_release_command=index == 0)
+        first = first if index else ran
+    return release_id, first
 
 
 def volume_of(settings: Settings) -> nspawn.Volume | None:
@@ -132,25 +173,46 @@ def boot(
     A machine left from before goes first, with its key and secret: this run makes its own. With
     `replace`, its Volume (and the app's secret, which is the stack's config) stay for the new one.
     """
-    machine = nspawn.Machine()
-    machine.down(progress, keep_volumes=replace)
-    settings = rehearsal_settings(stack, overrides, machine.public_key())
+    machines, settings = boot_all(stack, overrides, timings, vendor_data, replace)
+    return machines[0], settings
+
+
+def boot_all(
+    stack: str,
+    overrides: Mapping[str, Any],
+    timings: Timings,
+    vendor_data: str | None = None,
+    replace: bool = False,
+) -> tuple[list[nspawn.Machine], Settings]:
+    """`boot`, for every droplet of the stack (`instances`), all from the same user-data, and their database."""
+    down_all(keep_volumes=replace)
+    first = nspawn.Machine()
+    settings = rehearsal_settings(stack, overrides, first.public_key())
+    if replace and settings.instances > 1:
+        raise nspawn.RehearsalError(
+            "replace moves one droplet's Volume to a new droplet; droplets behind a balancer have none"
+        )
+    machines = [first, *(nspawn.Machine(nspawn.Slot(index)) for index in range(1, settings.instances))]
+    user_data = render_user_data(settings)
     with timings.step("build"):
         image = nspawn.build_image(progress)
     with timings.step("boot"):
-        machine.up(
-            image,
-            render_user_data(settings),
-            progress,
-            trusted_ca=acme.api_certificate() if settings.server_tls else None,
-            hosts=dict.fromkeys(settings.host_names, machine.address),
-            vendor_data=vendor_data,
-            size=nspawn.droplet_size(settings.size),
-            volume=volume_of(settings),
-        )
+        if settings.database == "postgres":
+            fleet.start_database(settings.app_name, [machine.address for machine in machines], progress)
+        for machine in machines:
+            machine.up(
+                image,
+                user_data,
+                progress,
+                trusted_ca=acme.api_certificate() if settings.server_tls else None,
+                hosts=dict.fromkeys(settings.host_names, machine.address),
+                vendor_data=vendor_data,
+                size=nspawn.droplet_size(settings.size),
+                volume=volume_of(settings),
+            )
         if settings.server_tls:
-            acme.start(machine, progress)
-    return machine, settings
+            acme.start(first, progress)
+    return machines, settings
 
 
 def up(stack: str, overrides: Mapping[str, Any], replace: bool = False) -> tuple[str, str, Timings]:
@@ -161,20 +223,25 @@ def up(stack: str, overrides: Mapping[str, Any], replace: bool = False) -> tuple
     if replace:
         running_machine()
     timings = Timings()
-    machine, settings = boot(stack, overrides, timings, replace=replace)
+    machines, settings = boot_all(stack, overrides, timings, replace=replace)
     with timings.step("cloud-init"):
-        result = machine.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_SECONDS, progress)
-    if not result.ok or result.recoverable_errors:
-        raise nspawn.RehearsalError(
-            "cloud-init reported problems:\n"
-            + json.dumps({"errors": result.errors, "recoverable_errors": result.recoverable_errors}, indent=2)
-            + "\n--- /var/log/cloud-init-output.log (end)\n"
-            + machine.cloud_init_output()
-        )
+        # The machines boot together; each is waited for in turn.
+        for machine in machines:
+            result = machine.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_SECONDS, progress)
+            if not result.ok or result.recoverable_errors:
+                raise nspawn.RehearsalError(
+                    f"cloud-init reported problems on {machine.slot.name}:\n"
+                    + json.dumps({"errors": result.errors, "recoverable_errors": result.recoverable_errors}, indent=2)
+                    + "\n--- /var/log/cloud-init-output.log (end)\n"
+                    + machine.cloud_init_output()
+                )
     with timings.step("deploy"):
-        release_id, ran = deploy(machine, settings)
+        release_id, ran = roll_out(machines, settings)
     report = parse_deploy_output(ran["deploy"])
     url = report.url
+    if settings.behind_balancer:
+        servers = {machine.slot.name: machine.address for machine in machines}
+        url = fleet.start_balancer(servers, settings.health_path, progress)
     progress(f"release {release_id} is live at {url}")
     for warning in report.warnings:
         progress(f"warning: {warning}")
@@ -188,27 +255,44 @@ def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, dict[str, s
 
     Returns the release id and the steps that ran (nothing, if nothing changed), with their output.
     """
-    machine = running_machine()
+    machines = running_machines()
+    machine = machines[0]
     settings = rehearsal_settings(stack, overrides, machine.public_key())
+    if settings.instances != len(machines):
+        raise nspawn.RehearsalError(
+            f"instances = {settings.instances}, but {len(machines)} machine(s) are up: "
+            "scripts/rehearse up boots the stack's machines afresh"
+        )
     volume = volume_of(settings)
     # A larger volumeSize grows the Volume before the deploy, as `pulumi up` resizes it first.
     if volume is not None and machine.grow_volume(volume):
         progress(f"deploy: the Volume {volume.name} is {volume.gib} GiB now")
-    return deploy(machine, settings)
+    return roll_out(machines, settings)
+
+
+def down_all(keep_volumes: bool = False) -> None:
+    """Remove every machine, the balancer and the database; the first machine, which holds what they share, last."""
+    fleet.down(progress)
+    for slot in reversed(nspawn.machines_up()):
+        nspawn.Machine(slot).down(progress, keep_volumes=keep_volumes)
+    nspawn.Machine().down(progress, keep_volumes=keep_volumes)
 
 
 def down() -> None:
-    nspawn.Machine().down(progress)
+    down_all()
 
 
 def rollback(stack: str, overrides: Mapping[str, Any], release_id: str | None = None) -> str:
-    """Switch the running machine back to the previous release (or `release_id`); returns the live release."""
-    machine = running_machine()
-    settings = rehearsal_settings(stack, overrides, machine.public_key())
-    result = ssh_target(machine).ssh(rollback_command(settings, release_id))
-    if result.returncode != 0:
-        raise DeployError(f"rollback failed:\n{result.stderr.strip()}")
-    return result.stdout.strip().splitlines()[-1]
+    """Switch each running machine in turn back to the previous release (or `release_id`); returns the live release."""
+    machines = running_machines()
+    settings = rehearsal_settings(stack, overrides, machines[0].public_key())
+    live = ""
+    for machine in machines:
+        result = ssh_target(machine).ssh(rollback_command(settings, release_id))
+        if result.returncode != 0:
+            raise DeployError(f"rollback failed on {machine.slot.name}:\n{result.stderr.strip()}")
+        live = result.stdout.strip().splitlines()[-1]
+    return live
 
 
 def run_once(stack: str, overrides: Mapping[str, Any], argv: list[str]) -> int:

@@ -1,7 +1,9 @@
 """releaseCommand: migrations run once for each new release, before it goes live, and a failed one switches nothing.
 
-`tests/e2e/apps/inventory` uses Flask-SQLAlchemy and Flask-Migrate, with SQLite in its
-instance folder; `inventory-overlays/` holds the files of its later releases.
+`tests/e2e/apps/inventory` uses Flask-SQLAlchemy and Flask-Migrate, with the database its
+DATABASE_URL names: on one droplet (database sqlite), the server's SQLite file in the state
+directory. `inventory-overlays/` holds the files of its later releases. `test_fleet.py` runs
+the same app, unchanged, on two droplets with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ INVENTORY = {
     "healthPath": "/health",
     "releaseCommand": UPGRADE,
 }
-DATABASE = "/var/lib/inventory/instance/inventory.db"
+#: Where DATABASE_URL points with database sqlite (the default).
+DATABASE = "/var/lib/inventory/database.sqlite3"
 RATE = 60
 
 

@@ -1,7 +1,9 @@
 """An app whose schema changes between releases: Flask-SQLAlchemy models, Flask-Migrate migrations.
 
-The database is SQLite in Flask's instance folder (Flask-SQLAlchemy resolves a relative
-`sqlite:///` path there); `flask --app inventory db upgrade` brings it to the release's schema.
+The database is wherever DATABASE_URL says: the server's SQLite file on one droplet, a
+PostgreSQL cluster behind several (psycopg2 reads its `postgresql://` URL as it is), and
+SQLite in Flask's instance folder on a laptop. `flask --app inventory db upgrade` brings it
+to the release's schema.
 """
 
 import os
@@ -14,7 +16,7 @@ from inventory.models import Item, db
 
 def create_app():
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///inventory.db"
+    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ.get("DATABASE_URL", "sqlite:///inventory.db")
     db.init_app(app)
     Migrate(app, db)
 
