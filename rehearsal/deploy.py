@@ -11,6 +11,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ Progress = Callable[[str], None]
 #: Bounds for one SSH command; the deploy step installs packages and may take minutes.
 SSH_CONNECT_TIMEOUT_SECONDS = 10
 STEP_TIMEOUT_SECONDS = 900
+SSH_ATTEMPTS = 3
+SSH_RETRY_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,26 @@ class SshTarget:
     def ssh(
         self, command: str, stdin: str = "", timeout: float = STEP_TIMEOUT_SECONDS
     ) -> subprocess.CompletedProcess[str]:
-        """Run `command` through the login shell on the server, as pulumi-command does."""
-        return subprocess.run(
-            ["ssh", *self.options(), f"{self.user}@{self.host}", command],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        """Run `command` through the login shell on the server, as pulumi-command does.
+
+        As pulumi-command dials again when a connection fails, ssh's own failure (exit 255) is
+        tried again, `SSH_ATTEMPTS` times in all: every step the deploy runs may run twice.
+        """
+        for attempt in range(1, SSH_ATTEMPTS + 1):
+            result = subprocess.run(
+                ["ssh", *self.options(), f"{self.user}@{self.host}", command],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if result.returncode != 255 or attempt == SSH_ATTEMPTS:
+                break
+            reason = result.stderr.strip() or "exit 255"
+            print(f"rehearse: ssh to {self.host} failed ({reason}); trying again", file=sys.stderr)
+            time.sleep(SSH_RETRY_SECONDS)
+        return result
 
     def stream(self, command: str, timeout: float | None = None) -> int:
         """Run `command` with this process's stdin, stdout and stderr (a terminal too, when there is one).

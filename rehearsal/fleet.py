@@ -13,10 +13,13 @@ written to a state file first, so `down` (from any process) removes exactly that
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -67,11 +70,16 @@ def _write(state: FleetState) -> None:
     _state_file().write_text(json.dumps(asdict(state), indent=2))
 
 
+#: Processes this process started, kept so that they are reaped, not left as zombies.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _start(argv: list[str], log: Path) -> int:
     with log.open("a") as output:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
+    _STARTED[process.pid] = process
     return process.pid
 
 
@@ -81,10 +89,11 @@ def _stop(pid: int | None, first_signal: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, first_signal)
+    process = _STARTED.pop(pid, None)
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        if process is not None and process.poll() is not None:
+            return
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -92,6 +101,8 @@ def _stop(pid: int | None, first_signal: signal.Signals) -> None:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    if process is not None:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
 def haproxy_config(servers: dict[str, str], health_path: str) -> str:
@@ -101,6 +112,8 @@ def haproxy_config(servers: dict[str, str], health_path: str) -> str:
         "# The rehearsal's stand-in for DigitalOcean's Load Balancer. Rendered by flask-droplet.",
         "global",
         "    maxconn 4096",
+        "    # What the balancer thinks of each machine, for `balancer_servers`.",
+        f"    stats socket {BALANCER_DIR / 'haproxy.sock'} mode 600 level user",
         "defaults",
         "    mode http",
         "    timeout connect 3s",
@@ -143,6 +156,23 @@ def start_balancer(servers: dict[str, str], health_path: str, progress: Progress
             raise RehearsalError(f"HAProxy did not listen within {START_TIMEOUT_SECONDS} s; see {BALANCER_DIR}")
         time.sleep(0.2)
     return BALANCER_URL
+
+
+def balancer_servers() -> dict[str, str]:
+    """Each machine's state in the balancer's rotation: UP, DOWN, or a transition such as "DOWN 1/2"."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(5)
+        connection.connect(str(BALANCER_DIR / "haproxy.sock"))
+        connection.sendall(b"show stat\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    rows = list(csv.DictReader(io.StringIO(b"".join(chunks).decode().lstrip("# "))))
+    return {
+        row["svname"]: row["status"]
+        for row in rows
+        if row["pxname"] == "droplets" and row["svname"] not in ("FRONTEND", "BACKEND")
+    }
 
 
 def stop_balancer() -> None:

@@ -11,24 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal import nspawn
+from rehearsal import fleet, nspawn
 from tests.pulumi_harness import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
 
 
 def leftovers() -> list[str]:
+    """What any rehearsal (one machine, or several with their balancer and database) might leave on the host."""
     found = []
-    if subprocess.run(["pgrep", "-f", "systemd-nspawn.*flaskdroplet"], capture_output=True, check=False).stdout:
+    if subprocess.run(["pgrep", "-f", "systemd-nspawn.*flaskdrop"], capture_output=True, check=False).stdout:
         found.append("a systemd-nspawn process")
     for helper in ("pebble", "pebble-challtestsrv"):
         if subprocess.run(["pgrep", "-x", helper], capture_output=True, check=False).stdout:
             found.append(f"a {helper} process")
-    if subprocess.run(["ip", "link", "show", nspawn.HOST_VETH], capture_output=True, check=False).returncode == 0:
-        found.append(f"interface {nspawn.HOST_VETH}")
+    for helper in ("haproxy", "postgres"):
+        pattern = f"{helper} .*{nspawn.STATE_DIR}"
+        if subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).stdout:
+            found.append(f"a {helper} process")
+    for veth in [nspawn.Slot(index).veth for index in range(nspawn.MAX_MACHINES)] + [fleet.DATABASE_HOST_VETH]:
+        if subprocess.run(["ip", "link", "show", veth], capture_output=True, check=False).returncode == 0:
+            found.append(f"interface {veth}")
+    if fleet.DATABASE_NETNS in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+        found.append(f"network namespace {fleet.DATABASE_NETNS}")
     for table in ("nat", "filter"):
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
-        found += [f"iptables {table}: {rule}" for rule in rules.splitlines() if nspawn.SUBNET in rule]
+        found += [f"iptables {table}: {rule}" for rule in rules.splitlines() if "-rehearsal" in rule]
     if nspawn.STATE_DIR.exists():
         found.append(f"{nspawn.STATE_DIR}: {sorted(p.name for p in nspawn.STATE_DIR.iterdir())}")
     mounts = Path("/proc/self/mountinfo").read_text()

@@ -1,7 +1,7 @@
 """An app whose schema changes between releases: Flask-SQLAlchemy models, Flask-Migrate migrations.
 
 The database is wherever DATABASE_URL says: the server's SQLite file on one droplet, a
-PostgreSQL cluster behind several (psycopg2 reads its `postgresql://` URL as it is), and
+PostgreSQL cluster behind several (SQLAlchemy 2.1 reads its `postgresql://` URL with psycopg 3), and
 SQLite in Flask's instance folder on a laptop. `flask --app inventory db upgrade` brings it
 to the release's schema.
 """
