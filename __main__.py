@@ -39,7 +39,7 @@ deployment = AppDeployment(
 )
 monitoring = Monitoring(
     "monitoring",
-    MonitoringArgs(settings=settings, droplet_id=server.droplet_id, url=deployment.url, stack_tag=tags[-1]),
+    MonitoringArgs(settings=settings, droplet_ids=[server.droplet_id], url=deployment.url, stack_tag=tags[-1]),
 )
 
 pulumi.export("ipv4_address", server.public_ipv4)
