@@ -5,10 +5,13 @@ from pathlib import Path
 import pulumi
 
 from components.config import load_settings
+from components.database import Database, DatabaseArgs
 from components.deployment import AppDeployment, AppDeploymentArgs
+from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
 from components.plan import build_deploy_plan, logs_command
 from components.render import DEPLOY_USER, render_user_data
+from components.settings import DATABASE_URL
 from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -18,14 +21,23 @@ tags = droplet_tags(pulumi.get_project(), pulumi.get_stack())
 check_volume_stays(settings, stack_tag=tags[-1])
 plan = build_deploy_plan(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
+network = private_network(settings, stack_tag=tags[-1])
 server = WebServer(
     "web",
     WebServerArgs(
         settings=settings,
         user_data=render_user_data(settings),
         tags=tags,
+        vpc_id=network.id if network is not None else None,
     ),
 )
+database = None
+if settings.database == "postgres":
+    assert network is not None  # a cluster always has the stack's VPC
+    database = Database(
+        "database",
+        DatabaseArgs(settings=settings, vpc_id=network.id, droplet_ids=[server.droplet_id], tags=tags),
+    )
 deployment = AppDeployment(
     "app",
     AppDeploymentArgs(
@@ -34,8 +46,10 @@ deployment = AppDeployment(
         public_ipv4=server.public_ipv4,
         plan=plan,
         private_key=settings.ssh_private_key,
+        extra_env=database.url.apply(lambda url: {DATABASE_URL: url}) if database is not None else None,
     ),
-    opts=pulumi.ResourceOptions(depends_on=[server]),
+    # Its firewall lets the droplet in: the release command may migrate the database.
+    opts=pulumi.ResourceOptions(depends_on=[server] if database is None else [server, database]),
 )
 monitoring = Monitoring(
     "monitoring",
@@ -54,3 +68,5 @@ pulumi.export("warnings", deployment.warnings)
 pulumi.export("state_volume", server.state_volume)
 # What DigitalOcean watches and whom it tells (or None without alertEmails).
 pulumi.export("alerts", monitoring.alerts)
+# The database cluster's hostname in the VPC (None without one); its credentials are only in DATABASE_URL.
+pulumi.export("database_host", database.private_host if database is not None else None)

@@ -26,6 +26,8 @@ class WebServerArgs:
     """Rendered cloud-init user-data; holds no secret."""
     tags: tuple[str, ...]
     """DigitalOcean tags for the droplet (project and stack)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """The stack's VPC (`components/fleet.py`), for a database cluster; None for none."""
 
 
 class WebServer(pulumi.ComponentResource):
@@ -88,6 +90,8 @@ class WebServer(pulumi.ComponentResource):
             user_data=args.user_data,
             # Attached from the first boot, so cloud-init mounts it before anything writes there.
             volume_ids=[volume.id] if volume is not None else None,
+            # A droplet moves into a VPC only by being created there.
+            vpc_uuid=args.vpc_id,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 protect=settings.production,
