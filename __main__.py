@@ -1,14 +1,17 @@
-"""flask-droplet: a Flask app on a DigitalOcean droplet. Settings -> components -> exports."""
+"""flask-droplet: a Flask app on DigitalOcean droplets. Settings -> components -> exports."""
 
 from pathlib import Path
 
 import pulumi
 
 from components.config import load_settings
-from components.deployment import AppDeployment, AppDeploymentArgs
+from components.database import Database, DatabaseArgs
+from components.deployment import AppDeployment, AppDeploymentArgs, rollout_plans, site_url
+from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
-from components.plan import build_deploy_plan, logs_command
+from components.plan import logs_command
 from components.render import DEPLOY_USER, render_user_data
+from components.settings import DATABASE_URL
 from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -16,41 +19,85 @@ PROJECT_DIR = Path(__file__).resolve().parent
 settings = load_settings(PROJECT_DIR)
 tags = droplet_tags(pulumi.get_project(), pulumi.get_stack())
 check_volume_stays(settings, stack_tag=tags[-1])
-plan = build_deploy_plan(settings, PROJECT_DIR / "build" / pulumi.get_stack())
+# One plan for each droplet, the first's alone running releaseCommand.
+plans = rollout_plans(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
+network = private_network(settings, stack_tag=tags[-1])
 server = WebServer(
     "web",
     WebServerArgs(
         settings=settings,
         user_data=render_user_data(settings),
         tags=tags,
+        vpc_id=network.id if network is not None else None,
     ),
 )
-deployment = AppDeployment(
-    "app",
-    AppDeploymentArgs(
-        host=server.ipv4_address,
-        server_id=server.droplet_id,
-        public_ipv4=server.public_ipv4,
-        plan=plan,
-        private_key=settings.ssh_private_key,
-    ),
-    opts=pulumi.ResourceOptions(depends_on=[server]),
-)
+database = None
+if settings.database == "postgres":
+    assert network is not None  # a cluster always has the stack's VPC
+    database = Database(
+        "database",
+        DatabaseArgs(settings=settings, vpc_id=network.id, droplet_ids=server.droplet_ids, tags=tags),
+    )
+
+# A rolling deploy: one droplet at a time, each after the one before it has finished, so the first
+# failure stops the rollout and the droplets after it keep serving the release they had.
+deployments: list[AppDeployment] = []
+for index, (plan, droplet_id, address) in enumerate(
+    zip(plans, server.droplet_ids, server.droplet_addresses, strict=True)
+):
+    before: list[pulumi.Resource] = [deployments[-1]] if deployments else [server]
+    if database is not None and not deployments:
+        # Its firewall lets the droplets in: the first release command may migrate the database.
+        before.append(database)
+    deployments.append(
+        AppDeployment(
+            "app" if index == 0 else f"app-{index + 1}",
+            AppDeploymentArgs(
+                host=address,
+                server_id=droplet_id,
+                public_ipv4=server.public_ipv4,
+                plan=plan,
+                private_key=settings.ssh_private_key,
+                extra_env=database.url.apply(lambda url: {DATABASE_URL: url}) if database is not None else None,
+            ),
+            opts=pulumi.ResourceOptions(depends_on=before),
+        )
+    )
+first, last = deployments[0], deployments[-1]
+url = first.url if not settings.behind_balancer else site_url(settings, server.public_ipv4, after=last)
 monitoring = Monitoring(
     "monitoring",
-    MonitoringArgs(settings=settings, droplet_id=server.droplet_id, url=deployment.url, stack_tag=tags[-1]),
+    MonitoringArgs(settings=settings, droplet_ids=server.droplet_ids, url=url, stack_tag=tags[-1]),
 )
 
+# The site's address: the Reserved IP of one droplet, or the Load Balancer's.
 pulumi.export("ipv4_address", server.public_ipv4)
-# https:// once the site has its certificate; http:// when none could be had (the deploy's log says why).
-pulumi.export("url", deployment.url)
+# One droplet: https:// once the site has its certificate; http:// when none could be had (the deploy's log
+# says why). Behind a balancer: the site at the balancer, once the rollout has reached every droplet.
+pulumi.export("url", url)
+# The first droplet's login and logs (the one that runs releaseCommand); droplet_addresses has the others.
 pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
 # The site's requests and the app's and nginx's journal, followed; without -t and -f, the last lines.
 pulumi.export("logs", server.ipv4_address.apply(lambda ip: f"ssh -t {DEPLOY_USER}@{ip} {logs_command(settings, True)}"))
-pulumi.export("release_id", deployment.release_id)
-pulumi.export("warnings", deployment.warnings)
+pulumi.export("release_id", last.release_id)
+pulumi.export(
+    "warnings",
+    first.warnings
+    if len(deployments) == 1
+    else pulumi.Output.all(
+        *(
+            pulumi.Output.all(address, deployment.warnings).apply(lambda found: [f"{found[0]}: {w}" for w in found[1]])
+            for address, deployment in zip(server.droplet_addresses, deployments, strict=True)
+        )
+    ).apply(lambda lists: [warning for found in lists for warning in found]),
+)
 # Where the app's data lives when the droplet is replaced: the Volume's name, id and mount point (or None).
 pulumi.export("state_volume", server.state_volume)
 # What DigitalOcean watches and whom it tells (or None without alertEmails).
 pulumi.export("alerts", monitoring.alerts)
+# The Load Balancer's address (None for one droplet), and each droplet's own, the first first.
+pulumi.export("balancer_address", server.balancer_address)
+pulumi.export("droplet_addresses", pulumi.Output.all(*server.droplet_addresses))
+# The database cluster's hostname in the VPC (None without one); its credentials are only in DATABASE_URL.
+pulumi.export("database_host", database.private_host if database is not None else None)

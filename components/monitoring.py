@@ -1,7 +1,8 @@
-"""`Monitoring`: DigitalOcean's alerts on the droplet's metrics and an uptime check on the site."""
+"""`Monitoring`: DigitalOcean's alerts on the droplets' metrics and an uptime check on the site."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,8 @@ def uptime_regions(droplet_region: str) -> tuple[str, ...]:
 class MonitoringArgs:
     settings: Settings
     """Validated stack settings: the addresses, thresholds and window."""
-    droplet_id: pulumi.Input[str]
-    """The droplet whose metrics alert."""
+    droplet_ids: Sequence[pulumi.Input[str]]
+    """The droplets whose metrics alert: every one of the stack's, the policy applies to each."""
     url: pulumi.Input[str]
     """The site's URL as the deploy found it (https:// once it has its certificate): what the uptime check requests."""
     stack_tag: str
@@ -56,9 +57,10 @@ class MonitoringArgs:
 
 
 class Monitoring(pulumi.ComponentResource):
-    """Email alerts on the droplet's CPU, memory and disk, and an uptime check on the site.
+    """Email alerts on each droplet's CPU, memory and disk, and an uptime check on the site.
 
-    DigitalOcean's metrics agent (the droplet's `monitoring`) feeds the droplet alerts;
+    DigitalOcean's metrics agent (each droplet's `monitoring`) feeds the droplet alerts, one
+    policy per metric applied to every droplet of the stack;
     the uptime check requests the site's URL from the probe regions nearest the droplet
     and alerts when it is down, slow, or (over HTTPS) its certificate is close to expiry.
     Without `alert_emails` nothing is created.
@@ -90,8 +92,8 @@ class Monitoring(pulumi.ComponentResource):
                 compare="GreaterThan",
                 value=thresholds[metric],
                 window=settings.alert_window,
-                # The droplet by its id, not by tag: the project's tag is on every stack's droplet.
-                entities=[args.droplet_id],
+                # The droplets by id, not by tag: the project's tag is on every stack's droplet.
+                entities=list(args.droplet_ids),
                 alerts=digitalocean.MonitorAlertAlertsArgs(emails=emails),
                 enabled=True,
                 description=f"{label}: {measured} above {thresholds[metric]}% for {settings.alert_window}",

@@ -1,4 +1,4 @@
-"""`WebServer`: the droplet, its SSH keys and its Cloud Firewall."""
+"""`WebServer`: the droplets, their SSH keys, their Cloud Firewall and the site's address."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_digitalocean as digitalocean
 
+from components import fleet
+from components.balancer import BALANCER_CHECK
 from components.render import ServerLayout
 from components.settings import Settings, SettingsError
 
@@ -25,25 +27,41 @@ class WebServerArgs:
     user_data: str
     """Rendered cloud-init user-data; holds no secret."""
     tags: tuple[str, ...]
-    """DigitalOcean tags for the droplet (project and stack)."""
+    """DigitalOcean tags for the droplets (project and stack)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """The stack's VPC (`components/fleet.py`), for a balancer or a database cluster; None for none."""
 
 
 class WebServer(pulumi.ComponentResource):
-    """An Ubuntu 24.04 droplet configured by cloud-init, behind a Cloud Firewall, at a Reserved IP.
+    """Ubuntu 24.04 droplets configured by cloud-init, behind a Cloud Firewall, at the site's address.
 
-    SSH is open only to the admin networks; HTTP and HTTPS to everyone. The
-    Reserved IP is the site's address and the Volume holds the app's state: both
-    stay when the droplet is replaced. With a `dns_zone`, the domain's A and AAAA
-    records point at the server. On a production stack the droplet, the address
-    and the Volume are protected from `pulumi destroy`.
+    One droplet (`instances` 1) stands at a Reserved IP: SSH is open only to the admin
+    networks, HTTP and HTTPS to everyone, and the Volume holds the app's state; the
+    address and the Volume stay when the droplet is replaced. Several stand behind a
+    DigitalOcean Load Balancer in the stack's VPC, which holds the site's address and its
+    certificate: HTTP and the health check reach them only from the balancer, SSH only
+    from the admin networks. With a `dns_zone`, the domain's records point at the site's
+    address. On a production stack the droplets, the address (Reserved IP or balancer) and
+    the Volume are protected from `pulumi destroy`.
+
+    The first droplet is `NAME-droplet` whatever the count, so growing from one droplet
+    to several keeps it (and its SSH keys, firewall and records) as the same resources.
     """
 
     droplet_id: pulumi.Output[str]
+    """The first droplet's id."""
     ipv4_address: pulumi.Output[str]
-    """The droplet's own address: how the deploy reaches it over SSH."""
+    """The first droplet's own address: how the deploy reaches it over SSH."""
     ipv6_address: pulumi.Output[str]
+    droplet_ids: list[pulumi.Output[str]]
+    """Every droplet's id, the first first."""
+    droplet_addresses: list[pulumi.Output[str]]
+    """Every droplet's own IPv4 address, in the order of `droplet_ids`."""
     public_ipv4: pulumi.Output[str]
-    """The Reserved IP: the site's address, in its DNS records and its certificate."""
+    """The site's address, in its DNS records (and its certificate, without a domain): the Reserved IP or the
+    balancer's."""
+    balancer_address: pulumi.Output[str] | None
+    """The Load Balancer's IPv4 address; None for one droplet."""
     state_volume: pulumi.Output[dict[str, str]] | None
     """The Volume holding the app's state: its name, id and mount point; None without one."""
 
@@ -72,41 +90,64 @@ class WebServer(pulumi.ComponentResource):
             digitalocean.SshKey(f"{name}-key-{index}", public_key=key, name=f"{name}-key-{index}", opts=child)
             for index, key in enumerate(settings.ssh_public_keys)
         ]
-        droplet = digitalocean.Droplet(
-            f"{name}-droplet",
-            image=settings.image,
-            size=settings.size,
-            region=settings.region,
-            ipv6=True,
-            monitoring=True,
-            # Turned on and off in place; turning them off deletes the backups taken so far.
-            backups=settings.droplet_backups,
-            # The provider refuses a policy without backups.
-            backup_policy=WEEKLY_BACKUPS if settings.droplet_backups else None,
-            ssh_keys=[key.fingerprint for key in keys] + list(settings.ssh_key_fingerprints),
-            tags=list(args.tags),
-            user_data=args.user_data,
-            # Attached from the first boot, so cloud-init mounts it before anything writes there.
-            volume_ids=[volume.id] if volume is not None else None,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                protect=settings.production,
-                # A change to user-data would replace the droplet and everything on it. The
-                # server configuration it carries is re-applied by every deploy instead.
-                ignore_changes=["userData"],
-                # A Volume is attached to one droplet at a time: a replacement comes after the old one is gone.
-                delete_before_replace=volume is not None,
-            ),
-        )
+        droplets = [
+            digitalocean.Droplet(
+                droplet_name(name, index),
+                image=settings.image,
+                size=settings.size,
+                region=settings.region,
+                ipv6=True,
+                monitoring=True,
+                # Turned on and off in place; turning them off deletes the backups taken so far.
+                backups=settings.droplet_backups,
+                # The provider refuses a policy without backups.
+                backup_policy=WEEKLY_BACKUPS if settings.droplet_backups else None,
+                ssh_keys=[key.fingerprint for key in keys] + list(settings.ssh_key_fingerprints),
+                tags=list(args.tags),
+                user_data=args.user_data,
+                # Attached from the first boot, so cloud-init mounts it before anything writes there.
+                volume_ids=[volume.id] if volume is not None else None,
+                # A droplet moves into a VPC only by being created there.
+                vpc_uuid=args.vpc_id,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    protect=settings.production,
+                    # A change to user-data would replace the droplet and everything on it. The
+                    # server configuration it carries is re-applied by every deploy instead.
+                    ignore_changes=["userData"],
+                    # A Volume is attached to one droplet at a time: a replacement comes after the old one is gone.
+                    delete_before_replace=volume is not None,
+                ),
+            )
+            for index in range(settings.instances)
+        ]
+        droplet_ids = [droplet.id for droplet in droplets]
+
+        balancer = None
+        if settings.behind_balancer:
+            assert args.vpc_id is not None, "droplets behind a balancer share its VPC"
+            certificate = fleet.site_certificate(f"{name}-certificate", settings, child) if settings.https else None
+            balancer = fleet.load_balancer(f"{name}-balancer", settings, droplet_ids, args.vpc_id, certificate, kept)
+            # Visitors' HTTP and the health check only from the balancer: a droplet's own address serves nobody.
+            web_rules = [
+                digitalocean.FirewallInboundRuleArgs(
+                    protocol="tcp", port_range=str(port), source_load_balancer_uids=[balancer.id]
+                )
+                for port in (fleet.DROPLET_HTTP_PORT, BALANCER_CHECK.port)
+            ]
+        else:
+            web_rules = [
+                digitalocean.FirewallInboundRuleArgs(protocol="tcp", port_range="80", source_addresses=ANYWHERE),
+                digitalocean.FirewallInboundRuleArgs(protocol="tcp", port_range="443", source_addresses=ANYWHERE),
+            ]
         digitalocean.Firewall(
             f"{name}-firewall",
-            droplet_ids=[droplet.id.apply(int)],
+            droplet_ids=[droplet_id.apply(int) for droplet_id in droplet_ids],
             inbound_rules=[
                 digitalocean.FirewallInboundRuleArgs(
                     protocol="tcp", port_range="22", source_addresses=list(settings.admin_cidrs)
                 ),
-                digitalocean.FirewallInboundRuleArgs(protocol="tcp", port_range="80", source_addresses=ANYWHERE),
-                digitalocean.FirewallInboundRuleArgs(protocol="tcp", port_range="443", source_addresses=ANYWHERE),
+                *web_rules,
                 digitalocean.FirewallInboundRuleArgs(protocol="icmp", source_addresses=ANYWHERE),
             ],
             outbound_rules=[
@@ -118,18 +159,29 @@ class WebServer(pulumi.ComponentResource):
             opts=child,
         )
 
-        reserved_ip = digitalocean.ReservedIp(f"{name}-address", region=settings.region, opts=kept)
-        digitalocean.ReservedIpAssignment(
-            f"{name}-address-assignment",
-            ip_address=reserved_ip.ip_address,
-            droplet_id=droplet.id.apply(int),
-            opts=child,
-        )
+        if balancer is not None:
+            site_ipv4 = balancer.ip
+            # The balancer has an IPv4 address only (its network_stack is left at IPV4; DUALSTACK exists in the
+            # SDK, but not checked here): no AAAA record, since a droplet's own IPv6 would bypass the balancer.
+            site_ipv6 = None
+        else:
+            reserved_ip = digitalocean.ReservedIp(f"{name}-address", region=settings.region, opts=kept)
+            digitalocean.ReservedIpAssignment(
+                f"{name}-address-assignment",
+                ip_address=reserved_ip.ip_address,
+                droplet_id=droplets[0].id.apply(int),
+                opts=child,
+            )
+            site_ipv4 = reserved_ip.ip_address
+            site_ipv6 = droplets[0].ipv6_address
         if settings.dns_zone is not None:
+            records: list[tuple[str, pulumi.Output[str]]] = [("A", site_ipv4)]
+            if site_ipv6 is not None:
+                records.append(("AAAA", site_ipv6))
             for host in settings.host_names:
                 # The record's name inside its zone: "@" for the zone's own name.
                 record = host.removesuffix(settings.dns_zone).rstrip(".") or "@"
-                for kind, value in (("A", reserved_ip.ip_address), ("AAAA", droplet.ipv6_address)):
+                for kind, value in records:
                     digitalocean.DnsRecord(
                         f"{name}-dns-{kind.lower()}-{record.replace('@', 'apex')}",
                         domain=settings.dns_zone,
@@ -140,10 +192,13 @@ class WebServer(pulumi.ComponentResource):
                         opts=child,
                     )
 
-        self.droplet_id = droplet.id
-        self.ipv4_address = droplet.ipv4_address
-        self.ipv6_address = droplet.ipv6_address
-        self.public_ipv4 = reserved_ip.ip_address
+        self.droplet_id = droplets[0].id
+        self.ipv4_address = droplets[0].ipv4_address
+        self.ipv6_address = droplets[0].ipv6_address
+        self.droplet_ids = droplet_ids
+        self.droplet_addresses = [droplet.ipv4_address for droplet in droplets]
+        self.public_ipv4 = site_ipv4
+        self.balancer_address = balancer.ip if balancer is not None else None
         self.state_volume = (
             pulumi.Output.all(volume.name, volume.id).apply(
                 lambda values: {"name": values[0], "id": values[1], "mount_point": state_dir}
@@ -156,10 +211,18 @@ class WebServer(pulumi.ComponentResource):
                 "droplet_id": self.droplet_id,
                 "ipv4_address": self.ipv4_address,
                 "ipv6_address": self.ipv6_address,
+                "droplet_ids": self.droplet_ids,
+                "droplet_addresses": self.droplet_addresses,
                 "public_ipv4": self.public_ipv4,
+                "balancer_address": self.balancer_address,
                 "state_volume": self.state_volume,
             }
         )
+
+
+def droplet_name(name: str, index: int) -> str:
+    """The logical name of a WebServer's droplet: `NAME-droplet` for the first, `NAME-2-droplet` and on after it."""
+    return f"{name}-droplet" if index == 0 else f"{name}-{index + 1}-droplet"
 
 
 def check_volume_stays(settings: Settings, stack_tag: str) -> None:

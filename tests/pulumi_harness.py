@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,35 @@ DROPLET_ID = "424242"  # the Firewall wants droplet ids that parse as integers
 DROPLET_IPV4 = "203.0.113.10"
 DROPLET_IPV6 = "2001:db8::10"
 RESERVED_IPV4 = "203.0.113.50"
+BALANCER_IPV4 = "203.0.113.80"
+#: What the Managed PostgreSQL cluster and the app's database user report.
+DATABASE_PRIVATE_HOST = "private-db-postgresql-nyc3-00000-do-user-0-0.f.db.ondigitalocean.com"
+DATABASE_HOST = "db-postgresql-nyc3-00000-do-user-0-0.f.db.ondigitalocean.com"
+DATABASE_PORT = 25060
+DATABASE_ADMIN_PASSWORD = "AVNS_admin-password-never-used-0000"
+DATABASE_USER_PASSWORD = "AVNS_app-user-password-1a2b3c"
+
+
+def droplet_index(name: str) -> int:
+    """0 for a WebServer's first droplet (`web-droplet`), N - 1 for its Nth (`web-N-droplet`)."""
+    match = re.search(r"-(\d+)-droplet$", name)
+    return int(match[1]) - 1 if match else 0
+
+
+def droplet_id(index: int) -> str:
+    """The mocked id of the droplet at `index`: each its own, and each parses as an integer."""
+    return str(int(DROPLET_ID) + index)
+
+
+def droplet_ipv4(index: int) -> str:
+    """The mocked public IPv4 address of the droplet at `index`."""
+    return f"203.0.113.{10 + index}"
+
+
+def droplet_ipv6(index: int) -> str:
+    return f"2001:db8::{10 + index}"
+
+
 #: What the mocked deploy command prints: the release id, the URL the site answers at, a warning.
 DEPLOY_STDOUT = f"0123456789ab\nhttps://{RESERVED_IPV4}/\nwarning: fail2ban is not running\n"
 
@@ -71,8 +101,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "digitalocean:index/droplet:Droplet":
-            outputs.update(ipv4Address=DROPLET_IPV4, ipv6Address=DROPLET_IPV6, urn="do:droplet:" + DROPLET_ID)
-            return DROPLET_ID, outputs
+            index = droplet_index(args.name)
+            outputs.update(
+                ipv4Address=droplet_ipv4(index), ipv6Address=droplet_ipv6(index), urn="do:droplet:" + droplet_id(index)
+            )
+            return droplet_id(index), outputs
+        if args.typ == "digitalocean:index/loadBalancer:LoadBalancer":
+            outputs.update(ip=BALANCER_IPV4, status="active")
+        if args.typ == "digitalocean:index/certificate:Certificate":
+            # The provider names it (autonaming) when the program does not.
+            outputs.setdefault("name", f"{args.name}-a1b2c3d")
+        if args.typ == "digitalocean:index/databaseCluster:DatabaseCluster":
+            outputs.update(
+                host=DATABASE_HOST,
+                privateHost=DATABASE_PRIVATE_HOST,
+                port=DATABASE_PORT,
+                user="doadmin",
+                password=DATABASE_ADMIN_PASSWORD,
+                database="defaultdb",
+            )
+        if args.typ == "digitalocean:index/databaseUser:DatabaseUser":
+            outputs.update(password=DATABASE_USER_PASSWORD, role="normal")
         if args.typ == "digitalocean:index/sshKey:SshKey":
             outputs["fingerprint"] = ":".join(["3f"] * 16)
         if args.typ == "digitalocean:index/reservedIp:ReservedIp":

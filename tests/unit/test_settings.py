@@ -75,6 +75,30 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
     ({"alertCertificateDays": 3}, "alertCertificateDays", "at most 2 without a domain"),
     ({"domain": "a.example.org", "alertCertificateDays": 30}, "alertCertificateDays", "from 1 to 29"),
     ({"dropletBackups": "weekly"}, "dropletBackups", "true or false"),
+    ({"instances": 0}, "instances", "= 0: expected a whole number from 1 to 10"),
+    ({"instances": 11, "database": "none"}, "instances", "= 11: expected a whole number from 1 to 10"),
+    ({"instances": "several"}, "instances", "'several': expected a whole number from 1 to 10"),
+    ({"database": "mysql"}, "database", "'mysql': expected one of sqlite, postgres, none"),
+    ({"databaseSize": "db-s-64vcpu-huge"}, "databaseSize", "'db-s-64vcpu-huge': expected a Managed PostgreSQL size"),
+    ({"databaseNodes": 0}, "databaseNodes", "= 0: expected a whole number from 1 to 3"),
+    ({"databaseNodes": 4}, "databaseNodes", "= 4: expected a whole number from 1 to 3"),
+    (
+        {"instances": 3},
+        "database",
+        "'sqlite': expected postgres (or none, for an app that keeps no data) with instances",
+    ),
+    (
+        {"instances": 2, "database": "postgres", "https": False, "linkedDirs": ["uploads"]},
+        "linkedDirs",
+        "['uploads']: expected none with instances = 2",
+    ),
+    ({"instances": 2, "database": "none"}, "https", "True: expected false, or a domain with its dnsZone"),
+    (
+        {"instances": 2, "database": "none", "domain": "weather.example.org"},
+        "https",
+        "DigitalOcean issues it only for a domain whose zone it manages",
+    ),
+    ({"database": "postgres", "appEnv": {"DATABASE_URL": "x"}}, "appEnv", "the deploy sets it to the cluster's"),
 ]
 
 
@@ -375,3 +399,86 @@ def test_certificate_days_for_the_address_matter_only_with_https(good_config: di
     assert parse_settings({**good_config, "https": False, "alertCertificateDays": 10}, PROJECT_DIR)
     with pytest.raises(SettingsError, match="alertCertificateDays = 10: expected at most 2 without a domain"):
         parse_settings({**good_config, "alertCertificateDays": 10}, PROJECT_DIR)
+
+
+def test_one_droplet_with_sqlite_is_the_default(good_config: dict[str, Any]) -> None:
+    settings = parse_settings(good_config, PROJECT_DIR)
+
+    assert (settings.instances, settings.database, settings.database_size, settings.database_nodes) == (
+        1,
+        "sqlite",
+        "db-s-1vcpu-1gb",
+        1,
+    )
+    assert not settings.behind_balancer
+    # One droplet holds its own certificate.
+    assert settings.server_tls
+
+
+def test_fleet_settings_as_pulumi_config_hands_them_over(good_config: dict[str, Any]) -> None:
+    config = {
+        **good_config,
+        "instances": "3",
+        "database": "postgres",
+        "databaseSize": "db-s-2vcpu-4gb",
+        "databaseNodes": "2",
+        "domain": "weather.example.org",
+        "dnsZone": "example.org",
+    }
+
+    settings = parse_settings(config, PROJECT_DIR, "prod")
+
+    assert (settings.instances, settings.database, settings.database_size, settings.database_nodes) == (
+        3,
+        "postgres",
+        "db-s-2vcpu-4gb",
+        2,
+    )
+    assert settings.behind_balancer
+    # The balancer holds the certificate; the droplets serve it plain HTTP.
+    assert settings.https and not settings.server_tls
+    # No Volume behind a balancer: a Volume attaches to one droplet, and the state is in the database.
+    assert (settings.volume_size, settings.volume_name) == (0, None)
+
+
+def test_one_droplet_may_keep_its_data_in_postgres_and_its_volume(good_config: dict[str, Any]) -> None:
+    settings = parse_settings({**good_config, "database": "postgres"}, PROJECT_DIR, "dev")
+
+    assert not settings.behind_balancer and settings.server_tls
+    assert settings.volume_name == "weather-dev-state"
+
+
+def test_an_app_without_data_may_run_on_several_droplets_over_http(good_config: dict[str, Any]) -> None:
+    settings = parse_settings({**good_config, "instances": 10, "database": "none", "https": False}, PROJECT_DIR)
+
+    assert settings.instances == 10 and settings.behind_balancer and not settings.server_tls
+
+
+def test_sqlite_on_several_droplets_is_refused_saying_why(good_config: dict[str, Any]) -> None:
+    with pytest.raises(SettingsError) as refused:
+        parse_settings({**good_config, "instances": 3}, PROJECT_DIR)
+
+    assert refused.value.problems == [
+        "flask-droplet:database = 'sqlite': expected postgres (or none, for an app that keeps no data) with "
+        "instances = 3: each droplet would keep its own SQLite file, and what a visitor saved would depend on "
+        "which droplet the balancer sent them to",
+        "flask-droplet:https = True: expected false, or a domain with its dnsZone in DigitalOcean, with "
+        "instances = 3: the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
+        "domain whose zone it manages",
+    ]
+
+
+def test_sqlite_on_several_droplets_is_refused_before_any_resource(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "instances": 3, "https": False})
+
+    assert isinstance(run.error, SettingsError)
+    assert [problem.split(":")[1].split(" = ")[0] for problem in run.error.problems] == ["database"]
+    assert run.resources == []
+    assert run.calls == []
+
+
+def test_database_url_is_the_apps_own_with_sqlite(good_config: dict[str, Any]) -> None:
+    # Only the cluster's connection string is the deploy's to set.
+    settings = parse_settings({**good_config, "appEnv": {"DATABASE_URL": "postgresql://elsewhere/db"}}, PROJECT_DIR)
+
+    assert settings.app_env["DATABASE_URL"] == "postgresql://elsewhere/db"

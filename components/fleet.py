@@ -1,0 +1,118 @@
+"""More than one droplet: the stack's VPC, and the Load Balancer that holds the site's address and certificate.
+
+`WebServer` declares the droplets; this module declares what stands around them
+when there are several (or when a database cluster needs a private network to
+reach them): a VPC in the droplets' region, and a DigitalOcean Load Balancer in
+it that checks each droplet as `components/balancer.py` says and sends visitors
+to the healthy ones over plain HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_digitalocean as digitalocean
+
+from components.balancer import BALANCER_CHECK
+from components.settings import Settings
+
+#: The balancer's size in nodes: one node (10,000 requests a second, 250 new TLS connections a second) is
+#: far more than one small droplet serves, and each node is billed.
+BALANCER_SIZE_UNIT = 1
+#: Where visitors' requests reach the droplets: nginx's site, in plain HTTP (the balancer holds TLS).
+DROPLET_HTTP_PORT = 80
+
+
+def needs_private_network(settings: Settings) -> bool:
+    """A VPC whenever droplets stand behind a balancer or talk to a database cluster; one droplet alone needs none."""
+    return settings.behind_balancer or settings.database == "postgres"
+
+
+def private_network(settings: Settings, stack_tag: str) -> digitalocean.Vpc | None:
+    """The stack's own VPC in the droplets' region, or None when nothing needs one.
+
+    Its name is left to Pulumi (a VPC's name is unique in the account) and DigitalOcean
+    picks a free private range: nothing here depends on the addresses, only on the
+    network being the same for the droplets, the balancer and the cluster.
+    """
+    if not needs_private_network(settings):
+        return None
+    return digitalocean.Vpc(
+        "network",
+        region=settings.region,
+        description=f"{stack_tag}: the app's droplets, their balancer and database",
+    )
+
+
+def site_certificate(name: str, settings: Settings, opts: pulumi.ResourceOptions) -> digitalocean.Certificate:
+    """The balancer's Let's Encrypt certificate for the site's names, which DigitalOcean issues and renews.
+
+    DigitalOcean answers the ACME challenge in the domain's zone, which is why `https`
+    with several droplets needs `dnsZone` (checked with the settings). The name is left to
+    Pulumi: a certificate whose names change is replaced, the new one created (under a new
+    name, as the provider asks) and put on the balancer before the old one is deleted.
+    """
+    return digitalocean.Certificate(
+        name,
+        type=digitalocean.CertificateType.LETS_ENCRYPT,
+        domains=list(settings.host_names),
+        opts=opts,
+    )
+
+
+def load_balancer(
+    name: str,
+    settings: Settings,
+    droplet_ids: Sequence[pulumi.Input[str]],
+    vpc_id: pulumi.Input[str],
+    certificate: digitalocean.Certificate | None,
+    opts: pulumi.ResourceOptions,
+) -> digitalocean.LoadBalancer:
+    """A regional Load Balancer in the VPC, in front of `droplet_ids`, checking each one as `BALANCER_CHECK` says.
+
+    HTTP on port 80 goes to each droplet's port 80; with a `certificate`, HTTPS on 443
+    ends at the balancer and goes on as HTTP to port 80 too, and plain HTTP is redirected
+    to it. The droplet's nginx tells the two apart by the X-Forwarded-Proto the balancer
+    adds. No sticky sessions: a deploy takes one droplet at a time out of the rotation, and
+    a visitor held to it would wait for it instead of moving on to another.
+    """
+    forwarding_rules = [
+        digitalocean.LoadBalancerForwardingRuleArgs(
+            entry_port=80, entry_protocol="http", target_port=DROPLET_HTTP_PORT, target_protocol="http"
+        )
+    ]
+    if certificate is not None:
+        forwarding_rules.append(
+            digitalocean.LoadBalancerForwardingRuleArgs(
+                entry_port=443,
+                entry_protocol="https",
+                target_port=DROPLET_HTTP_PORT,
+                target_protocol="http",
+                # By name: a Let's Encrypt certificate's id changes with every renewal.
+                certificate_name=certificate.name,
+            )
+        )
+    return digitalocean.LoadBalancer(
+        name,
+        region=settings.region,
+        vpc_uuid=vpc_id,
+        size_unit=BALANCER_SIZE_UNIT,
+        droplet_ids=[pulumi.Output.from_input(droplet_id).apply(int) for droplet_id in droplet_ids],
+        healthcheck=digitalocean.LoadBalancerHealthcheckArgs(
+            protocol="http",
+            port=BALANCER_CHECK.port,
+            path=settings.health_path,
+            check_interval_seconds=BALANCER_CHECK.interval_seconds,
+            response_timeout_seconds=BALANCER_CHECK.timeout_seconds,
+            unhealthy_threshold=BALANCER_CHECK.unhealthy_threshold,
+            healthy_threshold=BALANCER_CHECK.healthy_threshold,
+        ),
+        sticky_sessions=digitalocean.LoadBalancerStickySessionsArgs(type="none"),
+        forwarding_rules=forwarding_rules,
+        redirect_http_to_https=certificate is not None,
+        # The program writes the domain's records itself (with dnsZone); DigitalOcean's own for the
+        # certificate's names would be a second set that `pulumi destroy` knows nothing of.
+        disable_lets_encrypt_dns_records=True,
+        opts=opts,
+    )
