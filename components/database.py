@@ -38,17 +38,21 @@ class DatabaseArgs:
 
 
 class Database(pulumi.ComponentResource):
-    """A Managed PostgreSQL cluster in the stack's VPC, with a database and a user named after the app.
+    """A Managed PostgreSQL cluster in the stack's VPC, with a database named after the app.
 
     The cluster's firewall trusts the app's droplets by id and nothing else, so neither
     the internet nor another droplet of the account reaches it. The app connects over the
-    VPC (the cluster's private host) with its own user, never DigitalOcean's `doadmin`;
-    `url` is its DATABASE_URL, a secret that travels only on the deploy's stdin. On a
-    production stack the cluster and the database refuse `pulumi destroy`.
+    VPC (the cluster's private host) as the cluster's `doadmin`, the owner of every database
+    DigitalOcean's API creates: a user created through the API gets no privileges at all
+    ("New users receive minimal permissions by default", DigitalOcean's docs), and since
+    PostgreSQL 15 not even the right to create a table in `public`, so the app's first
+    migration would fail, and granting them takes SQL run as `doadmin` before it. `url` is
+    its DATABASE_URL, a secret that travels only on the deploy's stdin. On a production
+    stack the cluster and the database refuse `pulumi destroy`.
     """
 
     url: pulumi.Output[str]
-    """The app's DATABASE_URL (secret): its user, over the private network, TLS required."""
+    """The app's DATABASE_URL (secret): the app's database, over the private network, TLS required."""
     private_host: pulumi.Output[str]
     """The cluster's hostname inside the VPC (no secret)."""
 
@@ -71,7 +75,6 @@ class Database(pulumi.ComponentResource):
             opts=kept,
         )
         database = digitalocean.DatabaseDb(f"{name}-db", cluster_id=cluster.id, name=settings.app_name, opts=kept)
-        user = digitalocean.DatabaseUser(f"{name}-user", cluster_id=cluster.id, name=settings.app_name, opts=child)
         digitalocean.DatabaseFirewall(
             f"{name}-firewall",
             cluster_id=cluster.id,
@@ -87,7 +90,9 @@ class Database(pulumi.ComponentResource):
             return connection_url(user_name, password, host, int(port), database_name)
 
         self.url = pulumi.Output.secret(
-            pulumi.Output.all(user.name, user.password, cluster.private_host, cluster.port, database.name).apply(url)
+            pulumi.Output.all(cluster.user, cluster.password, cluster.private_host, cluster.port, database.name).apply(
+                url
+            )
         )
         self.private_host = cluster.private_host
         self.register_outputs({"private_host": self.private_host})

@@ -27,8 +27,7 @@ BALANCER_IPV4 = "203.0.113.80"
 DATABASE_PRIVATE_HOST = "private-db-postgresql-nyc3-00000-do-user-0-0.f.db.ondigitalocean.com"
 DATABASE_HOST = "db-postgresql-nyc3-00000-do-user-0-0.f.db.ondigitalocean.com"
 DATABASE_PORT = 25060
-DATABASE_ADMIN_PASSWORD = "AVNS_admin-password-never-used-0000"
-DATABASE_USER_PASSWORD = "AVNS_app-user-password-1a2b3c"
+DATABASE_ADMIN_PASSWORD = "AVNS_admin-password-1a2b3c"
 
 
 def droplet_index(name: str) -> int:
@@ -120,8 +119,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 password=DATABASE_ADMIN_PASSWORD,
                 database="defaultdb",
             )
-        if args.typ == "digitalocean:index/databaseUser:DatabaseUser":
-            outputs.update(password=DATABASE_USER_PASSWORD, role="normal")
         if args.typ == "digitalocean:index/sshKey:SshKey":
             outputs["fingerprint"] = ":".join(["3f"] * 16)
         if args.typ == "digitalocean:index/reservedIp:ReservedIp":

@@ -13,9 +13,9 @@ from components.render import render_user_data
 from components.settings import SettingsError, parse_settings
 from tests.pulumi_harness import (
     BALANCER_IPV4,
+    DATABASE_ADMIN_PASSWORD,
     DATABASE_PORT,
     DATABASE_PRIVATE_HOST,
-    DATABASE_USER_PASSWORD,
     DROPLET_ID,
     DROPLET_IPV4,
     PROJECT_DIR,
@@ -40,7 +40,6 @@ BALANCER = "digitalocean:index/loadBalancer:LoadBalancer"
 CERTIFICATE = "digitalocean:index/certificate:Certificate"
 CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"
 DATABASE_DB = "digitalocean:index/databaseDb:DatabaseDb"
-DATABASE_USER = "digitalocean:index/databaseUser:DatabaseUser"
 DATABASE_FIREWALL = "digitalocean:index/databaseFirewall:DatabaseFirewall"
 MONITOR_ALERT = "digitalocean:index/monitorAlert:MonitorAlert"
 UPTIME_CHECK = "digitalocean:index/uptimeCheck:UptimeCheck"
@@ -51,9 +50,10 @@ APP_DEPLOYMENT = "flaskdroplet:app:AppDeployment"
 ANYWHERE = ["0.0.0.0/0", "::/0"]
 DOMAIN = "weather.example.org"
 RELEASE_COMMAND = "flask --app weather db upgrade"
-#: What the app finds in DATABASE_URL: its own user, over the VPC, TLS required.
+#: What the app finds in DATABASE_URL: the cluster's doadmin (the owner of the app's database), over the VPC, TLS
+#: required.
 EXPECTED_DATABASE_URL = (
-    f"postgresql://weather:{DATABASE_USER_PASSWORD}@{DATABASE_PRIVATE_HOST}:{DATABASE_PORT}/weather?sslmode=require"
+    f"postgresql://doadmin:{DATABASE_ADMIN_PASSWORD}@{DATABASE_PRIVATE_HOST}:{DATABASE_PORT}/weather?sslmode=require"
 )
 
 
@@ -107,7 +107,7 @@ def test_one_droplet_with_sqlite_declares_no_vpc_balancer_or_cluster(good_config
             "monitoring",
         ]
     )
-    for absent in (VPC, BALANCER, CERTIFICATE, CLUSTER, DATABASE_DB, DATABASE_USER, DATABASE_FIREWALL):
+    for absent in (VPC, BALANCER, CERTIFICATE, CLUSTER, DATABASE_DB, DATABASE_FIREWALL):
         assert run.of_type(absent) == [], absent
     assert "vpcUuid" not in run.one(DROPLET).inputs
     assert run.outputs["balancer_address"] is None
@@ -140,14 +140,15 @@ def test_one_droplet_with_postgres_shares_a_vpc_with_its_cluster(one_postgres: P
     assert one_postgres.of_type(BALANCER) == one_postgres.of_type(CERTIFICATE) == []
 
 
-def test_the_database_and_its_user_are_named_after_the_app(good_config: dict[str, Any]) -> None:
+def test_the_database_is_named_after_the_app_and_no_powerless_user_is_made(good_config: dict[str, Any]) -> None:
     run = ran(postgres_config(good_config, appName="shop"))
 
-    for kind in (DATABASE_DB, DATABASE_USER):
-        resource = run.one(kind)
-        assert resource.inputs["name"] == "shop"
-        assert resource.inputs["clusterId"] == "database-cluster-id"
-        assert resource.parent_types[-1] == DATABASE
+    resource = run.one(DATABASE_DB)
+    assert resource.inputs["name"] == "shop"
+    assert resource.inputs["clusterId"] == "database-cluster-id"
+    assert resource.parent_types[-1] == DATABASE
+    # A user made through DigitalOcean's API could not create the app's tables.
+    assert run.of_type("digitalocean:index/databaseUser:DatabaseUser") == []
 
 
 def test_the_cluster_trusts_exactly_the_one_droplet(one_postgres: ProgramRun) -> None:
@@ -168,20 +169,20 @@ def test_database_url_reaches_the_app_only_on_the_deploys_stdin(one_postgres: Pr
 
 
 def assert_password_only_on_stdin(run: ProgramRun) -> None:
-    """The app user's password is in its DatabaseUser (whose own output it is) and in each deploy's secret stdin."""
+    """The cluster's password (its own output) is in each deploy's secret stdin, and in no other input or output."""
     for resource in run.resources:
-        if resource.type == DATABASE_USER:
+        if resource.type == CLUSTER:
             continue
         inputs = dict(resource.inputs)
         if resource.type == COMMAND and resource.name.endswith("-deploy"):
             assert is_secret(inputs.pop("stdin")), resource.name
             # The trigger carries the stdin's hash, never the stdin.
             assert is_secret(inputs["triggers"]), resource.name
-        assert DATABASE_USER_PASSWORD not in repr(inputs), resource.name
+        assert DATABASE_ADMIN_PASSWORD not in repr(inputs), resource.name
     for droplet in run.of_type(DROPLET):
         assert DATABASE_PRIVATE_HOST not in droplet.inputs["userData"]
         assert "DATABASE_URL=" not in droplet.inputs["userData"]
-    assert DATABASE_USER_PASSWORD not in repr(run.outputs)
+    assert DATABASE_ADMIN_PASSWORD not in repr(run.outputs)
 
 
 def test_the_first_deploy_waits_for_the_database_firewall(one_postgres: ProgramRun) -> None:
