@@ -231,6 +231,8 @@ def check_volume_stays(settings: Settings, stack_tag: str) -> None:
     A Volume cannot move between regions: the change would replace it, empty, and
     the app's data with it. Raises `SettingsError` saying how to move instead.
     """
+    if settings.behind_balancer:
+        check_no_volume_left_behind(settings, stack_tag)
     if settings.volume_name is None:
         return
     found = digitalocean.get_droplets(filters=[digitalocean.GetDropletsFilterArgs(key="tags", values=[stack_tag])])
@@ -245,6 +247,26 @@ def check_volume_stays(settings: Settings, stack_tag: str) -> None:
                 f"(sudo systemctl stop {settings.app_name}.socket {settings.app_name}.service), copy {state_dir} "
                 f"across (sudo tar -C {state_dir} -cpf - . on the old, sudo tar -C {state_dir} -xpf - on the new), "
                 "deploy the new stack again, then move the domain and destroy the old stack."
+            ]
+        )
+
+
+def check_no_volume_left_behind(settings: Settings, stack_tag: str) -> None:
+    """Refuse `instances` > 1 while the stack's one droplet keeps the app's state on a Volume.
+
+    Droplets behind a balancer have no Volume: the update would delete it, and the SQLite
+    file or uploads on it with it. Raises `SettingsError` saying how to grow instead.
+    """
+    found = digitalocean.get_droplets(filters=[digitalocean.GetDropletsFilterArgs(key="tags", values=[stack_tag])])
+    if any(droplet.volume_ids for droplet in found.droplets):
+        state_dir = ServerLayout(settings.app_name).state_dir
+        raise SettingsError(
+            [
+                f"flask-droplet:instances = {settings.instances}: expected 1 while this stack's droplet keeps "
+                f"{state_dir} on a Volume. Droplets behind a balancer have none: this update would delete it, "
+                "and the data on it. To grow: back the data up (deploy.sh backup), stand up the new stack with "
+                "instances and database postgres, move the data into its database, then move the domain and "
+                "destroy the old stack."
             ]
         )
 

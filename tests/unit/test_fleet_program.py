@@ -484,3 +484,18 @@ def test_bad_fleet_config_stops_the_program_first(
     assert expected in str(run.error)
     assert run.resources == []
     assert run.calls == []
+
+
+def test_growing_a_stack_whose_droplet_has_a_volume_is_refused_before_any_resource(good_config: dict[str, Any]) -> None:
+    droplet = {"id": int(DROPLET_ID), "name": "web-droplet", "region": "nyc3", "tags": [f"flask-droplet:{STACK}"]}
+    grown = postgres_config(good_config, instances=3, https=False)
+
+    refused = run_program(grown, existing_droplets=[{**droplet, "volume_ids": ["volume-id"]}])
+    without_volume = run_program(grown, existing_droplets=[{**droplet, "volume_ids": []}])
+
+    assert isinstance(refused.error, SettingsError)
+    assert "flask-droplet:instances = 3: expected 1 while this stack's droplet keeps /var/lib/weather" in str(
+        refused.error
+    )
+    assert refused.resources == []
+    assert without_volume.error is None
