@@ -490,8 +490,8 @@ def test_growing_a_stack_whose_droplet_has_a_volume_is_refused_before_any_resour
     droplet = {"id": int(DROPLET_ID), "name": "web-droplet", "region": "nyc3", "tags": [f"flask-droplet:{STACK}"]}
     grown = postgres_config(good_config, instances=3, https=False)
 
-    refused = run_program(grown, existing_droplets=[{**droplet, "volume_ids": ["volume-id"]}])
-    without_volume = run_program(grown, existing_droplets=[{**droplet, "volume_ids": []}])
+    refused = run_program(grown, existing_droplets=[{**droplet, "volumeIds": ["volume-id"]}])
+    without_volume = run_program(grown, existing_droplets=[{**droplet, "volumeIds": []}])
 
     assert isinstance(refused.error, SettingsError)
     assert "flask-droplet:instances = 3: expected 1 while this stack's droplet keeps /var/lib/weather" in str(
