@@ -41,6 +41,8 @@ DATABASE_HOST_ADDRESS = "10.213.8.1"
 DATABASE_ADDRESS = "10.213.8.2"
 DATABASE_PORT = 5432
 DATABASE_PREFIX = 30
+#: The role the app connects as: the owner of its database, as a DigitalOcean cluster's doadmin is.
+ADMIN_ROLE = "doadmin"
 
 START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 15
@@ -214,7 +216,7 @@ def database_password() -> str:
 def database_url(app_name: str) -> str:
     """The app's DATABASE_URL, as a managed cluster's connection string: a password and TLS required."""
     return (
-        f"postgresql://{app_name}:{database_password()}@{DATABASE_ADDRESS}:{DATABASE_PORT}/{app_name}?sslmode=require"
+        f"postgresql://{ADMIN_ROLE}:{database_password()}@{DATABASE_ADDRESS}:{DATABASE_PORT}/{app_name}?sslmode=require"
     )
 
 
@@ -275,7 +277,7 @@ def start_database(app_name: str, trusted: list[str], progress: Progress) -> Non
     )  # fmt: skip
     (data / "pg_hba.conf").write_text(
         "local all postgres peer\n"
-        + "".join(f"hostssl {app_name} {app_name} {address}/32 scram-sha-256\n" for address in trusted)
+        + "".join(f"hostssl {app_name} {ADMIN_ROLE} {address}/32 scram-sha-256\n" for address in trusted)
     )
     state.database_pid = _start(
         _in_database_netns(
@@ -291,27 +293,23 @@ def start_database(app_name: str, trusted: list[str], progress: Progress) -> Non
         if time.monotonic() > deadline:
             raise RehearsalError(f"PostgreSQL did not start within {START_TIMEOUT_SECONDS} s; see {DATABASE_DIR}")
         time.sleep(0.3)
-    # The password goes on stdin, never on a command line.
-    sql = (
-        f"CREATE ROLE \"{app_name}\" LOGIN PASSWORD '{database_password()}';\n"
-        f'CREATE DATABASE "{app_name}" OWNER "{app_name}";\n'
+    psql(
+        f"CREATE ROLE \"{ADMIN_ROLE}\" LOGIN PASSWORD '{database_password()}';\n"
+        f'CREATE DATABASE "{app_name}" OWNER "{ADMIN_ROLE}";\n'
     )
-    created = subprocess.run(
-        [*as_postgres, "psql", "-q", "-h", str(DATABASE_DIR), "-v", "ON_ERROR_STOP=1", "-f", "-"],
-        input=sql,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if created.returncode != 0:
-        raise RehearsalError(f"creating the app's database failed: {created.stderr.strip()}")
 
 
-def psql(app_name: str, sql: str) -> str:
-    """Run `sql` in the app's database as its owner's administrator, over the host's socket; its output, unaligned."""
+def psql(sql: str, database: str = "postgres") -> str:
+    """Run `sql` in `database` as PostgreSQL's own superuser, over the host's socket; its output, unaligned.
+
+    The SQL goes on stdin, so that a password in it is on no command line.
+    """
     result = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-h", str(DATABASE_DIR), "-d", app_name, "-At", "-c", sql],
+        [
+            *("runuser", "-u", "postgres", "--", "psql", "-h", str(DATABASE_DIR), "-d", database),
+            *("-At", "-v", "ON_ERROR_STOP=1", "-f", "-"),
+        ],
+        input=sql,
         capture_output=True,
         text=True,
         timeout=60,

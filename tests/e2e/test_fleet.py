@@ -10,7 +10,6 @@ per-address limit (100 a second): they measure failures, not the limiter.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 import time
@@ -27,19 +26,12 @@ from rehearsal.deploy import DeployError
 from tests.e2e.conftest import Rehearsal, bring_up
 from tests.e2e.load import Load
 from tests.e2e.test_lifecycle import leftovers
-from tests.pulumi_harness import PROJECT_DIR
+from tests.e2e.test_release_command import INVENTORY, UPGRADE, release
 
 pytestmark = pytest.mark.e2e
 
-APPS = PROJECT_DIR / "tests/e2e/apps"
-UPGRADE = "flask --app inventory db upgrade"
 FLEET = {
-    "appName": "inventory",
-    "appDir": "tests/e2e/apps/inventory",
-    "wsgiTarget": "inventory:create_app()",
-    "staticDir": "",
-    "healthPath": "/health",
-    "releaseCommand": UPGRADE,
+    **INVENTORY,
     "instances": 2,
     "database": "postgres",
     # The balancer would hold the certificate, and DigitalOcean issues it only for a domain in its DNS.
@@ -86,16 +78,6 @@ def deploy_log(machine: nspawn.Machine) -> str:
     return (machine.slot.directory / "deploy.log").read_text()
 
 
-def release(tmp_path: Path, name: str, *overlays: str) -> Path:
-    """The inventory app with `overlays` laid over it, in order, and a file that makes each release its own."""
-    app = tmp_path / name
-    shutil.copytree(APPS / "inventory", app, ignore=shutil.ignore_patterns("__pycache__", "instance"))
-    for overlay in overlays:
-        shutil.copytree(APPS / "inventory-overlays" / overlay, app, dirs_exist_ok=True)
-    (app / "inventory" / "release.txt").write_text(name)
-    return app
-
-
 class Rotation:
     """Samples the balancer's view of each machine every half second while a block runs (bounded in time)."""
 
@@ -132,13 +114,13 @@ def test_a_write_through_one_droplet_is_read_through_the_other(machines: list[ns
     assert get_json(direct(second, "/api/items"))["items"] == [created]
     assert get_json(fleet.BALANCER_URL + "api/items")["items"] == [created]
     # One database, where DATABASE_URL pointed both droplets: the rehearsal's PostgreSQL.
-    assert fleet.psql("inventory", "SELECT name FROM item").split() == ["bolt"]
+    assert fleet.psql("SELECT name FROM item", "inventory").split() == ["bolt"]
 
 
 def test_the_first_rollout_migrated_once(machines: list[nspawn.Machine]) -> None:
     first, second = machines
 
-    assert fleet.psql("inventory", "SELECT version_num FROM alembic_version").split() == ["0001"]
+    assert fleet.psql("SELECT version_num FROM alembic_version", "inventory").split() == ["0001"]
     assert f"running the release command: {UPGRADE}" in deploy_log(first)
     assert "release command: left to the droplet that ran it" in deploy_log(second)
     assert "running the release command" not in deploy_log(second)
@@ -187,7 +169,7 @@ def test_a_rolling_deploy_under_load_fails_no_request(
     assert not rotation.ever_none_up()
     assert rotation.samples[-1] == {first.slot.name: "UP", second.slot.name: "UP"}
     # The migration ran once, on the first droplet, and the rows are all there.
-    assert fleet.psql("inventory", "SELECT version_num FROM alembic_version").split() == ["0002"]
+    assert fleet.psql("SELECT version_num FROM alembic_version", "inventory").split() == ["0002"]
     assert get_json(fleet.BALANCER_URL + "api/items")["items"][0] == {"id": 1, "name": "bolt", "quantity": 0}
     assert "release command: left to the droplet that ran it" in deploy_log(second)
 
