@@ -6,10 +6,10 @@ import pulumi
 
 from components.config import load_settings
 from components.database import Database, DatabaseArgs
-from components.deployment import AppDeployment, AppDeploymentArgs, rollout_plans, site_url
+from components.deployment import AppDeployment, AppDeploymentArgs, site_url
 from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
-from components.plan import logs_command
+from components.plan import logs_command, rollout_plans
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import DATABASE_URL
 from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags

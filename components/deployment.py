@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 from pulumi_command import remote
 
-from components.plan import DeployPlan, RemoteCommand, Upload, build_deploy_plan, parse_deploy_output
+from components.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
 from components.render import sha256_text
 from components.settings import Settings
 
@@ -106,31 +105,6 @@ class AppDeployment(pulumi.ComponentResource):
         self.url = report.apply(lambda r: r.url)
         self.warnings = report.apply(lambda r: list(r.warnings))
         self.register_outputs({"release_id": self.release_id, "url": self.url, "warnings": self.warnings})
-
-
-#: Where the plan of the droplets after the first is built, inside the stack's build directory.
-ROLLOUT_BUILD_DIR = "rollout"
-
-
-def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
-    """One deploy plan for each of the stack's droplets, in rollout order.
-
-    The first droplet runs `releaseCommand` (migrations, once per release); every one
-    after it deploys the same release with `--skip-release-command`, from a plan built in
-    its own directory (`build_dir/rollout`) so that neither plan rewrites the files the
-    other uploads. Both bundle the same app and config, so their release ids agree; a
-    difference would mean droplets serving different code, and stops the program.
-    """
-    first = build_deploy_plan(settings, build_dir)
-    if settings.instances == 1:
-        return [first]
-    rest = build_deploy_plan(settings, build_dir / ROLLOUT_BUILD_DIR, runs_release_command=False)
-    if rest.release_id != first.release_id:
-        raise RuntimeError(
-            f"the rollout's plans disagree: release {first.release_id} for the first droplet, "
-            f"{rest.release_id} for the others; the bundle should be the same bytes from the same app"
-        )
-    return [first] + [rest] * (settings.instances - 1)
 
 
 def site_url(settings: Settings, address: pulumi.Input[str], after: AppDeployment) -> pulumi.Output[str]:

@@ -7,6 +7,7 @@ in a step's `stdin`.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,11 +118,8 @@ class DeployPlan:
         return render_env_file({**self.app_env, **extra_env})
 
 
-def build_deploy_plan(settings: Settings, build_dir: Path, runs_release_command: bool = True) -> DeployPlan:
-    """Render, archive and order everything a deploy does; writes the bundle and script under `build_dir`.
-
-    Of several droplets, only the first of a rollout `runs_release_command`; the others skip it.
-    """
+def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
+    """Render, archive and order everything a deploy does; writes the bundle and script under `build_dir`."""
     layout = ServerLayout(settings.app_name)
     bundle: Bundle = build_bundle(settings, build_dir / "bundles")
     script = render_deploy_script(settings)
@@ -136,16 +134,7 @@ def build_deploy_plan(settings: Settings, build_dir: Path, runs_release_command:
         Upload("bundle", bundle.path, remote_bundle, bundle.sha256),
         RemoteCommand(
             "deploy",
-            shlex.join(
-                [
-                    "sudo",
-                    "/bin/bash",
-                    layout.deploy_script,
-                    *([] if runs_release_command else ["--skip-release-command"]),
-                    bundle.release_id,
-                    remote_bundle,
-                ]
-            ),
+            deploy_script_command(settings, bundle.release_id, remote_bundle),
             # The release id covers the app and the server config; the script is hashed separately.
             sha256_text(bundle.sha256 + server_config_hash(settings)),
             stdin_is_secret=True,
@@ -153,6 +142,23 @@ def build_deploy_plan(settings: Settings, build_dir: Path, runs_release_command:
         ),
     )
     return DeployPlan(release_id=bundle.release_id, steps=steps, app_env=dict(settings.app_env))
+
+
+def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
+    """One deploy plan for each of the stack's droplets, in rollout order, from one bundle.
+
+    The first droplet runs `releaseCommand` (migrations, once per release); every one after
+    it deploys the same release with `--skip-release-command`, its plan's only difference.
+    """
+    first = build_deploy_plan(settings, build_dir)
+    *before, deploy = first.steps
+    assert isinstance(deploy, RemoteCommand), "a deploy plan ends with the deploy command"
+    layout = ServerLayout(settings.app_name)
+    skipping = deploy_script_command(
+        settings, "--skip-release-command", first.release_id, layout.bundle(first.release_id)
+    )
+    rest = dataclasses.replace(first, steps=(*before, dataclasses.replace(deploy, command=skipping)))
+    return [first] + [rest] * (settings.instances - 1)
 
 
 def deploy_script_command(settings: Settings, *words: str) -> str:

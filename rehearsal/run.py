@@ -22,9 +22,10 @@ import yaml
 
 from components.plan import (
     CLOUD_INIT_TIMEOUT_SECONDS,
-    build_deploy_plan,
+    DeployPlan,
     parse_deploy_output,
     rollback_command,
+    rollout_plans,
     run_command,
 )
 from components.render import DEPLOY_USER, render_user_data
@@ -131,11 +132,8 @@ def database_env(settings: Settings) -> dict[str, str]:
     return {DATABASE_URL: fleet.database_url(settings.app_name)} if settings.database == "postgres" else {}
 
 
-def deploy(
-    machine: nspawn.Machine, settings: Settings, runs_release_command: bool = True
-) -> tuple[str, dict[str, str]]:
-    """Run the deploy plan on the machine; returns the release id and the steps that ran, with their output."""
-    plan = build_deploy_plan(settings, nspawn.STATE_DIR / "build", runs_release_command)
+def deploy(machine: nspawn.Machine, settings: Settings, plan: DeployPlan) -> tuple[str, dict[str, str]]:
+    """Run `plan` on the machine; returns the release id and the steps that ran, with their output."""
     target = ssh_target(machine)
     state = machine.slot.directory / "deploy-state.json"
     ran = run_plan(plan, target, machine.instance_id, state, progress, machine.address, database_env(settings))
@@ -149,10 +147,11 @@ def roll_out(machines: list[nspawn.Machine], settings: Settings) -> tuple[str, d
     release id and the steps that ran on the first machine, with their output.
     """
     release_id, first = "", dict[str, str]()
-    for index, machine in enumerate(machines):
+    plans = rollout_plans(settings, nspawn.STATE_DIR / "build")
+    for index, (machine, plan) in enumerate(zip(machines, plans, strict=True)):
         if len(machines) > 1:
             progress(f"{machine.slot.name} ({index + 1} of {len(machines)}): deploying")
-        release_id, ran = deploy(machine, settings, runs_release_command=index == 0)
+        release_id, ran = deploy(machine, settings, plan)
         first = first if index else ran
     return release_id, first
 
