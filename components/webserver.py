@@ -225,6 +225,12 @@ def droplet_name(name: str, index: int) -> str:
     return f"{name}-droplet" if index == 0 else f"{name}-{index + 1}-droplet"
 
 
+def stack_droplets(stack_tag: str) -> list[digitalocean.outputs.GetDropletsDropletResult]:
+    """The stack's droplets as DigitalOcean has them now (by the stack's tag), before the program declares any."""
+    found = digitalocean.get_droplets(filters=[digitalocean.GetDropletsFilterArgs(key="tags", values=[stack_tag])])
+    return list(found.droplets)
+
+
 def check_volume_stays(settings: Settings, stack_tag: str) -> None:
     """Refuse a new `region` while the stack's droplet and its Volume are elsewhere, before anything changes.
 
@@ -235,8 +241,7 @@ def check_volume_stays(settings: Settings, stack_tag: str) -> None:
         check_no_volume_left_behind(settings, stack_tag)
     if settings.volume_name is None:
         return
-    found = digitalocean.get_droplets(filters=[digitalocean.GetDropletsFilterArgs(key="tags", values=[stack_tag])])
-    elsewhere = sorted({droplet.region for droplet in found.droplets} - {settings.region})
+    elsewhere = sorted({droplet.region for droplet in stack_droplets(stack_tag)} - {settings.region})
     if elsewhere:
         state_dir = ServerLayout(settings.app_name).state_dir
         raise SettingsError(
@@ -257,8 +262,7 @@ def check_no_volume_left_behind(settings: Settings, stack_tag: str) -> None:
     Droplets behind a balancer have no Volume: the update would delete it, and the SQLite
     file or uploads on it with it. Raises `SettingsError` saying how to grow instead.
     """
-    found = digitalocean.get_droplets(filters=[digitalocean.GetDropletsFilterArgs(key="tags", values=[stack_tag])])
-    if any(droplet.volume_ids for droplet in found.droplets):
+    if any(droplet.volume_ids for droplet in stack_droplets(stack_tag)):
         state_dir = ServerLayout(settings.app_name).state_dir
         raise SettingsError(
             [

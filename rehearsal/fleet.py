@@ -177,21 +177,6 @@ def balancer_servers() -> dict[str, str]:
     }
 
 
-def stop_balancer() -> None:
-    state = _read()
-    _stop(state.balancer_pid, signal.SIGTERM)
-    state.balancer_pid = None
-    _write(state)
-
-
-def restart_balancer() -> None:
-    """Start the balancer again from its config (after `stop_balancer`), as it was."""
-    state = _read()
-    config = BALANCER_DIR / "haproxy.cfg"
-    state.balancer_pid = _start(["haproxy", "-db", "-f", str(config)], BALANCER_DIR / "haproxy.log")
-    _write(state)
-
-
 def _in_database_netns(*argv: str) -> list[str]:
     return ["ip", "netns", "exec", DATABASE_NETNS, *argv]
 
@@ -218,10 +203,6 @@ def database_url(app_name: str) -> str:
     return (
         f"postgresql://{ADMIN_ROLE}:{database_password()}@{DATABASE_ADDRESS}:{DATABASE_PORT}/{app_name}?sslmode=require"
     )
-
-
-def database_is_up() -> bool:
-    return _read().database_pid is not None
 
 
 def start_database(app_name: str, trusted: list[str], progress: Progress) -> None:
