@@ -173,7 +173,7 @@ run_in_release() { # RELEASE_DIR COMMAND [ARGS...]: as the app's user, in the re
     systemd-run --quiet --wait --collect "$mode" "${RELEASE_PROPERTIES[@]}" "$program" "$@"
 }
 
-health() { # PORT or live: GET HEALTH_PATH through nginx, on the candidate's port or as the live site is served
+health() { # PORT or live: GET HEALTH_PATH through nginx, on a port of its own (the candidate's, the balancer's check) or as the live site is served
     if [[ $1 == live && $TLS_ACTIVE == 1 ]]; then
         # The app through nginx's HTTPS site on this machine; the certificate is certbot's business, not this check's.
         curl --silent --fail --max-time 5 --insecure --resolve "$HEALTH_HOST:443:127.0.0.1" \
@@ -543,7 +543,7 @@ rejoin_rotation() { # the balancer's health check answers again (from the app); 
     ((BEHIND_BALANCER)) || return 0
     [[ -e $BALANCER_DRAIN ]] || return 0
     rm -f "$BALANCER_DRAIN"
-    curl --silent --fail --max-time 5 "http://127.0.0.1:$BALANCER_PORT$HEALTH_PATH" >/dev/null ||
+    health "$BALANCER_PORT" ||
         log "the balancer's check on port $BALANCER_PORT does not answer 2xx (curl -i http://127.0.0.1:$BALANCER_PORT$HEALTH_PATH)"
     log "back in the balancer's rotation: waiting ${INTO_ROTATION_SECONDS} s for its checks to notice"
     sleep "$INTO_ROTATION_SECONDS"
