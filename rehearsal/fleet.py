@@ -12,12 +12,10 @@ written to a state file first, so `down` (from any process) removes exactly that
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -26,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.balancer import BALANCER_CHECK
-from rehearsal.nspawn import STATE_DIR, Progress, RehearsalError, run
+from rehearsal.nspawn import STATE_DIR, Progress, RehearsalError, kept_secret, run, start_process, stop_process
 
 #: Where the balancer takes visitors' requests: the site's address in a rehearsal of several droplets.
 BALANCER_ADDRESS = "127.0.0.1"
@@ -72,41 +70,6 @@ def _write(state: FleetState) -> None:
     _state_file().write_text(json.dumps(asdict(state), indent=2))
 
 
-#: Processes this process started, kept so that they are reaped, not left as zombies.
-_STARTED: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _start(argv: list[str], log: Path) -> int:
-    with log.open("a") as output:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    _STARTED[process.pid] = process
-    return process.pid
-
-
-def _stop(pid: int | None, first_signal: signal.Signals) -> None:
-    """Signal a process group, then kill it if it is still there after `STOP_TIMEOUT_SECONDS`."""
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, first_signal)
-    process = _STARTED.pop(pid, None)
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    if process is not None:
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-
-
 def haproxy_config(servers: dict[str, str], health_path: str) -> str:
     """HAProxy in front of the machines (name -> address), checking each as DigitalOcean's balancer does."""
     check = BALANCER_CHECK
@@ -150,7 +113,7 @@ def start_balancer(servers: dict[str, str], health_path: str, progress: Progress
     config.write_text(haproxy_config(servers, health_path))
     run(["haproxy", "-c", "-q", "-f", str(config)])
     progress(f"balancer: HAProxy at {BALANCER_URL}, checking {', '.join(servers)} on :{BALANCER_CHECK.port}")
-    state.balancer_pid = _start(["haproxy", "-db", "-f", str(config)], BALANCER_DIR / "haproxy.log")
+    state.balancer_pid = start_process(["haproxy", "-db", "-f", str(config)], BALANCER_DIR / "haproxy.log")
     _write(state)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while run(["bash", "-c", f"exec 3<>/dev/tcp/{BALANCER_ADDRESS}/{BALANCER_PORT}"], check=False).returncode:
@@ -190,12 +153,7 @@ def _postgres_bin(program: str) -> str:
 
 def database_password() -> str:
     """The app's database password, made once per rehearsal and kept (mode 0600) beside its state."""
-    path = STATE_DIR / "database-secret"
-    if not path.exists():
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24))
-    return path.read_text()
+    return kept_secret("database-secret", 24)
 
 
 def database_url(app_name: str) -> str:
@@ -260,7 +218,7 @@ def start_database(app_name: str, trusted: list[str], progress: Progress) -> Non
         "local all postgres peer\n"
         + "".join(f"hostssl {app_name} {ADMIN_ROLE} {address}/32 scram-sha-256\n" for address in trusted)
     )
-    state.database_pid = _start(
+    state.database_pid = start_process(
         _in_database_netns(
             *as_postgres, _postgres_bin("postgres"), "-D", str(data),
             "-c", f"listen_addresses={DATABASE_ADDRESS}", "-c", f"port={DATABASE_PORT}",
@@ -306,11 +264,11 @@ def down(progress: Progress) -> None:
     state = _read()
     if state.balancer_pid is not None:
         progress("down: stopping the balancer")
-        _stop(state.balancer_pid, signal.SIGTERM)
+        stop_process(state.balancer_pid, seconds=STOP_TIMEOUT_SECONDS)
     if state.database_pid is not None:
         progress("down: stopping the database")
         # SIGINT is PostgreSQL's fast shutdown: it does not wait for the machines' connections to end.
-        _stop(state.database_pid, signal.SIGINT)
+        stop_process(state.database_pid, signal.SIGINT, STOP_TIMEOUT_SECONDS)
     if state.netns is not None:
         run(["ip", "netns", "delete", state.netns], check=False)
     if run(["ip", "link", "show", DATABASE_HOST_VETH], check=False).returncode == 0:

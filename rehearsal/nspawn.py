@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -493,12 +494,7 @@ class Machine:
     def start_helper(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         """Start a host process that serves the machine, recorded so that `down` stops it."""
         assert self.state is not None, "start the machine first"
-        with log.open("a") as output:
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        _STARTED[process.pid] = process
-        self.state.helper_pids.append(process.pid)
+        self.state.helper_pids.append(start_process(argv, log, env))
         _write_state(self.slot, self.state)
 
     def reboot(self, progress: Progress, volume: Volume | Literal["keep"] | None = "keep") -> None:
@@ -648,13 +644,7 @@ class Machine:
                     os.killpg(pid, signal.SIGKILL)
                     _wait_gone(pid, 10)
         for pid in state.helper_pids:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-                if not _wait_gone(pid, 10):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                    _wait_gone(pid, 10)
+            stop_process(pid)
         for rule in reversed(state.iptables_rules):
             table, chain, spec = rule[:2], rule[2], rule[3:]
             run(["iptables", *table, "-D", chain, *spec], check=False)
@@ -694,6 +684,41 @@ class Machine:
             with contextlib.suppress(OSError):
                 STATE_DIR.rmdir()
         self.state = None
+
+
+def start_process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """A host process for the rehearsal, in a process group of its own, its output appended to `log`; its pid.
+
+    `stop_process` stops it (from any process); this one keeps it, so that it is reaped.
+    """
+    with log.open("a") as output:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    _STARTED[process.pid] = process
+    return process.pid
+
+
+def stop_process(pid: int, first_signal: signal.Signals = signal.SIGTERM, seconds: float = 10) -> None:
+    """Signal the process group `start_process` made; SIGKILL once it has had `seconds` to end."""
+    if not _alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, first_signal)
+    if not _wait_gone(pid, seconds):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _wait_gone(pid, seconds)
+
+
+def kept_secret(name: str, length: int = 32) -> str:
+    """A random secret in the state directory (mode 0600), made on first use and the same until `down`."""
+    path = STATE_DIR / name
+    if not path.exists():
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(length))
+    return path.read_text()
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -72,12 +71,7 @@ def stack_config(stack: str) -> dict[str, Any]:
 
 def machine_secret() -> str:
     """A random secret for the app, kept (mode 0600) for as long as the machine, so redeploys match."""
-    path = nspawn.STATE_DIR / "app-secret"
-    if not path.exists():
-        nspawn.STATE_DIR.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32))
-    return path.read_text()
+    return nspawn.kept_secret("app-secret")
 
 
 def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str) -> Settings:
