@@ -210,8 +210,11 @@ def test_a_stopped_droplet_is_routed_around(machines: list[nspawn.Machine], figu
         cycle.start()
         cycle.join(timeout=120)
         second.wait_for_boot()
-        # Back in rotation: the balancer's checks pass again within its healthy threshold.
+        # Out of rotation first (a quick reboot can be over before the balancer's checks fail twice),
+        # then back in it: the balancer's checks pass again within its healthy threshold.
         deadline = time.monotonic() + 60
+        while not rotation.seen_down(second.slot.name) and time.monotonic() < deadline:
+            time.sleep(0.5)
         while fleet.balancer_servers()[second.slot.name] != "UP" and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(2)
