@@ -503,14 +503,8 @@ class Machine:
         systemd-nspawn ends when its guest shuts down, so the host starts it again. `volume`
         None boots it without its Volume (as if detached); a `Volume` is attached in its place.
         """
-        if self.state is None or not self.is_up():
-            raise RehearsalError("no rehearsal machine is up")
-        pid = self.state.nspawn_pid
-        assert pid is not None
-        progress("reboot: powering off")
-        self.guest(["systemctl", "poweroff"], timeout=10)
-        if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
-            raise RehearsalError(f"the machine did not power off within {STOP_TIMEOUT_SECONDS} s")
+        self.power_off(progress, "reboot")
+        assert self.state is not None
         if volume != "keep" and self.state.volume_loop is not None:
             progress("reboot: detaching the Volume")
             run(["losetup", "--detach", self.state.volume_loop])
@@ -518,7 +512,23 @@ class Machine:
             _write_state(self.slot, self.state)
         if isinstance(volume, Volume):
             self._attach(volume, progress)
-        progress("reboot: booting again")
+        self.power_on(progress, "reboot")
+
+    def power_off(self, progress: Progress, why: str = "power") -> None:
+        """Shut the machine down and leave it off, its disk and state kept, as a droplet powered off."""
+        if self.state is None or not self.is_up():
+            raise RehearsalError("no rehearsal machine is up")
+        pid = self.state.nspawn_pid
+        assert pid is not None
+        progress(f"{why}: powering off")
+        self.guest(["systemctl", "poweroff"], timeout=10)
+        if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
+            raise RehearsalError(f"the machine did not power off within {STOP_TIMEOUT_SECONDS} s")
+
+    def power_on(self, progress: Progress, why: str = "power") -> None:
+        """Boot a machine that `power_off` left off, from the same disk."""
+        assert self.state is not None, "a machine that was up before"
+        progress(f"{why}: booting again")
         self._start(Path(self.state.root), progress)
 
     def _seed(self, root: Path, instance_id: str, user_data: str, vendor_data: str | None = None) -> None:
