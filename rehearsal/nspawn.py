@@ -632,6 +632,18 @@ class Machine:
         log = Path(self.state.root if self.state else "") / "var/log/cloud-init-output.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
+    def failed_units_report(self, lines: int = 30) -> str:
+        """The guest's failed units, each with the end of its journal (systemd's own words on why included)."""
+        failed = self.guest(["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--output=short"])
+        units = [line.split()[0] for line in failed.stdout.splitlines() if line.strip()]
+        if not units:
+            return "no failed units"
+        parts = [f"failed units: {' '.join(units)}"]
+        for unit in units:
+            journal = self.guest(["journalctl", "-b", "--no-pager", "-n", str(lines), "-u", unit])
+            parts.append(f"--- journalctl -u {unit} (end)\n{journal.stdout.rstrip()}")
+        return "\n".join(parts)
+
     def down(self, progress: Progress, keep_volumes: bool = False) -> None:
         """Stop the machine and remove everything `up` created. Safe when nothing is up.
 

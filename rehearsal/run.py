@@ -227,6 +227,8 @@ def up(stack: str, overrides: Mapping[str, Any], replace: bool = False) -> tuple
                     + json.dumps({"errors": result.errors, "recoverable_errors": result.recoverable_errors}, indent=2)
                     + "\n--- /var/log/cloud-init-output.log (end)\n"
                     + machine.cloud_init_output()
+                    + "\n--- the machine's units\n"
+                    + machine.failed_units_report()
                 )
     with timings.step("deploy"):
         release_id, ran = roll_out(machines, settings)
