@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import runpy
+import subprocess
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from components.render import (
     render_state_volume_units,
     render_user_data,
     server_config_files,
+    start_once_more_on_failure,
 )
 from components.settings import Settings, parse_settings
 from tests.conftest import example_public_key
@@ -125,6 +127,53 @@ def test_ufw_allows_ssh_before_it_is_enabled() -> None:
     assert runcmd.index(["ufw", "default", "deny", "incoming"]) < enable
     assert allowed == list(UFW_ALLOWED_PORTS)
     assert allowed[0] == "22/tcp"
+
+
+def _run_start(tmp_path: Path, failures: int) -> subprocess.CompletedProcess[str]:
+    """The first-boot start of nginx, with a systemctl that refuses its first `failures` calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    stubs = {
+        "systemctl": f'echo "systemctl $*" >>{calls}\n'
+        f'[ "$(grep -c ^systemctl {calls})" -gt {failures} ] || {{ echo "Job failed (resources)" >&2; exit 1; }}',
+        "journalctl": 'echo "journal of $*"',
+        "sleep": f'echo "sleep $*" >>{calls}',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    argv = start_once_more_on_failure(["systemctl", "restart", "nginx"], "nginx.service")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return subprocess.run(["/bin/sh", "-eu", "-c", argv[2]], env=env, capture_output=True, text=True, timeout=10)
+
+
+def test_a_first_boot_start_refused_once_is_said_and_tried_again(tmp_path: Path) -> None:
+    result = _run_start(tmp_path, failures=1)
+
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: nginx.service did not start; once more in 3 s" in result.stderr
+    assert "journal of -b -u nginx.service -n 20 --no-pager" in result.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "systemctl restart nginx",
+        "sleep 3",
+        "systemctl restart nginx",
+    ]
+
+
+def test_a_first_boot_start_refused_twice_stops_the_boot(tmp_path: Path) -> None:
+    result = _run_start(tmp_path, failures=2)
+
+    assert result.returncode != 0
+    assert (tmp_path / "calls").read_text().count("systemctl") == 2
+
+
+def test_a_first_boot_start_that_works_is_run_once(tmp_path: Path) -> None:
+    result = _run_start(tmp_path, failures=0)
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert (tmp_path / "calls").read_text().splitlines() == ["systemctl restart nginx"]
 
 
 def test_server_files_in_user_data_are_the_rendered_ones() -> None:
