@@ -122,16 +122,21 @@ def test_rollback_serves_the_previous_release(rehearsal: Rehearsal) -> None:
     assert live_version(rehearsal) == live
 
 
-def test_killed_master_is_restarted_by_systemd(rehearsal: Rehearsal, figures: list[str]) -> None:
+MASTERS = {"weather.service": "the Gunicorn master", "nginx.service": "nginx's master"}
+
+
+@pytest.mark.parametrize("unit", MASTERS)
+def test_killed_master_is_restarted_by_systemd(rehearsal: Rehearsal, figures: list[str], unit: str) -> None:
+    master = MASTERS[unit]
     host = rehearsal.host()
-    pid = host.check_output("systemctl show -p MainPID --value weather.service")
+    pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
     killed = time.monotonic()
     host.run_test(f"kill -9 {pid}")
 
     seconds = None
     while time.monotonic() - killed < 60:
         try:
-            new_pid = host.check_output("systemctl show -p MainPID --value weather.service")
+            new_pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
             if new_pid not in ("0", pid) and rehearsal.get("/healthz")[0] == 200:
                 seconds = time.monotonic() - killed
                 break
@@ -139,7 +144,7 @@ def test_killed_master_is_restarted_by_systemd(rehearsal: Rehearsal, figures: li
             pass
         time.sleep(0.1)
 
-    figures.append(f"kill -9 of the Gunicorn master: healthy again after {seconds} s")
+    figures.append(f"kill -9 of {master}: healthy again after {seconds} s")
     assert seconds is not None
 
 
