@@ -42,17 +42,23 @@ SHARED_PARENTS = frozenset(
 ALWAYS_READABLE = tuple(Path(p).resolve() for p in {sys.base_prefix, sys.base_exec_prefix})
 
 
+#: Whether the repository's neighbours are watched: not when the clone sits directly in a shared directory.
+WATCHING_BESIDE = not (
+    PROJECT_DIR.parent in SHARED_PARENTS
+    or PROJECT_DIR.parent == Path.home()
+    or PROJECT_DIR.parent.parent == Path("/home")
+)
+
+
 def _beside_repository(target: Any) -> bool:
     """Whether `target` names something next to the repository (a sibling of its directory), not in it."""
-    if isinstance(target, int) or target is None:
+    if not WATCHING_BESIDE or isinstance(target, int) or target is None:
         return False
     try:
         path = Path(os.path.abspath(os.fsdecode(target)))
     except TypeError:
         return False
     parent = PROJECT_DIR.parent
-    if parent in SHARED_PARENTS or parent == Path.home() or parent.parent == Path("/home"):
-        return False
     return (
         path.is_relative_to(parent)
         and path != parent
