@@ -127,14 +127,13 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     script_path.parent.mkdir(parents=True, exist_ok=True)
     script_path.write_text(script)
     script_path.chmod(0o755)
-    remote_bundle = layout.bundle(bundle.release_id)
     steps: tuple[Step, ...] = (
         RemoteCommand("wait-for-cloud-init", WAIT_FOR_CLOUD_INIT, sha256_text(WAIT_FOR_CLOUD_INIT)),
         Upload("deploy-script", script_path, layout.deploy_script, sha256_text(script)),
-        Upload("bundle", bundle.path, remote_bundle, bundle.sha256),
+        Upload("bundle", bundle.path, layout.bundle(bundle.release_id), bundle.sha256),
         RemoteCommand(
             "deploy",
-            deploy_script_command(settings, bundle.release_id, remote_bundle),
+            release_deploy_command(settings, bundle.release_id),
             # The release id covers the app and the server config; the script is hashed separately.
             sha256_text(bundle.sha256 + server_config_hash(settings)),
             stdin_is_secret=True,
@@ -153,12 +152,14 @@ def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
     first = build_deploy_plan(settings, build_dir)
     *before, deploy = first.steps
     assert isinstance(deploy, RemoteCommand), "a deploy plan ends with the deploy command"
-    layout = ServerLayout(settings.app_name)
-    skipping = deploy_script_command(
-        settings, "--skip-release-command", first.release_id, layout.bundle(first.release_id)
-    )
+    skipping = release_deploy_command(settings, first.release_id, "--skip-release-command")
     rest = dataclasses.replace(first, steps=(*before, dataclasses.replace(deploy, command=skipping)))
     return [first] + [rest] * (settings.instances - 1)
+
+
+def release_deploy_command(settings: Settings, release_id: str, *options: str) -> str:
+    """The deploy of `release_id` from its uploaded bundle; `options` (`--skip-release-command`) come first."""
+    return deploy_script_command(settings, *options, release_id, ServerLayout(settings.app_name).bundle(release_id))
 
 
 def deploy_script_command(settings: Settings, *words: str) -> str:
