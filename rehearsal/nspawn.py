@@ -634,7 +634,7 @@ class Machine:
 
     def failed_units_report(self, lines: int = 30) -> str:
         """The guest's failed units, each with the end of its journal (systemd's own words on why included)."""
-        failed = self.guest(["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--output=short"])
+        failed = self.guest(["systemctl", "list-units", "--failed", "--plain", "--no-legend"])
         units = [line.split()[0] for line in failed.stdout.splitlines() if line.strip()]
         if not units:
             return "no failed units"
