@@ -530,14 +530,14 @@ _CloudConfigDumper.add_representer(str, _represent_str)
 START_RETRY_SECONDS = 3
 
 
-def start_once_more_on_failure(action: list[str], unit: str) -> list[str]:
-    """A first-boot `systemctl` start that, failing, says why (its journal) and is tried once more.
+def start_once_more_on_failure(unit: str, *verb: str) -> list[str]:
+    """A first-boot `systemctl VERB... UNIT` that, failing, says why (its journal) and is tried once more.
 
     systemd fails a start "because of unavailable resources" when it cannot spawn the unit's process
     at that moment; on a droplet still busy with its first boot that passes, and one refused start
     must not leave the droplet serving nothing. A second failure stops cloud-init as any other does.
     """
-    command, quoted, pause = shlex.join(action), shlex.quote(unit), START_RETRY_SECONDS
+    command, quoted, pause = shlex.join(["systemctl", *verb, unit]), shlex.quote(unit), START_RETRY_SECONDS
     warning = shlex.quote(f"flask-droplet: WARNING: {unit} did not start; once more in {pause} s")
     journal = f"journalctl -b -u {quoted} -n 20 --no-pager"
     return ["sh", "-c", f"{command} || {{ echo {warning} >&2; {journal} >&2; sleep {pause}; {command}; }}"]
@@ -684,8 +684,8 @@ def render_user_data(settings: Settings) -> str:
             ["nginx", "-t"],
             # A restart, not a reload: nginx starts again inside its sandbox drop-in.
             ["systemctl", "daemon-reload"],
-            start_once_more_on_failure(["systemctl", "restart", "nginx"], "nginx.service"),
-            start_once_more_on_failure(["systemctl", "enable", "--now", layout.socket_unit], layout.socket_unit),
+            start_once_more_on_failure("nginx.service", "restart"),
+            start_once_more_on_failure(layout.socket_unit, "enable", "--now"),
             ["systemctl", "enable", layout.service_unit],
             # A hardening extra never fails the first boot (fail2ban 1.0.2 has crashed on Python 3.12):
             # its config is checked first, a failure is said here, and every deploy reports it.

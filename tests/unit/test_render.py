@@ -143,7 +143,7 @@ def _run_start(tmp_path: Path, failures: int) -> subprocess.CompletedProcess[str
     for name, body in stubs.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    argv = start_once_more_on_failure(["systemctl", "restart", "nginx"], "nginx.service")
+    argv = start_once_more_on_failure("nginx.service", "restart")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     return subprocess.run(["/bin/sh", "-eu", "-c", argv[2]], env=env, capture_output=True, text=True, timeout=10)
 
@@ -155,9 +155,9 @@ def test_a_first_boot_start_refused_once_is_said_and_tried_again(tmp_path: Path)
     assert "WARNING: nginx.service did not start; once more in 3 s" in result.stderr
     assert "journal of -b -u nginx.service -n 20 --no-pager" in result.stderr
     assert (tmp_path / "calls").read_text().splitlines() == [
-        "systemctl restart nginx",
+        "systemctl restart nginx.service",
         "sleep 3",
-        "systemctl restart nginx",
+        "systemctl restart nginx.service",
     ]
 
 
@@ -173,7 +173,7 @@ def test_a_first_boot_start_that_works_is_run_once(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert result.stderr == ""
-    assert (tmp_path / "calls").read_text().splitlines() == ["systemctl restart nginx"]
+    assert (tmp_path / "calls").read_text().splitlines() == ["systemctl restart nginx.service"]
 
 
 def test_server_files_in_user_data_are_the_rendered_ones() -> None:
