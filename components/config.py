@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi.runtime.config
 
-from components.settings import CONFIG_KEYS, Settings, parse_settings
+from components.settings import CONFIG_KEYS, Settings, SettingsError, parse_settings
+
+#: The project's name in this repository; a project made from it by `pulumi new` may have another.
+PROJECT = "flask-droplet"
 
 #: Keys whose values are lists or maps (given as YAML in the stack file).
 STRUCTURED_KEYS = frozenset(
@@ -17,8 +23,13 @@ STRUCTURED_KEYS = frozenset(
 )
 
 
-def load_settings(project_dir: Path, namespace: str = "flask-droplet") -> Settings:
-    """Read every key of `namespace` and validate them together; raises `SettingsError`."""
+class ConfigError(SettingsError, pulumi.RunError):
+    """A `SettingsError` that the Pulumi CLI shows as its message alone, without a Python traceback."""
+
+
+def load_settings(project_dir: Path) -> Settings:
+    """Read every key of the project's namespace and validate them together; raises `ConfigError`."""
+    namespace = pulumi.get_project()
     config = pulumi.Config(namespace)
     raw: dict[str, Any] = {}
     for key in CONFIG_KEYS:
@@ -28,4 +39,40 @@ def load_settings(project_dir: Path, namespace: str = "flask-droplet") -> Settin
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
         raw[key] = value
-    return parse_settings(raw, project_dir, pulumi.get_stack())
+    unknown = undeclared_keys(stack_config_keys(), namespace, pulumi.get_stack())
+    try:
+        settings = parse_settings(raw, project_dir, pulumi.get_stack())
+    except SettingsError as error:
+        raise ConfigError(unknown + error.problems) from None
+    if unknown:
+        raise ConfigError(unknown)
+    return settings
+
+
+def stack_config_keys() -> Iterable[str]:
+    """Every key the engine gave the program (`namespace:key`): the stack's values and Pulumi.yaml's defaults."""
+    config: Mapping[str, Any] = pulumi.runtime.config.CONFIG.get()
+    return config.keys()
+
+
+def undeclared_keys(keys: Iterable[str], namespace: str, stack: str) -> list[str]:
+    """A problem for each key of this project that Pulumi.yaml does not declare (a typo is not ignored).
+
+    The engine checks the types of declared keys but passes undeclared ones through unread.
+    """
+    problems = []
+    for full_key in sorted(keys):
+        key_namespace, _, key = full_key.partition(":")
+        if key_namespace == namespace and key not in CONFIG_KEYS:
+            close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+            hint = f"; did you mean {namespace}:{close[0]}?" if close else ""
+            problems.append(
+                f"{full_key} is not a setting of this project (Pulumi.yaml declares every one){hint} "
+                f"Remove it with: pulumi config rm {full_key}"
+            )
+        elif key_namespace == PROJECT != namespace and key in CONFIG_KEYS:
+            problems.append(
+                f"{full_key} belongs to the project {PROJECT!r}, and this project is {namespace!r}: "
+                f"its settings are {namespace}:KEY. Rename the key in Pulumi.{stack}.yaml to {namespace}:{key}"
+            )
+    return problems
