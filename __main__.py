@@ -19,7 +19,7 @@ from components.webserver import WebServer, WebServerArgs, droplet_name, droplet
 PROJECT_DIR = Path(__file__).resolve().parent
 
 settings = load_settings(PROJECT_DIR)
-tags = droplet_tags(pulumi.get_project(), pulumi.get_stack())
+tags = droplet_tags(pulumi.get_project(), settings.stack_name)
 # What the account and this machine hold already, checked before any resource: every problem at once.
 account = survey_account(
     settings,

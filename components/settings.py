@@ -97,6 +97,7 @@ _SSH_KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 _MD5_FINGERPRINT = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){15}$")
+_STACK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # Gunicorn's `module:name`, or `module:factory()` for an app factory called without arguments.
 _WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)(\(\))?$")
@@ -189,6 +190,8 @@ class Settings:
     """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
     production: bool = False
     """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
+    stack_name: str = "dev"
+    """The stack's name in the DigitalOcean account: in its droplets' tag (PROJECT:NAME) and its Volume's name."""
     allow_replace: bool = False
     """Let this update replace what DigitalOcean can only replace (droplets on a new image or region, say);
     without it such an update is refused before any resource changes."""
@@ -287,6 +290,7 @@ DEFAULTS: dict[str, Any] = {
     "volumeSize": 10,
     "production": False,
     "allowReplace": False,
+    "stackName": "",
     "backupDays": 7,
     "backupInterval": "daily",
     "appEnv": {},
@@ -474,6 +478,10 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     volume_size = _bounded_int(values["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, problem)
     production = _boolean(values["production"], "production", problem)
     allow_replace = _boolean(values["allowReplace"], "allowReplace", problem)
+    stack_name = values["stackName"] or stack
+    if values["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
+        problem("stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name")
+        stack_name = stack
     backup_days = _bounded_int(values["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, problem)
     backup_interval = values["backupInterval"]
     if backup_interval not in BACKUP_INTERVALS:
@@ -627,8 +635,9 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         database_nodes=database_nodes,
         # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
         volume_size=volume_size if instances == 1 else 0,
-        volume_name=volume_name(app_name, stack) if volume_size and instances == 1 else None,
+        volume_name=volume_name(app_name, stack_name) if volume_size and instances == 1 else None,
         production=production,
+        stack_name=stack_name,
         allow_replace=allow_replace,
         backup_days=backup_days,
         backup_interval=backup_interval,

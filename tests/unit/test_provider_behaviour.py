@@ -361,3 +361,20 @@ def test_item_14_dial_budget_lasts_ten_minutes_of_refused_dials(good_config: dic
     connection = ran(good_config).named("app-deploy").inputs["connection"]
     connection = connection.get("value", connection)
     assert (connection["dialErrorLimit"], connection["perDialTimeout"]) == (DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT_SECONDS)
+
+
+# 12. Names unique in the account: a Volume's in its region, the stack's tag among all droplets.
+
+
+def test_item_12_stack_name_keeps_two_checkouts_apart(good_config: dict[str, Any]) -> None:
+    default = ran(good_config)
+    own = ran({**good_config, "stackName": "alice-dev"})
+
+    # Every stack so far: PROJECT:STACK and APP-STACK-state, as before.
+    assert default.one(DROPLET).inputs["tags"] == ["flask-droplet", STACK_TAG]
+    assert default.one(VOLUME).inputs["name"] == "weather-test-state"
+    # Its own name keeps another checkout's droplets out of the stack's guards, and its Volume's name free.
+    assert own.one(DROPLET).inputs["tags"] == ["flask-droplet", "flask-droplet:alice-dev"]
+    assert own.one(VOLUME).inputs["name"] == "weather-alice-dev-state"
+    assert "scsi-0DO_Volume_weather-alice-dev-state" in own.one(DROPLET).inputs["userData"]
+    assert "flask-droplet:stackName = 'a b'" in refused({**good_config, "stackName": "a b"})
