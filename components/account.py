@@ -123,7 +123,7 @@ def default_vpc_problems(
             f"flask-droplet:region = {settings.region!r}: this stack's VPC ({default_vpc.name}) is the region's "
             "default, which DigitalOcean never deletes, so pulumi destroy could not finish. Make another VPC of "
             f"{settings.region} the default (doctl vpcs create --name default-{settings.region} --region "
-            f"{settings.region}, then doctl vpcs update ITS_ID --default true), then run pulumi up again"
+            f"{settings.region}, then doctl vpcs update ITS_ID --default=true), then run pulumi up again"
         ]
     return []
 

@@ -152,7 +152,7 @@ def test_item_03_a_stack_whose_vpc_became_the_default_is_told_how_to_destroy(goo
     message = refused(postgres(good_config), account=Account(vpcs=[own]))
 
     assert "this stack's VPC (network-1a2b3c4) is the region's default" in message
-    assert "doctl vpcs update ITS_ID --default true" in message
+    assert "doctl vpcs update ITS_ID --default=true" in message
 
 
 # 4. The cluster's delete returns before it leaves the VPC ("Can not delete VPC with members").
