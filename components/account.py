@@ -60,10 +60,11 @@ def survey_account(
     `droplet_names` are the logical names of the droplets the program declares, the first first;
     `problems` are those already found on this machine (the SSH agent), reported with the others.
     """
-    problems = [*(problems or []), *region_problems(settings)]
-    if problems:
+    problems = list(problems or [])
+    region = region_problems(settings)
+    if region:
         # In a region that takes no droplets, nothing else can be judged.
-        raise SettingsError(problems)
+        raise SettingsError([*problems, *region])
     droplets = tuple(stack_droplets(stack_tag))
     problems += volume_problems(settings, droplets)
     default_vpc = region_default_vpc(settings.region) if needs_private_network(settings) else None

@@ -378,3 +378,12 @@ def test_item_12_stack_name_keeps_two_checkouts_apart(good_config: dict[str, Any
     assert own.one(VOLUME).inputs["name"] == "weather-alice-dev-state"
     assert "scsi-0DO_Volume_weather-alice-dev-state" in own.one(DROPLET).inputs["userData"]
     assert "flask-droplet:stackName = 'a b'" in refused({**good_config, "stackName": "a b"})
+
+
+def test_the_agent_and_the_account_are_reported_together(good_config: dict[str, Any]) -> None:
+    attached = [droplet_of_stack(volumeIds=["volume-1"])]
+
+    message = refused({**good_config, "volumeSize": 0}, existing_droplets=attached, agent_keys=None)
+
+    assert message.startswith("2 problem(s)")
+    assert "flask-droplet:sshPrivateKey is not set" in message and "flask-droplet:volumeSize = 0" in message
