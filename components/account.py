@@ -104,10 +104,14 @@ def default_vpc_problems(
 ) -> list[str]:
     """Refuse to make the region's first VPC: DigitalOcean makes it the default, and never deletes a default.
 
-    "The first VPC created in a region becomes the default" (DigitalOcean's API reference, VPC
-    create); its delete answers 403, which the provider retries for its delete timeout and then
-    fails (`resourceDigitalOceanVPCDelete`), so `pulumi destroy` could never finish, and every
-    droplet made later in the region without a VPC would join this stack's.
+    "If you do not currently have a VPC network in a specific datacenter region, the first one
+    that you create will be set as the default for that region. The default VPC for a region
+    cannot be changed or deleted" (DigitalOcean's API reference, `vpcs_create`). Its delete
+    answers 403, which the provider retries for its delete timeout and then fails
+    (`resourceDigitalOceanVPCDelete`), so `pulumi destroy` could never finish; and every
+    droplet made later in the region without a VPC would join this stack's. Another VPC of
+    the region can be made the default ("update the `default` field of another VPC network in
+    the same region", the `default` field's description), which frees this one.
     """
     if not needs_private_network(settings):
         return []
@@ -207,7 +211,8 @@ def replacements(
         # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace says.
         if existing.region and existing.region != settings.region and settings.volume_name is None:
             changes.append(f"region {existing.region} -> {settings.region}")
-        # The API names a retired image by its id only: a slug against an id says nothing.
+        # Once DigitalOcean moves a slug to a newer image, the API names a droplet's image by its id: an id
+        # against the slug the program (and the provider's state) still has says nothing.
         if (
             existing.image
             and existing.image != settings.image
