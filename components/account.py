@@ -211,8 +211,9 @@ def replacements(
         # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace says.
         if existing.region and existing.region != settings.region and settings.volume_name is None:
             changes.append(f"region {existing.region} -> {settings.region}")
-        # Once DigitalOcean moves a slug to a newer image, the API names a droplet's image by its id: an id
-        # against the slug the program (and the provider's state) still has says nothing.
+        # The data source names the image by its slug, or by its id when the image has none
+        # (`flattenDigitalOceanDroplet` in `droplet/droplets.go`): an id against the program's slug
+        # cannot be compared, so it counts as no change.
         if (
             existing.image
             and existing.image != settings.image
