@@ -20,7 +20,7 @@ from pulumi_digitalocean.outputs import GetDropletsDropletResult
 
 from components.fleet import needs_private_network
 from components.render import ServerLayout
-from components.settings import Settings, SettingsError
+from components.settings import Settings, SettingsError, ssh_key_fingerprint
 
 #: The provider's answer when a region has no default VPC yet (`findRegionDefaultVPC`,
 #: terraform-provider-digitalocean `digitalocean/vpc/datasource_vpc.go`).
@@ -38,6 +38,14 @@ class AccountState:
     replaced: frozenset[int]
     """Positions of the droplets this update replaces (allowed with `allowReplace`): they are created with the
     current user-data and SSH keys, not those the first droplet was created with."""
+
+
+def account_key_name(stack_tag: str, fingerprint: str) -> str:
+    """The name a stack's SSH key goes by in the account: the stack's tag, then the key's fingerprint.
+
+    By it the next run finds the keys the stack registered, as DigitalOcean lists them.
+    """
+    return f"{stack_tag} {fingerprint}"
 
 
 def stack_droplets(stack_tag: str) -> list[GetDropletsDropletResult]:
@@ -69,7 +77,9 @@ def survey_account(
     problems += volume_problems(settings, droplets)
     default_vpc = region_default_vpc(settings.region) if needs_private_network(settings) else None
     problems += default_vpc_problems(settings, stack_tag, default_vpc)
-    replacing, replacement_problems = replacements(settings, droplets, droplet_names, default_vpc)
+    replacing, replacement_problems = replacements(
+        settings, droplets, droplet_names, default_vpc, key_changes(settings, stack_tag) if droplets else ""
+    )
     problems += replacement_problems
     problems += dns_problems(settings, droplets)
     if problems:
@@ -189,17 +199,37 @@ def volume_named(name: str, region: str) -> bool:
     return True
 
 
+def key_changes(settings: Settings, stack_tag: str) -> str:
+    """How `sshPublicKeys` differs from the keys the stack registered (by their names in the account), or "".
+
+    A droplet's keys reach its deploy user's authorized_keys only when it is created (DigitalOcean's
+    registered keys and cloud-init's `ssh_authorized_keys`), and the droplet keeps the list it was
+    created with (`ignore_changes`): a key added or removed reaches a droplet only in a new one.
+    A stack whose keys have no such names yet (named before by position) shows no change.
+    """
+    prefix = account_key_name(stack_tag, "")
+    registered = {key.fingerprint for key in digitalocean.get_ssh_keys().ssh_keys if key.name.startswith(prefix)}
+    if not registered:
+        return ""
+    wanted = {ssh_key_fingerprint(key) for key in settings.ssh_public_keys}
+    changes = [f"SSH key {fingerprint} added" for fingerprint in sorted(wanted - registered)]
+    changes += [f"SSH key {fingerprint} removed" for fingerprint in sorted(registered - wanted)]
+    return ", ".join(changes)
+
+
 def replacements(
     settings: Settings,
     droplets: tuple[GetDropletsDropletResult, ...],
     droplet_names: list[str],
     default_vpc: digitalocean.GetVpcResult | None,
+    keys_changed: str = "",
 ) -> tuple[frozenset[int], list[str]]:
     """The droplets this update replaces, and a problem for each unless `allowReplace` says to go ahead.
 
     The provider replaces a droplet for a new `image`, `region` or `vpc_uuid` (ForceNew in
-    `resource_droplet.go`); `size` is a resize in place, and the SSH keys and user-data are
-    left as they are (`ignore_changes` in `components/webserver.py`).
+    `resource_droplet.go`); `size` is a resize in place. The SSH keys and user-data are left as
+    the droplet was created with (`ignore_changes` in `components/webserver.py`), so new keys
+    (`keys_changed`, from `key_changes`) reach the droplets only by replacing them.
     """
     replaced: set[int] = set()
     reasons: list[str] = []
@@ -227,6 +257,8 @@ def replacements(
             and existing.vpc_uuid == default_vpc.id
         ):
             changes.append("into the stack's VPC")
+        if keys_changed:
+            changes.append(keys_changed)
         if changes:
             replaced.add(index)
             reasons.append(f"{logical_name} ({', '.join(changes)})")

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_digitalocean as digitalocean
 
 from components import fleet
+from components.account import account_key_name
 from components.balancer import BALANCER_CHECK
 from components.render import ServerLayout
 from components.settings import Settings, ssh_key_fingerprint
@@ -102,7 +103,7 @@ class WebServer(pulumi.ComponentResource):
             digitalocean.SshKey(
                 key_name(name, fingerprint),
                 public_key=key,
-                name=key_name(name, fingerprint),
+                name=account_key_name(args.tags[-1], fingerprint),
                 opts=pulumi.ResourceOptions(
                     parent=self, aliases=[pulumi.Alias(name=f"{name}-key-{index}")], ignore_changes=["publicKey"]
                 ),

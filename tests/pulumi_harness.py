@@ -152,6 +152,8 @@ class Account:
     """Volumes (`getVolume`, by name and region)."""
     records: list[dict[str, Any]] = field(default_factory=list)
     """The zone's DNS records (`getRecords`)."""
+    ssh_keys: list[dict[str, Any]] = field(default_factory=list)
+    """The account's SSH keys (`getSshKeys`)."""
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -214,6 +216,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             if not volumes:
                 return {}, [("name", f"no volumes found with name {name}")]
             return volumes[0], []
+        if args.token == "digitalocean:index/getSshKeys:getSshKeys":
+            return {"sshKeys": self.account.ssh_keys, "id": "ssh-keys"}, []
         if args.token == "digitalocean:index/getRecords:getRecords":
             records = [r for r in self.account.records if r["domain"] == args.args["domain"]]
             for wanted in args.args.get("filters", []):

@@ -112,6 +112,35 @@ def test_item_01_ssh_key_changes_replace_neither_droplet_nor_key(good_config: di
     assert ssh_key_fingerprint(edited) == ssh_key_fingerprint(second)
 
 
+def account_key(stack_tag: str, public_key: str, ident: int = 1) -> dict[str, Any]:
+    """An SSH key as `getSshKeys` lists it, registered by the stack (named by its tag and fingerprint)."""
+    fingerprint = ssh_key_fingerprint(public_key)
+    return {"id": ident, "name": f"{stack_tag} {fingerprint}", "publicKey": public_key, "fingerprint": fingerprint}
+
+
+def test_item_01_a_key_change_reaches_a_running_droplet_only_by_an_allowed_replacement(
+    good_config: dict[str, Any],
+) -> None:
+    old, new = example_public_key("a"), example_public_key("n")
+    config = {**good_config, "sshPublicKeys": [new]}
+    account = Account(droplets=[droplet_of_stack()], ssh_keys=[account_key(STACK_TAG, old)])
+
+    # The droplet's deploy user trusts the keys it was created with: a revoked key keeps working until it is new.
+    message = refused(config, account=account)
+    allowed = ran({**config, "allowReplace": True}, account=account)
+    same = ran({**good_config, "sshPublicKeys": [old]}, account=account, agent_keys=[old])
+
+    assert f"SSH key {ssh_key_fingerprint(new)} added, SSH key {ssh_key_fingerprint(old)} removed" in message
+    assert "flask-droplet:allowReplace = false" in message
+    droplet = allowed.one(DROPLET)
+    assert droplet.ignore_changes == ()
+    assert droplet.inputs["sshKeys"] == [ssh_key_fingerprint(new)]
+    assert new in droplet.inputs["userData"] and old not in droplet.inputs["userData"]
+    assert same.one(SSH_KEY).inputs["name"] == f"{STACK_TAG} {ssh_key_fingerprint(old)}"
+    # Another stack's keys are its own business.
+    ran(config, account=Account(droplets=[droplet_of_stack()], ssh_keys=[account_key("flask-droplet:prod", old)]))
+
+
 def test_item_01_the_fingerprint_is_digitaloceans_md5_of_the_key() -> None:
     # The value `ssh-keygen -l -E md5 -f` prints for this key line (without its "MD5:" prefix).
     key = example_public_key("a")
