@@ -1,6 +1,10 @@
-"""The SSH agent the deploy logs in with when the stack has no `sshPrivateKey`.
+"""The key the deploy logs in with: `sshPrivateKey`, or the SSH agent's when it is unset.
 
-pulumi-command then offers every key the agent holds, in the agent's order
+A private key whose public key is none of the stack's would be refused on every dial
+(the deploy's dial limit of them, counted by fail2ban); it is read from the key file
+itself, whose public part OpenSSH keeps unencrypted.
+
+Without `sshPrivateKey`, pulumi-command offers every key the agent holds, in the agent's order
 (`ssh.PublicKeysCallback(agent.NewClient(conn).Signers)`, pulumi-command's
 `provider/pkg/provider/remote/connection.go`). The droplet's sshd closes a connection
 after `MaxAuthTries` refused keys (`cloud-init/sshd.conf.j2`), so a key of the stack that
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import struct
 from collections.abc import Mapping
@@ -53,12 +58,51 @@ def agent_key_lines(socket_path: str, timeout: float = 5.0) -> list[str]:
     return lines
 
 
+def private_key_public_line(private_key: str) -> str | None:
+    """The public key of an OpenSSH private key file, as `TYPE BASE64`; None for another format.
+
+    The format ("openssh-key-v1", OpenSSH's PROTOCOL.key) keeps the public keys unencrypted
+    before the private part, so no passphrase is needed to read them.
+    """
+    body = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", private_key, re.S)
+    if body is None:
+        return None
+    try:
+        data = base64.b64decode("".join(body[1].split()), validate=True)
+        magic = b"openssh-key-v1\0"
+        if not data.startswith(magic):
+            return None
+        offset = len(magic)
+        for _ in range(3):  # cipher, kdf, kdf options
+            _, offset = _string(data, offset)
+        (count,) = struct.unpack(">I", data[offset : offset + 4])
+        blob, _ = _string(data, offset + 4)
+        key_type, _ = _string(blob, 0)
+    except (ValueError, struct.error):
+        return None
+    if count < 1 or not blob:
+        return None
+    return f"{key_type.decode('ascii', 'replace')} {base64.b64encode(blob).decode()}"
+
+
 def agent_problems(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Why the deploy could not log in with the agent, or nothing when `sshPrivateKey` is set or the agent will do."""
-    if settings.ssh_private_key is not None:
-        return []
-    environ = os.environ if environ is None else environ
+    """Why the deploy could not log in, or nothing: the key in `sshPrivateKey`, or else the agent's keys.
+
+    A key given by its id in `sshKeyFingerprints` cannot be matched to a public key here: with
+    one, only a missing agent is refused.
+    """
     accepted = {ssh_key_fingerprint(key) for key in settings.ssh_public_keys} | set(settings.ssh_key_fingerprints)
+    comparable = not any(fingerprint.isdigit() for fingerprint in settings.ssh_key_fingerprints)
+    if settings.ssh_private_key is not None:
+        public = private_key_public_line(settings.ssh_private_key)
+        if public is None or not comparable or ssh_key_fingerprint(public) in accepted:
+            return []
+        return [
+            f"flask-droplet:sshPrivateKey = ********: its public key ({ssh_key_fingerprint(public)}) is none of "
+            "sshPublicKeys or sshKeyFingerprints, so the droplet would refuse it: every dial would fail, and "
+            "fail2ban would ban this address for an hour. Set the private key of one of the stack's keys"
+        ]
+    environ = os.environ if environ is None else environ
     advice = (
         "set sshPrivateKey (pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519), or put the stack's "
         "key first in the agent (ssh-add -D, then ssh-add ~/.ssh/id_ed25519)"
@@ -73,7 +117,7 @@ def agent_problems(settings: Settings, environ: Mapping[str, str] | None = None)
         offered = [ssh_key_fingerprint(line) for line in agent_key_lines(socket_path)]
     except AgentError as err:
         return [f"flask-droplet:sshPrivateKey is not set and {err}: the deploy would have no key; {advice}"]
-    if accepted & set(offered[:SSHD_MAX_AUTH_TRIES]):
+    if accepted & set(offered[:SSHD_MAX_AUTH_TRIES]) or not comparable:
         return []
     where = (
         f"it is key {offered.index(next(f for f in offered if f in accepted)) + 1} of {len(offered)} there"

@@ -9,7 +9,12 @@ The behaviour each relies on is quoted where the program makes the choice.
 
 from __future__ import annotations
 
+import base64
 import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +24,7 @@ from components.fleet import VPC_DELETE_TIMEOUT
 from components.monitoring import uptime_regions
 from components.render import render_user_data
 from components.settings import SettingsError, parse_settings, ssh_key_fingerprint
-from components.sshagent import SSHD_MAX_AUTH_TRIES
+from components.sshagent import SSHD_MAX_AUTH_TRIES, private_key_public_line
 from components.webserver import key_name
 from tests.conftest import example_public_key
 from tests.pulumi_harness import (
@@ -324,6 +329,40 @@ def test_item_10_agent_keys_past_max_auth_tries_are_refused(good_config: dict[st
     ran(good_config, agent_keys=[*others[:2], stack_key])
     private_key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n"
     ran({**good_config, "sshPrivateKey": private_key}, agent_keys=None)
+
+
+def openssh_private_key(public_key: str) -> str:
+    """An OpenSSH private key file whose public part is `public_key` (the private part is not read)."""
+
+    def string(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    blob = base64.b64decode(public_key.split()[1])
+    body = b"openssh-key-v1\0" + string(b"none") + string(b"none") + string(b"") + struct.pack(">I", 1)
+    body += string(blob) + string(b"\0" * 8)
+    encoded = base64.b64encode(body).decode()
+    lines = [encoded[i : i + 70] for i in range(0, len(encoded), 70)]
+    return "\n".join(["-----BEGIN OPENSSH PRIVATE KEY-----", *lines, "-----END OPENSSH PRIVATE KEY-----", ""])
+
+
+def test_item_10_a_private_key_the_droplet_would_refuse_is_refused(good_config: dict[str, Any]) -> None:
+    other = example_public_key("o")
+
+    message = refused({**good_config, "sshPrivateKey": openssh_private_key(other)}, agent_keys=None)
+
+    assert f"its public key ({ssh_key_fingerprint(other)}) is none of sshPublicKeys" in message
+    assert "********" in message and "BEGIN" not in message
+    ran({**good_config, "sshPrivateKey": openssh_private_key(good_config["sshPublicKeys"][0])}, agent_keys=None)
+    assert private_key_public_line(openssh_private_key(other)) == other.rsplit(" ", 1)[0]
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs OpenSSH's ssh-keygen")
+def test_item_10_the_public_key_read_is_the_one_ssh_keygen_writes(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "c", "-f", str(key)], check=True)
+
+    public = key.with_suffix(".pub").read_text().split()
+    assert private_key_public_line(key.read_text()) == f"{public[0]} {public[1]}"
 
 
 def test_item_10_the_check_counts_the_tries_sshd_allows() -> None:
