@@ -141,9 +141,11 @@ class WebServer(pulumi.ComponentResource):
                     parent=self,
                     protect=settings.production,
                     # A change to user-data or to the SSH keys would replace the droplet and everything on it
-                    # (both are ForceNew in `resource_droplet.go`). The server configuration and the deploy
-                    # user's keys are re-applied by every deploy instead. A droplet this update replaces anyway
-                    # is created with the current ones: an ignored input would carry the old value into it.
+                    # (both are ForceNew in `resource_droplet.go`). The server configuration it carries is
+                    # re-applied by every deploy instead; the deploy user's keys are those of its creation, so a
+                    # key change is refused unless the droplets are replaced (`components/account.py`). A droplet
+                    # this update replaces is created with the current ones: Pulumi carries an ignored input's old
+                    # value into a replacement (`processIgnoreChanges` in its engine's step generator).
                     ignore_changes=[] if replaced else ["userData", "sshKeys"],
                     # A Volume is attached to one droplet at a time: a replacement comes after the old one is gone.
                     delete_before_replace=volume is not None,
