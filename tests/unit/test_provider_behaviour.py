@@ -388,7 +388,8 @@ def test_item_11_records_already_in_the_zone_are_refused(good_config: dict[str, 
     assert "the zone already has A 198.51.100.7 at 'weather'" in old_a
     # An existing stack's own records (one A, the AAAA at its droplet) are no problem; a second A is.
     own = [record("weather", "A", "203.0.113.50"), record("weather", "AAAA", "2001:db8::10", 2)]
-    ran(config, account=Account(droplets=[droplet_of_stack()], records=own))
+    kept = ran(config, account=Account(droplets=[droplet_of_stack()], records=own))
+    assert sorted(r.inputs["type"] for r in kept.of_type(DNS_RECORD)) == ["A", "A", "AAAA", "AAAA"]
     second = [*own, record("weather", "A", "198.51.100.7", 3)]
     assert "A 198.51.100.7 at 'weather'" in refused(
         config, account=Account(droplets=[droplet_of_stack()], records=second)
