@@ -69,11 +69,11 @@ def survey_account(
     `problems` are those already found on this machine (the SSH agent), reported with the others.
     """
     problems = list(problems or [])
-    region = region_problems(settings)
+    droplets = tuple(stack_droplets(stack_tag))
+    region = region_problems(settings, droplets)
     if region:
         # In a region that takes no droplets, nothing else can be judged.
         raise SettingsError([*problems, *region])
-    droplets = tuple(stack_droplets(stack_tag))
     problems += volume_problems(settings, droplets)
     default_vpc = region_default_vpc(settings.region) if needs_private_network(settings) else None
     problems += default_vpc_problems(settings, stack_tag, default_vpc)
@@ -87,11 +87,14 @@ def survey_account(
     return AccountState(droplets=droplets, replaced=replacing)
 
 
-def region_problems(settings: Settings) -> list[str]:
-    """A region must take new droplets now: DigitalOcean's list, not a copy of it (which goes stale)."""
+def region_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, ...] = ()) -> list[str]:
+    """A region must take new droplets now: DigitalOcean's list, not a copy of it (which goes stale).
+
+    A stack whose droplets are there already keeps deploying to them in a region closed since.
+    """
     regions = digitalocean.get_regions().regions
     available = sorted(region.slug for region in regions if region.available)
-    if settings.region in available:
+    if settings.region in available or any(droplet.region == settings.region for droplet in droplets):
         return []
     return [
         f"flask-droplet:region = {settings.region!r}: expected a region that takes new droplets now, one of "

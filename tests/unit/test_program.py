@@ -333,10 +333,10 @@ def test_a_region_change_with_a_volume_is_refused_before_any_resource(good_confi
     assert "flask-droplet:region = 'ams3': expected 'nyc3'" in message
     assert "weather-test-state" in message and "cannot move between regions" in message
     assert "tar -C /var/lib/weather" in message
-    # Only reads: the regions, the stack's droplets, the keys it registered.
+    # Only reads: the stack's droplets, the regions, the keys it registered.
     assert run.calls == [
-        "digitalocean:index/getRegions:getRegions",
         "digitalocean:index/getDroplets:getDroplets",
+        "digitalocean:index/getRegions:getRegions",
         "digitalocean:index/getSshKeys:getSshKeys",
     ]
     assert run.resources == []

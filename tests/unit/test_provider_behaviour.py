@@ -416,6 +416,8 @@ def test_item_13_a_region_closed_to_new_droplets_is_refused(good_config: dict[st
         "  - flask-droplet:region = 'nyc2': expected a region that takes new droplets now, one of ams3, atl1"
     )
     assert "nyc2" not in message.split("one of", 1)[1]
+    # A stack already there keeps deploying to its droplets.
+    ran({**good_config, "region": "nyc2", "volumeSize": 0}, existing_droplets=[droplet_of_stack(region="nyc2")])
 
 
 # 14. pulumi-command's dial budget: its waits between failed dials, as Pulumi's retry.Until spaces them.
