@@ -26,6 +26,7 @@ account = survey_account(
     stack_tag=tags[-1],
     droplet_names=[droplet_name("web", index) for index in range(settings.instances)],
     problems=agent_problems(settings),
+    default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
 )
 # One plan for each droplet, the first's alone running releaseCommand.
 plans = rollout_plans(settings, PROJECT_DIR / "build" / pulumi.get_stack())

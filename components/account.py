@@ -61,12 +61,17 @@ def droplet_at(droplets: tuple[GetDropletsDropletResult, ...], logical_name: str
 
 
 def survey_account(
-    settings: Settings, stack_tag: str, droplet_names: list[str], problems: list[str] | None = None
+    settings: Settings,
+    stack_tag: str,
+    droplet_names: list[str],
+    problems: list[str] | None = None,
+    default_stack_tag: str | None = None,
 ) -> AccountState:
     """Check the update against the account; raises `SettingsError` with every problem found.
 
     `droplet_names` are the logical names of the droplets the program declares, the first first;
-    `problems` are those already found on this machine (the SSH agent), reported with the others.
+    `problems` are those already found on this machine (the SSH agent), reported with the others;
+    `default_stack_tag` is the tag the stack has without `stackName` (PROJECT:STACK).
     """
     problems = list(problems or [])
     droplets = tuple(stack_droplets(stack_tag))
@@ -75,6 +80,8 @@ def survey_account(
         # In a region that takes no droplets, nothing else can be judged.
         raise SettingsError([*problems, *region])
     problems += volume_problems(settings, droplets)
+    if not droplets and default_stack_tag not in (None, stack_tag) and settings.volume_name is not None:
+        problems += renamed_stack_problems(settings, stack_tag, default_stack_tag or "")
     default_vpc = region_default_vpc(settings.region) if needs_private_network(settings) else None
     problems += default_vpc_problems(settings, stack_tag, default_vpc)
     replacing, replacement_problems = replacements(
@@ -190,6 +197,23 @@ def volume_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult
             "stack was created with"
         ]
     return []
+
+
+def renamed_stack_problems(settings: Settings, stack_tag: str, default_stack_tag: str) -> list[str]:
+    """A `stackName` given to a stack that has droplets and a Volume under its default name.
+
+    The tag finds the stack's droplets and the Volume is named after the stack: a new name finds
+    none of them, and would replace the Volume with an empty one. Droplets under the default tag
+    may also be another checkout's (the reason for `stackName`), so `allowReplace` goes ahead.
+    """
+    if settings.allow_replace or not any(droplet.volume_ids for droplet in stack_droplets(default_stack_tag)):
+        return []
+    return [
+        f"flask-droplet:stackName = {settings.stack_name!r}: no droplet is tagged {stack_tag}, but droplets "
+        f"tagged {default_stack_tag} hold a Volume. If they are this stack's, a new stackName would replace "
+        f"its Volume with an empty {settings.volume_name}, the app's data lost: leave stackName empty. If they "
+        "are another checkout's, set allowReplace to true for this first run"
+    ]
 
 
 def volume_named(name: str, region: str) -> bool:

@@ -197,7 +197,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         self.calls.append(args.token)
         if args.token == "digitalocean:index/getDroplets:getDroplets":
-            return {"droplets": self.existing_droplets, "id": "droplets"}, []
+            droplets = self.existing_droplets
+            for wanted in args.args.get("filters", []):
+                if wanted["key"] == "tags":
+                    droplets = [d for d in droplets if set(d.get("tags", [])) & set(wanted["values"])]
+            return {"droplets": droplets, "id": "droplets"}, []
         if args.token == "digitalocean:index/getRegions:getRegions":
             regions = [{"slug": slug, "name": slug, "available": True} for slug in AVAILABLE_REGIONS]
             regions += [{"slug": slug, "name": slug, "available": False} for slug in CLOSED_REGIONS]

@@ -458,3 +458,21 @@ def test_the_agent_and_the_account_are_reported_together(good_config: dict[str, 
 
     assert message.startswith("2 problem(s)")
     assert "flask-droplet:sshPrivateKey is not set" in message and "flask-droplet:volumeSize = 0" in message
+
+
+def test_item_12_a_new_stack_name_on_a_stack_with_a_volume_is_refused(good_config: dict[str, Any]) -> None:
+    # Tagged flask-droplet:test, the stack's tag without stackName.
+    attached = [droplet_of_stack(volumeIds=["volume-1"])]
+    config = {**good_config, "stackName": "alice-dev"}
+
+    message = refused(config, existing_droplets=attached)
+
+    assert "flask-droplet:stackName = 'alice-dev': no droplet is tagged flask-droplet:alice-dev" in message
+    assert "an empty weather-alice-dev-state" in message
+    # They may be another checkout's: allowReplace goes ahead, and nothing of theirs is touched.
+    run = ran({**config, "allowReplace": True}, existing_droplets=attached)
+    assert run.one(VOLUME).inputs["name"] == "weather-alice-dev-state"
+    # Under its own name already, the stack goes ahead as any other.
+    own = [droplet_of_stack(volumeIds=["volume-2"], tags=["flask-droplet", "flask-droplet:alice-dev"])]
+    volume = {"id": "volume-2", "name": "weather-alice-dev-state", "region": "nyc3", "size": 10}
+    ran(config, account=Account(droplets=own, volumes=[volume]))
