@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pulumi
 
+from components.account import survey_account
 from components.config import load_settings
 from components.database import Database, DatabaseArgs
 from components.deployment import AppDeployment, AppDeploymentArgs, site_url
@@ -12,13 +13,21 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.plan import logs_command, rollout_plans
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import DATABASE_URL
-from components.webserver import WebServer, WebServerArgs, check_volume_stays, droplet_tags
+from components.sshagent import agent_problems
+from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
 settings = load_settings(PROJECT_DIR)
-tags = droplet_tags(pulumi.get_project(), pulumi.get_stack())
-check_volume_stays(settings, stack_tag=tags[-1])
+tags = droplet_tags(pulumi.get_project(), settings.stack_name)
+# What the account and this machine hold already, checked before any resource: every problem at once.
+account = survey_account(
+    settings,
+    stack_tag=tags[-1],
+    droplet_names=[droplet_name("web", index) for index in range(settings.instances)],
+    problems=agent_problems(settings),
+    default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
+)
 # One plan for each droplet, the first's alone running releaseCommand.
 plans = rollout_plans(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
@@ -30,6 +39,7 @@ server = WebServer(
         user_data=render_user_data(settings),
         tags=tags,
         vpc_id=network.id if network is not None else None,
+        replaced=account.replaced,
     ),
 )
 database = None

@@ -74,7 +74,14 @@ class Database(pulumi.ComponentResource):
             tags=list(args.tags),
             opts=kept,
         )
-        database = digitalocean.DatabaseDb(f"{name}-db", cluster_id=cluster.id, name=settings.app_name, opts=kept)
+        # Named after the app when made; a later appName keeps it (`name` is ForceNew in `resource_database_db.go`:
+        # a new name would be a new, empty database and the old one deleted). DATABASE_URL names the one there is.
+        database = digitalocean.DatabaseDb(
+            f"{name}-db",
+            cluster_id=cluster.id,
+            name=settings.app_name,
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.production, ignore_changes=["name"]),
+        )
         digitalocean.DatabaseFirewall(
             f"{name}-firewall",
             cluster_id=cluster.id,

@@ -12,9 +12,34 @@ from components.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_outp
 from components.render import sha256_text
 from components.settings import Settings
 
-#: Up to about ten minutes of dialling while a new droplet boots.
-DIAL_ERROR_LIMIT = 40
-PER_DIAL_TIMEOUT_SECONDS = 15
+#: How long the deploy keeps dialling a new droplet whose sshd is not up yet (each dial refused at once).
+DIAL_BUDGET_SECONDS = 600
+#: pulumi-command waits between failed dials as Pulumi's `retry.Until` does (`sdk/go/common/util/retry/until.go`):
+#: 100 ms, then 1.5 times longer each time, never more than 5 s.
+DIAL_FIRST_WAIT_SECONDS, DIAL_BACKOFF, DIAL_LONGEST_WAIT_SECONDS = 0.1, 1.5, 5.0
+#: A dial that gets no answer (a droplet not on the network yet, a firewall dropping the packets) gives up after this.
+PER_DIAL_TIMEOUT_SECONDS = 10
+
+
+def dial_wait_seconds(failed_dials: int) -> float:
+    """Seconds pulumi-command spends waiting between `failed_dials` failed dials, before it gives up."""
+    return sum(
+        min(DIAL_FIRST_WAIT_SECONDS * DIAL_BACKOFF**attempt, DIAL_LONGEST_WAIT_SECONDS)
+        for attempt in range(failed_dials)
+    )
+
+
+def dial_error_limit(budget_seconds: float) -> int:
+    """The fewest failed dials whose waits between them last `budget_seconds`."""
+    limit = 0
+    while dial_wait_seconds(limit) < budget_seconds:
+        limit += 1
+    return limit
+
+
+#: 128: ten minutes of dials refused at once, about 32 minutes when every dial waits out its timeout
+#: (40, the limit before, lasted 2.7 minutes of refused dials).
+DIAL_ERROR_LIMIT = dial_error_limit(DIAL_BUDGET_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from components.settings import Settings
 #: The balancer's size in nodes: one node (10,000 requests a second, 250 new TLS connections a second) is
 #: far more than one small droplet serves, and each node is billed.
 BALANCER_SIZE_UNIT = 1
+#: How long `pulumi destroy` retries the VPC's delete while its members leave it.
+VPC_DELETE_TIMEOUT = "20m"
 #: Where visitors' requests reach the droplets: nginx's site, in plain HTTP (the balancer holds TLS).
 DROPLET_HTTP_PORT = 80
 
@@ -42,6 +44,10 @@ def private_network(settings: Settings, stack_tag: str) -> digitalocean.Vpc | No
         "network",
         region=settings.region,
         description=f"{stack_tag}: the app's droplets, their balancer and database",
+        # A deleted cluster (or balancer) leaves the VPC some minutes after its delete returns, and until then the
+        # VPC's delete answers 403/409 ("Can not delete VPC with members", pulumi/pulumi-digitalocean#105). The
+        # provider retries it for the delete timeout, 2 minutes by default (`resourceDigitalOceanVPCDelete`).
+        opts=pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(delete=VPC_DELETE_TIMEOUT)),
     )
 
 

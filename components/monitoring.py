@@ -26,10 +26,14 @@ NEAREST_UPTIME_REGIONS = {
     "sgp": ("se_asia", "eu_west"),
     "blr": ("se_asia", "eu_west"),
     "syd": ("se_asia", "us_west"),
+    "atl": ("us_east", "us_west"),
+    "ric": ("us_east", "us_west"),
 }
 #: How long the site may fail to answer before the `down` alert, the shortest DigitalOcean allows: a
 #: deploy never takes the site down (systemd holds its socket through a restart), so this is an outage.
 DOWN_PERIOD = "2m"
+#: How long the certificate must stay under its threshold before the `ssl_expiry` alert.
+CERTIFICATE_PERIOD = "1h"
 
 #: (name suffix, DigitalOcean's metric, what the description calls it): the droplet metrics that alert.
 DROPLET_METRICS = (
@@ -147,6 +151,10 @@ class Monitoring(pulumi.ComponentResource):
                 threshold=settings.alert_certificate_days,
                 # Fewer days left than the threshold.
                 comparison="less_than",
+                # DigitalOcean requires a period on every uptime alert, and answers 500 without one
+                # (digitalocean/openapi#828); the provider sends "" when it is unset
+                # (`resourceDigitalOceanUptimeAlertCreate`). Days left change slowly: the longest it offers.
+                period=CERTIFICATE_PERIOD,
                 notifications=notifications,
                 opts=child,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 import re
 import shlex
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulumi_digitalocean import DatabaseSlug, DropletSlug, Region
+from pulumi_digitalocean import DatabaseSlug, DropletSlug
 
 from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 
@@ -67,6 +68,9 @@ INSTANCES_MAX = 10
 DATABASES = ("sqlite", "postgres", "none")
 #: Nodes of the Managed PostgreSQL cluster: a primary and up to two standbys.
 DATABASE_NODES_MAX = 3
+#: The one plan without standby nodes ("Standby nodes can be added to an existing cluster at any time, with
+#: the exception of the smallest plan of single node clusters", docs.digitalocean.com/products/databases).
+SMALLEST_DATABASE_SIZE = "db-s-1vcpu-1gb"
 
 #: Names the server already uses; the app's system user must not collide.
 RESERVED_APP_NAMES = frozenset(
@@ -93,6 +97,7 @@ _SSH_KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 _MD5_FINGERPRINT = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){15}$")
+_STACK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # Gunicorn's `module:name`, or `module:factory()` for an app factory called without arguments.
 _WSGI_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<callable>[A-Za-z_]\w*)(\(\))?$")
@@ -101,7 +106,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RELATIVE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
-REGIONS = tuple(r.value for r in Region)
+#: A region slug's shape; which regions take new droplets is DigitalOcean's answer (`components/account.py`):
+#: the SDK's `Region` enum lacks atl1 and ric1 and keeps regions closed to new resources.
+_REGION_SLUG = re.compile(r"^[a-z]{3}[0-9]$")
 DROPLET_SIZES = tuple(s.value for s in DropletSlug)
 DATABASE_SIZES = tuple(s.value for s in DatabaseSlug)
 #: The variable that tells the app where its database is.
@@ -183,6 +190,11 @@ class Settings:
     """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
     production: bool = False
     """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
+    stack_name: str = "dev"
+    """The stack's name in the DigitalOcean account: in its droplets' tag (PROJECT:NAME) and its Volume's name."""
+    allow_replace: bool = False
+    """Let this update replace what DigitalOcean can only replace (droplets on a new image or region, say);
+    without it such an update is refused before any resource changes."""
     backup_days: int = 0
     """Days the server keeps its backups of the state directory; 0 for no backups."""
     backup_interval: str = "daily"
@@ -277,6 +289,8 @@ DEFAULTS: dict[str, Any] = {
     "databaseNodes": 1,
     "volumeSize": 10,
     "production": False,
+    "allowReplace": False,
+    "stackName": "",
     "backupDays": 7,
     "backupInterval": "daily",
     "appEnv": {},
@@ -317,8 +331,8 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         )
 
     region = values["region"]
-    if region not in REGIONS:
-        problem("region", region, f"expected one of the DigitalOcean regions: {', '.join(REGIONS)}")
+    if not (isinstance(region, str) and _REGION_SLUG.match(region)):
+        problem("region", region, "expected a DigitalOcean region slug such as nyc3, ams3, fra1")
 
     size = values["size"]
     if size not in DROPLET_SIZES:
@@ -463,6 +477,11 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
     volume_size = _bounded_int(values["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, problem)
     production = _boolean(values["production"], "production", problem)
+    allow_replace = _boolean(values["allowReplace"], "allowReplace", problem)
+    stack_name = values["stackName"] or stack
+    if values["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
+        problem("stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name")
+        stack_name = stack
     backup_days = _bounded_int(values["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, problem)
     backup_interval = values["backupInterval"]
     if backup_interval not in BACKUP_INTERVALS:
@@ -507,6 +526,13 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     if database_size not in DATABASE_SIZES:
         problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
     database_nodes = _bounded_int(values["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, problem)
+    if database == "postgres" and database_nodes > 1 and database_size == SMALLEST_DATABASE_SIZE:
+        problem(
+            "databaseNodes",
+            database_nodes,
+            f"expected 1 with databaseSize = {SMALLEST_DATABASE_SIZE!r}: DigitalOcean offers standby nodes on "
+            "every plan but the smallest, and would refuse the cluster; choose databaseSize db-s-1vcpu-2gb or larger",
+        )
     if instances > 1:
         # Checked before any resource exists: each of these would split the app's data between droplets.
         if database == "sqlite":
@@ -609,8 +635,10 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         database_nodes=database_nodes,
         # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
         volume_size=volume_size if instances == 1 else 0,
-        volume_name=volume_name(app_name, stack) if volume_size and instances == 1 else None,
+        volume_name=volume_name(app_name, stack_name) if volume_size and instances == 1 else None,
         production=production,
+        stack_name=stack_name,
+        allow_replace=allow_replace,
         backup_days=backup_days,
         backup_interval=backup_interval,
         app_env=app_env,
@@ -636,6 +664,16 @@ def default_workers(size: str) -> int:
     API), so sync.
     """
     return min(WORKERS_MAX, 2 * size_vcpus(size) + 1)
+
+
+def ssh_key_fingerprint(public_key: str) -> str:
+    """The MD5 fingerprint DigitalOcean gives an OpenSSH public key line: 16 hex pairs joined by ':'.
+
+    The same digest `ssh-keygen -l -E md5` prints, of the key's base64-decoded data: the
+    comment does not enter it, so a key is the same key whatever its comment says.
+    """
+    digest = hashlib.md5(base64.b64decode(public_key.split()[1]), usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def volume_name(app_name: str, stack: str) -> str:

@@ -9,9 +9,10 @@ import pulumi
 import pulumi_digitalocean as digitalocean
 
 from components import fleet
+from components.account import account_key_name
 from components.balancer import BALANCER_CHECK
 from components.render import ServerLayout
-from components.settings import Settings, SettingsError
+from components.settings import Settings, ssh_key_fingerprint
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
 #: Weekly backups: without a policy DigitalOcean takes daily ones, at 30% of the droplet's price
@@ -30,6 +31,9 @@ class WebServerArgs:
     """DigitalOcean tags for the droplets (project and stack)."""
     vpc_id: pulumi.Input[str] | None = None
     """The stack's VPC (`components/fleet.py`), for a balancer or a database cluster; None for none."""
+    replaced: frozenset[int] = frozenset()
+    """Positions of the droplets this update replaces (`components/account.py`, allowed by `allowReplace`): those
+    take the current user-data and SSH keys, which every other droplet keeps as it was created."""
 
 
 class WebServer(pulumi.ComponentResource):
@@ -83,18 +87,40 @@ class WebServer(pulumi.ComponentResource):
                 size=settings.volume_size,
                 description=f"{settings.app_name}: {state_dir}",
                 tags=list(args.tags),
-                opts=kept,
+                # The description is ForceNew in `resource_volume.go` ("Update-ability Coming Soon"): the one
+                # written when the Volume was made stays, so no later change of appName replaces the Volume
+                # through it (its name is guarded in `components/account.py`).
+                opts=pulumi.ResourceOptions(parent=self, protect=settings.production, ignore_changes=["description"]),
             )
 
+        # Each key is named by its fingerprint, not its place in the list, so removing the first key leaves the
+        # others as they are. A key whose comment changes keeps its fingerprint and stays the key registered:
+        # `public_key` is ForceNew and its diff ignores only surrounding whitespace (`resource_ssh_key.go`), so a
+        # new comment would otherwise replace it, and DigitalOcean refuses to register one key twice. The alias
+        # is the name by position that earlier versions gave the key at the same place.
+        fingerprints = [ssh_key_fingerprint(key) for key in settings.ssh_public_keys]
         keys = [
-            digitalocean.SshKey(f"{name}-key-{index}", public_key=key, name=f"{name}-key-{index}", opts=child)
-            for index, key in enumerate(settings.ssh_public_keys)
+            digitalocean.SshKey(
+                key_name(name, fingerprint),
+                public_key=key,
+                name=account_key_name(args.tags[-1], fingerprint),
+                opts=pulumi.ResourceOptions(
+                    parent=self, aliases=[pulumi.Alias(name=f"{name}-key-{index}")], ignore_changes=["publicKey"]
+                ),
+            )
+            for index, (key, fingerprint) in enumerate(zip(settings.ssh_public_keys, fingerprints, strict=True))
         ]
-        droplets = [
-            digitalocean.Droplet(
+        droplets: list[digitalocean.Droplet] = []
+        for index in range(settings.instances):
+            replaced = index in args.replaced
+            droplet = digitalocean.Droplet(
                 droplet_name(name, index),
                 image=settings.image,
                 size=settings.size,
+                # A new size is a resize in place with the droplet powered off for a few minutes, not a
+                # replacement; without the disk's resize it can be undone (`resize_disk` defaults to true in
+                # `resource_droplet.go`, and a disk that grew never shrinks: a smaller size then fails with 422).
+                resize_disk=False,
                 region=settings.region,
                 ipv6=True,
                 monitoring=True,
@@ -102,7 +128,9 @@ class WebServer(pulumi.ComponentResource):
                 backups=settings.droplet_backups,
                 # The provider refuses a policy without backups.
                 backup_policy=WEEKLY_BACKUPS if settings.droplet_backups else None,
-                ssh_keys=[key.fingerprint for key in keys] + list(settings.ssh_key_fingerprints),
+                # The fingerprints as computed here, not the keys' outputs: the same list whatever the keys'
+                # order or names, known in preview.
+                ssh_keys=fingerprints + list(settings.ssh_key_fingerprints),
                 tags=list(args.tags),
                 user_data=args.user_data,
                 # Attached from the first boot, so cloud-init mounts it before anything writes there.
@@ -112,15 +140,21 @@ class WebServer(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     protect=settings.production,
-                    # A change to user-data would replace the droplet and everything on it. The
-                    # server configuration it carries is re-applied by every deploy instead.
-                    ignore_changes=["userData"],
+                    # A change to user-data or to the SSH keys would replace the droplet and everything on it
+                    # (both are ForceNew in `resource_droplet.go`). The server configuration it carries is
+                    # re-applied by every deploy instead; the deploy user's keys are those of its creation, so a
+                    # key change is refused unless the droplets are replaced (`components/account.py`). A droplet
+                    # this update replaces is created with the current ones: Pulumi carries an ignored input's old
+                    # value into a replacement (`processIgnoreChanges` in its engine's step generator).
+                    ignore_changes=[] if replaced else ["userData", "sshKeys"],
                     # A Volume is attached to one droplet at a time: a replacement comes after the old one is gone.
                     delete_before_replace=volume is not None,
+                    # The keys first; and one droplet after another, so a resize (which powers the droplet off)
+                    # takes one droplet out of the balancer at a time, never all of them.
+                    depends_on=[*keys, *droplets[-1:]],
                 ),
             )
-            for index in range(settings.instances)
-        ]
+            droplets.append(droplet)
         droplet_ids = [droplet.id for droplet in droplets]
 
         balancer = None
@@ -220,59 +254,14 @@ class WebServer(pulumi.ComponentResource):
         )
 
 
+def key_name(name: str, fingerprint: str) -> str:
+    """The logical name of a WebServer's SSH key: `NAME-key-` and its MD5 fingerprint's hex digits."""
+    return f"{name}-key-{fingerprint.replace(':', '')}"
+
+
 def droplet_name(name: str, index: int) -> str:
     """The logical name of a WebServer's droplet: `NAME-droplet` for the first, `NAME-2-droplet` and on after it."""
     return f"{name}-droplet" if index == 0 else f"{name}-{index + 1}-droplet"
-
-
-def stack_droplets(stack_tag: str) -> list[digitalocean.outputs.GetDropletsDropletResult]:
-    """The stack's droplets as DigitalOcean has them now (by the stack's tag), before the program declares any."""
-    found = digitalocean.get_droplets(filters=[digitalocean.GetDropletsFilterArgs(key="tags", values=[stack_tag])])
-    return list(found.droplets)
-
-
-def check_volume_stays(settings: Settings, stack_tag: str) -> None:
-    """Refuse a new `region` while the stack's droplet and its Volume are elsewhere, before anything changes.
-
-    A Volume cannot move between regions: the change would replace it, empty, and
-    the app's data with it. Raises `SettingsError` saying how to move instead.
-    """
-    if settings.behind_balancer:
-        check_no_volume_left_behind(settings, stack_tag)
-    if settings.volume_name is None:
-        return
-    elsewhere = sorted({droplet.region for droplet in stack_droplets(stack_tag)} - {settings.region})
-    if elsewhere:
-        state_dir = ServerLayout(settings.app_name).state_dir
-        raise SettingsError(
-            [
-                f"flask-droplet:region = {settings.region!r}: expected {elsewhere[0]!r}, where this stack's droplet "
-                f"and its Volume {settings.volume_name} are. A Volume cannot move between regions, and a new one "
-                f"would start empty. To move: stand up a new stack in {settings.region}, stop the app on both "
-                f"(sudo systemctl stop {settings.app_name}.socket {settings.app_name}.service), copy {state_dir} "
-                f"across (sudo tar -C {state_dir} -cpf - . on the old, sudo tar -C {state_dir} -xpf - on the new), "
-                "deploy the new stack again, then move the domain and destroy the old stack."
-            ]
-        )
-
-
-def check_no_volume_left_behind(settings: Settings, stack_tag: str) -> None:
-    """Refuse `instances` > 1 while the stack's one droplet keeps the app's state on a Volume.
-
-    Droplets behind a balancer have no Volume: the update would delete it, and the SQLite
-    file or uploads on it with it. Raises `SettingsError` saying how to grow instead.
-    """
-    if any(droplet.volume_ids for droplet in stack_droplets(stack_tag)):
-        state_dir = ServerLayout(settings.app_name).state_dir
-        raise SettingsError(
-            [
-                f"flask-droplet:instances = {settings.instances}: expected 1 while this stack's droplet keeps "
-                f"{state_dir} on a Volume. Droplets behind a balancer have none: this update would delete it, "
-                "and the data on it. To grow: back the data up (deploy.sh backup), stand up the new stack with "
-                "instances and database postgres, move the data into its database, then move the domain and "
-                "destroy the old stack."
-            ]
-        )
 
 
 def droplet_tags(project: str, stack: str) -> tuple[str, ...]:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
 import re
 import runpy
+import socket
+import struct
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +21,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime.settings import ROOT
 from pulumi.runtime.stack import wait_for_rpcs
+
+from components.settings import _ssh_public_key_problem, ssh_key_fingerprint
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "flask-droplet"
@@ -50,6 +60,42 @@ def droplet_ipv6(index: int) -> str:
     return f"2001:db8::{10 + index}"
 
 
+#: What DigitalOcean lists as the regions that take new droplets, and some it closed to them.
+AVAILABLE_REGIONS = (
+    "nyc1",
+    "nyc3",
+    "ams3",
+    "sfo2",
+    "sfo3",
+    "sgp1",
+    "lon1",
+    "fra1",
+    "tor1",
+    "blr1",
+    "syd1",
+    "atl1",
+    "ric1",
+)
+CLOSED_REGIONS = ("nyc2", "ams2", "sfo1")
+#: The id of the region's default VPC, which the account has in every region unless a test says otherwise.
+DEFAULT_VPC_ID = "c0ffee00-0000-4000-8000-000000000001"
+
+
+def default_vpc(region: str, **extra: Any) -> dict[str, Any]:
+    """A region's default VPC as the provider's `getVpc` answers it."""
+    return {
+        "id": DEFAULT_VPC_ID,
+        "name": f"default-{region}",
+        "region": region,
+        "description": "",
+        "ipRange": "10.108.0.0/20",
+        "urn": f"do:vpc:{DEFAULT_VPC_ID}",
+        "default": True,
+        "createdAt": "2024-01-01 00:00:00 +0000 UTC",
+        **extra,
+    }
+
+
 #: What the mocked deploy command prints: the release id, the URL the site answers at, a warning.
 DEPLOY_STDOUT = f"0123456789ab\nhttps://{RESERVED_IPV4}/\nwarning: fail2ban is not running\n"
 
@@ -67,6 +113,10 @@ class Declared:
     delete_before_replace: bool = False
     dependencies: tuple[str, ...] = ()
     """URNs of the resources this one's inputs come from."""
+    ignore_changes: tuple[str, ...] = ()
+    alias_names: tuple[str, ...] = ()
+    """The names of the resource's aliases: what it was called before."""
+    delete_timeout: str = ""
 
 
 @dataclass
@@ -90,10 +140,27 @@ class ProgramRun:
         return next(r for r in self.resources if r.name == name)
 
 
+@dataclass
+class Account:
+    """What the mocked DigitalOcean account holds already, answered in the provider's own field names."""
+
+    droplets: list[dict[str, Any]] = field(default_factory=list)
+    """The stack's droplets (`getDroplets`, by tag)."""
+    vpcs: list[dict[str, Any]] | None = None
+    """The account's VPCs (`getVpc`); None for a default VPC in every region."""
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    """Volumes (`getVolume`, by name and region)."""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """The zone's DNS records (`getRecords`)."""
+    ssh_keys: list[dict[str, Any]] = field(default_factory=list)
+    """The account's SSH keys (`getSshKeys`)."""
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, existing_droplets: list[dict[str, Any]], deploy_stdout: str = DEPLOY_STDOUT) -> None:
+    def __init__(self, account: Account, deploy_stdout: str = DEPLOY_STDOUT) -> None:
         self.names: list[tuple[str, str]] = []
-        self.existing_droplets = existing_droplets
+        self.account = account
+        self.existing_droplets = account.droplets
         self.deploy_stdout = deploy_stdout
         self.calls: list[str] = []
 
@@ -120,7 +187,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 database="defaultdb",
             )
         if args.typ == "digitalocean:index/sshKey:SshKey":
-            outputs["fingerprint"] = ":".join(["3f"] * 16)
+            outputs["fingerprint"] = ssh_key_fingerprint(args.inputs["publicKey"])
         if args.typ == "digitalocean:index/reservedIp:ReservedIp":
             outputs["ipAddress"] = RESERVED_IPV4
         if args.typ == "command:remote:Command":
@@ -130,7 +197,36 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         self.calls.append(args.token)
         if args.token == "digitalocean:index/getDroplets:getDroplets":
-            return {"droplets": self.existing_droplets, "id": "droplets"}, []
+            droplets = self.existing_droplets
+            for wanted in args.args.get("filters", []):
+                if wanted["key"] == "tags":
+                    droplets = [d for d in droplets if set(d.get("tags", [])) & set(wanted["values"])]
+            return {"droplets": droplets, "id": "droplets"}, []
+        if args.token == "digitalocean:index/getRegions:getRegions":
+            regions = [{"slug": slug, "name": slug, "available": True} for slug in AVAILABLE_REGIONS]
+            regions += [{"slug": slug, "name": slug, "available": False} for slug in CLOSED_REGIONS]
+            return {"regions": regions, "id": "regions"}, []
+        if args.token == "digitalocean:index/getVpc:getVpc":
+            region = args.args["region"]
+            vpcs = self.account.vpcs if self.account.vpcs is not None else [default_vpc(region)]
+            found = [vpc for vpc in vpcs if vpc["region"] == region and vpc["default"]]
+            if len(found) != 1:
+                # The provider's own words (`findRegionDefaultVPC`).
+                return {}, [("region", f"Error retrieving VPC: unable to find default VPC in {region} region")]
+            return found[0], []
+        if args.token == "digitalocean:index/getVolume:getVolume":
+            name, region = args.args["name"], args.args.get("region")
+            volumes = [v for v in self.account.volumes if v["name"] == name and region in (None, v["region"])]
+            if not volumes:
+                return {}, [("name", f"no volumes found with name {name}")]
+            return volumes[0], []
+        if args.token == "digitalocean:index/getSshKeys:getSshKeys":
+            return {"sshKeys": self.account.ssh_keys, "id": "ssh-keys"}, []
+        if args.token == "digitalocean:index/getRecords:getRecords":
+            records = [r for r in self.account.records if r["domain"] == args.args["domain"]]
+            for wanted in args.args.get("filters", []):
+                records = [r for r in records if str(r[wanted["key"]]) in wanted["values"]]
+            return {"domain": args.args["domain"], "records": records, "id": args.args["domain"]}, []
         return {}, []
 
 
@@ -147,6 +243,9 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
             "protect": bool(request.protect),
             "delete_before_replace": bool(request.deleteBeforeReplace),
             "dependencies": tuple(request.dependencies),
+            "ignore_changes": tuple(request.ignoreChanges),
+            "alias_names": tuple(alias.spec.name for alias in request.aliases if alias.HasField("spec")),
+            "delete_timeout": request.customTimeouts.delete,
         }
         return response
 
@@ -156,21 +255,86 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
     return {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
 
 
+@contextlib.contextmanager
+def ssh_agent(key_lines: list[str] | None) -> Iterator[None]:
+    """SSH_AUTH_SOCK at an SSH agent that holds `key_lines`, in that order (None: no agent at all)."""
+    saved = os.environ.pop("SSH_AUTH_SOCK", None)
+    if key_lines is None:
+        try:
+            yield
+        finally:
+            if saved is not None:
+                os.environ["SSH_AUTH_SOCK"] = saved
+        return
+    blobs = [base64.b64decode(line.split()[1]) for line in key_lines]
+    answer = struct.pack(">BI", 12, len(blobs)) + b"".join(
+        struct.pack(">I", len(blob)) + blob + struct.pack(">I", 4) + b"test" for blob in blobs
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "agent.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen()
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    length = struct.unpack(">I", conn.recv(4))[0]
+                    conn.recv(length)
+                    conn.sendall(struct.pack(">I", len(answer)) + answer)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        os.environ["SSH_AUTH_SOCK"] = path
+        try:
+            yield
+        finally:
+            server.close()
+            os.environ.pop("SSH_AUTH_SOCK", None)
+            if saved is not None:
+                os.environ["SSH_AUTH_SOCK"] = saved
+
+
+def config_public_keys(config: dict[str, Any]) -> list[str]:
+    """The well-formed public keys of a stack config: what a user's agent would hold."""
+    keys = config.get("sshPublicKeys", [])
+    return (
+        [k for k in keys if isinstance(k, str) and _ssh_public_key_problem(k) is None] if isinstance(keys, list) else []
+    )
+
+
 def run_program(
     config: dict[str, Any],
     *,
     preview: bool = False,
     existing_droplets: list[dict[str, Any]] | None = None,
+    account: Account | None = None,
+    agent_keys: list[str] | bool | None = True,
     deploy_stdout: str = DEPLOY_STDOUT,
 ) -> ProgramRun:
     """Run `__main__.py` with this stack config; returns what was declared and exported.
 
-    `existing_droplets` is what DigitalOcean lists as the stack's droplets already (by tag);
-    `deploy_stdout` is what the deploy command prints (its release id, the site's URL, warnings).
+    `existing_droplets` is what DigitalOcean lists as the stack's droplets already (by tag), and
+    `account` all it holds (droplets, VPCs, Volumes, records); `agent_keys` what the SSH agent holds
+    (True: the config's public keys; None: no agent); `deploy_stdout` is what the deploy command
+    prints (its release id, the site's URL, warnings).
     """
+    account = account or Account()
+    if existing_droplets is not None:
+        account.droplets = existing_droplets
+    keys = config_public_keys(config) if agent_keys is True else agent_keys
+    with ssh_agent(keys if isinstance(keys, list) else None):
+        return _run_program(config, preview=preview, account=account, deploy_stdout=deploy_stdout)
+
+
+def _run_program(config: dict[str, Any], *, preview: bool, account: Account, deploy_stdout: str) -> ProgramRun:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = RecordingMocks(existing_droplets or [], deploy_stdout)
+    mocks = RecordingMocks(account, deploy_stdout)
     ROOT.set(None)  # a fresh stack resource for every run
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=preview, monitor=monitor)

@@ -10,7 +10,8 @@ import pytest
 
 from components.balancer import BALANCER_CHECK
 from components.render import render_user_data
-from components.settings import SettingsError, parse_settings
+from components.settings import SettingsError, parse_settings, ssh_key_fingerprint
+from components.webserver import key_name
 from tests.pulumi_harness import (
     BALANCER_IPV4,
     DATABASE_ADMIN_PASSWORD,
@@ -67,6 +68,11 @@ def fleet_config(good_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return postgres_config(good_config, instances=3, domain=DOMAIN, dnsZone="example.org", **extra)
 
 
+def web_key(config: dict[str, Any]) -> str:
+    """The logical name of the stack's one SSH key: named by its fingerprint."""
+    return key_name("web", ssh_key_fingerprint(config["sshPublicKeys"][0]))
+
+
 def ran(config: dict[str, Any], **options: Any) -> ProgramRun:
     run = run_program(config, **options)
     assert run.error is None, run.error
@@ -102,7 +108,15 @@ def test_one_droplet_with_sqlite_declares_no_vpc_balancer_or_cluster(good_config
 
     assert sorted(r.name for r in run.resources) == sorted(
         [
-            *("web", "web-key-0", "web-state", "web-droplet", "web-firewall", "web-address", "web-address-assignment"),
+            *(
+                "web",
+                web_key(good_config),
+                "web-state",
+                "web-droplet",
+                "web-firewall",
+                "web-address",
+                "web-address-assignment",
+            ),
             *("app", "app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy"),
             "monitoring",
         ]
@@ -389,7 +403,15 @@ def test_every_droplet_gets_the_database_url(fleet: ProgramRun) -> None:
 def test_growing_keeps_the_first_droplet_and_its_deployment(good_config: dict[str, Any], fleet: ProgramRun) -> None:
     one = ran(postgres_config(good_config, domain=DOMAIN, dnsZone="example.org"))
 
-    for name in ("web-droplet", "web-key-0", "web-firewall", "web-dns-a-weather", "app", "app-deploy", "network"):
+    for name in (
+        "web-droplet",
+        web_key(good_config),
+        "web-firewall",
+        "web-dns-a-weather",
+        "app",
+        "app-deploy",
+        "network",
+    ):
         assert one.named(name).urn == fleet.named(name).urn, name
 
 

@@ -11,8 +11,10 @@ import yaml
 
 from components.monitoring import UPTIME_REGIONS, uptime_regions
 from components.render import render_user_data
-from components.settings import REGIONS, SettingsError, parse_settings
+from components.settings import SettingsError, parse_settings, ssh_key_fingerprint
+from tests.conftest import example_public_key
 from tests.pulumi_harness import (
+    AVAILABLE_REGIONS,
     DEPLOY_STDOUT,
     DROPLET_ID,
     DROPLET_IPV4,
@@ -106,7 +108,7 @@ def test_droplet_is_ubuntu_2404_with_monitoring_ipv6_tags_and_keys(
     assert droplet["monitoring"] is True
     assert droplet["ipv6"] is True
     assert droplet["tags"] == ["flask-droplet", "flask-droplet:test"]
-    assert droplet["sshKeys"] == [":".join(["3f"] * 16)]
+    assert droplet["sshKeys"] == [ssh_key_fingerprint(good_config["sshPublicKeys"][0])]
     assert key["publicKey"] == good_config["sshPublicKeys"][0]
     settings = parse_settings(good_config, PROJECT_DIR, STACK)
     assert droplet["userData"] == render_user_data(settings)
@@ -212,8 +214,11 @@ def test_domain_names_the_nginx_site(good_config: dict[str, Any]) -> None:
 
 
 def test_fingerprints_are_attached_without_creating_keys(good_config: dict[str, Any]) -> None:
-    fingerprint = ":".join(["ab"] * 16)
-    run = run_program({**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [fingerprint]})
+    registered = example_public_key("b")
+    fingerprint = ssh_key_fingerprint(registered)
+    run = run_program(
+        {**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [fingerprint]}, agent_keys=[registered]
+    )
 
     assert run.of_type(SSH_KEY) == []
     assert run.one(DROPLET).inputs["sshKeys"] == [fingerprint]
@@ -328,19 +333,28 @@ def test_a_region_change_with_a_volume_is_refused_before_any_resource(good_confi
     assert "flask-droplet:region = 'ams3': expected 'nyc3'" in message
     assert "weather-test-state" in message and "cannot move between regions" in message
     assert "tar -C /var/lib/weather" in message
-    assert run.calls == ["digitalocean:index/getDroplets:getDroplets"]
+    # Only reads: the stack's droplets, the regions, the keys it registered.
+    assert run.calls == [
+        "digitalocean:index/getDroplets:getDroplets",
+        "digitalocean:index/getRegions:getRegions",
+        "digitalocean:index/getSshKeys:getSshKeys",
+    ]
     assert run.resources == []
 
 
-def test_the_same_region_or_no_volume_moves_freely(good_config: dict[str, Any]) -> None:
+def test_the_same_region_stays_and_a_new_one_without_a_volume_moves_only_when_allowed(
+    good_config: dict[str, Any],
+) -> None:
     same = run_program(good_config, existing_droplets=[existing_droplet("nyc3")])
-    no_volume = run_program(
-        {**good_config, "region": "ams3", "volumeSize": 0}, existing_droplets=[existing_droplet("nyc3")]
-    )
+    moved = {**good_config, "region": "ams3", "volumeSize": 0}
+    refused = run_program(moved, existing_droplets=[existing_droplet("nyc3")])
+    allowed = run_program({**moved, "allowReplace": True}, existing_droplets=[existing_droplet("nyc3")])
 
-    assert same.error is None and no_volume.error is None
-    assert no_volume.one(DROPLET).inputs["region"] == "ams3"
-    assert no_volume.calls == []
+    assert same.error is None and allowed.error is None
+    assert isinstance(refused.error, SettingsError) and refused.resources == []
+    assert "flask-droplet:allowReplace = false" in str(refused.error)
+    assert "web-droplet (region nyc3 -> ams3)" in str(refused.error)
+    assert allowed.one(DROPLET).inputs["region"] == "ams3"
 
 
 def test_production_protects_the_droplet_its_address_and_its_volume(good_config: dict[str, Any]) -> None:
@@ -508,8 +522,8 @@ def test_the_uptime_check_probes_from_near_the_droplet(
 
 def test_every_droplet_region_has_probe_regions_near_it() -> None:
     # A region missing from the table would be probed from all four, far ones included.
-    assert [region for region in REGIONS if uptime_regions(region) == UPTIME_REGIONS] == []
-    assert all(set(uptime_regions(region)) < set(UPTIME_REGIONS) for region in REGIONS)
+    assert [region for region in AVAILABLE_REGIONS if uptime_regions(region) == UPTIME_REGIONS] == []
+    assert all(set(uptime_regions(region)) < set(UPTIME_REGIONS) for region in AVAILABLE_REGIONS)
 
 
 def test_alerts_change_no_deploy_step(good_config: dict[str, Any]) -> None:
