@@ -1,10 +1,11 @@
 """The program under the real `pulumi` CLI and Python language host, as a user runs it.
 
 DigitalOcean's and pulumi-command's providers cannot be built on these machines (their Go
-modules are not served here; see "How it is tested" in the README), so a preview goes as far
-as the engine goes without them: the engine checks the stack's config against Pulumi.yaml, the
-program validates its settings, and the first resource it declares asks the engine for the
-DigitalOcean provider. What is asserted here is everything before that point.
+modules are not served here; see "Tests" in the README), so a preview goes as far as the
+engine goes without them: the engine checks the stack's config against Pulumi.yaml, the
+program validates its settings, and its first call to DigitalOcean (the invokes that read the
+account before any resource is declared) asks the engine for the DigitalOcean provider. What
+is asserted here is everything before that point.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.engine
 DIGITALOCEAN_SDK = re.search(
     r"^pulumi-digitalocean==(\S+)$", (PROJECT_DIR / "requirements.txt").read_text(), re.MULTILINE
 )[1]  # type: ignore[index]
-#: The engine's words when the program declares its first DigitalOcean resource.
+#: The engine's words when the program first calls on DigitalOcean.
 ASKS_FOR_THE_PROVIDER = (
     f"no resource plugin 'pulumi-resource-digitalocean' found in the workspace at version v{DIGITALOCEAN_SDK}"
 )
@@ -39,8 +40,8 @@ def output(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout + done.stderr
 
 
-def assert_reached_the_first_resource(done: subprocess.CompletedProcess[str]) -> None:
-    """The engine ran the program, which validated its settings and declared its first resource."""
+def assert_reached_digitalocean(done: subprocess.CompletedProcess[str]) -> None:
+    """The engine ran the program, which validated its settings and then called on DigitalOcean."""
     text = output(done)
     assert ASKS_FOR_THE_PROVIDER in text, text
     assert "Traceback" not in text, text
@@ -69,11 +70,11 @@ def test_the_engine_is_the_pinned_release(workspace: Workspace) -> None:
     assert workspace.ok("version").strip() == pinned[1]
 
 
-def test_the_example_stack_runs_the_program_to_its_first_resource(workspace: Workspace) -> None:
+def test_the_example_stack_runs_the_program_until_it_calls_on_digitalocean(workspace: Workspace) -> None:
     """Pulumi.dev.yaml as shipped: the engine accepts its values, the program its settings."""
     done = workspace.pulumi("preview")
 
-    assert_reached_the_first_resource(done)
+    assert_reached_digitalocean(done)
     assert stack_resources(workspace) == []
 
 
@@ -121,7 +122,7 @@ def test_secrets_stay_encrypted_in_the_stack_file_and_out_of_the_preview(workspa
 
     done = workspace.pulumi("preview", "--diff")
 
-    assert_reached_the_first_resource(done)
+    assert_reached_digitalocean(done)
     stack_file = (workspace.project / "Pulumi.dev.yaml").read_text()
     config = yaml.safe_load(stack_file)["config"]
     assert set(config["flask-droplet:appEnv"]) == {"secure"}
@@ -169,7 +170,7 @@ def test_the_readme_commands_for_digitalocean_as_written(engine_bin: Path, tmp_p
         assert done.returncode == 0, f"{command}\n{output(done)}"
     done = space.run(commands[-1])
 
-    assert_reached_the_first_resource(done)
+    assert_reached_digitalocean(done)
     config = yaml.safe_load((project / "Pulumi.dev.yaml").read_text())["config"]
     assert config["flask-droplet:adminCidrs"] == ["198.51.100.7/32"]
     assert config["flask-droplet:sshPublicKeys"] == [(home / ".ssh/id_ed25519.pub").read_text().strip()]
@@ -207,7 +208,7 @@ def test_pulumi_new_from_a_copy_of_this_repository(engine_bin: Path, tmp_path: P
 
     done = site.pulumi("preview")
 
-    assert_reached_the_first_resource(done)
+    assert_reached_digitalocean(done)
     stack = yaml.safe_load((site.project / "Pulumi.staging.yaml").read_text())["config"]
     assert str(stack["mysite:workers"]) == "3"
 
