@@ -14,7 +14,7 @@ def run() -> int:
     try:
         return main(sys.argv[1:], system, load())
     finally:
-        system.end_children()
+        system.close()
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ class FakeSystem:
         self.events.append(f"link: {link} -> {target}")
 
     def readlink(self, path: str) -> str | None:
-        return self.links.get(path)
+        parent, name = posixpath.split(path)
+        return self.links.get(posixpath.join(self._resolve(parent), name))
 
     def stdin_text(self) -> str | None:
         return self.stdin

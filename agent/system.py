@@ -242,9 +242,13 @@ class RealSystem:
 
         threading.Thread(target=copy, daemon=True).start()
 
-    def end_children(self) -> None:
+    def close(self) -> None:
+        """What the agent started ends, and its locks are let go: it is done."""
         for process in self._children:
             process.kill()
+            process.wait()
+        for lock in self._locks:
+            lock.close()
 
     def make_dirs(self, path: str, mode: int = 0o755, owner: str = "root:root") -> None:
         os.makedirs(path, mode=0o755, exist_ok=True)

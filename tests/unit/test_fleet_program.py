@@ -103,7 +103,7 @@ def test_one_droplet_with_sqlite_declares_no_vpc_balancer_or_cluster(good_config
     assert sorted(r.name for r in run.resources) == sorted(
         [
             *("web", "web-key-0", "web-state", "web-droplet", "web-firewall", "web-address", "web-address-assignment"),
-            *("app", "app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy"),
+            *("app", "app-wait-for-cloud-init", "app-deploy-script", "app-agent", "app-bundle", "app-deploy"),
             "monitoring",
         ]
     )
