@@ -10,7 +10,7 @@ with `PRAGMA integrity_check`; every other file as it is. A database's -wal,
 -shm and -journal files are not copied: the backup of the database holds what
 they add. `keep` packs each finished copy into BACKUPS/STAMP.tar.gz (root's,
 mode 0600) and deletes backups older than DAYS days, always keeping the newest.
-The deploy script's `restore` puts one back.
+The agent's `restore` (deploy.sh restore) puts one back.
 """
 
 from __future__ import annotations
