@@ -20,6 +20,7 @@ import yaml
 
 from agent.config import Config
 from components.bundle import app_files, static_manifest
+from components.plan import WAIT_FOR_CLOUD_INIT
 from components.render import (
     UFW_ALLOWED_PORTS,
     render_agent_settings,
@@ -322,3 +323,13 @@ def test_static_manifest_names_each_static_file_by_its_content() -> None:
     assert set(manifest) == {"style.css", "favicon.svg"}
     assert manifest["style.css"] == hashlib.sha256(css.read_bytes()).hexdigest()[:12]
     assert static_manifest(golden_settings("domain"), files) == ""  # no staticDir: Flask serves them
+
+
+@pytest.mark.parametrize("variant", sorted(GOLDEN_CONFIGS))
+def test_at_most_50_lines_of_shell_run_on_the_server(variant: str) -> None:
+    """What is left in shell: deploy.sh, cloud-init's runcmd and the wait for cloud-init; the agent does the rest."""
+    settings = golden_settings(variant)
+    runcmd = yaml.safe_load(render_user_data(settings))["runcmd"]
+    lines = len(render_deploy_script(settings).splitlines()) + len(runcmd) + len(WAIT_FOR_CLOUD_INIT.splitlines())
+
+    assert lines <= 50
