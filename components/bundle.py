@@ -11,10 +11,11 @@ import gzip
 import hashlib
 import io
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.render import server_config_files
+from components.render import agent_sources, render_agent_settings, server_config_files
 from components.settings import Settings
 
 #: Never shipped: caches, virtualenvs, VCS data and Flask's instance folder (runtime data).
@@ -96,6 +97,41 @@ def build_bundle(settings: Settings, out_dir: Path) -> Bundle:
     if not path.exists() or path.read_bytes() != data:
         path.write_bytes(data)
     return Bundle(path=path, release_id=digest[:12], sha256=digest)
+
+
+@dataclass(frozen=True)
+class AgentArchive:
+    path: Path
+    """The zip application on the local disk: the agent's modules and the stack's `settings.json`."""
+    sha256: str
+
+
+#: How the archive starts the agent: `python3 agent.pyz ARGS...`.
+AGENT_ENTRY = "from agent.__main__ import run\n\nraise SystemExit(run())\n"
+
+
+def agent_archive_bytes(settings: Settings) -> bytes:
+    """The server agent as a zip application, deterministic as the bundle is (sorted, fixed times)."""
+    entries = [("__main__.py", AGENT_ENTRY.encode())]
+    entries += [(f"agent/{path.name}", path.read_bytes()) for path in agent_sources()]
+    entries.append(("agent/settings.json", render_agent_settings(settings).encode()))
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as archive:
+        for name, data in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return raw.getvalue()
+
+
+def build_agent_archive(settings: Settings, out_dir: Path) -> AgentArchive:
+    data = agent_archive_bytes(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"agent-{settings.app_name}.pyz"
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+    return AgentArchive(path=path, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _parents(name: str) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.bundle import Bundle, build_bundle
+from components.bundle import Bundle, build_agent_archive, build_bundle
 from components.render import (
     DEPLOY_USER,
     ServerLayout,
@@ -119,9 +119,11 @@ class DeployPlan:
 
 
 def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
-    """Render, archive and order everything a deploy does; writes the bundle and script under `build_dir`."""
+    """Render, archive and order everything a deploy does; writes the bundle, the agent and deploy.sh
+    under `build_dir`."""
     layout = ServerLayout(settings.app_name)
     bundle: Bundle = build_bundle(settings, build_dir / "bundles")
+    agent = build_agent_archive(settings, build_dir)
     script = render_deploy_script(settings)
     script_path = build_dir / f"deploy-{settings.app_name}.sh"
     script_path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +132,7 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     steps: tuple[Step, ...] = (
         RemoteCommand("wait-for-cloud-init", WAIT_FOR_CLOUD_INIT, sha256_text(WAIT_FOR_CLOUD_INIT)),
         Upload("deploy-script", script_path, layout.deploy_script, sha256_text(script)),
+        Upload("agent", agent.path, layout.agent_archive, agent.sha256),
         Upload("bundle", bundle.path, layout.bundle(bundle.release_id), bundle.sha256),
         RemoteCommand(
             "deploy",

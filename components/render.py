@@ -17,10 +17,14 @@ from typing import Any
 import jinja2
 import yaml
 
+from agent import manifest
+from agent.manifest import Entry
 from components.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
 from components.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
+#: The server agent's package, shipped to the server with each deploy.
+AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
 
 #: Gunicorn is installed by the deploy next to the app's own requirements.
 GUNICORN_VERSION = "23.0.0"
@@ -305,6 +309,11 @@ class ServerLayout:
     def deploy_script(self) -> str:
         return f"{self.incoming}/deploy.sh"
 
+    @property
+    def agent_archive(self) -> str:
+        """The server agent (its code and `settings.json`), which deploy.sh runs."""
+        return f"{self.incoming}/agent.pyz"
+
     def bundle(self, release_id: str) -> str:
         return f"{self.incoming}/bundles/{release_id}.tar.gz"
 
@@ -430,7 +439,7 @@ def render_backup_files(settings: Settings) -> dict[str, str]:
     layout = ServerLayout(settings.app_name)
     delay = BACKUP_RANDOM_DELAY[settings.backup_interval]
     return {
-        "state-backup.py": _render("state-backup.py.j2", settings),
+        "state-backup.py": (AGENT_DIR / "backup.py").read_text(),
         f"{layout.backup_unit}.service": _render("state-backup.service.j2", settings),
         f"{layout.backup_unit}.timer": _render("state-backup.timer.j2", settings, random_delay=delay),
     }
@@ -457,9 +466,70 @@ def render_sshd_config(settings: Settings) -> str:
 
 
 def render_deploy_script(settings: Settings) -> str:
-    """The script each release runs on the server, as root, to install and switch to itself."""
-    device = volume_device(settings.volume_name) if settings.volume_name else ""
-    return _render("deploy.sh.j2", settings, state_device=device)
+    """deploy.sh: what the plan and the admin run over SSH, as root; it hands its words to the agent."""
+    return _render("deploy.sh.j2", settings)
+
+
+def render_agent_settings(settings: Settings) -> str:
+    """`settings.json` of the server agent: everything it knows of the stack, in one file."""
+    layout = ServerLayout(settings.app_name)
+    values: dict[str, Any] = {
+        "app_name": settings.app_name,
+        "app_user": layout.app_user,
+        "root": layout.root,
+        "releases": layout.releases,
+        "current": layout.current,
+        "state_dir": layout.state_dir,
+        "state_device": volume_device(settings.volume_name) if settings.volume_name else "",
+        "state_volume_gib": settings.volume_size,
+        "state_mount_unit": layout.state_mount_unit,
+        "state_format_unit": layout.state_format_unit,
+        "config_dir": layout.config_dir,
+        "env_file": layout.env_file,
+        "service_unit": layout.service_unit,
+        "socket_unit": layout.socket_unit,
+        "candidate_unit": layout.candidate_unit,
+        "candidate_socket": layout.candidate_socket_path,
+        "candidate_port": layout.candidate_port,
+        "nginx_site": layout.nginx_site,
+        "access_log": layout.access_log,
+        "backup_days": settings.backup_days,
+        "backup_unit": layout.backup_unit,
+        "backup_script": layout.backup_script,
+        "backups": layout.backups,
+        "backup_incoming": layout.backup_incoming,
+        "static_dir": settings.static_dir or "",
+        "assets": layout.assets,
+        "proxy_cache": layout.proxy_cache,
+        "wsgi_target": settings.wsgi_target,
+        "workers": settings.workers,
+        "gunicorn_version": GUNICORN_VERSION,
+        "uv_version": UV_VERSION,
+        "import_root": settings.app_source.import_root,
+        "release_command": list(settings.release_command),
+        "releases_to_keep": settings.releases_to_keep,
+        "sqlite_url": layout.sqlite_url if settings.database == "sqlite" else "",
+        "behind_balancer": settings.behind_balancer,
+        "balancer_port": BALANCER_CHECK.port,
+        "balancer_drain": layout.balancer_drain,
+        "out_of_rotation_seconds": BALANCER_CHECK.out_of_rotation_seconds,
+        "into_rotation_seconds": BALANCER_CHECK.into_rotation_seconds,
+        "https": settings.server_tls,
+        "domain": settings.domain or "",
+        "host_names": list(settings.host_names),
+        "acme_server": settings.acme_server,
+        "acme_email": settings.acme_email or "",
+        "acme_webroot": layout.acme_webroot,
+        "certificate_dir": layout.certificate_dir,
+        "certbot_version": CERTBOT_VERSION,
+        "certbot": layout.certbot,
+        "renew_unit": layout.renew_unit,
+        "health_host": settings.domain or "127.0.0.1",
+        "health_path": settings.health_path,
+        "nginx_worker_connections": NGINX_WORKER_CONNECTIONS,
+        "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
+    }
+    return json.dumps(values, indent=1) + "\n"
 
 
 def render_env_file(app_env: dict[str, str] | Any) -> str:
@@ -494,24 +564,107 @@ def render_state_volume_units(settings: Settings) -> dict[str, str]:
 
 
 def server_config_files(settings: Settings) -> dict[str, str]:
-    """Files under the bundle's `server/` directory: the units and site are installed by cloud-init and
-    again by each deploy; `state-links` is read by the deploy when it unpacks the release."""
-    layout = ServerLayout(settings.app_name)
-    files = {
-        "nginx-site.conf": render_nginx_site(settings),
-        "nginx-sandbox.conf": render_nginx_sandbox(settings),
-        layout.service_unit: render_service_unit(settings),
-        layout.socket_unit: render_socket_unit(settings),
+    """Files under the bundle's `server/` directory: the manifest of the server's files, and what the
+    release itself reads (its Gunicorn settings, `state-links`)."""
+    return {
+        "manifest.json": manifest.dumps(server_manifest(settings)),
         "state-links": render_state_links(settings),
         "gunicorn.conf.py": _render("gunicorn.conf.py.j2", settings),
-        "journald.conf": render_journald_conf(settings),
-        **render_state_volume_units(settings),
-        **render_backup_files(settings),
     }
-    if settings.server_tls:
-        files["nginx-site-tls.conf"] = render_nginx_site(settings, tls=True)
-        files.update(render_renew_units(settings))
-    return files
+
+
+def _unit(name: str) -> str:
+    return f"/etc/systemd/system/{name}"
+
+
+def server_manifest(settings: Settings) -> list[Entry]:
+    """Every file cloud-init writes at first boot and every file each deploy keeps as rendered, with the
+    handlers a change notifies; in the order cloud-init writes them."""
+    layout = ServerLayout(settings.app_name)
+    reload, app = manifest.DAEMON_RELOAD, manifest.RESTART_APP
+
+    def early(path: str, content: str, mode: str = "0644") -> Entry:
+        return Entry(path, content, mode=mode, first_boot="early")
+
+    def deferred(path: str, content: str, mode: str = "0644") -> Entry:
+        return Entry(path, content, mode=mode, first_boot="deferred")
+
+    entries = [
+        # The Volume's units, mounted before anything else in runcmd.
+        *(
+            Entry(_unit(unit), text, first_boot="early", deploy=True, group="volume", notify=(reload,))
+            for unit, text in render_state_volume_units(settings).items()
+        ),
+        # Before sshd starts: written in cloud-init's first stage.
+        early("/etc/ssh/sshd_config.d/10-flaskdroplet.conf", render_sshd_config(settings)),
+        *(early(f"{SSH_CHOICES_DIR}/crypto-{choice}.conf", render_sshd_crypto(settings, choice)) for choice in SSH_KEX),
+        early(SSH_HARDEN_SCRIPT, render_ssh_harden_script(settings), mode="0755"),
+        *(early(path, _render(template, settings)) for path, template in HARDENING_FILES),
+        # The journal on disk, bounded, from the first boot on; cloud-init restarts journald in runcmd.
+        Entry(
+            JOURNALD_DROP_IN,
+            render_journald_conf(settings),
+            first_boot="early",
+            deploy=True,
+            notify=(manifest.RESTART_JOURNALD,),
+        ),
+        # After the packages exist, so nginx's own defaults do not clash with them. The site takes its
+        # HTTPS form once a certificate serves, and only if nginx accepts it.
+        Entry(
+            layout.nginx_site,
+            render_nginx_site(settings),
+            https_content=render_nginx_site(settings, tls=True) if settings.server_tls else None,
+            first_boot="deferred",
+            deploy=True,
+            check=("nginx", "-t"),
+            notify=(manifest.RELOAD_NGINX,),
+        ),
+        Entry(
+            _unit(layout.service_unit),
+            render_service_unit(settings),
+            first_boot="deferred",
+            deploy=True,
+            notify=(reload, app),
+        ),
+        Entry(
+            _unit(layout.socket_unit),
+            render_socket_unit(settings),
+            first_boot="deferred",
+            deploy=True,
+            notify=(reload, app),
+        ),
+        Entry(
+            NGINX_SANDBOX_DROP_IN,
+            render_nginx_sandbox(settings),
+            first_boot="deferred",
+            deploy=True,
+            notify=(reload, manifest.RESTART_NGINX, app),
+        ),
+        # Security updates install themselves every day.
+        deferred(
+            "/etc/apt/apt.conf.d/20auto-upgrades",
+            'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
+        ),
+        # jail.local, which upgrades never touch, as fail2ban's documentation asks.
+        deferred("/etc/fail2ban/jail.local", _render("fail2ban-sshd.conf.j2", settings)),
+        deferred(NEEDRESTART_CONF, render_needrestart_conf(settings)),
+        deferred(NGINX_MAIN_CONF, render_nginx_main(settings)),
+        # ufw runs it when it starts: the app may not reach the metadata service.
+        deferred(UFW_AFTER_INIT, render_ufw_after_init(settings), mode="0755"),
+    ]
+    # The certificate's renewal, with HTTPS; without it, gone (and the app's units reloaded for it).
+    renew = render_renew_units(settings) if settings.server_tls else {}
+    for unit in (f"{layout.renew_unit}.timer", f"{layout.renew_unit}.service"):
+        enable = unit if unit.endswith(".timer") else ""
+        entries.append(Entry(_unit(unit), renew.get(unit), deploy=True, notify=(reload, app), enable=enable))
+    # Backups beside the app: a change reloads systemd and restarts nothing of the app. Turned off, no
+    # more are taken; those already taken stay.
+    backup = render_backup_files(settings)
+    for unit in (f"{layout.backup_unit}.timer", f"{layout.backup_unit}.service"):
+        enable = unit if unit.endswith(".timer") else ""
+        entries.append(Entry(_unit(unit), backup.get(unit), deploy=True, notify=(reload,), enable=enable))
+    entries.append(Entry(layout.backup_script, backup.get("state-backup.py"), deploy=True))
+    return entries
 
 
 class _CloudConfigDumper(yaml.SafeDumper):
@@ -543,17 +696,17 @@ def start_once_more_on_failure(unit: str, *verb: str) -> list[str]:
     return ["sh", "-c", f"{command} || {{ echo {warning} >&2; {journal} >&2; sleep {pause}; {command}; }}"]
 
 
-def _root_file(path: str, content: str, executable: bool = False, defer: bool = False) -> dict[str, Any]:
-    """A cloud-init `write_files` entry owned by root; `defer` writes it once the packages are installed."""
-    entry: dict[str, Any] = {
-        "path": path,
-        "content": content,
-        "owner": "root:root",
-        "permissions": "0755" if executable else "0644",
+def _write_file(entry: Entry) -> dict[str, Any]:
+    """A cloud-init `write_files` entry; "deferred" ones are written once the packages are installed."""
+    written: dict[str, Any] = {
+        "path": entry.path,
+        "content": entry.content,
+        "owner": entry.owner,
+        "permissions": entry.mode,
     }
-    if defer:
-        entry["defer"] = True
-    return entry
+    if entry.first_boot == "deferred":
+        written["defer"] = True
+    return written
 
 
 def render_user_data(settings: Settings) -> str:
@@ -563,24 +716,6 @@ def render_user_data(settings: Settings) -> str:
     metadata service. The app's environment arrives later, with each deploy.
     """
     layout = ServerLayout(settings.app_name)
-    config = server_config_files(settings)
-    deferred = [
-        (layout.nginx_site, config["nginx-site.conf"]),
-        (f"/etc/systemd/system/{layout.service_unit}", config[layout.service_unit]),
-        (f"/etc/systemd/system/{layout.socket_unit}", config[layout.socket_unit]),
-        (NGINX_SANDBOX_DROP_IN, config["nginx-sandbox.conf"]),
-    ]
-    deferred += [
-        # Security updates install themselves every day.
-        (
-            "/etc/apt/apt.conf.d/20auto-upgrades",
-            'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
-        ),
-        # jail.local, which upgrades never touch, as fail2ban's documentation asks.
-        ("/etc/fail2ban/jail.local", _render("fail2ban-sshd.conf.j2", settings)),
-        (NEEDRESTART_CONF, render_needrestart_conf(settings)),
-        (NGINX_MAIN_CONF, render_nginx_main(settings)),
-    ]
     site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
     document: dict[str, Any] = {
         "package_update": True,
@@ -611,27 +746,8 @@ def render_user_data(settings: Settings) -> str:
             },
         ],
         "ssh_authorized_keys": list(settings.ssh_public_keys),
-        "write_files": [
-            # The Volume's units, mounted before anything else in runcmd.
-            *(
-                _root_file(f"/etc/systemd/system/{unit}", text)
-                for unit, text in render_state_volume_units(settings).items()
-            ),
-            # Before sshd starts: written in cloud-init's first stage.
-            _root_file("/etc/ssh/sshd_config.d/10-flaskdroplet.conf", render_sshd_config(settings)),
-            *(
-                _root_file(f"{SSH_CHOICES_DIR}/crypto-{choice}.conf", render_sshd_crypto(settings, choice))
-                for choice in SSH_KEX
-            ),
-            _root_file(SSH_HARDEN_SCRIPT, render_ssh_harden_script(settings), executable=True),
-            *(_root_file(path, _render(template, settings)) for path, template in HARDENING_FILES),
-            # The journal on disk, bounded, from the first boot on; cloud-init restarts journald in runcmd.
-            _root_file(JOURNALD_DROP_IN, config["journald.conf"]),
-            # After the packages exist, so nginx's own defaults do not clash with them.
-            *(_root_file(path, content, defer=True) for path, content in deferred),
-            # ufw runs it when it starts: the app may not reach the metadata service.
-            _root_file(UFW_AFTER_INIT, render_ufw_after_init(settings), executable=True, defer=True),
-        ],
+        # The manifest's first-boot files; each deploy keeps those it owns as rendered.
+        "write_files": [_write_file(entry) for entry in server_manifest(settings) if entry.first_boot],
         "runcmd": [
             # Stop at the first failure, so cloud-init reports it instead of carrying on.
             "set -eu",
@@ -707,5 +823,19 @@ def sha256_text(text: str) -> str:
 
 def server_config_hash(settings: Settings) -> str:
     """One hash over every rendered server file; a change means a redeploy."""
-    files = {**server_config_files(settings), "deploy.sh": render_deploy_script(settings)}
+    files = {
+        **server_config_files(settings),
+        "deploy.sh": render_deploy_script(settings),
+        "settings.json": render_agent_settings(settings),
+        "agent": agent_source_hash(),
+    }
     return sha256_text(json.dumps(files, sort_keys=True))
+
+
+def agent_sources() -> list[Path]:
+    """The agent's modules that go to the server, sorted (its fake stays with the tests)."""
+    return sorted(path for path in AGENT_DIR.glob("*.py") if path.name != "fake.py")
+
+
+def agent_source_hash() -> str:
+    return sha256_text(json.dumps({path.name: path.read_text() for path in agent_sources()}, sort_keys=True))

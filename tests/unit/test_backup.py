@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import backup
 from components.render import render_backup_files
 from tests.unit.test_render import golden_settings
 
@@ -29,11 +32,12 @@ def script(tmp_path: Path) -> Path:
 
 
 def run_script(script: Path, *args: str | Path) -> str:
-    result = subprocess.run(
-        [sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    """The backup unit's command, run here in this process (the agent's module is the script it ships)."""
+    assert script.read_text() == Path(backup.__file__).read_text()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        backup.main([str(arg) for arg in args])
+    return printed.getvalue()
 
 
 def ledger(path: Path, journal_mode: str) -> sqlite3.Connection:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from components.bundle import bundle_bytes
+from components.bundle import agent_archive_bytes, bundle_bytes
 from components.plan import run_command
-from components.render import render_deploy_script
+from components.render import render_agent_settings
 from components.settings import parse_settings
 
 
@@ -55,13 +57,26 @@ def test_release_ships_code_and_dependencies_but_not_state(tmp_path: Path, good_
     assert members["server/state-links"] == b"src/instance instance\nuploads uploads\nmedia/avatars media/avatars\n"
 
 
-def test_deploy_script_carries_the_import_root_and_release_command(tmp_path: Path, good_config: dict[str, Any]) -> None:
+def test_agent_settings_carry_the_import_root_and_release_command(tmp_path: Path, good_config: dict[str, Any]) -> None:
     settings = shop(tmp_path, good_config, releaseCommand="flask --app shop db upgrade --tag 'a b'")
 
-    script = render_deploy_script(settings)
+    shipped = json.loads(render_agent_settings(settings))
 
-    assert "readonly IMPORT_ROOT=src\n" in script
-    assert "readonly RELEASE_COMMAND=(flask --app shop db upgrade --tag 'a b')\n" in script
+    assert shipped["import_root"] == "src"
+    assert shipped["release_command"] == ["flask", "--app", "shop", "db", "upgrade", "--tag", "a b"]
+
+
+def test_agent_archive_is_the_same_bytes_each_time_and_holds_no_fake(
+    tmp_path: Path, good_config: dict[str, Any]
+) -> None:
+    settings = shop(tmp_path, good_config)
+
+    data = agent_archive_bytes(settings)
+
+    assert data == agent_archive_bytes(settings)
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert "__main__.py" in names and "agent/settings.json" in names and "agent/deploy.py" in names
+    assert "agent/fake.py" not in names
 
 
 def test_one_off_command_is_quoted_for_the_remote_shell(tmp_path: Path, good_config: dict[str, Any]) -> None:

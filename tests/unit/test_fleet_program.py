@@ -117,7 +117,7 @@ def test_one_droplet_with_sqlite_declares_no_vpc_balancer_or_cluster(good_config
                 "web-address",
                 "web-address-assignment",
             ),
-            *("app", "app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy"),
+            *("app", "app-wait-for-cloud-init", "app-deploy-script", "app-agent", "app-bundle", "app-deploy"),
             "monitoring",
         ]
     )

@@ -44,7 +44,7 @@ WEB_SERVER = "flaskdroplet:infra:WebServer"
 APP_DEPLOYMENT = "flaskdroplet:app:AppDeployment"
 MONITORING = "flaskdroplet:ops:Monitoring"
 ALERT_EMAILS = ["ops@example.org", "oncall@example.org"]
-STEPS = ("app-wait-for-cloud-init", "app-deploy-script", "app-bundle", "app-deploy")
+STEPS = ("app-wait-for-cloud-init", "app-deploy-script", "app-agent", "app-bundle", "app-deploy")
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert sorted(r.type for r in run.resources) == sorted(
         [
             *(WEB_SERVER, SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT),
-            *(APP_DEPLOYMENT, COMMAND, COPY, COPY, COMMAND),
+            *(APP_DEPLOYMENT, COMMAND, COPY, COPY, COPY, COMMAND),
             MONITORING,
         ]
     )
@@ -137,14 +137,15 @@ def test_deploy_steps_run_in_order_over_ssh_as_the_deploy_user(run: ProgramRun) 
         assert connection["user"] == "deploy"
     assert "cloud-init status --wait" in steps[0].inputs["create"]
     assert steps[1].inputs["remotePath"] == "/home/deploy/flaskdroplet/deploy.sh"
+    assert steps[2].inputs["remotePath"] == "/home/deploy/flaskdroplet/agent.pyz"
     release = run.outputs["release_id"]
-    assert steps[2].inputs["remotePath"] == f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
+    assert steps[3].inputs["remotePath"] == f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
     bundle = f"/home/deploy/flaskdroplet/bundles/{release}.tar.gz"
-    assert steps[3].inputs["create"] == (
+    assert steps[4].inputs["create"] == (
         f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh {release} {bundle} {RESERVED_IPV4}"
     )
-    assert steps[3].inputs["logging"] == "stderr"
-    assert steps[3].inputs["addPreviousOutputInEnv"] is False
+    assert steps[4].inputs["logging"] == "stderr"
+    assert steps[4].inputs["addPreviousOutputInEnv"] is False
 
 
 def test_secrets_stay_secret(good_config: dict[str, Any]) -> None:
@@ -191,11 +192,12 @@ def test_changed_app_redeploys_the_bundle_only(good_config: dict[str, Any], tmp_
     assert changed(before, after) == {"app-bundle", "app-deploy"}
 
 
-def test_changed_server_config_redeploys_script_bundle_and_command(good_config: dict[str, Any]) -> None:
+def test_changed_server_config_redeploys_agent_bundle_and_command(good_config: dict[str, Any]) -> None:
     before = triggers(run_program(good_config))
     after = triggers(run_program({**good_config, "workers": 4}))
 
-    assert changed(before, after) == {"app-deploy-script", "app-bundle", "app-deploy"}
+    # The agent carries the settings, the bundle the units; deploy.sh only names the agent.
+    assert changed(before, after) == {"app-agent", "app-bundle", "app-deploy"}
 
 
 def test_changed_secret_reruns_only_the_deploy_command(good_config: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import runpy
@@ -17,21 +18,21 @@ import flask
 import pytest
 import yaml
 
+from agent.config import Config
 from components.bundle import app_files, static_manifest
+from components.plan import WAIT_FOR_CLOUD_INIT
 from components.render import (
     UFW_ALLOWED_PORTS,
-    render_backup_files,
+    render_agent_settings,
     render_deploy_script,
     render_env_file,
-    render_journald_conf,
-    render_nginx_sandbox,
     render_nginx_site,
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
-    render_state_volume_units,
     render_user_data,
     server_config_files,
+    server_manifest,
     start_once_more_on_failure,
 )
 from components.settings import Settings, parse_settings
@@ -64,22 +65,11 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
         "releaseCommand": "flask --app weather db upgrade",
     },
 }
+#: What each variant's server receives, as golden files: the agent's settings and the manifest of the
+#: server's files (every unit, site and drop-in, with what a change of it notifies).
 RENDERERS = {
-    "user-data.yaml": render_user_data,
-    "nginx-site.conf": render_nginx_site,
-    "nginx-site-tls.conf": lambda settings: render_nginx_site(settings, tls=True),
-    "nginx-sandbox.conf": render_nginx_sandbox,
-    "app.service": render_service_unit,
-    "app.socket": render_socket_unit,
-    "sshd.conf": render_sshd_config,
-    "deploy.sh": render_deploy_script,
-    "state-volume-units": lambda settings: "".join(
-        f"### {name}\n{text}" for name, text in render_state_volume_units(settings).items()
-    ),
-    "state-backup": lambda settings: "".join(
-        f"### {name}\n{text}" for name, text in render_backup_files(settings).items()
-    ),
-    "journald.conf": render_journald_conf,
+    "settings.json": render_agent_settings,
+    "manifest.json": lambda settings: server_config_files(settings)["manifest.json"],
 }
 
 
@@ -224,13 +214,32 @@ def test_env_file_quotes_values_for_systemd() -> None:
     assert text.split("\n", 1)[1] == 'A="\\$HOME \\`x\\`"\nB="say \\"hi\\" \\\\ bye"\n'
 
 
-def test_values_entering_shell_are_quoted() -> None:
+def test_deploy_script_only_hands_its_words_to_the_agent() -> None:
     script = render_deploy_script(golden_settings("domain"))
 
-    assert "readonly HEALTH_HOST=weather.example.org\n" in script
-    assert "readonly WSGI_TARGET=wsgi:app\n" in script
     assert script.startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in script
+    assert script.splitlines()[-1] == 'exec /usr/bin/python3 -I /home/deploy/flaskdroplet/agent.pyz "$@"'
+    assert len(script.splitlines()) == 3
+
+
+def test_user_data_writes_the_manifests_first_boot_files_and_nothing_else() -> None:
+    settings = golden_settings("ip")
+    written = yaml.safe_load(render_user_data(settings))["write_files"]
+    entries = [entry for entry in server_manifest(settings) if entry.first_boot]
+
+    assert [(f["path"], f["content"], f.get("defer", False)) for f in written] == [
+        (entry.path, entry.content, entry.first_boot == "deferred") for entry in entries
+    ]
+
+
+def test_agent_settings_name_what_the_server_layout_does() -> None:
+    settings = golden_settings("fleet")
+    shipped = json.loads(render_agent_settings(settings))
+
+    assert shipped["health_host"] == "weather.example.org"
+    assert shipped["behind_balancer"] is True
+    assert shipped["sandbox"][0] == ["UMask", "0027"]
+    assert Config.from_dict(shipped).release_command == ("flask", "--app", "weather", "db", "upgrade")
 
 
 def worker_of(wsgi: Any, error_log: logging.Logger | None = None) -> Any:
@@ -314,3 +323,13 @@ def test_static_manifest_names_each_static_file_by_its_content() -> None:
     assert set(manifest) == {"style.css", "favicon.svg"}
     assert manifest["style.css"] == hashlib.sha256(css.read_bytes()).hexdigest()[:12]
     assert static_manifest(golden_settings("domain"), files) == ""  # no staticDir: Flask serves them
+
+
+@pytest.mark.parametrize("variant", sorted(GOLDEN_CONFIGS))
+def test_at_most_50_lines_of_shell_run_on_the_server(variant: str) -> None:
+    """What is left in shell: deploy.sh, cloud-init's runcmd and the wait for cloud-init; the agent does the rest."""
+    settings = golden_settings(variant)
+    runcmd = yaml.safe_load(render_user_data(settings))["runcmd"]
+    lines = len(render_deploy_script(settings).splitlines()) + len(runcmd) + len(WAIT_FOR_CLOUD_INIT.splitlines())
+
+    assert lines <= 50

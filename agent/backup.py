@@ -1,5 +1,4 @@
-### state-backup.py
-"""Backups of weather's state directory. Rendered by flask-droplet.
+"""Backups of the app's state directory: a module of the server agent, run on its own by the backup unit.
 
     state-backup.py take STATE_DIR INCOMING        (as the app's user, in its sandbox)
     state-backup.py keep INCOMING BACKUPS DAYS     (as root, right after)
@@ -11,8 +10,10 @@ with `PRAGMA integrity_check`; every other file as it is. A database's -wal,
 -shm and -journal files are not copied: the backup of the database holds what
 they add. `keep` packs each finished copy into BACKUPS/STAMP.tar.gz (root's,
 mode 0600) and deletes backups older than DAYS days, always keeping the newest.
-The deploy script's `restore` puts one back.
+The agent's `restore` (deploy.sh restore) puts one back.
 """
+
+from __future__ import annotations
 
 import contextlib
 import datetime
@@ -29,7 +30,7 @@ STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 PARTIAL = ".partial"
 
 
-def is_sqlite(path):
+def is_sqlite(path: Path) -> bool:
     try:
         with open(path, "rb") as file:
             return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
@@ -37,22 +38,24 @@ def is_sqlite(path):
         return False
 
 
-def copy_database(source, target):
+def copy_database(source: Path, target: Path) -> None:
     """An online backup of a live database, in one step, so that it is one consistent state.
 
     Opened for writing, as the app opens it: reading a database in WAL mode needs its
     shared-memory file, which a read-only connection cannot make. Nothing is written.
     """
-    with contextlib.closing(sqlite3.connect(source, timeout=60)) as live:
-        with contextlib.closing(sqlite3.connect(target)) as copy:
-            live.backup(copy)
-            verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
+    with (
+        contextlib.closing(sqlite3.connect(source, timeout=60)) as live,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        live.backup(copy)
+        verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
     if verdict != "ok":
         raise RuntimeError(f"{source}: the copy fails its integrity check: {verdict}")
 
 
-def take(state_dir, incoming):
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime(STAMP_FORMAT)
+def take(state_dir: Path, incoming: Path) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime(STAMP_FORMAT)
     target = incoming / (stamp + PARTIAL)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(mode=0o700)
@@ -66,7 +69,7 @@ def take(state_dir, incoming):
     print(f"backup {stamp}: {databases} SQLite database(s), {files} other file(s) from {state_dir}")
 
 
-def copy_state(state_dir, target):
+def copy_state(state_dir: Path, target: Path) -> tuple[int, int]:
     """Everything in STATE_DIR into TARGET; the number of databases and of other files copied."""
     databases = files = 0
     for directory, subdirectories, names in os.walk(state_dir):
@@ -97,7 +100,7 @@ def copy_state(state_dir, target):
     return databases, files
 
 
-def keep(incoming, backups, days):
+def keep(incoming: Path, backups: Path, days: int) -> None:
     for taken in sorted(incoming.iterdir()):
         if not taken.is_dir():
             taken.unlink()
@@ -114,21 +117,21 @@ def keep(incoming, backups, days):
         packing.rename(archive)
         shutil.rmtree(taken)
         print(f"kept {archive} ({archive.stat().st_size} bytes)")
-    taken_at = {}
+    taken_at: dict[Path, datetime.datetime] = {}
     for archive in backups.glob("*.tar.gz"):
         try:
             stamp = datetime.datetime.strptime(archive.name.removesuffix(".tar.gz"), STAMP_FORMAT)
         except ValueError:
             continue  # not one of these backups
-        taken_at[archive] = stamp.replace(tzinfo=datetime.timezone.utc)
-    oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)
-    for archive in sorted(taken_at, key=taken_at.get)[:-1]:
+        taken_at[archive] = stamp.replace(tzinfo=datetime.UTC)
+    oldest = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+    for archive in sorted(taken_at, key=lambda archive: taken_at[archive])[:-1]:
         if taken_at[archive] < oldest:
             archive.unlink()
             print(f"deleted {archive}, older than {days} days")
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     if len(argv) == 3 and argv[0] == "take":
         take(Path(argv[1]), Path(argv[2]))
     elif len(argv) == 4 and argv[0] == "keep" and argv[3].isdigit():
@@ -139,65 +142,3 @@ def main(argv):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-### weather-backup.service
-# A backup of weather's state directory, kept 7 days in /var/backups/weather. Rendered by flask-droplet.
-[Unit]
-Description=Back up the state of weather (/var/lib/weather)
-RequiresMountsFor=/var/lib/weather /var/backups/weather
-
-[Service]
-Type=oneshot
-# As the app's user, in its sandbox: SQLite's shared-memory file of a live database belongs to it.
-User=weather
-Group=weather
-StateDirectory=weather
-StateDirectoryMode=0750
-ReadWritePaths=/var/backups/weather/.incoming
-ExecStart=/usr/bin/python3 /usr/local/lib/flaskdroplet/weather-backup.py take /var/lib/weather /var/backups/weather/.incoming
-# Then root packs it where the app's user cannot change it, and drops what is older than the kept days.
-ExecStartPost=+/usr/bin/python3 /usr/local/lib/flaskdroplet/weather-backup.py keep /var/backups/weather/.incoming /var/backups/weather 7
-Nice=10
-IOSchedulingClass=idle
-UMask=0027
-NoNewPrivileges=yes
-CapabilityBoundingSet=
-AmbientCapabilities=
-PrivateTmp=yes
-PrivateDevices=yes
-PrivateUsers=yes
-PrivateMounts=yes
-DevicePolicy=closed
-ProtectSystem=strict
-ProtectHome=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-ProtectProc=invisible
-ProcSubset=pid
-KeyringMode=private
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-RemoveIPC=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources
-### weather-backup.timer
-# Backs up weather's state directory daily. Rendered by flask-droplet.
-[Unit]
-Description=Back up the state of weather daily
-
-[Timer]
-OnCalendar=daily
-RandomizedDelaySec=1h
-# A backup missed while the droplet was off is taken when it is back.
-Persistent=true
-
-[Install]
-WantedBy=timers.target

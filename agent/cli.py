@@ -1,0 +1,83 @@
+"""The agent's command line: the contract that `components/plan.py` and the rehearsal use.
+
+    deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
+    deploy.sh rollback [RELEASE_ID]
+    deploy.sh run [--] COMMAND [ARGS...]
+    deploy.sh logs [-f] [-n LINES]
+    deploy.sh backup
+    deploy.sh restore [BACKUP]
+
+On success a deploy prints the release id, the site's URL, and a line "warning: ..." for
+each hardening extra that is not running; everything else it says goes to stderr. The
+verbs that change the server (deploy, rollback, restore) take turns on one lock.
+"""
+
+from __future__ import annotations
+
+from agent import admin, checks
+from agent.config import Config
+from agent.context import Agent, Failed
+from agent.deploy import DeployRequest, deploy
+from agent.system import System
+
+DEPLOY_USAGE = (
+    "usage: deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4], or deploy.sh rollback [RELEASE_ID]"
+)
+
+
+def parse_logs(agent: Agent, words: list[str]) -> tuple[bool, int]:
+    usage = "usage: deploy.sh logs [-f] [-n LINES]"
+    follow, lines = False, 50
+    while words:
+        word = words.pop(0)
+        if word in ("-f", "--follow"):
+            follow = True
+        elif word in ("-n", "--lines") and words and words[0].isdigit():
+            lines = int(words.pop(0))
+        else:
+            agent.fail(usage)
+    return follow, lines
+
+
+def dispatch(agent: Agent, argv: list[str]) -> int:
+    verb, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if verb == "logs":
+        admin.logs(agent, *parse_logs(agent, rest))
+        return 0
+    if verb == "backup":
+        if rest:
+            agent.fail("usage: deploy.sh backup")
+        admin.backup(agent)
+        return 0
+    if verb == "run":
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        if not rest:
+            agent.fail("usage: deploy.sh run [--] COMMAND [ARGS...]")
+        return admin.run(agent, rest)
+    checks.take_lock(agent)
+    if verb == "restore":
+        if len(rest) > 1:
+            agent.fail("usage: deploy.sh restore [BACKUP]")
+        admin.restore(agent, rest[0] if rest else None)
+        return 0
+    if verb == "rollback":
+        if len(rest) > 1:
+            agent.fail("usage: deploy.sh rollback [RELEASE_ID]")
+        admin.rollback(agent, rest[0] if rest else None)
+        return 0
+    skip = argv[:1] == ["--skip-release-command"]
+    words = argv[1:] if skip else argv
+    if len(words) not in (2, 3):
+        agent.fail(DEPLOY_USAGE)
+    deploy(agent, DeployRequest(words[0], words[1], words[2] if len(words) == 3 else "", skip))
+    return 0
+
+
+def main(argv: list[str], system: System, config: Config) -> int:
+    agent = Agent(system, config)
+    try:
+        return dispatch(agent, argv)
+    except Failed as failure:
+        agent.report_failure(failure)
+        return 1

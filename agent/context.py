@@ -1,0 +1,37 @@
+"""What every phase is given: the server (a `System`), the stack's `Config`, and how to speak and fail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NoReturn
+
+from agent.config import Config
+from agent.system import System
+
+
+class Failed(Exception):
+    """The deploy (or an admin verb) stops here; the message says why and what still serves."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    system: System
+    config: Config
+
+    def log(self, message: str) -> None:
+        self.system.log(f"{self.system.clock()} deploy[{self.config.app_name}]: {message}")
+
+    def fail(self, message: str) -> NoReturn:
+        raise Failed(message)
+
+    def report_failure(self, failure: Failed) -> None:
+        self.log(f"FAILED: {failure}")
+        self.log(f"logs: journalctl -u {self.config.service_unit} -n 50; /var/log/nginx/error.log")
+
+    def systemctl(self, *words: str) -> bool:
+        """`systemctl WORDS...`, its output in the log; whether it succeeded."""
+        return self.system.run(["systemctl", *words], output="stderr").ok
+
+    def live_release(self) -> str:
+        """The live release's directory, or "" before the first."""
+        return self.system.readlink(self.config.current) or ""

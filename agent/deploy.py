@@ -1,0 +1,150 @@
+"""The deploy verb: checks, release, publish, finish, in that order.
+
+    checks   the bundle and address; the certificate (DNS first); the state Volume
+    release  the environment file; unpack (disk check, virtualenv, links, static files);
+             gunicorn --check-config; the release command; the memory check
+    publish  the server's files from the manifest, their handlers; the candidate; the switch
+    finish   prune; the outcome on stdout
+
+A failure stops it with the live release, its units and its site as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from agent import certificate, checks, finish, manifest, publish, release, volume
+from agent.context import Agent
+from agent.manifest import Applied, Entry, Rejected
+
+RELEASE_ID = re.compile(r"[0-9a-f]{12}")
+IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    release_id: str
+    bundle: str
+    public_ipv4: str = ""
+    """The address the site is reached at (the Reserved IP); empty for the last one given."""
+    skip_release_command: bool = False
+
+
+def read_bundle(agent: Agent, request: DeployRequest) -> release.Bundle:
+    if not RELEASE_ID.fullmatch(request.release_id):
+        agent.fail(f"release id '{request.release_id}' is not 12 hex digits")
+    data = agent.system.read_bytes(request.bundle)
+    if data is None:
+        agent.fail(f"bundle {request.bundle} does not exist")
+    if hashlib.sha256(data).hexdigest()[:12] != request.release_id:
+        agent.fail(f"bundle {request.bundle} does not match release {request.release_id}")
+    return release.Bundle.read(request.bundle, data)
+
+
+def record_public_ipv4(agent: Agent, given: str) -> str:
+    path = f"{agent.config.root}/public-ipv4"
+    if given:
+        if not IPV4.fullmatch(given):
+            agent.fail(f"public address '{given}' is not an IPv4 address")
+        agent.system.make_dirs(agent.config.root)
+        agent.system.write_file(path, given + "\n")
+    recorded = finish.public_ipv4(agent)
+    if not recorded:
+        agent.fail("no public address given, and none recorded")
+    return recorded
+
+
+def install_environment(agent: Agent) -> bool:
+    """The app's environment file from stdin (root's, readable by the app's group); whether it changed.
+
+    Empty stdin (a terminal, /dev/null) keeps the environment the server has."""
+    config, system = agent.config, agent.system
+    system.make_dirs(config.config_dir, 0o750, f"root:{config.app_user}")
+    given = system.stdin_text()
+    if not given or given == system.read_text(config.env_file):
+        return False
+    system.write_file(config.env_file, given, f"root:{config.app_user}", 0o640)
+    return True
+
+
+def set_worker_connections(agent: Agent) -> None:
+    """nginx's connections per worker (nginx.conf holds the only place for them); set at first boot too."""
+    system, wanted = agent.system, agent.config.nginx_worker_connections
+    conf = system.read_text("/etc/nginx/nginx.conf")
+    if conf is None or re.search(rf"^\s*worker_connections\s+{wanted};", conf, re.MULTILINE):
+        return
+    system.write_file(
+        "/etc/nginx/nginx.conf", re.sub(r"^(\s*worker_connections)\s+[0-9]+;", rf"\g<1> {wanted};", conf, flags=re.M)
+    )
+    if system.run(["nginx", "-t"]).ok:
+        agent.systemctl("reload", "nginx")
+
+
+def prepare_directories(agent: Agent) -> None:
+    """Where the backups are taken and kept, when they are on."""
+    config = agent.config
+    if config.backup_days > 0:
+        agent.system.make_dirs(config.backups, 0o710, f"root:{config.app_user}")
+        agent.system.make_dirs(config.backup_incoming, 0o700, f"{config.app_user}:{config.app_user}")
+        # Readable by the app's user, who runs the script, whatever the umask of the deploy's session.
+        agent.system.make_dirs(config.backup_script.rsplit("/", 1)[0])
+
+
+def publish_files(agent: Agent, release_id: str, entries: list[Entry], https: bool) -> Applied:
+    """The server's files as the manifest renders them, and the handlers their changes notify."""
+    try:
+        applied = manifest.apply(agent.system, entries, https)
+    except Rejected as rejected:
+        agent.fail(f"release {release_id}: nginx rejects its site configuration (nginx -t)")
+        raise AssertionError from rejected  # not reached: fail raises
+    manifest.run_handlers(agent.system, applied.notified)
+    manifest.enable_units(agent.system, entries, https)
+    return applied
+
+
+def deploy(agent: Agent, request: DeployRequest) -> None:
+    config, system = agent.config, agent.system
+    # Checks: nothing has changed yet when one fails.
+    bundle = read_bundle(agent, request)
+    public_ipv4 = record_public_ipv4(agent, request.public_ipv4)
+    certificate_ready = certificate.ensure_certificate(agent, public_ipv4)
+    files = [entry for entry in bundle.manifest if entry.deploy]
+    volume.ensure_state_volume(agent, [entry for entry in files if entry.group == "volume"])
+
+    # Release.
+    environment_changed = install_environment(agent)
+    directory = release.unpack(agent, request.release_id, bundle)
+    release.check_config(agent, request.release_id, directory)
+    live = agent.live_release()
+    live_release = live.rsplit("/", 1)[-1] if live and live != directory else ""
+    release.run_release_command(agent, directory, live_release, request.skip_release_command)
+    checks.check_memory(agent, request.release_id)
+
+    # Publish.
+    prepare_directories(agent)
+    set_worker_connections(agent)
+    applied = publish_files(agent, request.release_id, [e for e in files if e.group != "volume"], certificate_ready)
+    agent.systemctl("enable", "--quiet", config.socket_unit, config.service_unit)
+    agent.systemctl("start", config.socket_unit)
+    https = publish.serves_https(agent)
+    restart = manifest.RESTART_APP in applied.notified or environment_changed
+    if (
+        live == directory
+        and not restart
+        and system.run(["systemctl", "is-active", "--quiet", config.service_unit]).ok
+        and publish.health(agent)
+    ):
+        agent.log(f"release {request.release_id} is already live and healthy; nothing to change")
+        finish.report_outcome(agent, request.release_id, https)
+        return
+    try:
+        publish.activate(agent, directory, on_failure=lambda: manifest.revert(system, applied))
+    finally:
+        publish.end_drain(agent)
+
+    # Finish.
+    finish.prune(agent)
+    agent.log(f"release {request.release_id} is live at {finish.public_url(agent, https)}")
+    finish.report_outcome(agent, request.release_id, https)

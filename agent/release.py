@@ -1,0 +1,265 @@
+"""The release phase: unpack the bundle, its virtualenv, its links into the state, its release command.
+
+A release directory appears under `releases/` only whole: it is made in a staging
+directory beside it and renamed into place last.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import platform
+import tarfile
+from dataclasses import dataclass
+
+from agent import checks
+from agent.context import Agent
+from agent.manifest import Entry, loads
+
+#: What the app runs with, after the release's own virtualenv.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PIP_QUIET = ("--quiet", "--no-cache-dir", "--disable-pip-version-check")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What the agent reads of a release's archive before unpacking it."""
+
+    path: str
+    sha256: str
+    unpacked_bytes: int
+    deps: dict[str, bytes]
+    manifest: tuple[Entry, ...]
+
+    @classmethod
+    def read(cls, path: str, data: bytes) -> Bundle:
+        raw = gzip.decompress(data)
+        deps: dict[str, bytes] = {}
+        manifest: tuple[Entry, ...] = ()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            for member in tar.getmembers():
+                if not member.isfile():
+                    continue
+                extracted = tar.extractfile(member)
+                content = extracted.read() if extracted else b""
+                if member.name.startswith("deps/") and "/" not in member.name[5:]:
+                    deps[member.name[5:]] = content
+                elif member.name == "server/manifest.json":
+                    manifest = tuple(loads(content.decode()))
+        return cls(path, hashlib.sha256(data).hexdigest(), len(raw), deps, manifest)
+
+    def venv_key(self, gunicorn_version: str) -> str:
+        """Releases with the same dependencies (and Python, and Gunicorn) share one virtualenv."""
+        lines = [f"{hashlib.sha256(self.deps[name]).hexdigest()}  {name}\n" for name in sorted(self.deps)]
+        lines += [f"gunicorn=={gunicorn_version}\n", f"Python {platform.python_version()}\n"]
+        return hashlib.sha256("".join(lines).encode()).hexdigest()[:12]
+
+
+def release_dir(agent: Agent, release_id: str) -> str:
+    return f"{agent.config.releases}/{release_id}"
+
+
+def release_properties(agent: Agent, directory: str) -> list[str]:
+    """systemd-run options that run a release as the live service runs."""
+    config = agent.config
+    return [
+        f"--uid={config.app_user}",
+        f"--gid={config.app_user}",
+        f"--working-directory={directory}/app",
+        f"--property=EnvironmentFile={directory}/release.env",
+        f"--property=EnvironmentFile=-{config.env_file}",
+        f"--property=StateDirectory={config.app_name}",
+        "--property=StateDirectoryMode=0750",
+        f"--property=RequiresMountsFor={config.state_dir}",
+        *(f"--property={key}={value}" for key, value in config.sandbox),
+    ]
+
+
+def find_program(agent: Agent, directory: str, name: str) -> str:
+    """The program `name` runs as: a path in the app, or found in the release's virtualenv, then PATH."""
+    if "/" in name:
+        return name if name.startswith("/") else f"{directory}/app/{name}"
+    for place in [f"{directory}/app/.venv/bin", *SYSTEM_PATH.split(":")]:
+        if agent.system.is_executable(f"{place}/{name}"):
+            return f"{place}/{name}"
+    return ""
+
+
+def run_in_release(agent: Agent, directory: str, argv: list[str], interactive: bool = False) -> int:
+    """ARGV as the app's user, in the release's sandbox and environment; its exit status.
+
+    `interactive` passes the agent's own terminal through (a one-off `flask shell`); else its
+    input is empty and its output goes to the deploy's log.
+    """
+    program = find_program(agent, directory, argv[0])
+    if not program or not agent.system.is_executable(program):
+        agent.log(f"no program '{argv[0]}' in the release's virtualenv ({directory}/app/.venv/bin), the app or PATH")
+        return 127
+    # A terminal on both ends (ssh -t) gets one inside too, for interactive commands such as `flask shell`.
+    mode = "--pty" if interactive and agent.system.stdio_is_terminal() else "--pipe"
+    command = ["systemd-run", "--quiet", "--wait", "--collect", mode, *release_properties(agent, directory)]
+    if interactive:
+        return agent.system.run([*command, program, *argv[1:]], output="inherit", inherit_stdin=True).returncode
+    return agent.system.run([*command, program, *argv[1:]], output="stderr").returncode
+
+
+# Unpack
+
+
+def unpack(agent: Agent, release_id: str, bundle: Bundle) -> str:
+    """The release's directory, made from the bundle unless it is there already."""
+    config, system = agent.config, agent.system
+    directory = release_dir(agent, release_id)
+    if system.is_dir(directory):
+        return directory
+    agent.log(f"unpacking release {release_id}")
+    system.make_dirs(config.releases)
+    system.make_dirs(f"{config.root}/venvs")
+    venv = f"{config.root}/venvs/{bundle.venv_key(config.gunicorn_version)}"
+    venv_is_new = not system.exists(f"{venv}/.complete")
+    checks.check_disk(agent, release_id, bundle.unpacked_bytes, venv_is_new)
+    staging = system.run(["mktemp", "-d", f"{config.releases}/.staging.XXXXXX"]).stdout.strip()
+    if not staging:
+        agent.fail(f"could not make a staging directory in {config.releases}")
+    try:
+        untar = ["tar", "-xzf", bundle.path, "-C", staging, "--no-same-owner", "--no-same-permissions"]
+        if not system.run(untar, output="stderr").ok:
+            agent.fail(f"release {release_id}: the bundle {bundle.path} does not unpack")
+        system.run(["chmod", "-R", "u=rwX,go=rX", staging])
+        system.run(["chmod", "0755", staging])
+        if venv_is_new:
+            checks.wait_for_apt(agent)
+            system.remove(venv)
+            install_dependencies(agent, release_id, venv, f"{staging}/deps", bundle)
+            system.write_file(f"{venv}/.complete", "")
+        else:
+            agent.log(f"reusing {venv}")
+        system.symlink(venv, f"{staging}/app/.venv")
+        link_state(agent, staging)
+        store_static_files(agent, staging)
+        system.write_file(f"{staging}/release.env", release_env(agent, release_id, directory))
+        system.rename(staging, directory)
+    finally:
+        system.remove(staging)
+    return directory
+
+
+def release_env(agent: Agent, release_id: str, directory: str) -> str:
+    """`release.env`: what the release itself adds to the app's environment."""
+    config = agent.config
+    import_root = f"/{config.import_root}" if config.import_root else ""
+    lines = [
+        f"APP_VERSION={release_id}",
+        f"PATH={directory}/app/.venv/bin:{SYSTEM_PATH}",
+        f"PYTHONPATH={directory}/app{import_root}",
+        # The release's own Gunicorn settings (its static URLs).
+        f"GUNICORN_CMD_ARGS=--config={directory}/server/gunicorn.conf.py",
+        *([f"DATABASE_URL={config.sqlite_url}"] if config.sqlite_url else []),
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def install_dependencies(agent: Agent, release_id: str, venv: str, deps: str, bundle: Bundle) -> None:
+    """A new virtualenv with the release's dependencies and Gunicorn."""
+    config, system = agent.config, agent.system
+    gunicorn = f"gunicorn=={config.gunicorn_version}"
+    if "uv.lock" in bundle.deps:
+        if not checks.install_tool(agent, "uv", config.uv_version, config.uv):
+            agent.fail(f"release {release_id}: uv {config.uv_version} did not install (output above)")
+        agent.log(f"installing the locked dependencies (uv.lock) into {venv}")
+        # Exactly the lock: --locked fails when it no longer matches pyproject.toml. The system's Python
+        # and certificate authorities, as pip uses them.
+        env = {"UV_PYTHON_DOWNLOADS": "never", "UV_SYSTEM_CERTS": "1", "UV_NO_CACHE": "1"}
+        sync = [config.uv, "sync", "--quiet", "--locked", "--no-dev", "--no-install-project"]
+        sync += ["--python", "/usr/bin/python3", "--project", deps]
+        done = system.run(sync, output="stderr", env={**env, "UV_PROJECT_ENVIRONMENT": venv}).ok
+        if done and not system.exists(f"{venv}/bin/gunicorn"):
+            install = [config.uv, "pip", "install", "--quiet", "--python", f"{venv}/bin/python", gunicorn]
+            done = system.run(install, output="stderr", env=env).ok
+    else:
+        agent.log(f"installing requirements into {venv}")
+        done = system.run(["python3", "-m", "venv", venv], output="stderr").ok
+        if done:
+            pip = [f"{venv}/bin/pip", "install", *PIP_QUIET, "-r", f"{deps}/requirements.txt", gunicorn]
+            done = system.run(pip, output="stderr").ok
+    if not done:
+        system.remove(venv)
+        agent.fail(f"release {release_id}: its dependencies did not install into {venv} (output above)")
+
+
+def _inside(path: str) -> bool:
+    return "/../" not in f"/{path}/"
+
+
+def link_state(agent: Agent, directory: str) -> None:
+    """The paths in the release's server/state-links become links into the state directory."""
+    config, system = agent.config, agent.system
+    owner = f"{config.app_user}:{config.app_user}"
+    system.make_dirs(config.state_dir, 0o750, owner)
+    for line in (system.read_text(f"{directory}/server/state-links") or "").splitlines():
+        if not line.strip():
+            continue
+        app_path, _, state_path = line.partition(" ")
+        if not (_inside(app_path) and _inside(state_path)):
+            agent.fail(f"state link '{app_path}' leaves its directory")
+        made = f"{config.state_dir}/{state_path}"
+        system.run(["runuser", "-u", config.app_user, "--", "mkdir", "-p", made], umask=0o027)
+        link = f"{directory}/app/{app_path}"
+        system.remove(link)
+        system.make_dirs(link.rsplit("/", 1)[0])
+        system.symlink(made, link)
+
+
+def store_static_files(agent: Agent, directory: str) -> None:
+    """Each static file becomes a link to its content's copy in the store (one file for one content:
+    its ETag and Last-Modified stay the same while the content does)."""
+    config, system = agent.config, agent.system
+    if not config.static_dir:
+        return
+    for line in (system.read_text(f"{directory}/server/static-manifest") or "").splitlines():
+        digest, _, path = line.partition(" ")
+        if len(digest) != 12 or any(c not in "0123456789abcdef" for c in digest) or not path or not _inside(path):
+            agent.fail(f"static manifest line '{line}' is not HASH PATH")
+        stored, shipped = f"{config.assets}/{digest}/{path}", f"{directory}/app/{config.static_dir}/{path}"
+        if not system.exists(stored):
+            content = system.read_bytes(shipped) or b""
+            if hashlib.sha256(content).hexdigest()[:12] != digest:
+                agent.fail(f"static file {path} does not match its hash in the manifest")
+            system.write_file(stored, content)
+        system.link(stored, shipped)
+
+
+# Checks of the unpacked release
+
+
+def check_config(agent: Agent, release_id: str, directory: str) -> None:
+    """Gunicorn loads the app with this release's code and the real environment, as the app's user."""
+    config = agent.config
+    agent.log(f"checking that {config.wsgi_target} loads")
+    gunicorn = [f"{directory}/app/.venv/bin/gunicorn", "--check-config", "--workers", str(config.workers)]
+    command = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", *release_properties(agent, directory)]
+    if not agent.system.run([*command, *gunicorn, config.wsgi_target], output="stderr").ok:
+        agent.fail(f"release {release_id}: gunicorn --check-config {config.wsgi_target} failed (output above)")
+
+
+def run_release_command(agent: Agent, directory: str, live_release: str, skip: bool) -> None:
+    """releaseCommand, once for each release (a marker records it)."""
+    config, system = agent.config, agent.system
+    if not config.release_command:
+        return
+    if skip:
+        agent.log("release command: left to the droplet that ran it for this release")
+        return
+    words = " ".join(config.release_command)
+    marker = f"{directory}/.release-command-done"
+    if system.read_text(marker) == words:
+        return
+    agent.log(f"running the release command: {words}")
+    status = run_in_release(agent, directory, list(config.release_command))
+    if status != 0:
+        still = f"{live_release} is still live" if live_release else ""
+        agent.fail(
+            f"release {directory.rsplit('/', 1)[-1]}: releaseCommand '{words}' exited {status} (output above); {still}"
+        )
+    system.write_file(marker, words)
