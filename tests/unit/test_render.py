@@ -36,7 +36,7 @@ from components.render import (
 )
 from components.settings import Settings, parse_settings
 from tests.conftest import example_public_key
-from tests.pulumi_harness import PROJECT_DIR
+from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
@@ -65,7 +65,7 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 RENDERERS = {
-    "user-data.yaml": render_user_data,
+    "user-data.yaml": lambda settings: render_user_data(settings, TEST_HOST_KEYS[0]),
     "nginx-site.conf": render_nginx_site,
     "nginx-site-tls.conf": lambda settings: render_nginx_site(settings, tls=True),
     "nginx-sandbox.conf": render_nginx_sandbox,
@@ -99,7 +99,7 @@ def test_rendered_file_matches_golden(variant: str, name: str) -> None:
 
 
 def test_user_data_is_cloud_config_built_from_data() -> None:
-    text = render_user_data(golden_settings("ip"))
+    text = render_user_data(golden_settings("ip"), TEST_HOST_KEYS[0])
     assert text.startswith("#cloud-config\n")
     document = yaml.safe_load(text)
 
@@ -120,7 +120,7 @@ def test_user_data_is_cloud_config_built_from_data() -> None:
 
 
 def test_ufw_allows_ssh_before_it_is_enabled() -> None:
-    runcmd = yaml.safe_load(render_user_data(golden_settings("ip")))["runcmd"]
+    runcmd = yaml.safe_load(render_user_data(golden_settings("ip"), TEST_HOST_KEYS[0]))["runcmd"]
     enable = runcmd.index(["ufw", "--force", "enable"])
     allowed = [cmd[2] for cmd in runcmd[:enable] if cmd[:2] == ["ufw", "allow"]]
 
@@ -178,7 +178,7 @@ def test_a_first_boot_start_that_works_is_run_once(tmp_path: Path) -> None:
 
 def test_server_files_in_user_data_are_the_rendered_ones() -> None:
     settings = golden_settings("ip")
-    files = {f["path"]: f for f in yaml.safe_load(render_user_data(settings))["write_files"]}
+    files = {f["path"]: f for f in yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["write_files"]}
 
     assert files["/etc/nginx/sites-available/weather.conf"]["content"] == render_nginx_site(settings)
     assert files["/etc/systemd/system/weather.service"]["content"] == render_service_unit(settings)
