@@ -1,5 +1,6 @@
 """flask-droplet: a Flask app on DigitalOcean droplets. Settings -> components -> exports."""
 
+import functools
 from pathlib import Path
 
 import pulumi
@@ -13,6 +14,7 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.plan import logs_command, rollout_plans
 from components.render import DEPLOY_USER, render_user_data
 from components.settings import DATABASE_URL
+from components.ssh_host_keys import known_hosts_line
 from components.sshagent import agent_problems
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
 
@@ -36,7 +38,7 @@ server = WebServer(
     "web",
     WebServerArgs(
         settings=settings,
-        user_data=render_user_data(settings),
+        user_data_for=functools.partial(render_user_data, settings),
         tags=tags,
         vpc_id=network.id if network is not None else None,
         replaced=account.replaced,
@@ -53,8 +55,8 @@ if settings.database == "postgres":
 # A rolling deploy: one droplet at a time, each after the one before it has finished, so the first
 # failure stops the rollout and the droplets after it keep serving the release they had.
 deployments: list[AppDeployment] = []
-for index, (plan, droplet_id, address) in enumerate(
-    zip(plans, server.droplet_ids, server.droplet_addresses, strict=True)
+for index, (plan, droplet_id, address, host_key) in enumerate(
+    zip(plans, server.droplet_ids, server.droplet_addresses, server.host_keys, strict=True)
 ):
     before: list[pulumi.Resource] = [deployments[-1]] if deployments else [server]
     if database is not None and not deployments:
@@ -65,6 +67,7 @@ for index, (plan, droplet_id, address) in enumerate(
             "app" if index == 0 else f"app-{index + 1}",
             AppDeploymentArgs(
                 host=address,
+                host_key=host_key,
                 server_id=droplet_id,
                 public_ipv4=server.public_ipv4,
                 plan=plan,
@@ -88,6 +91,17 @@ pulumi.export("ipv4_address", server.public_ipv4)
 pulumi.export("url", url)
 # The first droplet's login and logs (the one that runs releaseCommand); droplet_addresses has the others.
 pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
+# Each droplet's host key for ~/.ssh/known_hosts (`pulumi stack output known_hosts >> ~/.ssh/known_hosts`),
+# so `ssh` checks it from the first login on, as the deploy does.
+pulumi.export(
+    "known_hosts",
+    pulumi.Output.all(
+        *(
+            pulumi.Output.all(address, key).apply(lambda pair: known_hosts_line(pair[0], pair[1]))
+            for address, key in zip(server.droplet_addresses, server.host_keys, strict=True)
+        )
+    ).apply(lambda lines: "\n".join(lines) + "\n"),
+)
 # The site's requests and the app's and nginx's journal, followed; without -t and -f, the last lines.
 pulumi.export("logs", server.ipv4_address.apply(lambda ip: f"ssh -t {DEPLOY_USER}@{ip} {logs_command(settings, True)}"))
 pulumi.export("release_id", last.release_id)

@@ -46,6 +46,8 @@ DIAL_ERROR_LIMIT = dial_error_limit(DIAL_BUDGET_SECONDS)
 class AppDeploymentArgs:
     host: pulumi.Input[str]
     """Address of the server."""
+    host_key: pulumi.Input[str]
+    """The server's Ed25519 host key (`ssh-ed25519 AAAA...`): every connection checks it before it sends anything."""
     server_id: pulumi.Input[str]
     """Identity of the server; a new server reruns every step."""
     public_ipv4: pulumi.Input[str]
@@ -78,6 +80,7 @@ class AppDeployment(pulumi.ComponentResource):
         connection = remote.ConnectionArgs(
             host=args.host,
             user=plan.login_user,
+            host_key=args.host_key,
             private_key=pulumi.Output.secret(args.private_key) if args.private_key is not None else None,
             dial_error_limit=DIAL_ERROR_LIMIT,
             per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,

@@ -1,7 +1,5 @@
-"""`SshHostKey`: a server's SSH host keys, made by the program before the server exists.
+"""`SshHostKey`: a server's SSH host keys as a resource of the stack, made before the server.
 
-The droplet is given these keys in its user-data, and every connection to it checks the
-Ed25519 one, so the first `pulumi up` already knows whom it talks to: no trust on first use.
 The keys live in the stack's state, their private halves as secrets, and stay the same from
 one `pulumi up` to the next; they change only when `generation` does (a new server).
 
@@ -11,58 +9,18 @@ It is a Pulumi dynamic resource: the engine serves it from this program's own Py
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi.dynamic
 
-#: The size of the RSA host key, as the hardened sshd drop-in expects (cloud-init/sshd-crypto.conf.j2).
-RSA_BITS = 4096
+from components.ssh_host_keys import HostKeys, make_host_keys
 
 #: The outputs that hold private keys.
 PRIVATE_OUTPUTS = ("ed25519_private", "rsa_private")
-
-
-def make_host_keys() -> dict[str, str]:
-    """A new Ed25519 and RSA host key pair, in OpenSSH's formats (private key files, public key lines)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
-    def openssh(private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> tuple[str, str]:
-        private_text = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
-        public_text = (
-            private.public_key()
-            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            .decode()
-        )
-        return private_text, public_text
-
-    ed25519_private, ed25519_public = openssh(ed25519.Ed25519PrivateKey.generate())
-    rsa_private, rsa_public = openssh(rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS))
-    return {
-        "ed25519_private": ed25519_private,
-        "ed25519_public": ed25519_public,
-        "rsa_private": rsa_private,
-        "rsa_public": rsa_public,
-        "ed25519_fingerprint": fingerprint(ed25519_public),
-    }
-
-
-def fingerprint(public_line: str) -> str:
-    """`SHA256:...`, as `ssh-keygen -lf` and ssh's own prompts show a key."""
-    blob = base64.b64decode(public_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def known_hosts_line(host: str, public_line: str) -> str:
-    """The line of a `known_hosts` file that pins `public_line` for `host`."""
-    key_type, key = public_line.split()[:2]
-    return f"{host} {key_type} {key}"
+#: Every output that holds a key, in `HostKeys`' order of fields.
+KEY_OUTPUTS = ("ed25519_private", "ed25519_public", "rsa_private", "rsa_public")
 
 
 class SshHostKeyProvider(pulumi.dynamic.ResourceProvider):
@@ -70,7 +28,9 @@ class SshHostKeyProvider(pulumi.dynamic.ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         keys = make_host_keys()
-        return pulumi.dynamic.CreateResult(id_=keys["ed25519_fingerprint"], outs={**props, **keys})
+        return pulumi.dynamic.CreateResult(
+            id_=keys.fingerprint, outs={**props, **keys.as_dict(), "ed25519_fingerprint": keys.fingerprint}
+        )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         replaces = ["generation"] if olds.get("generation") != news.get("generation") else []
@@ -94,10 +54,15 @@ class SshHostKey(pulumi.dynamic.Resource):
     rsa_public: pulumi.Output[str]
 
     def __init__(self, name: str, args: SshHostKeyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        outputs = dict.fromkeys((*PRIVATE_OUTPUTS, "ed25519_public", "rsa_public", "ed25519_fingerprint"))
+        outputs = dict.fromkeys((*KEY_OUTPUTS, "ed25519_fingerprint"))
         super().__init__(
             SshHostKeyProvider(),
             name,
             {"generation": args.generation, **outputs},
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(PRIVATE_OUTPUTS))),
         )
+
+    @property
+    def keys(self) -> pulumi.Output[HostKeys]:
+        """All four keys, for the server's user-data; secret, as its private halves are."""
+        return pulumi.Output.all(*(getattr(self, name) for name in KEY_OUTPUTS)).apply(lambda keys: HostKeys(*keys))

@@ -21,6 +21,7 @@ from agent import manifest
 from agent.manifest import Entry
 from components.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
 from components.settings import Settings
+from components.ssh_host_keys import HostKeys
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: The server agent's package, shipped to the server with each deploy.
@@ -709,11 +710,12 @@ def _write_file(entry: Entry) -> dict[str, Any]:
     return written
 
 
-def render_user_data(settings: Settings) -> str:
-    """The droplet's cloud-init user-data.
+def render_user_data(settings: Settings, host_keys: HostKeys) -> str:
+    """The droplet's cloud-init user-data, with the host keys the program made for it.
 
-    It holds no secret: anyone on the droplet can read user-data through the
-    metadata service. The app's environment arrives later, with each deploy.
+    Its one secret is those host keys: on the droplet only root reads user-data (the app's
+    user is refused the metadata service, `render_ufw_after_init`). The app's environment
+    arrives later, with each deploy.
     """
     layout = ServerLayout(settings.app_name)
     site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
@@ -721,8 +723,10 @@ def render_user_data(settings: Settings) -> str:
         "package_update": True,
         "packages": list(PACKAGES),
         "ssh_pwauth": False,
-        # Host keys of these types only; the first-boot script makes the RSA one 4096 bits.
-        "ssh_genkeytypes": ["ed25519", "rsa"],
+        # The program's host keys are the server's only ones: the image's are deleted, and with keys
+        # given cloud-init makes none.
+        "ssh_deletekeys": True,
+        "ssh_keys": host_keys.as_dict(),
         "disable_root": True,
         # The distribution's default user becomes the deploy user; DigitalOcean's
         # registered keys and the keys below both land in its authorized_keys.

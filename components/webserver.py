@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -11,8 +13,10 @@ import pulumi_digitalocean as digitalocean
 from components import fleet
 from components.account import account_key_name
 from components.balancer import BALANCER_CHECK
-from components.render import ServerLayout
+from components.hostkey import SshHostKey, SshHostKeyArgs
+from components.render import ServerLayout, sha256_text
 from components.settings import Settings, ssh_key_fingerprint
+from components.ssh_host_keys import HostKeys
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
 #: Weekly backups: without a policy DigitalOcean takes daily ones, at 30% of the droplet's price
@@ -25,8 +29,8 @@ WEEKLY_BACKUPS = digitalocean.DropletBackupPolicyArgs(plan="weekly", weekday="SU
 class WebServerArgs:
     settings: Settings
     """Validated stack settings."""
-    user_data: str
-    """Rendered cloud-init user-data; holds no secret."""
+    user_data_for: Callable[[HostKeys], str]
+    """Renders a droplet's cloud-init user-data around the host keys made for it (`render_user_data`)."""
     tags: tuple[str, ...]
     """DigitalOcean tags for the droplets (project and stack)."""
     vpc_id: pulumi.Input[str] | None = None
@@ -61,6 +65,8 @@ class WebServer(pulumi.ComponentResource):
     """Every droplet's id, the first first."""
     droplet_addresses: list[pulumi.Output[str]]
     """Every droplet's own IPv4 address, in the order of `droplet_ids`."""
+    host_keys: list[pulumi.Output[str]]
+    """Every droplet's Ed25519 host key (`ssh-ed25519 AAAA...`), in the order of `droplet_ids`: what SSH pins."""
     public_ipv4: pulumi.Output[str]
     """The site's address, in its DNS records (and its certificate, without a domain): the Reserved IP or the
     balancer's."""
@@ -111,8 +117,17 @@ class WebServer(pulumi.ComponentResource):
             for index, (key, fingerprint) in enumerate(zip(settings.ssh_public_keys, fingerprints, strict=True))
         ]
         droplets: list[digitalocean.Droplet] = []
+        host_keys: list[SshHostKey] = []
         for index in range(settings.instances):
             replaced = index in args.replaced
+            # Made before the droplet, for its user-data. Like the droplet's user-data, the keys stay as they
+            # were made unless this update replaces the droplet: a new droplet, new keys.
+            host_key = SshHostKey(
+                f"{droplet_name(name, index)}-host-key",
+                SshHostKeyArgs(generation=droplet_generation(settings, args.vpc_id)),
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=[] if replaced else ["generation"]),
+            )
+            host_keys.append(host_key)
             droplet = digitalocean.Droplet(
                 droplet_name(name, index),
                 image=settings.image,
@@ -132,7 +147,7 @@ class WebServer(pulumi.ComponentResource):
                 # order or names, known in preview.
                 ssh_keys=fingerprints + list(settings.ssh_key_fingerprints),
                 tags=list(args.tags),
-                user_data=args.user_data,
+                user_data=host_key.keys.apply(args.user_data_for),
                 # Attached from the first boot, so cloud-init mounts it before anything writes there.
                 volume_ids=[volume.id] if volume is not None else None,
                 # A droplet moves into a VPC only by being created there.
@@ -231,6 +246,7 @@ class WebServer(pulumi.ComponentResource):
         self.ipv6_address = droplets[0].ipv6_address
         self.droplet_ids = droplet_ids
         self.droplet_addresses = [droplet.ipv4_address for droplet in droplets]
+        self.host_keys = [host_key.ed25519_public for host_key in host_keys]
         self.public_ipv4 = site_ipv4
         self.balancer_address = balancer.ip if balancer is not None else None
         self.state_volume = (
@@ -247,11 +263,24 @@ class WebServer(pulumi.ComponentResource):
                 "ipv6_address": self.ipv6_address,
                 "droplet_ids": self.droplet_ids,
                 "droplet_addresses": self.droplet_addresses,
+                "host_keys": self.host_keys,
                 "public_ipv4": self.public_ipv4,
                 "balancer_address": self.balancer_address,
                 "state_volume": self.state_volume,
             }
         )
+
+
+def droplet_generation(settings: Settings, vpc_id: pulumi.Input[str] | None) -> pulumi.Output[str]:
+    """What a droplet is created from and cannot change in place (ForceNew in `resource_droplet.go`).
+
+    It differs for every replacement that `components/account.py` finds (a new image, region, VPC or
+    SSH keys); a droplet kept as it is ignores it, as it ignores its user-data.
+    """
+    fingerprints = sorted(ssh_key_fingerprint(key) for key in settings.ssh_public_keys)
+    return pulumi.Output.all(settings.image, settings.region, vpc_id or "", *fingerprints).apply(
+        lambda values: sha256_text(json.dumps(values))[:16]
+    )
 
 
 def key_name(name: str, fingerprint: str) -> str:

@@ -33,6 +33,8 @@ class SshTarget:
     host: str
     user: str
     private_key: Path
+    known_hosts: Path
+    """Pins the server's host key, made for it before it booted: a server that shows another is refused."""
 
     def options(self) -> list[str]:
         return [
@@ -43,9 +45,12 @@ class SshTarget:
             "-o",
             "IdentitiesOnly=yes",
             "-o",
-            "StrictHostKeyChecking=no",
+            "StrictHostKeyChecking=yes",
             "-o",
-            "UserKnownHostsFile=/dev/null",
+            f"UserKnownHostsFile={self.known_hosts}",
+            # The pinned key is the Ed25519 one: ask for it, not whichever type the server prefers.
+            "-o",
+            "HostKeyAlgorithms=ssh-ed25519",
             "-o",
             "LogLevel=ERROR",
             "-o",

@@ -28,6 +28,8 @@ from typing import Literal
 
 import yaml
 
+from components.ssh_host_keys import HostKeys, known_hosts_line, make_host_keys
+
 Progress = Callable[[str], None]
 
 SUITE = "trixie"
@@ -322,6 +324,25 @@ class Machine:
         if self.state is None:
             raise RehearsalError("no rehearsal machine is up; run scripts/rehearse")
         return self.state.instance_id
+
+    @property
+    def known_hosts(self) -> Path:
+        """The `known_hosts` file that pins this machine's host key for its address (every SSH to it reads it)."""
+        return self.slot.directory / "known_hosts"
+
+    def new_host_keys(self) -> HostKeys:
+        """Host keys made for a new machine, as the program makes a droplet's: kept (root only) and pinned."""
+        keys = make_host_keys()
+        self.slot.directory.mkdir(parents=True, exist_ok=True)
+        path = self.slot.directory / "host-keys.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(keys.as_dict()))
+        self.known_hosts.write_text(known_hosts_line(self.address, keys.ed25519_public) + "\n")
+        return keys
+
+    def host_keys(self) -> HostKeys:
+        """The host keys this machine was made with."""
+        return HostKeys(**json.loads((self.slot.directory / "host-keys.json").read_text()))
 
     def public_key(self) -> str:
         """The key pair the rehearsal logs in with, made on first use."""
@@ -691,7 +712,8 @@ class Machine:
             run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
         directory = self.slot.directory
-        for leftover in ("machine.json", "deploy-state.json", "console.log", "wait-for-cloud-init.log", "deploy.log"):
+        leftovers = ("machine.json", "deploy-state.json", "console.log", "wait-for-cloud-init.log", "deploy.log")
+        for leftover in (*leftovers, "host-keys.json", "known_hosts"):
             (directory / leftover).unlink(missing_ok=True)
         if self.slot != FIRST:
             with contextlib.suppress(OSError):

@@ -103,7 +103,9 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
 
 
 def ssh_target(machine: nspawn.Machine) -> SshTarget:
-    return SshTarget(host=machine.address, user=DEPLOY_USER, private_key=machine.private_key)
+    return SshTarget(
+        host=machine.address, user=DEPLOY_USER, private_key=machine.private_key, known_hosts=machine.known_hosts
+    )
 
 
 def running_machine() -> nspawn.Machine:
@@ -186,7 +188,6 @@ def boot_all(
             "replace moves one droplet's Volume to a new droplet; droplets behind a balancer have none"
         )
     machines = [first, *(nspawn.Machine(nspawn.Slot(index)) for index in range(1, settings.instances))]
-    user_data = render_user_data(settings)
     with timings.step("build"):
         image = nspawn.build_image(progress)
     with timings.step("boot"):
@@ -195,7 +196,8 @@ def boot_all(
         for machine in machines:
             machine.up(
                 image,
-                user_data,
+                # The same user-data for every droplet of the stack, but for the host keys made for each.
+                render_user_data(settings, machine.new_host_keys()),
                 progress,
                 trusted_ca=acme.api_certificate() if settings.server_tls else None,
                 hosts=dict.fromkeys(settings.host_names, machine.address),

@@ -23,6 +23,7 @@ from pulumi.runtime.settings import ROOT
 from pulumi.runtime.stack import wait_for_rpcs
 
 from components.settings import _ssh_public_key_problem, ssh_key_fingerprint
+from components.ssh_host_keys import HostKeys
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "flask-droplet"
@@ -94,6 +95,17 @@ def default_vpc(region: str, **extra: Any) -> dict[str, Any]:
         "createdAt": "2024-01-01 00:00:00 +0000 UTC",
         **extra,
     }
+
+
+#: Fixed host keys (tests/golden/host-keys.json), one for each of up to three droplets.
+TEST_HOST_KEYS = tuple(
+    HostKeys(**keys) for keys in json.loads((PROJECT_DIR / "tests/golden/host-keys.json").read_text())["keys"]
+)
+
+
+def host_key_index(name: str) -> int:
+    """0 for a WebServer's first droplet's host key (`web-droplet-host-key`), N - 1 for its Nth."""
+    return droplet_index(name.removesuffix("-host-key"))
 
 
 #: What the mocked deploy command prints: the release id, the URL the site answers at, a warning.
@@ -172,6 +184,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 ipv4Address=droplet_ipv4(index), ipv6Address=droplet_ipv6(index), urn="do:droplet:" + droplet_id(index)
             )
             return droplet_id(index), outputs
+        if args.typ == "pulumi-python:dynamic:Resource" and args.name.endswith("-host-key"):
+            keys = TEST_HOST_KEYS[host_key_index(args.name)]
+            outputs.update(keys.as_dict(), ed25519_fingerprint=keys.fingerprint)
+            return keys.fingerprint, outputs
         if args.typ == "digitalocean:index/loadBalancer:LoadBalancer":
             outputs.update(ip=BALANCER_IPV4, status="active")
         if args.typ == "digitalocean:index/certificate:Certificate":

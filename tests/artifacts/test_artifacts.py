@@ -34,7 +34,7 @@ from components.render import (
 )
 from components.settings import Settings, parse_settings
 from rehearsal import nspawn
-from tests.pulumi_harness import PROJECT_DIR
+from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
 
 pytestmark = pytest.mark.artifacts
@@ -58,7 +58,7 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_user_data_passes_cloud_init_schema(variant: str, tmp_path: Path) -> None:
     path = tmp_path / "user-data"
-    path.write_text(render_user_data(golden_settings(variant)))
+    path.write_text(render_user_data(golden_settings(variant), TEST_HOST_KEYS[0]))
 
     result = run([tool("cloud-init"), "schema", "--config-file", str(path)])
 
@@ -80,13 +80,13 @@ def cloud_config_schema() -> dict[str, object]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_user_data_passes_the_guests_cloud_config_schema(variant: str, cloud_config_schema: dict[str, object]) -> None:
-    document = yaml.safe_load(render_user_data(golden_settings(variant)))
+    document = yaml.safe_load(render_user_data(golden_settings(variant), TEST_HOST_KEYS[0]))
 
     jsonschema.Draft4Validator(cloud_config_schema).validate(document)
 
 
 def test_guests_schema_catches_a_typo(cloud_config_schema: dict[str, object]) -> None:
-    document = yaml.safe_load(render_user_data(golden_settings("ip")))
+    document = yaml.safe_load(render_user_data(golden_settings("ip"), TEST_HOST_KEYS[0]))
     document["write_files"][0]["permisions"] = "0644"
 
     with pytest.raises(jsonschema.ValidationError):

@@ -43,7 +43,7 @@ class Rehearsal:
         return testinfra.get_host(
             f"ssh://{DEPLOY_USER}@{self.machine.address}",
             ssh_identity_file=str(self.machine.private_key),
-            ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            ssh_extra_args=" ".join(pinned_host_key(self.machine)) + " -o LogLevel=ERROR",
             sudo=True,
         )
 
@@ -129,14 +129,16 @@ def open_tcp_ports(address: str, ports: list[int], timeout: float = 1.0) -> set[
         return {port for port, answer in zip(ports, pool.map(is_open, ports), strict=True) if answer}
 
 
+def pinned_host_key(machine: nspawn.Machine) -> list[str]:
+    """ssh's options that accept only the host key made for the machine, as the deploy does."""
+    return ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={machine.known_hosts}"]
+
+
 def ssh_as(user: str, machine: nspawn.Machine, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             "ssh",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
+            *pinned_host_key(machine),
             "-o",
             "BatchMode=yes",
             "-o",

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from components.render import DEPLOY_USER
+from components.ssh_host_keys import make_host_keys
 from rehearsal import acme, nspawn
-from tests.e2e.conftest import Rehearsal, bring_up
+from rehearsal.deploy import SshTarget
+from tests.e2e.conftest import Rehearsal, bring_up, pinned_host_key
 from tests.pulumi_harness import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
@@ -80,8 +83,7 @@ def test_deploy_key_still_logs_in_and_fail2ban_bans_an_attacker(rehearsal: Rehea
             attempts += 1
             subprocess.run(
                 ["ssh", "-b", ATTACKER, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                 f"intruder@{machine.address}", "true"],
+                 *pinned_host_key(machine), f"intruder@{machine.address}", "true"],
                 capture_output=True, timeout=30, check=False,
             )  # fmt: skip
             status = machine.guest(["fail2ban-client", "status", "sshd"]).stdout
@@ -98,8 +100,8 @@ def test_deploy_key_still_logs_in_and_fail2ban_bans_an_attacker(rehearsal: Rehea
 def run_ssh(rehearsal: Rehearsal) -> subprocess.CompletedProcess[str]:
     target = rehearsal.machine
     return subprocess.run(
-        ["ssh", "-i", str(target.private_key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", f"deploy@{target.address}", "true"],
+        ["ssh", "-i", str(target.private_key), "-o", "BatchMode=yes", *pinned_host_key(target),
+         f"deploy@{target.address}", "true"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
 
@@ -120,3 +122,34 @@ def test_testssl_finds_nothing_wrong(rehearsal: Rehearsal, tmp_path: Path, figur
     ]
     figures.append(f"testssl: {len(findings)} checks, {len(bad)} at MEDIUM or worse")
     assert bad == [], result.stdout[-300:]
+
+
+def test_the_server_shows_the_host_keys_made_for_it_and_no_other(rehearsal: Rehearsal) -> None:
+    """Made before the boot and pinned by every SSH of the rehearsal, as the program pins a droplet's."""
+    machine = rehearsal.machine
+    made = machine.host_keys()
+
+    scanned = subprocess.run(
+        ["ssh-keyscan", "-T", "10", "-t", "ed25519,rsa,ecdsa", machine.address],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    shown = sorted(line.split(maxsplit=1)[1] for line in scanned.stdout.splitlines() if not line.startswith("#"))
+    assert shown == sorted([made.ed25519_public, made.rsa_public])
+
+
+def test_a_server_with_another_host_key_is_refused_before_anything_is_sent(
+    rehearsal: Rehearsal, tmp_path: Path
+) -> None:
+    """What the deploy does when something else answers at the droplet's address: it stops at the key."""
+    machine = rehearsal.machine
+    impostor = tmp_path / "known_hosts"
+    impostor.write_text(f"{machine.address} {make_host_keys().ed25519_public}\n")
+    target = SshTarget(machine.address, DEPLOY_USER, machine.private_key, impostor)
+    marker = "/tmp/flaskdroplet-host-key-test"
+
+    done = target.ssh(f"touch {marker}")
+
+    assert done.returncode == 255
+    assert "HOST IDENTIFICATION HAS CHANGED" in done.stderr or "Host key verification failed" in done.stderr
+    assert machine.guest(["test", "-e", marker]).returncode == 1

@@ -173,7 +173,9 @@ def test_two_deploys_at_once_take_turns(rehearsal: Rehearsal, tmp_path: Path) ->
     releases = [host.file(path).linked_to.rsplit("/", 1)[-1] for path in ["/srv/weather/current"]]
     releases.append(host.file("/srv/weather/previous").content_string.strip().rsplit("/", 1)[-1])
     bundles = [f"{release}.tar.gz" for release in releases]
-    target = SshTarget(rehearsal.machine.address, "deploy", rehearsal.machine.private_key)
+    target = SshTarget(
+        rehearsal.machine.address, "deploy", rehearsal.machine.private_key, rehearsal.machine.known_hosts
+    )
     script = rehearsal.layout.deploy_script
     environment = host.file(rehearsal.layout.env_file).content_string
     results: dict[str, int] = {}

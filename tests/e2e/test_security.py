@@ -141,7 +141,7 @@ def test_secret_is_only_in_the_environment_file(rehearsal: Rehearsal) -> None:
     host = rehearsal.host()
 
     assert secret in host.file("/etc/weather/env").content_string
-    assert secret not in render_user_data(rehearsal.settings)
+    assert secret not in render_user_data(rehearsal.settings, rehearsal.machine.host_keys())
     assert secret not in render_deploy_script(rehearsal.settings)
     assert secret not in host.check_output("cat /var/lib/cloud/instance/user-data.txt")
     assert secret not in host.run("cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
@@ -218,22 +218,29 @@ def test_slow_clients_against_bare_gunicorn_for_comparison(rehearsal: Rehearsal,
     assert result.sent > 0
 
 
-def test_the_app_cannot_reach_the_metadata_service(rehearsal: Rehearsal) -> None:
-    """A droplet's metadata service (169.254.169.254) answers any local process; not the app's user.
+def test_the_app_cannot_reach_the_metadata_service_nor_the_host_key_it_serves(rehearsal: Rehearsal) -> None:
+    """A droplet's metadata service (169.254.169.254) serves its user-data, with the host keys, to any
+    local process; not to the app's user.
 
-    The stand-in listens on 8080 (nginx holds port 80 on every address); the rule covers every port.
+    The stand-in serves the machine's own user-data, on 8080 (nginx holds port 80 on every address);
+    the rule covers every port.
     """
     machine = rehearsal.machine
+    private_key_line = machine.host_keys().ed25519_private.splitlines()[1]
     fake_metadata = (
         "ip address add 169.254.169.254/32 dev lo && "
-        "systemd-run --unit=fake-metadata python3 -m http.server --bind 169.254.169.254 8080"
+        "systemd-run --unit=fake-metadata python3 -m http.server --bind 169.254.169.254 "
+        "--directory /var/lib/cloud/seed/nocloud 8080"
     )
     assert machine.guest(["sh", "-c", fake_metadata]).returncode == 0
-    fetch = "import urllib.request; print(urllib.request.urlopen('http://169.254.169.254:8080/', timeout=5).status)"
+    fetch = (
+        "import urllib.request; "
+        "print(urllib.request.urlopen('http://169.254.169.254:8080/user-data', timeout=5).read().decode())"
+    )
     try:
         deadline = time.monotonic() + 20
-        # root (cloud-init, say) may: once the stand-in listens, it answers.
-        while machine.guest(["python3", "-c", fetch]).stdout.strip() != "200":
+        # root (cloud-init, say) may: once the stand-in listens, it answers with the host key.
+        while private_key_line not in machine.guest(["python3", "-c", fetch]).stdout:
             assert time.monotonic() < deadline, "the metadata stand-in never answered root"
             time.sleep(0.5)
 
@@ -241,7 +248,12 @@ def test_the_app_cannot_reach_the_metadata_service(rehearsal: Rehearsal) -> None
 
         assert as_app.rc == 1
         assert "Connection refused" in as_app.stderr
+        assert private_key_line not in as_app.stdout
         assert "169.254.169.254" in machine.guest(["iptables", "-S", "OUTPUT"]).stdout
+        # On disk, only root reads the user-data cloud-init kept, and the host key files it wrote.
+        for path in ("/var/lib/cloud/instance/user-data.txt", "/etc/ssh/ssh_host_ed25519_key"):
+            shown = rehearsal.host().run(f"bash {rehearsal.layout.deploy_script} run -- cat {path}")
+            assert shown.rc != 0 and private_key_line not in shown.stdout, path
     finally:
         machine.guest(["sh", "-c", "systemctl stop fake-metadata; ip address del 169.254.169.254/32 dev lo"])
 

@@ -22,8 +22,10 @@ from tests.pulumi_harness import (
     PROJECT_DIR,
     RESERVED_IPV4,
     STACK,
+    TEST_HOST_KEYS,
     ProgramRun,
     droplet_id,
+    droplet_index,
     droplet_ipv4,
     is_secret,
     reveal,
@@ -112,6 +114,7 @@ def test_one_droplet_with_sqlite_declares_no_vpc_balancer_or_cluster(good_config
                 "web",
                 web_key(good_config),
                 "web-state",
+                "web-droplet-host-key",
                 "web-droplet",
                 "web-firewall",
                 "web-address",
@@ -214,7 +217,7 @@ def test_database_host_is_exported_and_nothing_secret_with_it(one_postgres: Prog
 # Three droplets behind a Load Balancer.
 
 
-def test_three_droplets_in_the_vpc_with_the_same_user_data_and_tags(
+def test_three_droplets_in_the_vpc_with_the_same_user_data_but_their_own_host_keys(
     fleet: ProgramRun, good_config: dict[str, Any]
 ) -> None:
     droplets = sorted(fleet.of_type(DROPLET), key=lambda d: d.name)
@@ -227,7 +230,7 @@ def test_three_droplets_in_the_vpc_with_the_same_user_data_and_tags(
         assert droplet.inputs["vpcUuid"] == f"{vpc.name}-id"
         assert droplet.inputs["region"] == vpc.inputs["region"] == "nyc3"
         assert droplet.inputs["tags"] == ["flask-droplet", "flask-droplet:test"]
-        assert droplet.inputs["userData"] == render_user_data(settings)
+        assert droplet.inputs["userData"] == render_user_data(settings, TEST_HOST_KEYS[droplet_index(droplet.name)])
         assert "volumeIds" not in droplet.inputs
         assert not droplet.delete_before_replace
     # The balancer holds the site's address: no Reserved IP, and no Volume for state split three ways.

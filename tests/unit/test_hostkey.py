@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from components.hostkey import RSA_BITS, known_hosts_line, make_host_keys
+from components.ssh_host_keys import RSA_BITS, HostKeys, known_hosts_line, make_host_keys
 
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, str]:
-    return make_host_keys()
+    return make_host_keys().as_dict()
 
 
 def ssh_keygen(*args: str) -> str:
@@ -44,7 +44,7 @@ def test_the_fingerprint_is_the_one_ssh_shows(keys: dict[str, str], tmp_path: Pa
     public = tmp_path / "key.pub"
     public.write_text(keys["ed25519_public"] + "\n")
 
-    assert ssh_keygen("-l", "-E", "sha256", "-f", str(public)).split()[1] == keys["ed25519_fingerprint"]
+    assert ssh_keygen("-l", "-E", "sha256", "-f", str(public)).split()[1] == HostKeys(**keys).fingerprint
 
 
 def test_the_known_hosts_line_pins_the_key_for_the_address(keys: dict[str, str], tmp_path: Path) -> None:
@@ -57,4 +57,4 @@ def test_the_known_hosts_line_pins_the_key_for_the_address(keys: dict[str, str],
 
 
 def test_two_keys_are_never_the_same() -> None:
-    assert make_host_keys()["ed25519_public"] != make_host_keys()["ed25519_public"]
+    assert make_host_keys().ed25519_public != make_host_keys().ed25519_public

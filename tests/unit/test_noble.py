@@ -34,6 +34,7 @@ from components.render import (
     render_user_data,
 )
 from components.settings import Settings
+from tests.pulumi_harness import TEST_HOST_KEYS
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
 
 NOBLE_SYSTEMD = 255
@@ -214,7 +215,7 @@ def test_nothing_names_sshd_service_port_or_listen_address(variant: str) -> None
     """noble's sshd is socket-activated (ssh.socket) and has no sshd.service alias; Port and
     ListenAddress in a drop-in would not move the socket, and a unit named sshd.service does not exist."""
     settings = golden_settings(variant)
-    rendered = render_user_data(settings) + render_sshd_config(settings)
+    rendered = render_user_data(settings, TEST_HOST_KEYS[0]) + render_sshd_config(settings)
 
     assert "sshd.service" not in rendered
     assert not re.search(r"^\s*(Port|ListenAddress)\b", render_sshd_config(settings), re.MULTILINE)

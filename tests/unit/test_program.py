@@ -22,6 +22,7 @@ from tests.pulumi_harness import (
     PROJECT_DIR,
     RESERVED_IPV4,
     STACK,
+    TEST_HOST_KEYS,
     ProgramRun,
     is_secret,
     reveal,
@@ -31,6 +32,7 @@ from tests.pulumi_harness import (
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 SSH_KEY = "digitalocean:index/sshKey:SshKey"
+HOST_KEY = "pulumi-python:dynamic:Resource"
 RESERVED_IP = "digitalocean:index/reservedIp:ReservedIp"
 ASSIGNMENT = "digitalocean:index/reservedIpAssignment:ReservedIpAssignment"
 DNS_RECORD = "digitalocean:index/dnsRecord:DnsRecord"
@@ -65,7 +67,7 @@ def watched(good_config: dict[str, Any]) -> ProgramRun:
 def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
     assert sorted(r.type for r in run.resources) == sorted(
         [
-            *(WEB_SERVER, SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT),
+            *(WEB_SERVER, SSH_KEY, HOST_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT),
             *(APP_DEPLOYMENT, COMMAND, COPY, COPY, COPY, COMMAND),
             MONITORING,
         ]
@@ -85,7 +87,7 @@ def test_smoke_main_declares_the_whole_stack(run: ProgramRun) -> None:
 def test_children_are_parented_and_named_after_their_component(watched: ProgramRun) -> None:
     assert watched.of_type(MONITOR_ALERT) and watched.of_type(UPTIME_ALERT)
     for resource in watched.resources:
-        if resource.type in (SSH_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, DNS_RECORD):
+        if resource.type in (SSH_KEY, HOST_KEY, VOLUME, DROPLET, FIREWALL, RESERVED_IP, ASSIGNMENT, DNS_RECORD):
             assert resource.parent_types[-1] == WEB_SERVER
             assert resource.name.startswith("web-")
         elif resource.type.startswith("command:"):
@@ -111,7 +113,7 @@ def test_droplet_is_ubuntu_2404_with_monitoring_ipv6_tags_and_keys(
     assert droplet["sshKeys"] == [ssh_key_fingerprint(good_config["sshPublicKeys"][0])]
     assert key["publicKey"] == good_config["sshPublicKeys"][0]
     settings = parse_settings(good_config, PROJECT_DIR, STACK)
-    assert droplet["userData"] == render_user_data(settings)
+    assert droplet["userData"] == render_user_data(settings, TEST_HOST_KEYS[0])
 
 
 def test_firewall_opens_ssh_to_admins_only_and_web_to_everyone(run: ProgramRun) -> None:

@@ -31,6 +31,7 @@ from tests.pulumi_harness import (
     DEFAULT_VPC_ID,
     PROJECT_DIR,
     STACK,
+    TEST_HOST_KEYS,
     Account,
     ProgramRun,
     default_vpc,
@@ -304,7 +305,7 @@ def test_item_09_a_replaced_droplet_boots_the_current_user_data(good_config: dic
 
     assert replaced.ignore_changes == ()
     settings = parse_settings(config, PROJECT_DIR, STACK)
-    assert replaced.inputs["userData"] == render_user_data(settings)
+    assert replaced.inputs["userData"] == render_user_data(settings, TEST_HOST_KEYS[0])
     assert replaced.delete_before_replace
     assert set(kept.ignore_changes) == {"userData", "sshKeys"}
     # Without allowReplace the new image is refused, and says what the replacement loses.

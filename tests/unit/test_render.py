@@ -37,7 +37,7 @@ from components.render import (
 )
 from components.settings import Settings, parse_settings
 from tests.conftest import example_public_key
-from tests.pulumi_harness import PROJECT_DIR
+from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
@@ -89,7 +89,7 @@ def test_rendered_file_matches_golden(variant: str, name: str) -> None:
 
 
 def test_user_data_is_cloud_config_built_from_data() -> None:
-    text = render_user_data(golden_settings("ip"))
+    text = render_user_data(golden_settings("ip"), TEST_HOST_KEYS[0])
     assert text.startswith("#cloud-config\n")
     document = yaml.safe_load(text)
 
@@ -110,7 +110,7 @@ def test_user_data_is_cloud_config_built_from_data() -> None:
 
 
 def test_ufw_allows_ssh_before_it_is_enabled() -> None:
-    runcmd = yaml.safe_load(render_user_data(golden_settings("ip")))["runcmd"]
+    runcmd = yaml.safe_load(render_user_data(golden_settings("ip"), TEST_HOST_KEYS[0]))["runcmd"]
     enable = runcmd.index(["ufw", "--force", "enable"])
     allowed = [cmd[2] for cmd in runcmd[:enable] if cmd[:2] == ["ufw", "allow"]]
 
@@ -168,7 +168,7 @@ def test_a_first_boot_start_that_works_is_run_once(tmp_path: Path) -> None:
 
 def test_server_files_in_user_data_are_the_rendered_ones() -> None:
     settings = golden_settings("ip")
-    files = {f["path"]: f for f in yaml.safe_load(render_user_data(settings))["write_files"]}
+    files = {f["path"]: f for f in yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["write_files"]}
 
     assert files["/etc/nginx/sites-available/weather.conf"]["content"] == render_nginx_site(settings)
     assert files["/etc/systemd/system/weather.service"]["content"] == render_service_unit(settings)
@@ -224,7 +224,7 @@ def test_deploy_script_only_hands_its_words_to_the_agent() -> None:
 
 def test_user_data_writes_the_manifests_first_boot_files_and_nothing_else() -> None:
     settings = golden_settings("ip")
-    written = yaml.safe_load(render_user_data(settings))["write_files"]
+    written = yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["write_files"]
     entries = [entry for entry in server_manifest(settings) if entry.first_boot]
 
     assert [(f["path"], f["content"], f.get("defer", False)) for f in written] == [
@@ -329,7 +329,7 @@ def test_static_manifest_names_each_static_file_by_its_content() -> None:
 def test_at_most_50_lines_of_shell_run_on_the_server(variant: str) -> None:
     """What is left in shell: deploy.sh, cloud-init's runcmd and the wait for cloud-init; the agent does the rest."""
     settings = golden_settings(variant)
-    runcmd = yaml.safe_load(render_user_data(settings))["runcmd"]
+    runcmd = yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["runcmd"]
     lines = len(render_deploy_script(settings).splitlines()) + len(runcmd) + len(WAIT_FOR_CLOUD_INIT.splitlines())
 
     assert lines <= 50
