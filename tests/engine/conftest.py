@@ -46,20 +46,14 @@ class Workspace:
 
     def run(self, command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """COMMAND (a shell line, as a user types it) in the project directory; its output, never raising."""
-        return subprocess.run(
-            ["bash", "-c", command],
-            cwd=self.project,
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=COMMAND_TIMEOUT_SECONDS,
-        )
+        return self._run(["bash", "-c", command], stdin)
 
     def pulumi(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self._run(["pulumi", *args, "--non-interactive", "--color", "never"], stdin)
+
+    def _run(self, argv: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["pulumi", *args, "--non-interactive", "--color", "never"],
+            argv,
             cwd=self.project,
             env=self.env,
             input=stdin,
