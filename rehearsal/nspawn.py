@@ -261,7 +261,10 @@ def _read_state(slot: Slot) -> MachineState | None:
 def _write_state(slot: Slot, state: MachineState) -> None:
     slot.directory.mkdir(parents=True, exist_ok=True)
     path = slot.directory / "machine.json"
-    path.write_text(json.dumps(asdict(state), indent=2))
+    # Whole or not at all: another process (`scripts/rehearse down`, a test) may read it at any moment.
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(asdict(state), indent=2))
+    partial.replace(path)
 
 
 def machines_up() -> list[Slot]:
@@ -712,7 +715,8 @@ class Machine:
             run(["umount", state.root], timeout=60)
         shutil.rmtree(Path(state.root).parent, ignore_errors=True)
         directory = self.slot.directory
-        leftovers = ("machine.json", "deploy-state.json", "console.log", "wait-for-cloud-init.log", "deploy.log")
+        leftovers: tuple[str, ...] = ("machine.json", "machine.json.partial", "deploy-state.json", "console.log")
+        leftovers += ("wait-for-cloud-init.log", "deploy.log")
         for leftover in (*leftovers, "host-keys.json", "known_hosts"):
             (directory / leftover).unlink(missing_ok=True)
         if self.slot != FIRST:

@@ -51,16 +51,23 @@ def test_interrupted_up_removes_everything() -> None:
     )
     state = nspawn.STATE_DIR / "machine.json"
     deadline = time.monotonic() + 120
-    # Interrupt once the machine is booting: its process, veth and rules exist.
-    while time.monotonic() < deadline:
-        if state.exists() and json.loads(state.read_text()).get("nspawn_pid"):
-            break
-        time.sleep(0.2)
-    time.sleep(3)
-    assert leftovers(), "the machine never started"
+    try:
+        # Interrupt once the machine is booting: its process, veth and rules exist.
+        while time.monotonic() < deadline:
+            if state.exists() and json.loads(state.read_text()).get("nspawn_pid"):
+                break
+            time.sleep(0.2)
+        time.sleep(3)
+        assert leftovers(), "the machine never started"
 
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        # A failure above leaves no machine behind for the tests after this one.
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+            subprocess.run([sys.executable, "-m", "rehearsal", "down"], cwd=PROJECT_DIR, timeout=300, check=False)
 
     assert process.returncode == 130, stderr
     assert "interrupted: removing the machine" in stderr
