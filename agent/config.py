@@ -88,6 +88,8 @@ class Config:
     nginx_worker_connections: int
     sandbox: tuple[tuple[str, str], ...]
     """The service's sandbox, for the checks that run each release before it is live."""
+    build_packages: tuple[str, ...] = ()
+    """apt packages installed before a new virtualenv is, for dependencies built from source (buildPackages)."""
 
     @property
     def uv(self) -> str:
@@ -103,6 +105,7 @@ class Config:
         values["release_command"] = tuple(values["release_command"])
         values["host_names"] = tuple(values["host_names"])
         values["sandbox"] = tuple((key, value) for key, value in values["sandbox"])
+        values["build_packages"] = tuple(values.get("build_packages", ()))
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})
 
