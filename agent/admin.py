@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent import publish
+from agent import processes, publish
 from agent.context import Agent
 from agent.release import run_in_release
 
@@ -49,6 +49,10 @@ def logs(agent: Agent, follow: bool, lines: int) -> None:
         "nginx.service",
         f"{config.backup_unit}.service",
         f"{config.renew_unit}.service",
+        # The app's processes and scheduled jobs, and their candidates: journalctl matches these patterns.
+        f"{config.app_name}-process-*.service",
+        f"{config.app_name}-schedule-*.service",
+        f"{config.app_name}-candidate-*.service",
     ):
         units += ["-u", unit]
     journal = ["journalctl", "--no-pager", "--output=short-iso", f"--lines={lines}"]
@@ -65,7 +69,8 @@ def logs(agent: Agent, follow: bool, lines: int) -> None:
     system.say(f"== /var/log/nginx/error.log: the last {lines} lines")
     show_tail(agent, "/var/log/nginx/error.log", lines)
     system.say(
-        f"== the journal of {config.service_unit}, nginx and the deploy's units: the last {lines} lines "
+        f"== the journal of {config.service_unit}, its processes and jobs, nginx and the deploy's units: "
+        f"the last {lines} lines "
         f"(journalctl {' '.join(units)})"
     )
     system.run([*journal, *units], output="inherit")
@@ -122,6 +127,8 @@ def restore(agent: Agent, wanted: str | None) -> None:
     agent.log(f"restoring {name} into {config.state_dir}; the app stops meanwhile")
     publish.stop_candidate(agent)
     agent.systemctl("stop", config.socket_unit, config.service_unit)
+    # The processes and jobs write the state too.
+    stopped = processes.stop_all(agent)
     for entry in system.listdir(config.state_dir):
         if entry != "lost+found":
             system.remove(f"{config.state_dir}/{entry}")
@@ -133,6 +140,7 @@ def restore(agent: Agent, wanted: str | None) -> None:
     system.run(["chown", owner, config.state_dir])
     system.run(["chmod", "0750", config.state_dir])
     agent.systemctl("start", config.socket_unit)
+    processes.start_all(agent, stopped)
     if not publish.wait_healthy(agent):
         agent.fail(
             f"after restoring {name}, GET {config.health_path} does not answer 2xx; "

@@ -54,27 +54,39 @@ def available_memory_mib(agent: Agent) -> int:
     return available
 
 
-def check_memory(agent: Agent, release_id: str) -> None:
-    """The candidate, then `workers` new workers, fit beside what runs now."""
-    config, system = agent.config, agent.system
-    main = system.run(["systemctl", "show", "-p", "MainPID", "--value", config.service_unit]).stdout.strip()
+def unit_rss_kib(agent: Agent, unit: str) -> list[int]:
+    """The resident memory of a unit's main process and its children, in KiB; none when it does not run."""
+    main = agent.system.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout.strip()
     if main in ("", "0"):
-        return  # nothing live to measure a process by
-    listing = system.run(["ps", "-o", "rss=", "-p", main, "--ppid", main]).stdout.split()
+        return []
+    listing = agent.system.run(["ps", "-o", "rss=", "-p", main, "--ppid", main]).stdout.split()
+    return [int(kib) for kib in listing if kib.isdigit()]
+
+
+def check_memory(agent: Agent, release_id: str, process_units: list[str] | None = None) -> None:
+    """The candidate and the release's processes as candidates, then `workers` new workers, fit beside what runs now."""
+    config = agent.config
+    listing = unit_rss_kib(agent, config.service_unit)
     if not listing:
-        return
-    rss = sum(int(kib) for kib in listing) // 1024
+        return  # nothing live to measure a process by
+    rss = sum(listing) // 1024
     each = rss // len(listing)
     available = available_memory_mib(agent)
     # The candidate (a master and a worker) runs beside the live release; after the switch,
-    # `workers` workers and a master take the place of the live release's processes.
+    # `workers` workers and a master take the place of the live release's processes. Each of the
+    # release's processes runs a while as a candidate beside its live one: as large as that one is
+    # now, or as a web process when none runs yet.
+    units = process_units or []
+    measured = [sum(unit_rss_kib(agent, unit)) // 1024 for unit in units]
+    processes = sum(size if size else each for size in measured)
     whole = each * (config.workers + 1)
-    need = max(whole - rss, each * 2)
+    need = max(whole - rss, each * 2) + processes
     if need + MEMORY_MARGIN_MIB > available:
+        also = f" and {len(units)} processes about {processes} MiB as candidates" if units else ""
         agent.fail(
             f"release {release_id}: {config.workers} workers need about {whole} MiB ({each} MiB a process, "
-            f"as the live release uses), {need} MiB more than now, and {available} MiB are free. "
-            "Set workers lower or choose a larger size; the live release keeps serving."
+            f"as the live release uses){also}, {need} MiB more than now, and {available} MiB are free. "
+            "Set workers lower, run fewer processes or choose a larger size; the live release keeps serving."
         )
 
 

@@ -1,14 +1,16 @@
 """The agent's command line: the contract that `components/plan.py` and the rehearsal use.
 
-    deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
+    deploy.sh [--skip-release-command] [--secondary] RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
     deploy.sh rollback [RELEASE_ID]
     deploy.sh run [--] COMMAND [ARGS...]
     deploy.sh logs [-f] [-n LINES]
     deploy.sh backup
     deploy.sh restore [BACKUP]
 
-On success a deploy prints the release id, the site's URL, and a line "warning: ..." for
-each hardening extra that is not running; everything else it says goes to stderr. The
+On success a deploy prints the release id, the site's URL, a line "process: ..." for each of
+the app's processes and "schedule: ..." for each scheduled job, and a line "warning: ..." for
+each hardening extra that is not running; everything else it says goes to stderr.
+`--secondary` marks a droplet that is not its fleet's first: it runs no scheduled jobs. The
 verbs that change the server (deploy, rollback, restore) take turns on one lock.
 """
 
@@ -21,7 +23,8 @@ from agent.deploy import DeployRequest, deploy
 from agent.system import System
 
 DEPLOY_USAGE = (
-    "usage: deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4], or deploy.sh rollback [RELEASE_ID]"
+    "usage: deploy.sh [--skip-release-command] [--secondary] RELEASE_ID BUNDLE [PUBLIC_IPV4], "
+    "or deploy.sh rollback [RELEASE_ID]"
 )
 
 
@@ -66,11 +69,14 @@ def dispatch(agent: Agent, argv: list[str]) -> int:
             agent.fail("usage: deploy.sh rollback [RELEASE_ID]")
         admin.rollback(agent, rest[0] if rest else None)
         return 0
-    skip = argv[:1] == ["--skip-release-command"]
-    words = argv[1:] if skip else argv
+    words = list(argv)
+    skip = words[:1] == ["--skip-release-command"]
+    words = words[1:] if skip else words
+    secondary = words[:1] == ["--secondary"]
+    words = words[1:] if secondary else words
     if len(words) not in (2, 3):
         agent.fail(DEPLOY_USAGE)
-    deploy(agent, DeployRequest(words[0], words[1], words[2] if len(words) == 3 else "", skip))
+    deploy(agent, DeployRequest(words[0], words[1], words[2] if len(words) == 3 else "", skip, secondary))
     return 0
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 #: Seconds a release has to answer its health check, as a candidate and once live.
 HEALTH_TRIES = 30
+#: Seconds a release's processes must keep running as candidates before it may go live.
+PROCESS_SETTLE_SECONDS = 5
 #: Disk kept free beyond what a release is estimated to need, in MiB, and the estimate of a new
 #: virtualenv when no release has one yet to measure.
 DISK_MARGIN_MIB = 64

@@ -15,7 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from agent import certificate, checks, finish, manifest, publish, release, volume
+from agent import certificate, checks, finish, manifest, processes, publish, release, volume
 from agent.context import Agent
 from agent.manifest import Applied, Entry, Rejected
 
@@ -30,6 +30,8 @@ class DeployRequest:
     public_ipv4: str = ""
     """The address the site is reached at (the Reserved IP); empty for the last one given."""
     skip_release_command: bool = False
+    secondary: bool = False
+    """Not the fleet's first droplet: it runs no scheduled jobs, and no processes marked for the first only."""
 
 
 def read_bundle(agent: Agent, request: DeployRequest) -> release.Bundle:
@@ -112,6 +114,9 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
     certificate_ready = certificate.ensure_certificate(agent, public_ipv4)
     files = [entry for entry in bundle.manifest if entry.deploy]
     volume.ensure_state_volume(agent, [entry for entry in files if entry.group == "volume"])
+    wanted = processes.Spec.loads(bundle.processes).for_droplet(not request.secondary)
+    processes.check_calendars(agent, request.release_id, wanted)
+    processes.record_role(agent, request.secondary)
 
     # Release.
     environment_changed = install_environment(agent)
@@ -120,7 +125,7 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
     live = agent.live_release()
     live_release = live.rsplit("/", 1)[-1] if live and live != directory else ""
     release.run_release_command(agent, directory, live_release, request.skip_release_command)
-    checks.check_memory(agent, request.release_id)
+    checks.check_memory(agent, request.release_id, [process.unit for process in wanted.processes])
 
     # Publish.
     prepare_directories(agent)
@@ -137,7 +142,8 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
         and publish.health(agent)
     ):
         agent.log(f"release {request.release_id} is already live and healthy; nothing to change")
-        finish.report_outcome(agent, request.release_id, https)
+        processes.install(agent, wanted, restart=False)
+        finish.report_outcome(agent, request.release_id, https, wanted)
         return
     try:
         publish.activate(agent, directory, on_failure=lambda: manifest.revert(system, applied))
@@ -147,4 +153,4 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
     # Finish.
     finish.prune(agent)
     agent.log(f"release {request.release_id} is live at {finish.public_url(agent, https)}")
-    finish.report_outcome(agent, request.release_id, https)
+    finish.report_outcome(agent, request.release_id, https, wanted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent import volume
+from agent import processes, volume
 from agent.context import Agent
 
 
@@ -56,10 +56,14 @@ def warnings(agent: Agent) -> list[str]:
     return found
 
 
-def report_outcome(agent: Agent, release_id: str, https: bool) -> None:
-    """Stdout, read by `parse_deploy_output`: the release id, the URL, a line for each warning."""
+def report_outcome(agent: Agent, release_id: str, https: bool, spec: processes.Spec | None = None) -> None:
+    """Stdout, read by `parse_deploy_output`: the release id, the URL, a line for each process and
+    scheduled job, a line for each warning."""
     agent.system.say(release_id)
     agent.system.say(public_url(agent, https))
+    for line in processes.summary(agent, spec or processes.Spec()):
+        agent.log(line)
+        agent.system.say(line)
     for warning in warnings(agent):
         agent.log(f"WARNING: {warning}")
         agent.system.say(f"warning: {warning}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from agent import processes
 from agent.config import HEALTH_TRIES
 from agent.context import Agent
 from agent.release import release_properties
@@ -130,6 +131,14 @@ def activate(agent: Agent, directory: str, on_failure: Callable[[], None] = lamb
         on_failure()
         still = f"{live_before.rsplit('/', 1)[-1]} is still live" if live_before else ""
         agent.fail(f"release {release}: GET {config.health_path} did not answer 2xx within {HEALTH_TRIES} s; {still}")
+    # Its processes, started beside the live ones only now that it has passed every other check.
+    spec = processes.read(agent, directory)
+    failure = processes.start_candidates(agent, directory, spec)
+    if failure:
+        stop_candidate(agent)
+        on_failure()
+        still = f"; {live_before.rsplit('/', 1)[-1]} is still live, its processes too" if live_before else ""
+        agent.fail(failure + still)
     # systemd holds the live socket open while Gunicorn restarts: requests wait, none fail. Behind a
     # balancer, the droplet leaves its rotation first, so that the restart's wait falls on no visitor.
     if live_before:
@@ -151,4 +160,5 @@ def activate(agent: Agent, directory: str, on_failure: Callable[[], None] = lamb
             f"within {HEALTH_TRIES} s once live"
         )
     stop_candidate(agent)
+    processes.install(agent, spec, restart=True)
     rejoin_rotation(agent)

@@ -37,12 +37,15 @@ class Bundle:
     unpacked_bytes: int
     deps: dict[str, bytes]
     manifest: tuple[Entry, ...]
+    processes: str = ""
+    """Its `server/processes.json`: the release's processes and scheduled jobs."""
 
     @classmethod
     def read(cls, path: str, data: bytes) -> Bundle:
         raw = gzip.decompress(data)
         deps: dict[str, bytes] = {}
         manifest: tuple[Entry, ...] = ()
+        processes = ""
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
             for member in tar.getmembers():
                 if not member.isfile():
@@ -53,7 +56,9 @@ class Bundle:
                     deps[member.name[5:]] = content
                 elif member.name == "server/manifest.json":
                     manifest = tuple(loads(content.decode()))
-        return cls(path, hashlib.sha256(data).hexdigest(), len(raw), deps, manifest)
+                elif member.name == "server/processes.json":
+                    processes = content.decode()
+        return cls(path, hashlib.sha256(data).hexdigest(), len(raw), deps, manifest, processes)
 
     def venv_key(self, gunicorn_version: str) -> str:
         """Releases with the same dependencies (and Python, and Gunicorn) share one virtualenv."""

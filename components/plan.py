@@ -150,12 +150,13 @@ def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
     """One deploy plan for each of the stack's droplets, in rollout order, from one bundle.
 
     The first droplet runs `releaseCommand` (migrations, once per release); every one after
-    it deploys the same release with `--skip-release-command`, its plan's only difference.
+    it deploys the same release with `--skip-release-command --secondary` (no scheduled jobs either, nor the
+    processes marked for the first droplet only), its plan's only difference.
     """
     first = build_deploy_plan(settings, build_dir)
     *before, deploy = first.steps
     assert isinstance(deploy, RemoteCommand), "a deploy plan ends with the deploy command"
-    skipping = release_deploy_command(settings, first.release_id, "--skip-release-command")
+    skipping = release_deploy_command(settings, first.release_id, "--skip-release-command", "--secondary")
     rest = dataclasses.replace(first, steps=(*before, dataclasses.replace(deploy, command=skipping)))
     return [first] + [rest] * (settings.instances - 1)
 

@@ -320,6 +320,14 @@ class ServerLayout:
     def bundle(self, release_id: str) -> str:
         return f"{self.incoming}/bundles/{release_id}.tar.gz"
 
+    def process_unit(self, name: str) -> str:
+        """The service of one of the app's processes (`processes`, the Procfile's)."""
+        return f"{self.app_name}-process-{name}.service"
+
+    def schedule_unit(self, name: str) -> str:
+        """The service and timer (`.service`, `.timer`) of one of the app's scheduled jobs, without the suffix."""
+        return f"{self.app_name}-schedule-{name}"
+
 
 def volume_device(volume_name: str) -> str:
     """Where a DigitalOcean Volume appears on its droplet."""
@@ -566,11 +574,53 @@ def render_state_volume_units(settings: Settings) -> dict[str, str]:
     }
 
 
+def systemd_exec_command(command: str) -> str:
+    """`ExecStart=` for a shell command line: `/bin/sh -c 'exec COMMAND'` in systemd's own quoting, so that
+    systemd passes the line to the shell unchanged (its `$VARIABLES` are the shell's, `%` is no specifier)."""
+    line = f"exec {command}"
+    quoted = line.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'/bin/sh -c "{quoted}"'
+
+
+def render_processes(settings: Settings) -> str:
+    """`server/processes.json` of a release: its processes and scheduled jobs, and their units' text.
+
+    The agent installs the units of the release it makes live (and of the one a rollback returns to)."""
+    layout = ServerLayout(settings.app_name)
+    processes, schedules, units = [], [], {}
+    for process in settings.processes:
+        unit = layout.process_unit(process.name)
+        exec_start = systemd_exec_command(process.command)
+        units[unit] = _render("app-process.service.j2", settings, process=process, exec_start=exec_start)
+        processes.append(
+            {
+                "name": process.name,
+                "unit": unit,
+                "command": process.command,
+                "stop_timeout": process.stop_timeout,
+                "stop_signal": process.stop_signal,
+                "first_only": process.droplets == "first",
+            }
+        )
+    for schedule in settings.schedules:
+        unit = layout.schedule_unit(schedule.name)
+        exec_start = systemd_exec_command(schedule.command)
+        units[f"{unit}.service"] = _render(
+            "app-schedule.service.j2", settings, schedule=schedule, exec_start=exec_start
+        )
+        units[f"{unit}.timer"] = _render("app-schedule.timer.j2", settings, schedule=schedule)
+        schedules.append(
+            {"name": schedule.name, "unit": unit, "command": schedule.command, "calendar": list(schedule.calendar)}
+        )
+    return json.dumps({"processes": processes, "schedules": schedules, "units": units}, indent=1) + "\n"
+
+
 def server_config_files(settings: Settings) -> dict[str, str]:
     """Files under the bundle's `server/` directory: the manifest of the server's files, and what the
-    release itself reads (its Gunicorn settings, `state-links`)."""
+    release itself reads (its Gunicorn settings, `state-links`, its processes and scheduled jobs)."""
     return {
         "manifest.json": manifest.dumps(server_manifest(settings)),
+        "processes.json": render_processes(settings),
         "state-links": render_state_links(settings),
         "gunicorn.conf.py": _render("gunicorn.conf.py.j2", settings),
     }

@@ -22,6 +22,23 @@ from typing import Any
 from pulumi_digitalocean import DatabaseSlug, DropletSlug
 
 from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
+from components.processes import (
+    DROPLETS,
+    NAME,
+    PROCFILE_RELEASE,
+    PROCFILE_WEB,
+    RANDOM_DELAY_MAX,
+    STOP_SIGNALS,
+    STOP_TIMEOUT_DEFAULT,
+    STOP_TIMEOUT_MAX,
+    STOP_TIMEOUT_MIN,
+    CalendarError,
+    Process,
+    ProcfileError,
+    Schedule,
+    parse_procfile,
+    to_calendar,
+)
 
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
@@ -217,6 +234,10 @@ class Settings:
     """The app's environment variables; every value is treated as secret."""
     ssh_private_key: SecretStr | None = None
     """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
+    processes: tuple[Process, ...] = ()
+    """Long-running commands beside Gunicorn (workers), from `processes` and the app's Procfile."""
+    schedules: tuple[Schedule, ...] = ()
+    """Commands run at calendar times, on one droplet (the first)."""
 
     @property
     def wsgi_module(self) -> str:
@@ -305,6 +326,8 @@ DEFAULTS: dict[str, Any] = {
     "alertLatencyMs": 2000,
     "alertCertificateDays": ADDRESS_CERTIFICATE_DAYS_MAX,
     "dropletBackups": False,
+    "processes": {},
+    "schedules": {},
 }
 
 #: Every key `parse_settings` reads; the project file must declare exactly these.
@@ -417,8 +440,12 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     linked_dirs = _linked_dirs(values["linkedDirs"], static_dir, problem)
     build_packages = _build_packages(values["buildPackages"], problem)
 
+    procfile = _procfile(app_dir, problem)
+    processes = _processes(values["processes"], procfile, wsgi_target, problem)
+    schedules = _schedules(values["schedules"], problem)
+
     release_command: list[str] = []
-    raw_command = values["releaseCommand"]
+    raw_command = values["releaseCommand"] or procfile.get(PROCFILE_RELEASE, "")
     if not isinstance(raw_command, str):
         problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
     else:
@@ -648,6 +675,8 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         backup_interval=backup_interval,
         app_env=app_env,
         ssh_private_key=SecretStr(private_key) if private_key else None,
+        processes=processes,
+        schedules=schedules,
     )
 
 
@@ -780,6 +809,129 @@ def _build_packages(value: Any, problem: Any) -> list[str]:
         elif name not in packages:
             packages.append(name)
     return packages
+
+
+PROCFILE = "Procfile"
+
+
+def _procfile(app_dir: Path, problem: Any) -> dict[str, str]:
+    """The app's Procfile, when it has one: its processes by name (`web` and `release` among them)."""
+    path = app_dir / PROCFILE
+    if not path.is_file():
+        return {}
+    try:
+        return parse_procfile(path.read_text())
+    except (ProcfileError, UnicodeDecodeError) as err:
+        problem("appDir", f"{path.name} in {app_dir}", f"expected a Procfile of lines NAME: COMMAND; {err}")
+        return {}
+
+
+def _processes(value: Any, procfile: dict[str, str], wsgi_target: Any, problem: Any) -> tuple[Process, ...]:
+    """`processes`: NAME: COMMAND, or NAME: {command, stopTimeoutSeconds, stopSignal, droplets}; with the
+    Procfile's processes (whose options an entry without a command sets). Its `web` line must be Gunicorn."""
+    name_rule = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
+    accepted = (
+        "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
+        f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {name_rule}, none of web, release'
+    )
+    web = procfile.get(PROCFILE_WEB)
+    if web is not None and web.split()[0].rsplit("/", 1)[-1] != "gunicorn":
+        problem(
+            "appDir",
+            f"Procfile web: {web}",
+            f"expected a Procfile whose web process is gunicorn (or no web line): the deploy runs Gunicorn with "
+            f"wsgiTarget ({wsgi_target}) and workers itself; another server would not be the one that serves",
+        )
+    found: dict[str, Process] = {}
+    for name, command in procfile.items():
+        if name in (PROCFILE_WEB, PROCFILE_RELEASE):
+            continue
+        if not NAME.match(name):
+            problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {name_rule}")
+            continue
+        found[name] = Process(name, command)
+    if not isinstance(value, Mapping):
+        problem("processes", value, accepted)
+        return tuple(found.values())
+    for name, entry in value.items():
+        options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"command": entry}
+        command = options.get("command", procfile.get(str(name)))
+        unknown = set(options) - {"command", "stopTimeoutSeconds", "stopSignal", "droplets"}
+        if not isinstance(name, str) or not NAME.match(name) or name in (PROCFILE_WEB, PROCFILE_RELEASE) or unknown:
+            problem("processes", {name: entry}, accepted)
+            continue
+        if "command" in options and name in procfile:
+            problem(
+                "processes",
+                {name: entry},
+                f"expected no command for {name!r}: the Procfile gives it one; set only its options here",
+            )
+            continue
+        if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
+            problem("processes", {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
+            continue
+        stop_signal = str(options.get("stopSignal", "SIGTERM")).upper()
+        stop_signal = stop_signal if stop_signal.startswith("SIG") else f"SIG{stop_signal}"
+        if stop_signal not in STOP_SIGNALS:
+            problem("processes", {name: entry}, f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
+            continue
+        droplets = options.get("droplets", "all")
+        if droplets not in DROPLETS:
+            problem("processes", {name: entry}, "expected droplets all (every droplet) or first (the first only)")
+            continue
+        timeout = _bounded_int(
+            options.get("stopTimeoutSeconds", STOP_TIMEOUT_DEFAULT),
+            f"processes.{name}.stopTimeoutSeconds",
+            STOP_TIMEOUT_MIN,
+            STOP_TIMEOUT_MAX,
+            problem,
+        )
+        found[name] = Process(name, command.strip(), timeout, stop_signal, droplets)
+    return tuple(found[name] for name in sorted(found))
+
+
+def _schedules(value: Any, problem: Any) -> tuple[Schedule, ...]:
+    """`schedules`: NAME: {command, when, randomDelaySeconds}, `when` a systemd calendar event or a cron expression."""
+    accepted = (
+        'expected a map of job names to {command, when, randomDelaySeconds}, e.g. {"nightly": {"command": '
+        '"flask --app myapp report", "when": "*-*-* 03:00:00"}} (or when: "0 3 * * *"); names of 1-30 '
+        "lowercase letters, digits, '-' and '_'"
+    )
+    if not isinstance(value, Mapping):
+        problem("schedules", value, accepted)
+        return ()
+    found: list[Schedule] = []
+    for name, entry in value.items():
+        if (
+            not isinstance(name, str)
+            or not NAME.match(name)
+            or not isinstance(entry, Mapping)
+            or set(entry) - {"command", "when", "randomDelaySeconds"}
+        ):
+            problem("schedules", {name: entry}, accepted)
+            continue
+        command, when = entry.get("command"), entry.get("when")
+        if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
+            problem("schedules", {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
+            continue
+        if not isinstance(when, str) or not when.strip():
+            problem("schedules", {name: entry}, f"expected when for {name!r}; {accepted}")
+            continue
+        try:
+            calendar = to_calendar(when)
+        except CalendarError as err:
+            problem(
+                f"schedules.{name}.when",
+                when,
+                f"expected a systemd calendar event ('*-*-* 03:00:00', 'Mon..Fri 09:00', daily) or a cron expression "
+                f"('0 3 * * *'): {err}",
+            )
+            continue
+        delay = _bounded_int(
+            entry.get("randomDelaySeconds", 0), f"schedules.{name}.randomDelaySeconds", 0, RANDOM_DELAY_MAX, problem
+        )
+        found.append(Schedule(name, command.strip(), " ".join(when.split()), calendar, delay))
+    return tuple(sorted(found, key=lambda schedule: schedule.name))
 
 
 def _is_hostname(name: Any) -> bool:

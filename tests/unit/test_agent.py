@@ -350,7 +350,8 @@ def test_usage_errors_name_the_usage() -> None:
 
     failures = [line.split("FAILED: ", 1)[1] for line in server.stderr if "FAILED: " in line]
     assert failures == [
-        "usage: deploy.sh [--skip-release-command] RELEASE_ID BUNDLE [PUBLIC_IPV4], or deploy.sh rollback [RELEASE_ID]",
+        "usage: deploy.sh [--skip-release-command] [--secondary] RELEASE_ID BUNDLE [PUBLIC_IPV4], "
+        "or deploy.sh rollback [RELEASE_ID]",
         "usage: deploy.sh logs [-f] [-n LINES]",
         "usage: deploy.sh backup",
         "usage: deploy.sh run [--] COMMAND [ARGS...]",

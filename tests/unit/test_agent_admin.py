@@ -91,9 +91,10 @@ def test_logs_show_the_requests_the_errors_and_the_journal() -> None:
         "one\ntwo",
         "== /var/log/nginx/error.log: the last 20 lines",
         "(none yet)",
-        "== the journal of weather.service, nginx and the deploy's units: the last 20 lines (journalctl -u "
-        "weather.service -u weather.socket -u weather-candidate.service -u nginx.service -u weather-backup.service "
-        "-u flaskdroplet-certbot-renew.service)",
+        "== the journal of weather.service, its processes and jobs, nginx and the deploy's units: the last 20 "
+        "lines (journalctl -u weather.service -u weather.socket -u weather-candidate.service -u nginx.service "
+        "-u weather-backup.service -u flaskdroplet-certbot-renew.service -u weather-process-*.service "
+        "-u weather-schedule-*.service -u weather-candidate-*.service)",
     ]
     assert server.commands[-1][:4] == ["journalctl", "--no-pager", "--output=short-iso", "--lines=20"]
 

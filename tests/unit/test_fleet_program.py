@@ -390,7 +390,7 @@ def test_only_the_first_droplet_runs_the_release_command(fleet: ProgramRun) -> N
     assert len(rest) == 2
     for deploy in rest:
         assert deploy.inputs["create"] == (
-            f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh --skip-release-command {release} {bundle} "
+            f"sudo /bin/bash /home/deploy/flaskdroplet/deploy.sh --skip-release-command --secondary {release} {bundle} "
             f"{BALANCER_IPV4}"
         )
     # Every droplet uploads the same bundle: the same release.
