@@ -19,7 +19,7 @@ PROJECT = "flask-droplet"
 
 #: Keys whose values are lists or maps (given as YAML in the stack file).
 STRUCTURED_KEYS = frozenset(
-    {"sshPublicKeys", "sshKeyFingerprints", "adminCidrs", "linkedDirs", "appEnv", "alertEmails"}
+    {"sshPublicKeys", "sshKeyFingerprints", "adminCidrs", "linkedDirs", "appEnv", "alertEmails", "notifyWebhooks"}
 )
 
 
