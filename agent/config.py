@@ -96,6 +96,10 @@ class Config:
     ssh_crypto_drop_in: str
     sandbox: tuple[tuple[str, str], ...]
     """The service's sandbox, for the checks that run each release before it is live."""
+    notify_file: str = ""
+    """The webhooks to tell (root's alone, from the deploy's stdin); no file, no notifications."""
+    notify_on_live: bool = False
+    """Tell the webhooks of each release that goes live, too (notifyOnLive)."""
 
     @property
     def uv(self) -> str:
