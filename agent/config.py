@@ -96,6 +96,8 @@ class Config:
     ssh_crypto_drop_in: str
     sandbox: tuple[tuple[str, str], ...]
     """The service's sandbox, for the checks that run each release before it is live."""
+    build_packages: tuple[str, ...] = ()
+    """apt packages installed before a new virtualenv is, for dependencies built from source (buildPackages)."""
     notify_file: str = ""
     """The webhooks to tell (root's alone, from the deploy's stdin); no file, no notifications."""
     notify_on_live: bool = False
@@ -116,6 +118,7 @@ class Config:
         for name in ("host_names", "ufw_allowed_ports", "balancer_networks"):
             values[name] = tuple(values[name])
         values["sandbox"] = tuple((key, value) for key, value in values["sandbox"])
+        values["build_packages"] = tuple(values.get("build_packages", ()))
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})
 

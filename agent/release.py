@@ -13,13 +13,19 @@ import platform
 import tarfile
 from dataclasses import dataclass
 
-from agent import checks
+from agent import checks, wheels
 from agent.context import Agent
 from agent.manifest import Entry, loads
 
 #: What the app runs with, after the release's own virtualenv.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIP_QUIET = ("--quiet", "--no-cache-dir", "--disable-pip-version-check")
+#: In the release's deps/ (`components/appsource.py`): what the stack adds to the virtualenv, and the
+#: Python the app asks for when the system's python3 does not satisfy it.
+STACK_REQUIREMENTS = "stack-requirements.txt"
+PYTHON_REQUEST = "python-request.txt"
+#: Where uv keeps the CPython builds it installs for apps that ask for one.
+PYTHON_INSTALL_DIR = "/opt/flaskdroplet/python"
 
 
 @dataclass(frozen=True)
@@ -161,31 +167,73 @@ def release_env(agent: Agent, release_id: str, directory: str) -> str:
 
 
 def install_dependencies(agent: Agent, release_id: str, venv: str, deps: str, bundle: Bundle) -> None:
-    """A new virtualenv with the release's dependencies and Gunicorn."""
+    """A new virtualenv with the release's dependencies and what the stack adds (Gunicorn), on the Python
+    the app asks for: the system's python3 where it satisfies the request, else a CPython uv installs."""
     config, system = agent.config, agent.system
-    gunicorn = f"gunicorn=={config.gunicorn_version}"
-    if "uv.lock" in bundle.deps:
-        if not checks.install_tool(agent, "uv", config.uv_version, config.uv):
-            agent.fail(f"release {release_id}: uv {config.uv_version} did not install (output above)")
-        agent.log(f"installing the locked dependencies (uv.lock) into {venv}")
-        # Exactly the lock: --locked fails when it no longer matches pyproject.toml. The system's Python
-        # and certificate authorities, as pip uses them.
-        env = {"UV_PYTHON_DOWNLOADS": "never", "UV_SYSTEM_CERTS": "1", "UV_NO_CACHE": "1"}
-        sync = [config.uv, "sync", "--quiet", "--locked", "--no-dev", "--no-install-project"]
-        sync += ["--python", "/usr/bin/python3", "--project", deps]
-        done = system.run(sync, output="stderr", env={**env, "UV_PROJECT_ENVIRONMENT": venv}).ok
-        if done and not system.exists(f"{venv}/bin/gunicorn"):
-            install = [config.uv, "pip", "install", "--quiet", "--python", f"{venv}/bin/python", gunicorn]
-            done = system.run(install, output="stderr", env=env).ok
+    stack_file = bundle.deps.get(STACK_REQUIREMENTS)
+    stack = stack_file.decode().split() if stack_file is not None else [f"gunicorn=={config.gunicorn_version}"]
+    request = bundle.deps.get(PYTHON_REQUEST, b"").decode().strip()
+    locked = "uv.lock" in bundle.deps
+    if (locked or request) and not checks.install_tool(agent, "uv", config.uv_version, config.uv):
+        agent.fail(f"release {release_id}: uv {config.uv_version} did not install (output above)")
+    # The system's certificate authorities, as pip uses them; a Python of uv's own only when the app asks.
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_SYSTEM_CERTS": "1", "UV_NO_CACHE": "1"}
+    if request:
+        env |= {"UV_PYTHON_DOWNLOADS": "automatic", "UV_PYTHON_PREFERENCE": "system"}
+        env |= {"UV_PYTHON_INSTALL_DIR": PYTHON_INSTALL_DIR}
+        agent.log(f"the app asks for Python {request}: a system interpreter that satisfies it, else uv installs one")
+        made = [config.uv, "venv", "--quiet", "--python", request, *([] if locked else ["--seed"]), venv]
+    elif locked:
+        made = [config.uv, "venv", "--quiet", "--python", "/usr/bin/python3", venv]
     else:
+        made = ["python3", "-m", "venv", venv]
+    done = system.run(made, output="stderr", env=env if made[0] == config.uv else None).ok
+    if done:
+        prepare_build(agent, release_id, venv, bundle, system_python=not request)
+    if done and locked:
+        agent.log(f"installing the locked dependencies (uv.lock) into {venv}")
+        # Exactly the lock: --locked fails when it no longer matches pyproject.toml.
+        sync = [config.uv, "sync", "--quiet", "--locked", "--no-dev", "--no-install-project"]
+        sync += ["--python", f"{venv}/bin/python", "--project", deps]
+        done = system.run(sync, output="stderr", env={**env, "UV_PROJECT_ENVIRONMENT": venv}).ok
+        if done and stack:
+            install = [config.uv, "pip", "install", "--quiet", "--python", f"{venv}/bin/python", *stack]
+            done = system.run(install, output="stderr", env=env).ok
+    elif done:
         agent.log(f"installing requirements into {venv}")
-        done = system.run(["python3", "-m", "venv", venv], output="stderr").ok
-        if done:
-            pip = [f"{venv}/bin/pip", "install", *PIP_QUIET, "-r", f"{deps}/requirements.txt", gunicorn]
-            done = system.run(pip, output="stderr").ok
+        pip = [f"{venv}/bin/pip", "install", *PIP_QUIET, "-r", f"{deps}/requirements.txt", *stack]
+        done = system.run(pip, output="stderr").ok
     if not done:
         system.remove(venv)
         agent.fail(f"release {release_id}: its dependencies did not install into {venv} (output above)")
+
+
+def venv_target(agent: Agent, venv: str) -> wheels.Target | None:
+    """The interpreter and platform of a virtualenv, as wheels are tagged."""
+    script = "import platform, sys; print(*sys.version_info[:2], platform.libc_ver()[1], platform.machine())"
+    words = agent.system.run([f"{venv}/bin/python", "-c", script]).stdout.split()
+    if len(words) != 4 or not all(part.isdigit() for part in [*words[:2], *words[2].split(".")]):
+        return None
+    glibc = [int(part) for part in words[2].split(".")[:2]]
+    return wheels.Target((int(words[0]), int(words[1])), (glibc[0], glibc[1]), words[3])
+
+
+def prepare_build(agent: Agent, release_id: str, venv: str, bundle: Bundle, system_python: bool) -> None:
+    """Before installing: the pins without a wheel for this Python are named, and buildPackages installed."""
+    config, system = agent.config, agent.system
+    target = venv_target(agent, venv)
+    if target is not None:
+        agent.log(f"the app's Python: {target}")
+        wheels.report(agent, bundle.deps, target, system_python)
+    if config.build_packages:
+        checks.wait_for_apt(agent)
+        agent.log(f"installing buildPackages: {' '.join(config.build_packages)}")
+        apt = ["apt-get", "install", "--yes", "--quiet", "--no-install-recommends", *config.build_packages]
+        if not system.run(apt, output="stderr", env={"DEBIAN_FRONTEND": "noninteractive"}).ok:
+            system.remove(venv)
+            agent.fail(
+                f"release {release_id}: buildPackages did not install (output above); the live release keeps serving"
+            )
 
 
 def _inside(path: str) -> bool:

@@ -19,7 +19,16 @@ PROJECT = "flask-droplet"
 
 #: Keys whose values are lists or maps (given as YAML in the stack file).
 STRUCTURED_KEYS = frozenset(
-    {"sshPublicKeys", "sshKeyFingerprints", "adminCidrs", "linkedDirs", "appEnv", "alertEmails", "notifyWebhooks"}
+    {
+        "sshPublicKeys",
+        "sshKeyFingerprints",
+        "adminCidrs",
+        "linkedDirs",
+        "appEnv",
+        "alertEmails",
+        "buildPackages",
+        "notifyWebhooks",
+    }
 )
 
 

@@ -21,6 +21,8 @@ import yaml
 
 from agent import manifest
 from agent.manifest import Entry
+from components.appsource import GUNICORN
+from components.appsource import UV_VERSION as APP_UV_VERSION
 from components.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
 from components.settings import Settings, Webhook
 from components.ssh_host_keys import HostKeys
@@ -30,11 +32,12 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: The server agent's package, shipped to the server with each deploy.
 AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
 
-#: Gunicorn is installed by the deploy next to the app's own requirements.
-GUNICORN_VERSION = "23.0.0"
+#: Gunicorn is installed by the deploy next to the app's own requirements, unless they declare it
+#: (`components/appsource.py`).
+GUNICORN_VERSION = GUNICORN.version
 
-#: uv installs the dependencies of apps that ship a uv.lock; the deploy puts it in a virtualenv of its own.
-UV_VERSION = "0.13.8"
+#: uv installs the dependencies of apps that ship a uv.lock, and the Python an app asks for.
+UV_VERSION = APP_UV_VERSION
 
 #: Certbot requests and renews the certificates; the deploy puts it in a virtualenv of its own.
 #: 5.4 is the first that answers IP-address challenges from a webroot.
@@ -550,6 +553,7 @@ def render_agent_settings(settings: Settings) -> str:
         "notify_file": layout.notify_file,
         "notify_on_live": settings.notify_on_live,
         "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
+        "build_packages": list(settings.build_packages),
     }
     return json.dumps(values, indent=1) + "\n"
 

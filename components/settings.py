@@ -231,6 +231,8 @@ class Settings:
     """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
     linked_dirs: tuple[str, ...] = ()
     """Paths inside the app kept in the state directory and shared by every release."""
+    build_packages: tuple[str, ...] = ()
+    """apt packages the deploy installs before a new virtualenv, for dependencies built from source."""
     release_command: tuple[str, ...] = ()
     """Run once for each new release before it goes live (e.g. migrations); empty for none."""
     instances: int = 1
@@ -316,6 +318,7 @@ DEFAULTS: dict[str, Any] = {
     "wwwAlias": False,
     "dnsZone": "",
     "linkedDirs": [],
+    "buildPackages": [],
     "releaseCommand": "",
     "instances": 1,
     "database": "sqlite",
@@ -448,6 +451,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
             problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
 
     linked_dirs = _linked_dirs(values["linkedDirs"], static_dir, problem)
+    build_packages = _build_packages(values["buildPackages"], problem)
 
     release_command: list[str] = []
     raw_command = values["releaseCommand"]
@@ -667,6 +671,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         alert_certificate_days=certificate_days,
         droplet_backups=droplet_backups,
         linked_dirs=tuple(linked_dirs),
+        build_packages=tuple(build_packages),
         release_command=tuple(release_command),
         instances=instances,
         database=database,
@@ -828,6 +833,26 @@ def _linked_dirs(value: Any, static_dir: str | None, problem: Any) -> list[str]:
         elif "/".join(parts) not in paths:
             paths.append("/".join(parts))
     return paths
+
+
+#: A Debian package name (Debian Policy 5.6.1).
+_APT_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+def _build_packages(value: Any, problem: Any) -> list[str]:
+    """buildPackages: apt package names, each once."""
+    packages: list[str] = []
+    for name in _string_list(value, "buildPackages", problem):
+        if not _APT_PACKAGE.match(name):
+            problem(
+                "buildPackages",
+                name,
+                "expected Ubuntu package names (lowercase letters, digits, '+', '-' and '.'), "
+                "e.g. build-essential, python3-dev, libpq-dev",
+            )
+        elif name not in packages:
+            packages.append(name)
+    return packages
 
 
 def _is_hostname(name: Any) -> bool:

@@ -200,6 +200,28 @@ def site_config(good_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
 PYPROJECT = '[project]\nname = "site"\nversion = "1"\nrequires-python = "{requires}"\ndependencies = {deps}\n'
 
 
+OLD_GUNICORN_LOCK = """version = 1
+[[package]]
+name = "site"
+version = "1"
+source = { virtual = "." }
+dependencies = [{ name = "flask" }, { name = "gunicorn" }]
+
+[[package]]
+name = "flask"
+version = "3.1.3"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "gunicorn"
+version = "20.1.0"
+source = { registry = "https://pypi.org/simple" }
+
+[package.dev-dependencies]
+dev = [{ name = "pytest" }]
+"""
+
+
 def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     tmp_path: Path, good_config: dict[str, Any]
 ) -> None:
@@ -218,13 +240,17 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     source = parse_settings(config, tmp_path).app_source
     assert (source.dependency_file, dict(source.deps_files)) == (
         "requirements.txt",
-        {"requirements.txt": b"flask==3.1.3\n"},
+        {"requirements.txt": b"flask==3.1.3\n", "stack-requirements.txt": b"gunicorn==23.0.0\n"},
     )
 
     (app / "uv.lock").write_text("version = 1\n")
     source = parse_settings(config, tmp_path).app_source
     assert source.uses_uv
-    assert dict(source.deps_files) == {"pyproject.toml": pyproject.encode(), "uv.lock": b"version = 1\n"}
+    assert dict(source.deps_files) == {
+        "pyproject.toml": pyproject.encode(),
+        "uv.lock": b"version = 1\n",
+        "stack-requirements.txt": b"gunicorn==23.0.0\n",
+    }
 
 
 @pytest.mark.parametrize(
@@ -240,14 +266,37 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
         ),
         ({"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps='["flask >>= 3"]')}, "is not a requirement"),
         (
-            {"pyproject.toml": PYPROJECT.format(requires=">=3.13", deps="[]")},
-            "requires-python = '>=3.13' excludes the server's Python 3.12.3 (Ubuntu 24.04)",
+            {"pyproject.toml": PYPROJECT.format(requires=">=3.99", deps="[]")},
+            "requires-python = '>=3.99' admits no Python this server can have; available: the server's "
+            "python3 3.12.3 (Ubuntu 24.04), or a CPython that uv 0.13.8 installs: 3.8.2 to 3.8.20,",
         ),
         (
-            {"pyproject.toml": PYPROJECT.format(requires="<3.12", deps="[]"), "requirements.txt": "flask\n"},
-            "requires-python = '<3.12' excludes",
+            {"pyproject.toml": PYPROJECT.format(requires="<3", deps="[]"), "requirements.txt": "flask\n"},
+            "requires-python = '<3' admits no Python",
         ),
         ({"pyproject.toml": PYPROJECT.format(requires="three", deps="[]")}, "is not a version specifier"),
+        ({"requirements.txt": "flask\n", ".python-version": "2.7\n"}, ".python-version asks for Python 2.7,"),
+        ({"requirements.txt": "flask\n", ".python-version": "3.99\n"}, "asks for Python 3.99, which this server"),
+        ({"requirements.txt": "flask\n", ".python-version": "pypy3.10\n"}, "'pypy3.10' is not a CPython version"),
+        (
+            {".python-version": "3.11\n", "pyproject.toml": PYPROJECT.format(requires=">=3.12", deps="[]")},
+            "asks for Python 3.11 within requires-python = '>=3.12' (pyproject.toml), which this server cannot have",
+        ),
+        (
+            {"requirements.txt": "flask==3.1.3\ngunicorn==20.1.0 --hash=sha256:00\n"},
+            "requirements.txt pins gunicorn==20.1.0, older than gunicorn 21.0.0, the oldest the stack runs the app "
+            "with (its service tells systemd when it is ready",
+        ),
+        ({"requirements.txt": "Gunicorn<21\n"}, "pins Gunicorn<21, older than gunicorn 21.0.0"),
+        (
+            {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps='["gunicorn==19.9.0"]')},
+            "accepted: gunicorn 21.0.0 or later (e.g. gunicorn==23.0.0), or no gunicorn at all "
+            "(the stack adds gunicorn==23.0.0)",
+        ),
+        (
+            {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps="[]"), "uv.lock": OLD_GUNICORN_LOCK},
+            "uv.lock locks gunicorn 20.1.0, older than gunicorn 21.0.0",
+        ),
     ],
     ids=[
         "none",
@@ -259,6 +308,14 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
         "new-python",
         "old-python",
         "bad-spec",
+        "python-2",
+        "python-3.99",
+        "pypy",
+        "version-outside-requires",
+        "old-gunicorn",
+        "old-gunicorn-range",
+        "old-gunicorn-pyproject",
+        "old-gunicorn-locked",
     ],
 )
 def test_app_without_usable_dependencies_is_refused(
@@ -272,6 +329,88 @@ def test_app_without_usable_dependencies_is_refused(
     message = str(refused.value)
     assert "flask-droplet:appDir = 'site'" in message
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("requirements", "added"),
+    [
+        ("flask\n", "gunicorn==23.0.0\n"),
+        ("flask\ngunicorn==21.2.0\n", "gunicorn>=21.0.0\n"),
+        ("flask\nGunicorn[gevent] >= 20 ; sys_platform == 'linux'  # any\n", "gunicorn>=21.0.0\n"),
+        ("flask\n# gunicorn==19.0\n-r base.txt\n", "gunicorn==23.0.0\n"),
+    ],
+    ids=["none", "pinned", "range", "commented-out"],
+)
+def test_the_apps_own_gunicorn_wins_with_the_minimum_under_it(
+    tmp_path: Path, good_config: dict[str, Any], requirements: str, added: str
+) -> None:
+    app_dir_with(tmp_path, {"requirements.txt": requirements})
+
+    source = parse_settings(site_config(good_config), tmp_path).app_source
+
+    assert dict(source.deps_files)["stack-requirements.txt"] == added.encode()
+
+
+def test_a_locked_gunicorn_is_installed_as_locked(tmp_path: Path, good_config: dict[str, Any]) -> None:
+    lock = OLD_GUNICORN_LOCK.replace('version = "20.1.0"', 'version = "22.0.0"')
+    app_dir_with(tmp_path, {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps="[]"), "uv.lock": lock})
+
+    source = parse_settings(site_config(good_config), tmp_path).app_source
+
+    assert dict(source.deps_files)["stack-requirements.txt"] == b""
+    # Only in a dev group: `uv sync --no-dev` leaves it out, and the stack adds its own.
+    dev_only = lock.replace(', { name = "gunicorn" }]', "]")
+    (tmp_path / "site/uv.lock").write_text(dev_only)
+    source = parse_settings(site_config(good_config), tmp_path).app_source
+    assert dict(source.deps_files)["stack-requirements.txt"] == b"gunicorn==23.0.0\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "request_"),
+    [
+        ({}, ""),
+        ({"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps="[]")}, ""),
+        ({".python-version": "3.12\n"}, ""),
+        ({".python-version": "# the app's Python\ncpython-3.12.3\n"}, ""),
+        ({".python-version": "3.13\n"}, "3.13"),
+        ({".python-version": "3.13.2\n"}, "3.13.2"),
+        ({".python-version": "3.12.9\n"}, "3.12.9"),
+        ({".python-version": ">=3.13"}, ">=3.13"),
+        ({"pyproject.toml": PYPROJECT.format(requires=">=3.13", deps="[]")}, ">=3.13"),
+        ({"pyproject.toml": PYPROJECT.format(requires="<3.12", deps="[]")}, "<3.12"),
+    ],
+    ids=["none", "requires-3.11", "3.12", "3.12.3", "3.13", "3.13.2", "3.12.9", "spec", "requires-3.13", "old"],
+)
+def test_the_python_the_app_asks_for(
+    tmp_path: Path, good_config: dict[str, Any], files: dict[str, str], request_: str
+) -> None:
+    """The server's python3 (3.12.3) where it satisfies the request; otherwise the request, for uv."""
+    app_dir_with(tmp_path, {"requirements.txt": "flask\n", **files})
+
+    source = parse_settings(site_config(good_config), tmp_path).app_source
+
+    assert source.python_request == request_
+    assert dict(source.deps_files).get("python-request.txt", b"").decode().strip() == request_
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [([], ()), (["build-essential", "libpq-dev", "libpq-dev"], ("build-essential", "libpq-dev"))],
+)
+def test_build_packages(
+    tmp_path: Path, good_config: dict[str, Any], value: list[str], expected: tuple[str, ...]
+) -> None:
+    assert parse_settings({**good_config, "buildPackages": value}, PROJECT_DIR).build_packages == expected
+
+
+@pytest.mark.parametrize("value", [["libpq-dev; rm -rf /"], ["Build-Essential"], "build-essential"])
+def test_build_packages_that_are_not_package_names_are_refused(good_config: dict[str, Any], value: Any) -> None:
+    with pytest.raises(SettingsError) as refused:
+        parse_settings({**good_config, "buildPackages": value}, PROJECT_DIR)
+
+    message = str(refused.value)
+    assert "flask-droplet:buildPackages = " in message
+    assert "expected" in message
 
 
 def test_src_layout_imports_from_src_and_keeps_its_instance_folder_there(

@@ -1,0 +1,82 @@
+"""The app's own pins: its Gunicorn runs it, its .python-version chooses the interpreter.
+
+`tests/e2e/apps/`: `gunicorn-21` pins Gunicorn 21.2.0 in a requirements.txt; `python-313` asks for
+Python 3.13 in `.python-version` (the rehearsal's image has it as a system interpreter, which uv
+finds). `gunicorn-20` (pyproject.toml) and `python-unobtainable` (.python-version 3.99) are refused
+before any machine boots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rehearsal import nspawn, run
+from tests.e2e.conftest import Rehearsal, bring_up, rehearse
+
+pytestmark = pytest.mark.e2e
+
+ABOUT = {
+    "appName": "about",
+    "appDir": "tests/e2e/apps/gunicorn-21",
+    "wsgiTarget": "about:app",
+    "staticDir": "",
+    "healthPath": "/health",
+}
+
+
+def about(rehearsal: Rehearsal) -> dict[str, Any]:
+    status, _, body = rehearsal.get("/about")
+    assert status == 200, body
+    return dict(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (
+            "gunicorn-20",
+            "tests/e2e/apps/gunicorn-20/pyproject.toml pins gunicorn==20.1.0, older than gunicorn 21.0.0",
+        ),
+        ("python-unobtainable", "tests/e2e/apps/python-unobtainable/.python-version asks for Python 3.99"),
+    ],
+)
+def test_a_pin_the_stack_cannot_run_is_refused_before_any_machine_boots(app: str, expected: str) -> None:
+    assert not nspawn.machines_up()
+
+    result = rehearse({**ABOUT, "appDir": f"tests/e2e/apps/{app}"}, "up")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"flask-droplet:appDir = 'tests/e2e/apps/{app}'" in result.stderr
+    assert expected in result.stderr
+    assert not nspawn.machines_up()
+
+
+@pytest.fixture(scope="module")
+def rehearsal() -> Iterator[Rehearsal]:
+    yield from bring_up(ABOUT)
+
+
+def test_the_apps_own_gunicorn_runs_it(rehearsal: Rehearsal) -> None:
+    served = about(rehearsal)
+
+    assert served["server"] == "gunicorn/21.2.0"
+    deps = f"{rehearsal.layout.releases}/{rehearsal.release_id}/deps"
+    assert rehearsal.host().file(f"{deps}/stack-requirements.txt").content_string == "gunicorn>=21.0.0\n"
+
+
+def test_python_version_313_runs_the_app_on_313(rehearsal: Rehearsal) -> None:
+    release_id, _ = run.redeploy("dev", {**ABOUT, "appDir": "tests/e2e/apps/python-313"})
+
+    deps = f"{rehearsal.layout.releases}/{release_id}/deps"
+    assert rehearsal.host().file(f"{deps}/python-request.txt").content_string == "3.13\n"
+    served = about(rehearsal)
+    assert served["python"].startswith("3.13.")
+    assert served["server"] == "gunicorn/23.0.0"
+    # uv found the image's own 3.13 (no download): the virtualenv's interpreter is the system's.
+    venv_python = rehearsal.host().file(f"{rehearsal.layout.releases}/{release_id}/app/.venv/bin/python")
+    assert venv_python.is_symlink
+    assert rehearsal.host().check_output(f"readlink -f {venv_python.path}").startswith("/usr/bin/python3.13")
