@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent import notify
 from agent.checks import check_dns, install_tool
 from agent.context import Agent
 
@@ -85,14 +86,12 @@ def ensure_certificate(agent: Agent, public_ipv4: str) -> bool:
             f"https: no certificate for {' '.join(config.host_names)} from {config.acme_server} (certbot's output "
             "above; /var/log/letsencrypt/letsencrypt.log). The live site is unchanged."
         )
-    if certificate_serves(agent, public_ipv4, any_server=True):
-        agent.log(
-            f"WARNING: no certificate for {public_ipv4} from {config.acme_server} (certbot's output above); "
-            "the current certificate keeps serving and the next deploy tries again"
-        )
-        return True
-    agent.log(
-        f"WARNING: no certificate for {public_ipv4} from {config.acme_server} (certbot's output above); "
-        "the site stays on plain HTTP and the next deploy tries again"
+    serves = certificate_serves(agent, public_ipv4, any_server=True)
+    outcome = "the current certificate keeps serving" if serves else "the site stays on plain HTTP"
+    warning = (
+        f"no certificate for {public_ipv4} from {config.acme_server} (certbot's output above); "
+        f"{outcome} and the next deploy tries again"
     )
-    return False
+    agent.log(f"WARNING: {warning}")
+    notify.certificate_not_issued(agent, warning.replace(" (certbot's output above)", " (the deploy's log)"))
+    return serves

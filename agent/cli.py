@@ -6,6 +6,7 @@
     deploy.sh logs [-f] [-n LINES]
     deploy.sh backup
     deploy.sh restore [BACKUP]
+    deploy.sh notify unit-failed UNIT | notify test
 
 On success a deploy prints the release id, the site's URL, a line "process: ..." for each of
 the app's processes and "schedule: ..." for each scheduled job, and a line "warning: ..." for
@@ -16,7 +17,7 @@ verbs that change the server (deploy, rollback, restore) take turns on one lock.
 
 from __future__ import annotations
 
-from agent import admin, checks
+from agent import admin, checks, notify
 from agent.config import Config
 from agent.context import Agent, Failed
 from agent.deploy import DeployRequest, deploy
@@ -52,6 +53,8 @@ def dispatch(agent: Agent, argv: list[str]) -> int:
             agent.fail("usage: deploy.sh backup")
         admin.backup(agent)
         return 0
+    if verb == "notify":
+        return notify.main(agent, rest)
     if verb == "run":
         if rest[:1] == ["--"]:
             rest = rest[1:]
@@ -76,7 +79,11 @@ def dispatch(agent: Agent, argv: list[str]) -> int:
     words = words[1:] if secondary else words
     if len(words) not in (2, 3):
         agent.fail(DEPLOY_USAGE)
-    deploy(agent, DeployRequest(words[0], words[1], words[2] if len(words) == 3 else "", skip, secondary))
+    try:
+        deploy(agent, DeployRequest(words[0], words[1], words[2] if len(words) == 3 else "", skip, secondary))
+    except Failed as failure:
+        notify.deploy_failed(agent, words[0], str(failure), failure.rolled_back)
+        raise
     return 0
 
 

@@ -100,6 +100,10 @@ class Config:
     """The service's sandbox, for the checks that run each release before it is live."""
     build_packages: tuple[str, ...] = ()
     """apt packages installed before a new virtualenv is, for dependencies built from source (buildPackages)."""
+    notify_file: str = ""
+    """The webhooks to tell (root's alone, from the deploy's stdin); no file, no notifications."""
+    notify_on_live: bool = False
+    """Tell the webhooks of each release that goes live, too (notifyOnLive)."""
 
     @property
     def uv(self) -> str:

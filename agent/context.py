@@ -12,6 +12,11 @@ from agent.system import System
 class Failed(Exception):
     """The deploy (or an admin verb) stops here; the message says why and what still serves."""
 
+    def __init__(self, message: str, rolled_back: bool = False) -> None:
+        super().__init__(message)
+        self.rolled_back = rolled_back
+        """The release went live, failed there, and the one before it serves again."""
+
 
 @dataclass(frozen=True)
 class Agent:
@@ -21,8 +26,8 @@ class Agent:
     def log(self, message: str) -> None:
         self.system.log(f"{self.system.clock()} deploy[{self.config.app_name}]: {message}")
 
-    def fail(self, message: str) -> NoReturn:
-        raise Failed(message)
+    def fail(self, message: str, rolled_back: bool = False) -> NoReturn:
+        raise Failed(message, rolled_back)
 
     def report_failure(self, failure: Failed) -> None:
         self.log(f"FAILED: {failure}")

@@ -15,7 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from agent import certificate, checks, finish, manifest, processes, publish, release, volume
+from agent import certificate, checks, finish, manifest, notify, processes, publish, release, volume
 from agent.context import Agent
 from agent.manifest import Applied, Entry, Rejected
 
@@ -58,13 +58,26 @@ def record_public_ipv4(agent: Agent, given: str) -> str:
     return recorded
 
 
-def install_environment(agent: Agent) -> bool:
-    """The app's environment file from stdin (root's, readable by the app's group); whether it changed.
+def read_stdin(agent: Agent) -> str | None:
+    """The deploy's stdin: the app's environment file, then (with notifyWebhooks) a NUL and the webhooks.
 
-    Empty stdin (a terminal, /dev/null) keeps the environment the server has."""
+    The webhooks take their place at once, so that a check that fails is told; the environment is
+    returned for the release phase. Empty stdin (a terminal, /dev/null) keeps both as the server has them.
+    """
+    given = agent.system.stdin_text()
+    if not given:
+        return None
+    environment, _, webhooks = given.partition(notify.STDIN_SEPARATOR)
+    agent.system.make_dirs(agent.config.config_dir, 0o750, f"root:{agent.config.app_user}")
+    notify.install(agent, webhooks)
+    return environment
+
+
+def install_environment(agent: Agent, given: str | None) -> bool:
+    """The app's environment file, as `read_stdin` read it (root's, readable by the app's group); whether
+    it changed. None keeps the environment the server has."""
     config, system = agent.config, agent.system
     system.make_dirs(config.config_dir, 0o750, f"root:{config.app_user}")
-    given = system.stdin_text()
     if not given or given == system.read_text(config.env_file):
         return False
     system.write_file(config.env_file, given, f"root:{config.app_user}", 0o640)
@@ -108,7 +121,8 @@ def publish_files(agent: Agent, release_id: str, entries: list[Entry], https: bo
 
 def deploy(agent: Agent, request: DeployRequest) -> None:
     config, system = agent.config, agent.system
-    # Checks: nothing has changed yet when one fails.
+    environment = read_stdin(agent)
+    # Checks: nothing of the site has changed yet when one fails.
     bundle = read_bundle(agent, request)
     public_ipv4 = record_public_ipv4(agent, request.public_ipv4)
     certificate_ready = certificate.ensure_certificate(agent, public_ipv4)
@@ -119,7 +133,7 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
     processes.record_role(agent, request.secondary)
 
     # Release.
-    environment_changed = install_environment(agent)
+    environment_changed = install_environment(agent, environment)
     directory = release.unpack(agent, request.release_id, bundle)
     release.check_config(agent, request.release_id, directory)
     live = agent.live_release()
@@ -154,3 +168,4 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
     finish.prune(agent)
     agent.log(f"release {request.release_id} is live at {finish.public_url(agent, https)}")
     finish.report_outcome(agent, request.release_id, https, wanted)
+    notify.deploy_live(agent, request.release_id, finish.public_url(agent, https))

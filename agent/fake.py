@@ -33,9 +33,15 @@ class FakeSystem:
     commands: list[list[str]] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    modes: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Each file written: its owner and mode."""
     slept: float = 0.0
     stderr: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
+    posts: list[tuple[str, bytes]] = field(default_factory=list)
+    """Each POST asked for: (address, body)."""
+    post_answer: str = ""
+    """What every POST answers: "" taken, else the reason it was not."""
     events: list[str] = field(default_factory=list)
     """Commands and writes in one order: "run: ARGV", "write: PATH", "remove: PATH", "link: LINK -> TARGET"."""
 
@@ -84,6 +90,7 @@ class FakeSystem:
 
     def write_file(self, path: str, content: str | bytes, owner: str = "root:root", mode: int = 0o644) -> None:
         self.files[path] = content
+        self.modes[path] = (owner, mode)
         self._parents(path)
         self.written.append(path)
         self.events.append(f"write: {path}")
@@ -185,6 +192,11 @@ class FakeSystem:
 
     def say(self, line: str) -> None:
         self.stdout.append(line)
+
+    def post(self, url: str, body: bytes, timeout: float) -> str:
+        self.posts.append((url, body))
+        self.events.append("post")
+        return self.post_answer
 
     # Helpers
 

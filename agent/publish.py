@@ -148,16 +148,19 @@ def activate(agent: Agent, directory: str, on_failure: Callable[[], None] = lamb
         system.write_file(f"{config.root}/previous", live_before + "\n")
     go_live(agent, directory)
     if not wait_healthy(agent):
+        rolled_back = False
         if live_before and live_before != directory and system.is_dir(live_before):
             agent.log(f"release {release} is unhealthy once live; switching back to {live_before.rsplit('/', 1)[-1]}")
             on_failure()
             go_live(agent, live_before)
+            rolled_back = True
             if wait_healthy(agent):
                 rejoin_rotation(agent)
         stop_candidate(agent)
         agent.fail(
             f"release {release}: GET {config.health_path} through nginx did not answer 2xx "
-            f"within {HEALTH_TRIES} s once live"
+            f"within {HEALTH_TRIES} s once live",
+            rolled_back,
         )
     stop_candidate(agent)
     processes.install(agent, spec, restart=True)

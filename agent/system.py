@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -130,6 +133,12 @@ class System(Protocol):
 
     def say(self, line: str) -> None:
         """A line of the result, on stdout (what `parse_deploy_output` reads)."""
+        ...
+
+    def post(self, url: str, body: bytes, timeout: float) -> str:
+        """POST a JSON body, once, for `timeout` seconds at most; "" when it was taken (2xx), else why not.
+
+        The reason never holds the address: a webhook's address is its secret."""
         ...
 
 
@@ -319,3 +328,23 @@ class RealSystem:
 
     def say(self, line: str) -> None:
         print(line, flush=True)
+
+    def post(self, url: str, body: bytes, timeout: float) -> str:
+        headers = {"Content-Type": "application/json", "User-Agent": "flask-droplet-notify/1"}
+        try:
+            # The stack's own webhooks: http(s) addresses only (components/settings.py).
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                response.read(65536)
+        except urllib.error.HTTPError as err:
+            return f"answered HTTP {err.code}"
+        except urllib.error.URLError as err:
+            reason = err.reason
+            why = reason.strerror if isinstance(reason, OSError) and reason.strerror else ""
+            why = why or (f"no answer within {timeout:g} s" if isinstance(reason, TimeoutError) else "no answer")
+            return f"is unreachable ({why})"
+        except TimeoutError:
+            return f"did not answer within {timeout:g} s"
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            return f"failed ({type(err).__name__})"
+        return ""

@@ -29,6 +29,7 @@ STRUCTURED_KEYS = frozenset(
         "buildPackages",
         "processes",
         "schedules",
+        "notifyWebhooks",
     }
 )
 

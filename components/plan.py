@@ -13,16 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.notify import STDIN_SEPARATOR
 from components.bundle import Bundle, build_agent_archive, build_bundle
 from components.render import (
     DEPLOY_USER,
     ServerLayout,
     render_deploy_script,
     render_env_file,
+    render_notify_file,
     server_config_hash,
     sha256_text,
 )
-from components.settings import Settings
+from components.settings import Settings, Webhook
 
 #: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
 CLOUD_INIT_TIMEOUT_SECONDS = 900
@@ -107,15 +109,20 @@ class DeployPlan:
     app_env: Mapping[str, str] = field(default_factory=dict)
     """The stack's appEnv: what the secret step's environment file holds, before `stdin_with` adds to it."""
     login_user: str = DEPLOY_USER
+    webhooks: tuple[Webhook, ...] = ()
+    """The stack's notifyWebhooks: secrets, which reach the server only on the secret step's stdin."""
 
     @property
     def stdin(self) -> str:
-        """What the secret step reads on stdin: the app's environment file."""
+        """What the secret step reads on stdin: the app's environment file (and the webhooks)."""
         return self.stdin_with({})
 
     def stdin_with(self, extra_env: Mapping[str, str]) -> str:
-        """The environment file with `extra_env` added: what only exists once resources do (DATABASE_URL)."""
-        return render_env_file({**self.app_env, **extra_env})
+        """The environment file with `extra_env` added: what only exists once resources do (DATABASE_URL).
+
+        With webhooks, a NUL (which no environment holds) and the webhooks' file follow it."""
+        environment = render_env_file({**self.app_env, **extra_env})
+        return environment + STDIN_SEPARATOR + render_notify_file(self.webhooks) if self.webhooks else environment
 
 
 def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
@@ -143,7 +150,12 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
             takes_public_address=True,
         ),
     )
-    return DeployPlan(release_id=bundle.release_id, steps=steps, app_env=dict(settings.app_env))
+    return DeployPlan(
+        release_id=bundle.release_id,
+        steps=steps,
+        app_env=dict(settings.app_env),
+        webhooks=settings.notify_webhooks,
+    )
 
 
 def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from agent.manifest import Entry
 from components.appsource import GUNICORN
 from components.appsource import UV_VERSION as APP_UV_VERSION
 from components.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
-from components.settings import Settings
+from components.settings import Settings, Webhook
 from components.ssh_host_keys import HostKeys
 from components.zipapp import zip_application
 
@@ -270,6 +271,21 @@ class ServerLayout:
         return f"/etc/{self.app_name}"
 
     @property
+    def notify_file(self) -> str:
+        """The webhooks the droplet tells (notifyWebhooks): root's alone, from each deploy's stdin."""
+        return f"{self.config_dir}/notify.json"
+
+    @property
+    def notify_unit(self) -> str:
+        """The template unit each of the server's units names in `OnFailure=`: `NOTIFY@FAILED-UNIT.service`."""
+        return f"{self.app_name}-notify@.service"
+
+    @property
+    def on_failure(self) -> str:
+        """What a unit's `OnFailure=` names: the notify unit, for the unit that failed (%n)."""
+        return self.notify_unit.replace("@.", "@%n.")
+
+    @property
     def env_file(self) -> str:
         return f"{self.config_dir}/env"
 
@@ -450,6 +466,11 @@ def render_backup_files(settings: Settings) -> dict[str, str]:
     }
 
 
+def render_notify_unit(settings: Settings) -> str:
+    """The template unit that tells the webhooks a unit failed: `OnFailure=` of the app's and the deploy's units."""
+    return _render("notify@.service.j2", settings)
+
+
 def render_journald_conf(settings: Settings) -> str:
     """journald's drop-in: the journal kept on disk across reboots, and bounded in size."""
     return _render("journald.conf.j2", settings)
@@ -537,6 +558,8 @@ def render_agent_settings(settings: Settings) -> str:
         "balancer_networks": list(PRIVATE_NETWORKS if settings.behind_balancer else ()),
         "ssh_choices_dir": SSH_CHOICES_DIR,
         "ssh_crypto_drop_in": SSH_CRYPTO_DROP_IN,
+        "notify_file": layout.notify_file,
+        "notify_on_live": settings.notify_on_live,
         "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
         "build_packages": list(settings.build_packages),
     }
@@ -554,6 +577,11 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
         value = re.sub(r'(["\\`$])', r"\\\1", str(app_env[name]))
         lines.append(f'{name}="{value}"\n')
     return "".join(lines)
+
+
+def render_notify_file(webhooks: Sequence[Webhook]) -> str:
+    """The notify file (`ServerLayout.notify_file`): the webhooks and the body each takes, root's alone."""
+    return json.dumps({"webhooks": [{"form": hook.form, "url": str(hook.url)} for hook in webhooks]}, indent=1) + "\n"
 
 
 def render_state_links(settings: Settings) -> str:
@@ -684,6 +712,14 @@ def server_manifest(settings: Settings) -> list[Entry]:
             first_boot="deferred",
             deploy=True,
             notify=(reload, app),
+        ),
+        # Named in the OnFailure= of the units above and below; it does nothing without notifyWebhooks.
+        Entry(
+            _unit(layout.notify_unit),
+            render_notify_unit(settings),
+            first_boot="deferred",
+            deploy=True,
+            notify=(reload,),
         ),
         Entry(
             NGINX_SANDBOX_DROP_IN,

@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import re
 import shlex
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,35 @@ class SecretStr(str):
         return "SecretStr('********')"
 
 
+#: The bodies a webhook takes: Slack's incoming webhooks (`{"text"}`), Discord's (`{"content"}`), and
+#: a plain JSON object of the event's fields for anything else.
+WEBHOOK_FORMS = ("slack", "discord", "json")
+#: Webhooks told of one event, at most: each is tried once, for up to 5 s, by what it reports on.
+WEBHOOKS_MAX = 5
+_WEBHOOK_URL = re.compile(r"^https?://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^\s]*)?$")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One address the droplet posts its notifications to, and the body it takes."""
+
+    form: str
+    """One of `WEBHOOK_FORMS`."""
+    url: SecretStr
+    """The address, a secret: whoever holds it may post to the channel."""
+
+
+def webhook_form(url: str) -> str:
+    """The body an address takes, by its host: Slack's and Discord's own hosts, else plain JSON."""
+    parts = urllib.parse.urlsplit(url)
+    host, path = (parts.hostname or "").lower(), parts.path
+    if host == "hooks.slack.com":
+        return "slack"
+    if host in ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com") and "/api/webhooks/" in path:
+        return "discord"
+    return "json"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a stack needs, checked and typed."""
@@ -238,6 +268,10 @@ class Settings:
     """Long-running commands beside Gunicorn (workers), from `processes` and the app's Procfile."""
     schedules: tuple[Schedule, ...] = ()
     """Commands run at calendar times, on one droplet (the first)."""
+    notify_webhooks: tuple[Webhook, ...] = ()
+    """Where the droplet tells what went wrong (and, with `notify_on_live`, each release that went live)."""
+    notify_on_live: bool = False
+    """Also tell the webhooks of each release that went live."""
 
     @property
     def wsgi_module(self) -> str:
@@ -328,6 +362,8 @@ DEFAULTS: dict[str, Any] = {
     "dropletBackups": False,
     "processes": {},
     "schedules": {},
+    "notifyWebhooks": [],
+    "notifyOnLive": False,
 }
 
 #: Every key `parse_settings` reads; the project file must declare exactly these.
@@ -625,6 +661,9 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
             "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
         )
 
+    notify_webhooks = _notify_webhooks(values["notifyWebhooks"], problems)
+    notify_on_live = _boolean(values["notifyOnLive"], "notifyOnLive", problem)
+
     if problems:
         raise SettingsError(problems)
     assert app_source is not None  # every path that leaves it None adds a problem
@@ -677,6 +716,8 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         ssh_private_key=SecretStr(private_key) if private_key else None,
         processes=processes,
         schedules=schedules,
+        notify_webhooks=notify_webhooks,
+        notify_on_live=notify_on_live,
     )
 
 
@@ -716,13 +757,45 @@ def volume_name(app_name: str, stack: str) -> str:
     return f"{app_name}-{stack_part[: 64 - len(app_name) - len('--state')].strip('-')}-state"
 
 
-_SECRET_KEYS = frozenset({"appEnv", "sshPrivateKey"})
+_SECRET_KEYS = frozenset({"appEnv", "sshPrivateKey", "notifyWebhooks"})
 
 
 def _show(key: str, value: Any) -> str:
     if key in _SECRET_KEYS:
         return "********"
     return repr(value)
+
+
+def _notify_webhooks(value: Any, problems: list[str]) -> tuple[Webhook, ...]:
+    """`notifyWebhooks`: one address or a list of them, each `URL` or `FORM+URL` (slack+, discord+, json+).
+
+    The addresses are secrets: a problem names an entry by its place and form, never its text."""
+    accepted = (
+        f"expected up to {WEBHOOKS_MAX} webhook addresses (a string or a list of strings), each an https:// URL "
+        "(http:// too, for a receiver on a private network), optionally prefixed with its body's form: "
+        f"{', '.join(f'{form}+https://...' for form in WEBHOOK_FORMS)}; without a prefix, hooks.slack.com takes "
+        "Slack's body, discord.com/api/webhooks/ Discord's, anything else plain JSON"
+    )
+    entries = [value] if isinstance(value, str) and value else value
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        problems.append(f"flask-droplet:notifyWebhooks = ********: {accepted}")
+        return ()
+    if len(entries) > WEBHOOKS_MAX:
+        problems.append(f"flask-droplet:notifyWebhooks = ******** ({len(entries)} addresses): {accepted}")
+        return ()
+    webhooks: list[Webhook] = []
+    for place, entry in enumerate(entries, 1):
+        given = entry.strip()
+        prefix, plus, rest = given.partition("+")
+        form, url = (prefix, rest) if plus and prefix in WEBHOOK_FORMS else ("", given)
+        if not _WEBHOOK_URL.match(url):
+            shown = f"{form}+" if form else ""
+            problems.append(f"flask-droplet:notifyWebhooks[{place - 1}] = {shown}********: {accepted}")
+            continue
+        webhook = Webhook(form or webhook_form(url), SecretStr(url))
+        if webhook not in webhooks:
+            webhooks.append(webhook)
+    return tuple(webhooks)
 
 
 def _string_list(value: Any, key: str, problem: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """scripts/rehearse [up|deploy|rollback|replace|down] [--stack NAME] [--set KEY=VALUE ...]
 scripts/rehearse run [--stack NAME] [--set KEY=VALUE ...] -- COMMAND [ARGS...]
-scripts/rehearse logs [-f] [-n LINES] | backup | restore [BACKUP]"""
+scripts/rehearse logs [-f] [-n LINES] | backup | restore [BACKUP] | notify test"""
 
 from __future__ import annotations
 
@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="up",
-        choices=("up", "deploy", "rollback", "replace", "run", "logs", "backup", "restore", "down"),
+        choices=("up", "deploy", "rollback", "replace", "run", "logs", "backup", "restore", "notify", "down"),
     )
     parser.add_argument(
         "release",
         nargs="?",
         help="with rollback: the release to go back to (default: the previous); "
-        "with restore: the backup to put back (default: the newest)",
+        "with restore: the backup to put back (default: the newest); with notify: test",
     )
     parser.add_argument("-f", "--follow", action="store_true", help="with logs: keep showing new lines")
     parser.add_argument("-n", "--lines", type=int, help="with logs: how many of the last lines (default: 50)")
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "sandbox, e.g. scripts/rehearse run -- flask --app myapp init-db; its exit code is rehearse's. "
         "logs: the site's requests (nginx's access log, with their ids) and the journal of the app and nginx. "
         "backup: back up the app's state directory now. restore: put a backup back, with the app stopped. "
+        "notify test: a message to each of notifyWebhooks. "
         "replace: a new machine from the same image and user-data takes the old one's place and its "
         "Volume, as when a droplet is replaced. down: removes everything, the Volume too"
     )
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             return run.run_once(args.stack, overrides, command)
         if args.command == "logs":
             return run.on_server(args.stack, overrides, lambda s: logs_command(s, args.follow, args.lines))
-        if args.command in ("backup", "restore"):
+        if args.command in ("backup", "restore", "notify"):
             words = [args.command, *([args.release] if args.release else [])]
             return run.on_server(args.stack, overrides, lambda s: deploy_script_command(s, *words))
         if args.command == "down":

@@ -170,3 +170,46 @@ def test_the_archive_runs_on_the_droplets_python(tmp_path: Path) -> None:
 
     assert imported.returncode == 0, imported.stderr
     assert ran.returncode == 1 and "FAILED: usage: deploy.sh backup" in ran.stderr, ran.stderr
+
+
+def test_a_post_says_whether_it_was_taken_and_never_names_the_address() -> None:
+    import http.server
+    import socket
+    import threading
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(204 if self.path == "/in" else 404)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # takes the connection, never answers
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+    system = RealSystem()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert system.post(f"{base}/in", b'{"text": "x"}', 2) == ""
+        assert system.post(f"{base}/s3cret", b"{}", 2) == "answered HTTP 404"
+        refused = system.post(f"http://127.0.0.1:{closed.getsockname()[1]}/s3cret", b"{}", 2)
+        assert refused == "is unreachable (Connection refused)"
+        waited = system.post(f"http://127.0.0.1:{silent.getsockname()[1]}/s3cret", b"{}", 0.3)
+        assert waited in ("did not answer within 0.3 s", "is unreachable (no answer within 0.3 s)")
+        assert system.post("http://[::1/s3cret", b"{}", 1) == "failed (ValueError)"
+    finally:
+        server.shutdown()
+        server.server_close()
+        silent.close()
+        closed.close()
+
+    assert received[0] == ("/in", "application/json", b'{"text": "x"}')

@@ -44,11 +44,12 @@ NOBLE_NGINX = (1, 24, 0)
 SYSTEMD_DIRECTIVES = {
     # [Unit], [Install]
     "Description": 1, "Requires": 1, "Wants": 1, "After": 1, "Before": 1, "Conflicts": 1, "ConditionPathExists": 1,
-    "DefaultDependencies": 1, "RequiresMountsFor": 201, "WantedBy": 1,
+    "DefaultDependencies": 1, "OnFailure": 1, "RequiresMountsFor": 201, "WantedBy": 1,
     # [Service]
     "Type": 1, "NotifyAccess": 1, "User": 1, "Group": 1, "WorkingDirectory": 1, "Environment": 1,
     "EnvironmentFile": 1, "ExecStart": 1, "ExecReload": 1, "KillMode": 1, "TimeoutStopSec": 188, "Restart": 1,
-    "RestartSec": 1, "UMask": 1, "StateDirectory": 235, "StateDirectoryMode": 235, "RemainAfterExit": 1,
+    "RestartSec": 1, "TimeoutStartSec": 188, "UMask": 1, "StateDirectory": 235, "StateDirectoryMode": 235,
+    "RemainAfterExit": 1,
     # ExecStartPost's "+" prefix (full privileges) is 231.
     "ExecStartPost": 1, "Nice": 1, "IOSchedulingClass": 1,
     # [Mount]
