@@ -14,14 +14,15 @@ import hashlib
 import ipaddress
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pulumi_digitalocean import DatabaseSlug, DropletSlug
 
 from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
+from core.keys import DEFAULTS, KEYS, SECRET_KEYS
 
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
@@ -184,36 +185,36 @@ class Settings:
     """Days before the site's certificate expires at which the uptime check alerts."""
     droplet_backups: bool
     """DigitalOcean's weekly backups of the droplet's disk (its Volume is not in them)."""
-    volume_size: int = 0
+    volume_size: int
     """GiB of the DigitalOcean Volume that holds the app's state directory; 0 for none (the droplet's disk)."""
-    volume_name: str | None = None
+    volume_name: str | None
     """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
-    production: bool = False
+    production: bool
     """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
-    stack_name: str = "dev"
+    stack_name: str
     """The stack's name in the DigitalOcean account: in its droplets' tag (PROJECT:NAME) and its Volume's name."""
-    allow_replace: bool = False
+    allow_replace: bool
     """Let this update replace what DigitalOcean can only replace (droplets on a new image or region, say);
     without it such an update is refused before any resource changes."""
-    backup_days: int = 0
+    backup_days: int
     """Days the server keeps its backups of the state directory; 0 for no backups."""
-    backup_interval: str = "daily"
+    backup_interval: str
     """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
-    linked_dirs: tuple[str, ...] = ()
+    linked_dirs: tuple[str, ...]
     """Paths inside the app kept in the state directory and shared by every release."""
-    release_command: tuple[str, ...] = ()
+    release_command: tuple[str, ...]
     """Run once for each new release before it goes live (e.g. migrations); empty for none."""
-    instances: int = 1
+    instances: int
     """Droplets serving the app: more than one stand behind a DigitalOcean Load Balancer."""
-    database: str = "sqlite"
+    database: str
     """Where the app's data lives, one of `DATABASES`; the app finds it in DATABASE_URL."""
-    database_size: str = "db-s-1vcpu-1gb"
+    database_size: str
     """Size slug of each node of the Managed PostgreSQL cluster."""
-    database_nodes: int = 1
+    database_nodes: int
     """Nodes of the Managed PostgreSQL cluster (1 to 3)."""
-    app_env: Mapping[str, SecretStr] = field(default_factory=dict)
+    app_env: Mapping[str, SecretStr]
     """The app's environment variables; every value is treated as secret."""
-    ssh_private_key: SecretStr | None = None
+    ssh_private_key: SecretStr | None
     """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
 
     @property
@@ -260,63 +261,45 @@ class SettingsError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the stack config:\n{lines}")
 
 
-#: Defaults for keys a stack may leave out; they match `Pulumi.yaml`.
-DEFAULTS: dict[str, Any] = {
-    "appName": "weather",
-    "region": "nyc3",
-    "size": "s-1vcpu-1gb",
-    "image": UBUNTU_2404_IMAGE,
-    "sshPublicKeys": [],
-    "sshKeyFingerprints": [],
-    "appDir": "app",
-    "wsgiTarget": "wsgi:app",
-    "staticDir": "weather/static",
-    "healthPath": "/healthz",
-    "workers": WORKERS_FROM_SIZE,
-    "releasesToKeep": 5,
-    "domain": "",
-    "https": True,
-    "acmeServer": "letsencrypt",
-    "acmeEmail": "",
-    "hstsPreload": False,
-    "wwwAlias": False,
-    "dnsZone": "",
-    "linkedDirs": [],
-    "releaseCommand": "",
-    "instances": 1,
-    "database": "sqlite",
-    "databaseSize": "db-s-1vcpu-1gb",
-    "databaseNodes": 1,
-    "volumeSize": 10,
-    "production": False,
-    "allowReplace": False,
-    "stackName": "",
-    "backupDays": 7,
-    "backupInterval": "daily",
-    "appEnv": {},
-    "alertEmails": [],
-    "alertCpuPercent": 90,
-    "alertMemoryPercent": 90,
-    "alertDiskPercent": 85,
-    "alertWindow": "5m",
-    "alertLatencyMs": 2000,
-    "alertCertificateDays": ADDRESS_CERTIFICATE_DAYS_MAX,
-    "dropletBackups": False,
-}
+class ConfigValues(Mapping[str, Any]):
+    """The stack's values over the declared defaults (`core.keys`), remembering which keys were read.
 
-#: Every key `parse_settings` reads; the project file must declare exactly these.
-CONFIG_KEYS = (*DEFAULTS, "adminCidrs", "sshPrivateKey")
+    Only declared keys can be read: reading another is a mistake in this module, not in the stack.
+    """
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        given = {k: KEYS[k].decode(v) for k, v in raw.items() if k in KEYS and v is not None}
+        self._values = {**DEFAULTS, **given}
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in KEYS:
+            raise LookupError(f"{key} is not declared in Pulumi.yaml")
+        self.read.add(key)
+        return self._values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:  # a declared key without a default (an undeclared one raises LookupError)
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev") -> Settings:
     """Validate config values and build `Settings`, or raise `SettingsError` listing all problems.
 
     `raw` maps config keys (without the project namespace) to the values Pulumi
-    read from the stack; missing keys take `DEFAULTS`. `stack` names the stack,
-    which names its Volume.
+    read from the stack (a list or map may be its JSON text); missing keys take the
+    defaults `Pulumi.yaml` declares. `stack` names the stack, which names its Volume.
     """
     problems: list[str] = []
-    values = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    values = ConfigValues(raw)
 
     def problem(key: str, value: Any, accepted: str) -> None:
         problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
@@ -682,11 +665,8 @@ def volume_name(app_name: str, stack: str) -> str:
     return f"{app_name}-{stack_part[: 64 - len(app_name) - len('--state')].strip('-')}-state"
 
 
-_SECRET_KEYS = frozenset({"appEnv", "sshPrivateKey"})
-
-
 def _show(key: str, value: Any) -> str:
-    if key in _SECRET_KEYS:
+    if key in SECRET_KEYS:
         return "********"
     return repr(value)
 
