@@ -1,9 +1,12 @@
 """Stack settings: one frozen object, validated before any resource exists.
 
 `parse_settings` takes the plain config values (as Pulumi hands them over,
-keyed by the names in `Pulumi.yaml`) and either returns a `Settings` or raises
-`SettingsError` listing every problem at once. Nothing here imports Pulumi, so
-the rehearsal and the tests use the same validation.
+keyed by the names `Pulumi.yaml` declares, `core/keys.py`) and either returns a
+`Settings` or raises `SettingsError` listing every problem at once. Each topic is
+checked by a function of its own: `check_droplet_and_network`, `check_app`,
+`check_app_environment`, `check_releases`, `check_https_and_dns`,
+`check_state_and_backups`, `check_fleet_and_database` and `check_alerts`.
+Nothing here imports Pulumi, so the rehearsal and the tests use the same validation.
 """
 
 from __future__ import annotations
@@ -291,85 +294,160 @@ class ConfigValues(Mapping[str, Any]):
         return len(self._values)
 
 
+class Check:
+    """The stack's values, and every problem found in them: each names the key, the value and what is accepted."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.values = ConfigValues(raw)
+        self.problems: list[str] = []
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def problem(self, key: str, value: Any, accepted: str) -> None:
+        self.problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
+
+
 def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev") -> Settings:
     """Validate config values and build `Settings`, or raise `SettingsError` listing all problems.
 
     `raw` maps config keys (without the project namespace) to the values Pulumi
     read from the stack (a list or map may be its JSON text); missing keys take the
     defaults `Pulumi.yaml` declares. `stack` names the stack, which names its Volume.
+    Each topic below checks its own keys, and every problem is collected before any is reported.
     """
-    problems: list[str] = []
-    values = ConfigValues(raw)
+    check = Check(raw)
+    droplet = check_droplet_and_network(check, stack)
+    app = check_app(check, project_dir, droplet["size"])
+    releases = check_releases(check, app["static_dir"])
+    web = check_https_and_dns(check)
+    state = check_state_and_backups(check)
+    fleet = check_fleet_and_database(
+        check, https=web["https"], dns_zone=web["dns_zone"], linked_dirs=releases["linked_dirs"]
+    )
+    app_env = check_app_environment(check, fleet["database"])
+    alerts = check_alerts(check, https=web["https"], domain=web["domain"])
+    if check.problems:
+        raise SettingsError(check.problems)
+    # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
+    volume_size = state.pop("volume_size")
+    if fleet["instances"] > 1:
+        volume_size = 0
+    return Settings(
+        **droplet,
+        **app,
+        **releases,
+        **web,
+        **state,
+        **fleet,
+        **alerts,
+        app_env=app_env,
+        volume_size=volume_size,
+        volume_name=volume_name(app["app_name"], droplet["stack_name"]) if volume_size else None,
+    )
 
-    def problem(key: str, value: Any, accepted: str) -> None:
-        problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
 
-    app_name = values["appName"]
+def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
+    """The droplet (region, size, image), the SSH keys that reach it, the networks that may, and the stack's name."""
+    region = check["region"]
+    if not (isinstance(region, str) and _REGION_SLUG.match(region)):
+        check.problem("region", region, "expected a DigitalOcean region slug such as nyc3, ams3, fra1")
+
+    size = check["size"]
+    if size not in DROPLET_SIZES:
+        check.problem("size", size, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb")
+
+    image = check["image"]
+    if not (image == UBUNTU_2404_IMAGE or (isinstance(image, str) and image.isdigit())):
+        check.problem("image", image, f"expected {UBUNTU_2404_IMAGE} or the numeric id of a snapshot of it")
+
+    public_keys = _string_list(check["sshPublicKeys"], "sshPublicKeys", check.problem)
+    for key in public_keys:
+        reason = _ssh_public_key_problem(key)
+        if reason:
+            check.problem("sshPublicKeys", key, reason)
+    fingerprints = _string_list(check["sshKeyFingerprints"], "sshKeyFingerprints", check.problem)
+    for fingerprint in fingerprints:
+        if not (_MD5_FINGERPRINT.match(fingerprint) or fingerprint.isdigit()):
+            check.problem(
+                "sshKeyFingerprints",
+                fingerprint,
+                "expected an MD5 fingerprint as DigitalOcean shows it (16 hex pairs joined by ':') or a numeric key id",
+            )
+    if not public_keys and not fingerprints:
+        check.problems.append(
+            "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
+            "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
+        )
+
+    admin_cidrs: list[str] = []
+    raw_cidrs = check.values.get("adminCidrs")
+    if raw_cidrs is None:
+        check.problems.append(
+            "flask-droplet:adminCidrs is not set: list the networks allowed to reach SSH, "
+            'e.g. ["203.0.113.7/32"]; there is no default, so SSH is never open to the world by accident'
+        )
+    else:
+        for cidr in _string_list(raw_cidrs, "adminCidrs", check.problem):
+            try:
+                admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
+            except ValueError as err:
+                check.problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
+        if isinstance(raw_cidrs, list) and not raw_cidrs:
+            check.problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
+
+    private_key = check["sshPrivateKey"] or None
+    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
+        check.problems.append(
+            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
+            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
+        )
+
+    production = _boolean(check["production"], "production", check.problem)
+    allow_replace = _boolean(check["allowReplace"], "allowReplace", check.problem)
+    stack_name = check["stackName"] or stack
+    if check["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
+        check.problem(
+            "stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name"
+        )
+        stack_name = stack
+    return {
+        "region": region,
+        "size": size,
+        "image": image,
+        "ssh_public_keys": tuple(public_keys),
+        "ssh_key_fingerprints": tuple(fingerprints),
+        "admin_cidrs": tuple(admin_cidrs),
+        "ssh_private_key": SecretStr(private_key) if private_key else None,
+        "production": production,
+        "allow_replace": allow_replace,
+        "stack_name": stack_name,
+    }
+
+
+def check_app(check: Check, project_dir: Path, size: Any) -> dict[str, Any]:
+    """The app: its name on the server, its directory and WSGI target, static files, health path and workers."""
+    app_name = check["appName"]
     if not (isinstance(app_name, str) and _APP_NAME.match(app_name)) or app_name in RESERVED_APP_NAMES:
-        problem(
+        check.problem(
             "appName",
             app_name,
             "expected 1-31 characters of lowercase letters, digits and '-', starting with a letter, "
             f"and none of {', '.join(sorted(RESERVED_APP_NAMES))}",
         )
 
-    region = values["region"]
-    if not (isinstance(region, str) and _REGION_SLUG.match(region)):
-        problem("region", region, "expected a DigitalOcean region slug such as nyc3, ams3, fra1")
-
-    size = values["size"]
-    if size not in DROPLET_SIZES:
-        problem("size", size, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb")
-
-    image = values["image"]
-    if not (image == UBUNTU_2404_IMAGE or (isinstance(image, str) and image.isdigit())):
-        problem("image", image, f"expected {UBUNTU_2404_IMAGE} or the numeric id of a snapshot of it")
-
-    public_keys = _string_list(values["sshPublicKeys"], "sshPublicKeys", problem)
-    for key in public_keys:
-        reason = _ssh_public_key_problem(key)
-        if reason:
-            problem("sshPublicKeys", key, reason)
-    fingerprints = _string_list(values["sshKeyFingerprints"], "sshKeyFingerprints", problem)
-    for fingerprint in fingerprints:
-        if not (_MD5_FINGERPRINT.match(fingerprint) or fingerprint.isdigit()):
-            problem(
-                "sshKeyFingerprints",
-                fingerprint,
-                "expected an MD5 fingerprint as DigitalOcean shows it (16 hex pairs joined by ':') or a numeric key id",
-            )
-    if not public_keys and not fingerprints:
-        problems.append(
-            "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
-            "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
-        )
-
-    admin_cidrs: list[str] = []
-    raw_cidrs = values.get("adminCidrs")
-    if raw_cidrs is None:
-        problems.append(
-            "flask-droplet:adminCidrs is not set: list the networks allowed to reach SSH, "
-            'e.g. ["203.0.113.7/32"]; there is no default, so SSH is never open to the world by accident'
-        )
-    else:
-        for cidr in _string_list(raw_cidrs, "adminCidrs", problem):
-            try:
-                admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
-            except ValueError as err:
-                problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
-        if isinstance(raw_cidrs, list) and not raw_cidrs:
-            problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
-
-    app_dir = project_dir / str(values["appDir"])
-    wsgi_target = values["wsgiTarget"]
+    app_dir = project_dir / str(check["appDir"])
+    wsgi_target = check["wsgiTarget"]
     target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
     app_source: AppSource | None = None
     if not app_dir.is_dir():
-        problem("appDir", values["appDir"], f"expected a directory holding the Flask app; {app_dir} does not exist")
+        check.problem(
+            "appDir", check["appDir"], f"expected a directory holding the Flask app; {app_dir} does not exist"
+        )
     else:
         import_root = module_root(app_dir, target["module"]) if target else ""
         if import_root is None:
-            problem(
+            check.problem(
                 "wsgiTarget",
                 wsgi_target,
                 f"module {target['module'] if target else ''} is not in {app_dir} (looked for a .py file "
@@ -378,55 +456,106 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         try:
             app_source = inspect_app(app_dir, import_root or "")
         except AppSourceError as err:
-            problem("appDir", values["appDir"], str(err))
+            check.problem("appDir", check["appDir"], str(err))
     if not target:
-        problem(
+        check.problem(
             "wsgiTarget",
             wsgi_target,
             "expected module:callable or module:factory(), e.g. wsgi:app or myproject:create_app()",
         )
 
-    static_dir = values["staticDir"] or None
+    static_dir = check["staticDir"] or None
     if static_dir is not None:
         static_path = Path(str(static_dir))
         if static_path.is_absolute() or ".." in static_path.parts:
-            problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
+            check.problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
         elif app_dir.is_dir() and not (app_dir / static_path).is_dir():
-            problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
+            check.problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
 
-    linked_dirs = _linked_dirs(values["linkedDirs"], static_dir, problem)
+    health_path = check["healthPath"]
+    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
+        check.problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
 
+    workers = _bounded_int(check["workers"], "workers", WORKERS_FROM_SIZE, WORKERS_MAX, check.problem)
+    if workers == WORKERS_FROM_SIZE:
+        workers = default_workers(size if isinstance(size, str) else "")
+    return {
+        "app_name": app_name,
+        "app_dir": app_dir.resolve(),
+        "wsgi_target": wsgi_target,
+        "app_source": app_source,
+        "static_dir": static_dir,
+        "health_path": health_path,
+        "workers": workers,
+    }
+
+
+def check_app_environment(check: Check, database: Any) -> dict[str, SecretStr]:
+    """The app's environment variables: names it may set, single-line values (never shown in a problem)."""
+    app_env: dict[str, SecretStr] = {}
+    raw_env = check["appEnv"]
+    if not isinstance(raw_env, Mapping):
+        check.problem("appEnv", raw_env, "expected a map of variable names to string values")
+        return app_env
+    for name, value in raw_env.items():
+        if database == "postgres" and name == DATABASE_URL:
+            check.problem(
+                "appEnv",
+                name,
+                "expected no DATABASE_URL with database = 'postgres': the deploy sets it to the cluster's "
+                "connection string",
+            )
+        elif not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
+            check.problem(
+                "appEnv",
+                name,
+                "expected variable names of letters, digits and '_', not starting with a digit, "
+                f"and none of {', '.join(sorted(RESERVED_ENV_NAMES))}",
+            )
+        elif not isinstance(value, str) or any(c in value for c in "\n\r\0"):
+            check.problems.append(
+                f"flask-droplet:appEnv.{name} = ********: expected a single-line string "
+                "(no newline or NUL; numbers must be quoted)"
+            )
+        else:
+            app_env[name] = SecretStr(value)
+    return app_env
+
+
+def check_releases(check: Check, static_dir: str | None) -> dict[str, Any]:
+    """Releases: how many stay for rollback, the command each runs before it goes live, the paths they share."""
+    releases_to_keep = _bounded_int(
+        check["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, check.problem
+    )
     release_command: list[str] = []
-    raw_command = values["releaseCommand"]
+    raw_command = check["releaseCommand"]
     if not isinstance(raw_command, str):
-        problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
+        check.problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
     else:
         try:
             release_command = shlex.split(raw_command)
         except ValueError as err:
-            problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
+            check.problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
+    linked_dirs = _linked_dirs(check["linkedDirs"], static_dir, check.problem)
+    return {
+        "releases_to_keep": releases_to_keep,
+        "release_command": tuple(release_command),
+        "linked_dirs": tuple(linked_dirs),
+    }
 
-    health_path = values["healthPath"]
-    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
-        problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
 
-    workers = _bounded_int(values["workers"], "workers", WORKERS_FROM_SIZE, WORKERS_MAX, problem)
-    if workers == WORKERS_FROM_SIZE:
-        workers = default_workers(size if isinstance(size, str) else "")
-    releases_to_keep = _bounded_int(
-        values["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, problem
-    )
-
-    domain = values["domain"] or None
+def check_https_and_dns(check: Check) -> dict[str, Any]:
+    """The site's names, its certificate (HTTPS, the ACME server, HSTS) and the DNS zone DigitalOcean manages."""
+    domain = check["domain"] or None
     if isinstance(domain, str):
         domain = domain.lower()
     if domain is not None and not _is_hostname(domain):
-        problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
+        check.problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
 
-    https = _boolean(values["https"], "https", problem)
-    hsts_preload = _boolean(values["hstsPreload"], "hstsPreload", problem)
-    www_alias = _boolean(values["wwwAlias"], "wwwAlias", problem)
-    acme_server = values["acmeServer"]
+    https = _boolean(check["https"], "https", check.problem)
+    hsts_preload = _boolean(check["hstsPreload"], "hstsPreload", check.problem)
+    www_alias = _boolean(check["wwwAlias"], "wwwAlias", check.problem)
+    acme_server = check["acmeServer"]
     acme_url = ACME_SERVERS.get(acme_server) if isinstance(acme_server, str) else None
     if acme_url is None:
         if isinstance(acme_server, str) and re.fullmatch(
@@ -434,83 +563,72 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         ):
             acme_url = acme_server
         else:
-            problem(
+            check.problem(
                 "acmeServer", acme_server, f"expected {' or '.join(ACME_SERVERS)}, or an ACME directory https:// URL"
             )
-    acme_email = values["acmeEmail"] or None
+    acme_email = check["acmeEmail"] or None
     if acme_email is not None and not (isinstance(acme_email, str) and _EMAIL.match(acme_email)):
-        problem("acmeEmail", acme_email, "expected an email address such as admin@example.org, or empty")
-    dns_zone = values["dnsZone"] or None
+        check.problem("acmeEmail", acme_email, "expected an email address such as admin@example.org, or empty")
+    dns_zone = check["dnsZone"] or None
     if isinstance(dns_zone, str):
         dns_zone = dns_zone.lower().rstrip(".")
     if dns_zone is not None:
         if not _is_hostname(dns_zone):
-            problem("dnsZone", dns_zone, "expected a DNS zone managed in DigitalOcean such as example.org, or empty")
+            check.problem(
+                "dnsZone", dns_zone, "expected a DNS zone managed in DigitalOcean such as example.org, or empty"
+            )
         elif not (isinstance(domain, str) and (domain == dns_zone or domain.endswith(f".{dns_zone}"))):
-            problem(
+            check.problem(
                 "dnsZone", dns_zone, f"expected the zone that holds domain ({domain!r}); set domain to a name in it"
             )
     if domain is None:
         for key, value in (("wwwAlias", www_alias), ("hstsPreload", hsts_preload)):
             if value:
-                problem(key, value, "expected false without a domain: it applies to a domain's names only")
+                check.problem(key, value, "expected false without a domain: it applies to a domain's names only")
     if hsts_preload and not https:
-        problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
+        check.problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
+    return {
+        "domain": domain,
+        "https": https,
+        "acme_server": acme_url or "",
+        "acme_email": acme_email,
+        "hsts_preload": hsts_preload,
+        "www_alias": www_alias,
+        "dns_zone": dns_zone,
+    }
 
+
+def check_state_and_backups(check: Check) -> dict[str, Any]:
+    """The app's state: the Volume that holds it, the server's backups of it, DigitalOcean's of the disk."""
     # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
-    volume_size = _bounded_int(values["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, problem)
-    production = _boolean(values["production"], "production", problem)
-    allow_replace = _boolean(values["allowReplace"], "allowReplace", problem)
-    stack_name = values["stackName"] or stack
-    if values["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
-        problem("stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name")
-        stack_name = stack
-    backup_days = _bounded_int(values["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, problem)
-    backup_interval = values["backupInterval"]
+    volume_size = _bounded_int(check["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, check.problem)
+    backup_days = _bounded_int(check["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, check.problem)
+    backup_interval = check["backupInterval"]
     if backup_interval not in BACKUP_INTERVALS:
-        problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
-    droplet_backups = _boolean(values["dropletBackups"], "dropletBackups", problem)
+        check.problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
+    droplet_backups = _boolean(check["dropletBackups"], "dropletBackups", check.problem)
+    return {
+        "volume_size": volume_size,
+        "backup_days": backup_days,
+        "backup_interval": backup_interval,
+        "droplet_backups": droplet_backups,
+    }
 
-    # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
-    alert_emails = _string_list(values["alertEmails"], "alertEmails", problem)
-    for address in alert_emails:
-        if not _EMAIL.match(address):
-            problem("alertEmails", address, "expected email addresses such as ops@example.org")
-    cpu_percent, memory_percent, disk_percent = (
-        _bounded_int(values[key], key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX, problem)
-        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
-    )
-    alert_window = values["alertWindow"]
-    if alert_window not in ALERT_WINDOWS:
-        problem("alertWindow", alert_window, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}")
-    latency_ms = _bounded_int(
-        values["alertLatencyMs"], "alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX, problem
-    )
-    certificate_days = _bounded_int(
-        values["alertCertificateDays"],
-        "alertCertificateDays",
-        ALERT_CERTIFICATE_DAYS_MIN,
-        ALERT_CERTIFICATE_DAYS_MAX,
-        problem,
-    )
-    if https and domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
-        problem(
-            "alertCertificateDays",
-            certificate_days,
-            f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
-            "renews with under 3 days left, so more would alert on healthy renewals",
-        )
 
-    instances = _bounded_int(values["instances"], "instances", 1, INSTANCES_MAX, problem)
-    database = values["database"]
+def check_fleet_and_database(
+    check: Check, *, https: bool, dns_zone: str | None, linked_dirs: tuple[str, ...]
+) -> dict[str, Any]:
+    """How many droplets, where the app's data lives, and what several droplets rule out."""
+    instances = _bounded_int(check["instances"], "instances", 1, INSTANCES_MAX, check.problem)
+    database = check["database"]
     if database not in DATABASES:
-        problem("database", database, f"expected one of {', '.join(DATABASES)}")
-    database_size = values["databaseSize"]
+        check.problem("database", database, f"expected one of {', '.join(DATABASES)}")
+    database_size = check["databaseSize"]
     if database_size not in DATABASE_SIZES:
-        problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
-    database_nodes = _bounded_int(values["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, problem)
+        check.problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
+    database_nodes = _bounded_int(check["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, check.problem)
     if database == "postgres" and database_nodes > 1 and database_size == SMALLEST_DATABASE_SIZE:
-        problem(
+        check.problem(
             "databaseNodes",
             database_nodes,
             f"expected 1 with databaseSize = {SMALLEST_DATABASE_SIZE!r}: DigitalOcean offers standby nodes on "
@@ -519,7 +637,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     if instances > 1:
         # Checked before any resource exists: each of these would split the app's data between droplets.
         if database == "sqlite":
-            problem(
+            check.problem(
                 "database",
                 database,
                 f"expected postgres (or none, for an app that keeps no data) with instances = {instances}: "
@@ -527,106 +645,70 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
                 "which droplet the balancer sent them to",
             )
         if linked_dirs:
-            problem(
+            check.problem(
                 "linkedDirs",
-                linked_dirs,
+                list(linked_dirs),
                 f"expected none with instances = {instances}: each droplet would keep its own copy of these "
                 "files; keep them in the database or in object storage (DigitalOcean Spaces)",
             )
         if https and dns_zone is None:
-            problem(
+            check.problem(
                 "https",
                 https,
                 f"expected false, or a domain with its dnsZone in DigitalOcean, with instances = {instances}: "
                 "the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
                 "domain whose zone it manages",
             )
+    return {
+        "instances": instances,
+        "database": database,
+        "database_size": database_size,
+        "database_nodes": database_nodes,
+    }
 
-    app_env: dict[str, SecretStr] = {}
-    raw_env = values["appEnv"]
-    if not isinstance(raw_env, Mapping):
-        problem("appEnv", raw_env, "expected a map of variable names to string values")
-    else:
-        for name, value in raw_env.items():
-            if database == "postgres" and name == DATABASE_URL:
-                problem(
-                    "appEnv",
-                    name,
-                    "expected no DATABASE_URL with database = 'postgres': the deploy sets it to the cluster's "
-                    "connection string",
-                )
-            elif not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
-                problem(
-                    "appEnv",
-                    name,
-                    "expected variable names of letters, digits and '_', not starting with a digit, "
-                    f"and none of {', '.join(sorted(RESERVED_ENV_NAMES))}",
-                )
-            elif not isinstance(value, str) or any(c in value for c in "\n\r\0"):
-                problems.append(
-                    f"flask-droplet:appEnv.{name} = ********: expected a single-line string "
-                    "(no newline or NUL; numbers must be quoted)"
-                )
-            else:
-                app_env[name] = SecretStr(value)
 
-    private_key = values.get("sshPrivateKey") or None
-    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
-        problems.append(
-            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
-            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
-        )
-
-    if problems:
-        raise SettingsError(problems)
-    assert app_source is not None  # every path that leaves it None adds a problem
-    return Settings(
-        app_name=app_name,
-        region=region,
-        size=size,
-        image=image,
-        ssh_public_keys=tuple(public_keys),
-        ssh_key_fingerprints=tuple(fingerprints),
-        admin_cidrs=tuple(admin_cidrs),
-        app_dir=app_dir.resolve(),
-        wsgi_target=wsgi_target,
-        static_dir=static_dir,
-        health_path=health_path,
-        workers=workers,
-        releases_to_keep=releases_to_keep,
-        domain=domain,
-        https=https,
-        acme_server=acme_url or "",
-        acme_email=acme_email,
-        hsts_preload=hsts_preload,
-        www_alias=www_alias,
-        dns_zone=dns_zone,
-        app_source=app_source,
-        alert_emails=tuple(dict.fromkeys(alert_emails)),
-        alert_cpu_percent=cpu_percent,
-        alert_memory_percent=memory_percent,
-        alert_disk_percent=disk_percent,
-        alert_window=alert_window,
-        alert_latency_ms=latency_ms,
-        alert_certificate_days=certificate_days,
-        droplet_backups=droplet_backups,
-        linked_dirs=tuple(linked_dirs),
-        release_command=tuple(release_command),
-        instances=instances,
-        database=database,
-        database_size=database_size,
-        database_nodes=database_nodes,
-        # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
-        volume_size=volume_size if instances == 1 else 0,
-        volume_name=volume_name(app_name, stack_name) if volume_size and instances == 1 else None,
-        production=production,
-        stack_name=stack_name,
-        allow_replace=allow_replace,
-        backup_days=backup_days,
-        backup_interval=backup_interval,
-        app_env=app_env,
-        ssh_private_key=SecretStr(private_key) if private_key else None,
+def check_alerts(check: Check, *, https: bool, domain: str | None) -> dict[str, Any]:
+    """What DigitalOcean watches and whom it tells: the droplet's thresholds, the site's latency and certificate."""
+    # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
+    alert_emails = _string_list(check["alertEmails"], "alertEmails", check.problem)
+    for address in alert_emails:
+        if not _EMAIL.match(address):
+            check.problem("alertEmails", address, "expected email addresses such as ops@example.org")
+    cpu_percent, memory_percent, disk_percent = (
+        _bounded_int(check[key], key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX, check.problem)
+        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
     )
+    alert_window = check["alertWindow"]
+    if alert_window not in ALERT_WINDOWS:
+        check.problem(
+            "alertWindow", alert_window, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}"
+        )
+    latency_ms = _bounded_int(
+        check["alertLatencyMs"], "alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX, check.problem
+    )
+    certificate_days = _bounded_int(
+        check["alertCertificateDays"],
+        "alertCertificateDays",
+        ALERT_CERTIFICATE_DAYS_MIN,
+        ALERT_CERTIFICATE_DAYS_MAX,
+        check.problem,
+    )
+    if https and domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
+        check.problem(
+            "alertCertificateDays",
+            certificate_days,
+            f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
+            "renews with under 3 days left, so more would alert on healthy renewals",
+        )
+    return {
+        "alert_emails": tuple(dict.fromkeys(alert_emails)),
+        "alert_cpu_percent": cpu_percent,
+        "alert_memory_percent": memory_percent,
+        "alert_disk_percent": disk_percent,
+        "alert_window": alert_window,
+        "alert_latency_ms": latency_ms,
+        "alert_certificate_days": certificate_days,
+    }
 
 
 def size_vcpus(size: str) -> int:
