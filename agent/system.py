@@ -236,9 +236,11 @@ class RealSystem:
 
         def copy() -> None:
             assert process.stdout is not None
-            for line in process.stdout:
-                sys.stdout.write(prefix + line)
-                sys.stdout.flush()
+            # Closed once the child's output ends, not left to the garbage collector (a ResourceWarning).
+            with process.stdout:
+                for line in process.stdout:
+                    sys.stdout.write(prefix + line)
+                    sys.stdout.flush()
 
         threading.Thread(target=copy, daemon=True).start()
 
