@@ -11,12 +11,12 @@ from components.database import Database, DatabaseArgs
 from components.deployment import AppDeployment, AppDeploymentArgs, site_url
 from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
-from components.plan import logs_command, rollout_plans
-from components.render import DEPLOY_USER, render_user_data
-from components.settings import DATABASE_URL
-from components.ssh_host_keys import known_hosts_line
-from components.sshagent import agent_problems
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
+from core.plan import logs_command, rollout_plans
+from core.render import DEPLOY_USER, render_user_data
+from core.settings import DATABASE_URL
+from core.ssh_host_keys import known_hosts_line
+from core.sshagent import agent_problems
 
 PROJECT_DIR = Path(__file__).resolve().parent
 

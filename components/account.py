@@ -19,8 +19,8 @@ import pulumi_digitalocean as digitalocean
 from pulumi_digitalocean.outputs import GetDropletsDropletResult
 
 from components.fleet import needs_private_network
-from components.render import ServerLayout
-from components.settings import Settings, SettingsError, ssh_key_fingerprint
+from core.render import ServerLayout
+from core.settings import Settings, SettingsError, ssh_key_fingerprint
 
 #: The provider's answer when a region has no default VPC yet (`findRegionDefaultVPC`,
 #: terraform-provider-digitalocean `digitalocean/vpc/datasource_vpc.go`).

@@ -10,8 +10,8 @@ from typing import Any
 import pulumi
 import pulumi.runtime.config
 
-from components.settings import Settings, SettingsError, parse_settings
 from core.keys import CONFIG_KEYS
+from core.settings import Settings, SettingsError, parse_settings
 
 #: The project's name in this repository; a project made from it by `pulumi new` may have another.
 PROJECT = "flask-droplet"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from components.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
-from components.render import sha256_text
-from components.settings import Settings
+from core.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
+from core.render import sha256_text
+from core.settings import Settings
 
 #: How long the deploy keeps dialling a new droplet whose sshd is not up yet (each dial refused at once).
 DIAL_BUDGET_SECONDS = 600

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.render import ServerLayout
+from core.render import ServerLayout
 from rehearsal import nspawn, run
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from components.render import render_deploy_script, render_user_data
+from core.render import render_deploy_script, render_user_data
 from rehearsal import run
 from tests.e2e.conftest import Rehearsal, bring_up
 from tests.e2e.load import Load, LoadResult, SlowClients

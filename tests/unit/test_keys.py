@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from components import settings as settings_module
-from components.settings import (
+from core import settings as settings_module
+from core.keys import CONFIG_DOC, DEFAULTS, KEYS, SECRET_KEYS, config_reference
+from core.settings import (
     ADDRESS_CERTIFICATE_DAYS_MAX,
     WORKERS_FROM_SIZE,
     ConfigValues,
     Settings,
     parse_settings,
 )
-from core.keys import CONFIG_DOC, DEFAULTS, KEYS, SECRET_KEYS, config_reference
 from tests.pulumi_harness import PROJECT_DIR
 
 PYTHON_TYPES = {"string": str, "integer": int, "boolean": bool, "array": list}

@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from components.render import (
+from core.render import (
     SERVICE_SANDBOX,
     SSH_CIPHERS,
     SSH_HOST_KEY_ALGORITHMS,
@@ -33,7 +33,7 @@ from components.render import (
     render_state_volume_units,
     render_user_data,
 )
-from components.settings import Settings
+from core.settings import Settings
 from tests.pulumi_harness import TEST_HOST_KEYS
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
 

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from agent.config import Config
-from components.bundle import app_files, static_manifest
-from components.plan import WAIT_FOR_CLOUD_INIT
-from components.render import (
+from core.bundle import app_files, static_manifest
+from core.plan import WAIT_FOR_CLOUD_INIT
+from core.render import (
     UFW_ALLOWED_PORTS,
     render_agent_settings,
     render_deploy_script,
@@ -35,7 +35,7 @@ from components.render import (
     server_manifest,
     start_once_more_on_failure,
 )
-from components.settings import Settings, parse_settings
+from core.settings import Settings, parse_settings
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 

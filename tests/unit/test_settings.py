@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.settings import DEFAULTS, SettingsError, parse_settings, volume_name
+from core.settings import DEFAULTS, SettingsError, parse_settings, volume_name
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR, run_program
 

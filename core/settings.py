@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pulumi_digitalocean import DatabaseSlug, DropletSlug
-
-from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
+from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
+from core.slugs import DATABASE_SIZES, DROPLET_SIZES
 
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
@@ -113,8 +112,6 @@ _RELATIVE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 #: A region slug's shape; which regions take new droplets is DigitalOcean's answer (`components/account.py`):
 #: the SDK's `Region` enum lacks atl1 and ric1 and keeps regions closed to new resources.
 _REGION_SLUG = re.compile(r"^[a-z]{3}[0-9]$")
-DROPLET_SIZES = tuple(s.value for s in DropletSlug)
-DATABASE_SIZES = tuple(s.value for s in DatabaseSlug)
 #: The variable that tells the app where its database is.
 DATABASE_URL = "DATABASE_URL"
 

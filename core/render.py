@@ -19,9 +19,9 @@ import yaml
 
 from agent import manifest
 from agent.manifest import Entry
-from components.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
-from components.settings import Settings
-from components.ssh_host_keys import HostKeys
+from core.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
+from core.settings import Settings
+from core.ssh_host_keys import HostKeys
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: The server agent's package, shipped to the server with each deploy.

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.bundle import Bundle, build_agent_archive, build_bundle
-from components.render import (
+from core.bundle import Bundle, build_agent_archive, build_bundle
+from core.render import (
     DEPLOY_USER,
     ServerLayout,
     render_deploy_script,
@@ -22,7 +22,7 @@ from components.render import (
     server_config_hash,
     sha256_text,
 )
-from components.settings import Settings
+from core.settings import Settings
 
 #: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
 CLOUD_INIT_TIMEOUT_SECONDS = 900

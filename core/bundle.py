@@ -15,8 +15,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.render import agent_sources, render_agent_settings, server_config_files
-from components.settings import Settings
+from core.render import agent_sources, render_agent_settings, server_config_files
+from core.settings import Settings
 
 #: Never shipped: caches, virtualenvs, VCS data and Flask's instance folder (runtime data).
 EXCLUDED_DIRS = frozenset({"__pycache__", "instance", "node_modules"})
