@@ -46,6 +46,7 @@ class Config:
     candidate_socket: str
     candidate_port: int
     nginx_site: str
+    nginx_site_link: str
     access_log: str
     backup_days: int
     """Backups of the state directory (backupDays; 0 for none), taken by `backup_unit`, kept in `backups`."""
@@ -86,6 +87,13 @@ class Config:
     health_host: str
     health_path: str
     nginx_worker_connections: int
+    ufw_allowed_ports: tuple[str, ...]
+    """What the host firewall lets in; everything else inbound is denied."""
+    balancer_networks: tuple[str, ...]
+    """Behind a balancer, the private networks its health check comes from; empty otherwise."""
+    ssh_choices_dir: str
+    """sshd's algorithm drop-ins, one per OpenSSH generation; the first boot installs the one it reads."""
+    ssh_crypto_drop_in: str
     sandbox: tuple[tuple[str, str], ...]
     """The service's sandbox, for the checks that run each release before it is live."""
 
@@ -101,7 +109,8 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> Config:
         values = dict(data)
         values["release_command"] = tuple(values["release_command"])
-        values["host_names"] = tuple(values["host_names"])
+        for name in ("host_names", "ufw_allowed_ports", "balancer_networks"):
+            values[name] = tuple(values[name])
         values["sandbox"] = tuple((key, value) for key, value in values["sandbox"])
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})

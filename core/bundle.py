@@ -11,12 +11,12 @@ import gzip
 import hashlib
 import io
 import tarfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.render import agent_sources, render_agent_settings, server_config_files
 from core.settings import Settings
+from core.zipapp import zip_application
 
 #: Never shipped: caches, virtualenvs, VCS data and Flask's instance folder (runtime data).
 EXCLUDED_DIRS = frozenset({"__pycache__", "instance", "node_modules"})
@@ -112,17 +112,9 @@ AGENT_ENTRY = "from agent.__main__ import run\n\nraise SystemExit(run())\n"
 
 def agent_archive_bytes(settings: Settings) -> bytes:
     """The server agent as a zip application, deterministic as the bundle is (sorted, fixed times)."""
-    entries = [("__main__.py", AGENT_ENTRY.encode())]
-    entries += [(f"agent/{path.name}", path.read_bytes()) for path in agent_sources()]
-    entries.append(("agent/settings.json", render_agent_settings(settings).encode()))
-    raw = io.BytesIO()
-    with zipfile.ZipFile(raw, "w") as archive:
-        for name, data in sorted(entries):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-    return raw.getvalue()
+    files = {"__main__.py": AGENT_ENTRY.encode(), "agent/settings.json": render_agent_settings(settings).encode()}
+    files |= {f"agent/{path.name}": path.read_bytes() for path in agent_sources()}
+    return zip_application(files)
 
 
 def build_agent_archive(settings: Settings, out_dir: Path) -> AgentArchive:

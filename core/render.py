@@ -6,6 +6,7 @@ goes to a droplet (through Pulumi) and to the local rehearsal.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from agent.manifest import Entry
 from core.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
 from core.settings import Settings
 from core.ssh_host_keys import HostKeys
+from core.zipapp import zip_application
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: The server agent's package, shipped to the server with each deploy.
@@ -92,7 +94,6 @@ SSH_KEX = {
 }
 SSH_CHOICES_DIR = "/etc/ssh/flaskdroplet"
 SSH_CRYPTO_DROP_IN = "/etc/ssh/sshd_config.d/20-flaskdroplet-crypto.conf"
-SSH_HARDEN_SCRIPT = "/usr/local/sbin/flaskdroplet-ssh-harden"
 
 #: Hardening files written at first boot (lynis's suggestions that suit a droplet): target and template.
 HARDENING_FILES = (
@@ -112,8 +113,6 @@ NGINX_MAIN_CONF = "/etc/nginx/modules-enabled/50-flaskdroplet.conf"
 #: Connections each nginx worker may hold, set in nginx.conf's events block (the only place it can
 #: be): the stock 768 runs out under a few thousand slow clients, which the site must outlast.
 NGINX_WORKER_CONNECTIONS = 4096
-#: sed that sets them; `nginx -t` follows it wherever it runs.
-NGINX_CONNECTIONS_SED = rf"s/^(\s*worker_connections)\s+[0-9]+;/\1 {NGINX_WORKER_CONNECTIONS};/"
 
 #: Where the nginx sandbox drop-in goes.
 NGINX_SANDBOX_DROP_IN = "/etc/systemd/system/nginx.service.d/flaskdroplet-sandbox.conf"
@@ -364,7 +363,6 @@ def _render(template: str, settings: Settings, **extra: Any) -> str:
         sandbox=SERVICE_SANDBOX,
         nginx_drop_in=NGINX_SANDBOX_DROP_IN,
         nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
-        nginx_connections_sed=NGINX_CONNECTIONS_SED,
         journald_drop_in=JOURNALD_DROP_IN,
         balancer=BALANCER_CHECK,
         private_networks=PRIVATE_NETWORKS,
@@ -409,11 +407,6 @@ def render_sshd_crypto(settings: Settings, choice: str) -> str:
         ciphers=SSH_CIPHERS,
         macs=SSH_MACS,
     )
-
-
-def render_ssh_harden_script(settings: Settings) -> str:
-    """The first-boot script that picks the algorithm drop-in and makes the host keys what the policies want."""
-    return _render("ssh-harden.sh.j2", settings, choices_dir=SSH_CHOICES_DIR, drop_in=SSH_CRYPTO_DROP_IN)
 
 
 def render_ufw_after_init(settings: Settings) -> str:
@@ -493,6 +486,7 @@ def render_agent_settings(settings: Settings) -> str:
         "candidate_socket": layout.candidate_socket_path,
         "candidate_port": layout.candidate_port,
         "nginx_site": layout.nginx_site,
+        "nginx_site_link": f"/etc/nginx/sites-enabled/{settings.app_name}.conf",
         "access_log": layout.access_log,
         "backup_days": settings.backup_days,
         "backup_unit": layout.backup_unit,
@@ -528,6 +522,10 @@ def render_agent_settings(settings: Settings) -> str:
         "health_host": settings.domain or "127.0.0.1",
         "health_path": settings.health_path,
         "nginx_worker_connections": NGINX_WORKER_CONNECTIONS,
+        "ufw_allowed_ports": list(UFW_ALLOWED_PORTS),
+        "balancer_networks": list(PRIVATE_NETWORKS if settings.behind_balancer else ()),
+        "ssh_choices_dir": SSH_CHOICES_DIR,
+        "ssh_crypto_drop_in": SSH_CRYPTO_DROP_IN,
         "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
     }
     return json.dumps(values, indent=1) + "\n"
@@ -599,7 +597,6 @@ def server_manifest(settings: Settings) -> list[Entry]:
         # Before sshd starts: written in cloud-init's first stage.
         early("/etc/ssh/sshd_config.d/10-flaskdroplet.conf", render_sshd_config(settings)),
         *(early(f"{SSH_CHOICES_DIR}/crypto-{choice}.conf", render_sshd_crypto(settings, choice)) for choice in SSH_KEX),
-        early(SSH_HARDEN_SCRIPT, render_ssh_harden_script(settings), mode="0755"),
         *(early(path, _render(template, settings)) for path, template in HARDENING_FILES),
         # The journal on disk, bounded, from the first boot on; cloud-init restarts journald in runcmd.
         Entry(
@@ -680,21 +677,18 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _CloudConfigDumper.add_representer(str, _represent_str)
 
 
-#: Seconds before a first-boot service start that failed is tried the second and last time.
-START_RETRY_SECONDS = 3
+#: The agent's first-boot phase (`agent/firstboot.py`) as a zip application of the modules it needs
+#: and the stack's settings; the user-data carries it, readable by root only, and runcmd runs it once.
+FIRST_BOOT_ARCHIVE = "/usr/local/lib/flaskdroplet/first-boot.pyz"
+FIRST_BOOT_COMMAND = ("/usr/bin/python3", "-I", FIRST_BOOT_ARCHIVE)
+FIRST_BOOT_MODULES = ("__init__.py", "config.py", "context.py", "firstboot.py", "system.py")
+FIRST_BOOT_ENTRY = "from agent.firstboot import main\n\nraise SystemExit(main())\n"
 
 
-def start_once_more_on_failure(unit: str, *verb: str) -> list[str]:
-    """A first-boot `systemctl VERB... UNIT` that, failing, says why (its journal) and is tried once more.
-
-    systemd fails a start "because of unavailable resources" when it cannot spawn the unit's process
-    at that moment; on a droplet still busy with its first boot that passes, and one refused start
-    must not leave the droplet serving nothing. A second failure stops cloud-init as any other does.
-    """
-    command, quoted, pause = shlex.join(["systemctl", *verb, unit]), shlex.quote(unit), START_RETRY_SECONDS
-    warning = shlex.quote(f"flask-droplet: WARNING: {unit} did not start; once more in {pause} s")
-    journal = f"journalctl -b -u {quoted} -n 20 --no-pager"
-    return ["sh", "-c", f"{command} || {{ echo {warning} >&2; {journal} >&2; sleep {pause}; {command}; }}"]
+def first_boot_archive(settings: Settings) -> bytes:
+    files = {"__main__.py": FIRST_BOOT_ENTRY.encode(), "agent/settings.json": render_agent_settings(settings).encode()}
+    files |= {f"agent/{name}": (AGENT_DIR / name).read_bytes() for name in FIRST_BOOT_MODULES}
+    return zip_application(files)
 
 
 def _write_file(entry: Entry) -> dict[str, Any]:
@@ -718,7 +712,6 @@ def render_user_data(settings: Settings, host_keys: HostKeys) -> str:
     arrives later, with each deploy.
     """
     layout = ServerLayout(settings.app_name)
-    site_link = f"/etc/nginx/sites-enabled/{settings.app_name}.conf"
     document: dict[str, Any] = {
         "package_update": True,
         "packages": list(PACKAGES),
@@ -751,71 +744,17 @@ def render_user_data(settings: Settings, host_keys: HostKeys) -> str:
         ],
         "ssh_authorized_keys": list(settings.ssh_public_keys),
         # The manifest's first-boot files; each deploy keeps those it owns as rendered.
-        "write_files": [_write_file(entry) for entry in server_manifest(settings) if entry.first_boot],
-        "runcmd": [
-            # Stop at the first failure, so cloud-init reports it instead of carrying on.
-            "set -eu",
-            # The app's state lives on its Volume: mounted before anything can write there.
-            *(
-                [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", layout.state_mount_unit]]
-                if settings.volume_name
-                else []
-            ),
-            ["systemctl", "restart", "systemd-journald"],
-            # Allow SSH before enabling the firewall, so enabling it never cuts the session.
-            ["ufw", "default", "deny", "incoming"],
-            ["ufw", "default", "allow", "outgoing"],
-            *(["ufw", "allow", port] for port in UFW_ALLOWED_PORTS),
-            # Behind a balancer, its health check reaches nginx's check port from the VPC.
-            *(
-                ["ufw", "allow", "proto", "tcp", "from", network, "to", "any", "port", str(BALANCER_CHECK.port)]
-                for network in (PRIVATE_NETWORKS if settings.behind_balancer else ())
-            ),
-            ["ufw", "--force", "enable"],
-            [SSH_HARDEN_SCRIPT],
-            # New files private to their group; passwords (all locked here) hashed slowly and aged.
-            [
-                "sed",
-                "-i",
-                "-E",
-                "-e",
-                r"s/^#?\s*UMASK\s+[0-9]+\s*$/UMASK 027/",
-                "-e",
-                r"s/^#?\s*PASS_MAX_DAYS\s+[0-9]+\s*$/PASS_MAX_DAYS 365/",
-                "-e",
-                r"s/^#?\s*PASS_MIN_DAYS\s+[0-9]+\s*$/PASS_MIN_DAYS 1/",
-                "-e",
-                r"s/^#?\s*SHA_CRYPT_MIN_ROUNDS\s+[0-9]+\s*$/SHA_CRYPT_MIN_ROUNDS 500000/",
-                "-e",
-                r"s/^#?\s*SHA_CRYPT_MAX_ROUNDS\s+[0-9]+\s*$/SHA_CRYPT_MAX_ROUNDS 1000000/",
-                "/etc/login.defs",
-            ],
-            # Inside a container (the rehearsal) the kernel's own settings stay the host's.
-            [
-                "sh",
-                "-c",
-                "sysctl --quiet --system >/dev/null 2>&1 || echo 'flask-droplet: some sysctls were refused' >&2",
-            ],
-            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.root, layout.releases],
-            ["rm", "-f", "/etc/nginx/sites-enabled/default"],
-            ["ln", "-sfn", layout.nginx_site, site_link],
-            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", layout.acme_webroot],
-            ["sed", "-i", "-E", NGINX_CONNECTIONS_SED, "/etc/nginx/nginx.conf"],
-            ["nginx", "-t"],
-            # A restart, not a reload: nginx starts again inside its sandbox drop-in.
-            ["systemctl", "daemon-reload"],
-            start_once_more_on_failure("nginx.service", "restart"),
-            start_once_more_on_failure(layout.socket_unit, "enable", "--now"),
-            ["systemctl", "enable", layout.service_unit],
-            # A hardening extra never fails the first boot (fail2ban 1.0.2 has crashed on Python 3.12):
-            # its config is checked first, a failure is said here, and every deploy reports it.
-            [
-                "sh",
-                "-c",
-                "fail2ban-client --test >/dev/null && systemctl restart fail2ban "
-                "|| echo 'flask-droplet: WARNING: fail2ban did not start (journalctl -u fail2ban)' >&2",
-            ],
+        "write_files": [
+            *(_write_file(entry) for entry in server_manifest(settings) if entry.first_boot),
+            {
+                "path": FIRST_BOOT_ARCHIVE,
+                "content": base64.encodebytes(first_boot_archive(settings)).decode(),
+                "encoding": "b64",
+                "owner": "root:root",
+                "permissions": "0600",
+            },
         ],
+        "runcmd": [[*FIRST_BOOT_COMMAND]],
     }
     body = yaml.dump(document, Dumper=_CloudConfigDumper, sort_keys=False, width=1000, default_flow_style=None)
     return "#cloud-config\n" + body

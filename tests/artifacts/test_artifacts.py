@@ -26,7 +26,6 @@ from core.render import (
     render_renew_units,
     render_service_unit,
     render_socket_unit,
-    render_ssh_harden_script,
     render_sshd_config,
     render_sshd_crypto,
     render_ufw_after_init,
@@ -304,13 +303,6 @@ def test_sshd_accepts_the_classic_algorithms(tmp_path: Path) -> None:
     assert effective["kexalgorithms"] == ",".join(SSH_KEX["classic"][1])
     assert effective["ciphers"] == ",".join(SSH_CIPHERS)
     assert effective["macs"] == ",".join(SSH_MACS)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_ssh_harden_script_is_shellcheck_clean(variant: str, tmp_path: Path) -> None:
-    result = shellcheck(render_ssh_harden_script(golden_settings(variant)), tmp_path)
-
-    assert result.returncode == 0, result.stdout
 
 
 def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

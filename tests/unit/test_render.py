@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import runpy
-import subprocess
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from agent.config import Config
 from core.bundle import app_files, static_manifest
 from core.plan import WAIT_FOR_CLOUD_INIT
 from core.render import (
-    UFW_ALLOWED_PORTS,
+    FIRST_BOOT_ARCHIVE,
     render_agent_settings,
     render_deploy_script,
     render_env_file,
@@ -33,7 +32,6 @@ from core.render import (
     render_user_data,
     server_config_files,
     server_manifest,
-    start_once_more_on_failure,
 )
 from core.settings import Settings, parse_settings
 from tests.conftest import example_public_key
@@ -109,63 +107,6 @@ def test_user_data_is_cloud_config_built_from_data() -> None:
     assert document["ssh_authorized_keys"] == [example_public_key("g")]
 
 
-def test_ufw_allows_ssh_before_it_is_enabled() -> None:
-    runcmd = yaml.safe_load(render_user_data(golden_settings("ip"), TEST_HOST_KEYS[0]))["runcmd"]
-    enable = runcmd.index(["ufw", "--force", "enable"])
-    allowed = [cmd[2] for cmd in runcmd[:enable] if cmd[:2] == ["ufw", "allow"]]
-
-    assert runcmd.index(["ufw", "default", "deny", "incoming"]) < enable
-    assert allowed == list(UFW_ALLOWED_PORTS)
-    assert allowed[0] == "22/tcp"
-
-
-def _run_start(tmp_path: Path, failures: int) -> subprocess.CompletedProcess[str]:
-    """The first-boot start of nginx, with a systemctl that refuses its first `failures` calls."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "calls"
-    stubs = {
-        "systemctl": f'echo "systemctl $*" >>{calls}\n'
-        f'[ "$(grep -c ^systemctl {calls})" -gt {failures} ] || {{ echo "Job failed (resources)" >&2; exit 1; }}',
-        "journalctl": 'echo "journal of $*"',
-        "sleep": f'echo "sleep $*" >>{calls}',
-    }
-    for name, body in stubs.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    argv = start_once_more_on_failure("nginx.service", "restart")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-    return subprocess.run(["/bin/sh", "-eu", "-c", argv[2]], env=env, capture_output=True, text=True, timeout=10)
-
-
-def test_a_first_boot_start_refused_once_is_said_and_tried_again(tmp_path: Path) -> None:
-    result = _run_start(tmp_path, failures=1)
-
-    assert result.returncode == 0, result.stderr
-    assert "WARNING: nginx.service did not start; once more in 3 s" in result.stderr
-    assert "journal of -b -u nginx.service -n 20 --no-pager" in result.stderr
-    assert (tmp_path / "calls").read_text().splitlines() == [
-        "systemctl restart nginx.service",
-        "sleep 3",
-        "systemctl restart nginx.service",
-    ]
-
-
-def test_a_first_boot_start_refused_twice_stops_the_boot(tmp_path: Path) -> None:
-    result = _run_start(tmp_path, failures=2)
-
-    assert result.returncode != 0
-    assert (tmp_path / "calls").read_text().count("systemctl") == 2
-
-
-def test_a_first_boot_start_that_works_is_run_once(tmp_path: Path) -> None:
-    result = _run_start(tmp_path, failures=0)
-
-    assert result.returncode == 0
-    assert result.stderr == ""
-    assert (tmp_path / "calls").read_text().splitlines() == ["systemctl restart nginx.service"]
-
-
 def test_server_files_in_user_data_are_the_rendered_ones() -> None:
     settings = golden_settings("ip")
     files = {f["path"]: f for f in yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["write_files"]}
@@ -222,14 +163,15 @@ def test_deploy_script_only_hands_its_words_to_the_agent() -> None:
     assert len(script.splitlines()) == 3
 
 
-def test_user_data_writes_the_manifests_first_boot_files_and_nothing_else() -> None:
+def test_user_data_writes_the_manifests_first_boot_files_and_then_the_first_boot_phase() -> None:
     settings = golden_settings("ip")
     written = yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["write_files"]
     entries = [entry for entry in server_manifest(settings) if entry.first_boot]
 
-    assert [(f["path"], f["content"], f.get("defer", False)) for f in written] == [
+    assert [(f["path"], f["content"], f.get("defer", False)) for f in written[: len(entries)]] == [
         (entry.path, entry.content, entry.first_boot == "deferred") for entry in entries
     ]
+    assert [f["path"] for f in written[len(entries) :]] == [FIRST_BOOT_ARCHIVE]
 
 
 def test_agent_settings_name_what_the_server_layout_does() -> None:
@@ -327,9 +269,21 @@ def test_static_manifest_names_each_static_file_by_its_content() -> None:
 
 @pytest.mark.parametrize("variant", sorted(GOLDEN_CONFIGS))
 def test_at_most_50_lines_of_shell_run_on_the_server(variant: str) -> None:
-    """What is left in shell: deploy.sh, cloud-init's runcmd and the wait for cloud-init; the agent does the rest."""
+    """Every line of shell the server runs: deploy.sh, cloud-init's runcmd, the wait for cloud-init, and each
+    server file that is a shell script (ufw's hook); the agent, in Python, does the rest."""
     settings = golden_settings(variant)
     runcmd = yaml.safe_load(render_user_data(settings, TEST_HOST_KEYS[0]))["runcmd"]
-    lines = len(render_deploy_script(settings).splitlines()) + len(runcmd) + len(WAIT_FOR_CLOUD_INIT.splitlines())
+    scripts = [
+        entry.content
+        for entry in server_manifest(settings)
+        if entry.content and entry.content.startswith(("#!/bin/sh", "#!/bin/bash", "#!/usr/bin/env bash"))
+    ]
+    lines = (
+        len(render_deploy_script(settings).splitlines())
+        + len(runcmd)
+        + len(WAIT_FOR_CLOUD_INIT.splitlines())
+        + sum(len(script.splitlines()) for script in scripts)
+    )
 
+    assert len(scripts) == 1  # ufw's after.init
     assert lines <= 50
