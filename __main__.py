@@ -12,8 +12,9 @@ from components.deployment import AppDeployment, AppDeploymentArgs, site_url
 from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
+from core.cloudinit import render_user_data
+from core.layout import DEPLOY_USER
 from core.plan import logs_command, rollout_plans
-from core.render import DEPLOY_USER, render_user_data
 from core.settings import DATABASE_URL
 from core.ssh_host_keys import known_hosts_line
 from core.sshagent import agent_problems

@@ -14,7 +14,7 @@ from components import fleet
 from components.account import account_key_name
 from components.hostkey import SshHostKey, SshHostKeyArgs
 from core.balancer import BALANCER_CHECK
-from core.render import ServerLayout, sha256_text
+from core.render import sha256_text
 from core.settings import Settings, ssh_key_fingerprint
 from core.ssh_host_keys import HostKeys
 
@@ -84,7 +84,7 @@ class WebServer(pulumi.ComponentResource):
 
         volume = None
         if settings.volume_name is not None:
-            state_dir = ServerLayout(settings.app_name).state_dir
+            state_dir = settings.layout.state_dir
             # No file system here: the droplet makes one only on an empty Volume, and never again.
             volume = digitalocean.Volume(
                 f"{name}-state",

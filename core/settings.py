@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
+from core.layout import ServerLayout
 from core.slugs import DATABASE_SIZES, DROPLET_SIZES
 
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
@@ -216,6 +218,11 @@ class Settings:
     """The app's environment variables; every value is treated as secret."""
     ssh_private_key: SecretStr | None
     """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
+
+    @functools.cached_property
+    def layout(self) -> ServerLayout:
+        """Where things live on the server for this app: built once, read by the renderers, plan and executors."""
+        return ServerLayout(self.app_name)
 
     @property
     def wsgi_module(self) -> str:

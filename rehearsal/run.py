@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from core.cloudinit import render_user_data
+from core.layout import DEPLOY_USER
 from core.plan import (
     CLOUD_INIT_TIMEOUT_SECONDS,
     DeployPlan,
@@ -27,7 +29,6 @@ from core.plan import (
     rollout_plans,
     run_command,
 )
-from core.render import DEPLOY_USER, render_user_data
 from core.settings import DATABASE_URL, Settings, SettingsError, parse_settings
 from rehearsal import acme, fleet, nspawn
 from rehearsal.deploy import DeployError, SshTarget, run_plan

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import testinfra
 
-from core.render import DEPLOY_USER, ServerLayout
+from core.layout import DEPLOY_USER, ServerLayout
 from core.settings import Settings
 from rehearsal import acme, nspawn, run
 from tests.pulumi_harness import PROJECT_DIR

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.render import DEPLOY_USER
+from core.layout import DEPLOY_USER
 from core.ssh_host_keys import make_host_keys
 from rehearsal import acme, nspawn
 from rehearsal.deploy import SshTarget

@@ -10,7 +10,7 @@ import pytest
 
 from components.webserver import key_name
 from core.balancer import BALANCER_CHECK
-from core.render import render_user_data
+from core.cloudinit import render_user_data
 from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
 from tests.pulumi_harness import (
     BALANCER_IPV4,

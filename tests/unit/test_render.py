@@ -19,9 +19,9 @@ import yaml
 
 from agent.config import Config
 from core.bundle import app_files, static_manifest
+from core.cloudinit import FIRST_BOOT_ARCHIVE, render_user_data
 from core.plan import WAIT_FOR_CLOUD_INIT
 from core.render import (
-    FIRST_BOOT_ARCHIVE,
     render_agent_settings,
     render_deploy_script,
     render_env_file,
@@ -29,7 +29,6 @@ from core.render import (
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
-    render_user_data,
     server_config_files,
     server_manifest,
 )
