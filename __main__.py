@@ -8,15 +8,15 @@ import pulumi
 from components.account import survey_account
 from components.config import load_settings
 from components.database import Database, DatabaseArgs
-from components.deployment import AppDeployment, AppDeploymentArgs, site_url
+from components.deployment import DeployTarget, roll_out
 from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
-from components.plan import logs_command, rollout_plans
-from components.render import DEPLOY_USER, render_user_data
-from components.settings import DATABASE_URL
-from components.ssh_host_keys import known_hosts_line
-from components.sshagent import agent_problems
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
+from core.cloudinit import render_user_data
+from core.layout import DEPLOY_USER
+from core.plan import logs_command, rollout_plans
+from core.ssh_host_keys import known_hosts_line
+from core.sshagent import agent_problems
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -52,43 +52,26 @@ if settings.database == "postgres":
         DatabaseArgs(settings=settings, vpc_id=network.id, droplet_ids=server.droplet_ids, tags=tags),
     )
 
-# A rolling deploy: one droplet at a time, each after the one before it has finished, so the first
-# failure stops the rollout and the droplets after it keep serving the release they had.
-deployments: list[AppDeployment] = []
-for index, (plan, droplet_id, address, host_key) in enumerate(
-    zip(plans, server.droplet_ids, server.droplet_addresses, server.host_keys, strict=True)
-):
-    before: list[pulumi.Resource] = [deployments[-1]] if deployments else [server]
-    if database is not None and not deployments:
-        # Its firewall lets the droplets in: the first release command may migrate the database.
-        before.append(database)
-    deployments.append(
-        AppDeployment(
-            "app" if index == 0 else f"app-{index + 1}",
-            AppDeploymentArgs(
-                host=address,
-                host_key=host_key,
-                server_id=droplet_id,
-                public_ipv4=server.public_ipv4,
-                plan=plan,
-                private_key=settings.ssh_private_key,
-                extra_env=database.url.apply(lambda url: {DATABASE_URL: url}) if database is not None else None,
-            ),
-            opts=pulumi.ResourceOptions(depends_on=before),
-        )
-    )
-first, last = deployments[0], deployments[-1]
-url = first.url if not settings.behind_balancer else site_url(settings, server.public_ipv4, after=last)
+# A rolling deploy: one droplet at a time, each after the one before it has finished.
+targets = zip(server.droplet_ids, server.droplet_addresses, server.host_keys, strict=True)
+rollout = roll_out(
+    settings,
+    plans,
+    [DeployTarget(*target) for target in targets],
+    public_ipv4=server.public_ipv4,
+    after=server,
+    database=database,
+)
 monitoring = Monitoring(
     "monitoring",
-    MonitoringArgs(settings=settings, droplet_ids=server.droplet_ids, url=url, stack_tag=tags[-1]),
+    MonitoringArgs(settings=settings, droplet_ids=server.droplet_ids, url=rollout.url, stack_tag=tags[-1]),
 )
 
 # The site's address: the Reserved IP of one droplet, or the Load Balancer's.
 pulumi.export("ipv4_address", server.public_ipv4)
 # One droplet: https:// once the site has its certificate; http:// when none could be had (the deploy's log
 # says why). Behind a balancer: the site at the balancer, once the rollout has reached every droplet.
-pulumi.export("url", url)
+pulumi.export("url", rollout.url)
 # The first droplet's login and logs (the one that runs releaseCommand); droplet_addresses has the others.
 pulumi.export("ssh", server.ipv4_address.apply(lambda ip: f"ssh {DEPLOY_USER}@{ip}"))
 # Each droplet's host key for ~/.ssh/known_hosts (`pulumi stack output known_hosts >> ~/.ssh/known_hosts`),
@@ -104,18 +87,9 @@ pulumi.export(
 )
 # The site's requests and the app's and nginx's journal, followed; without -t and -f, the last lines.
 pulumi.export("logs", server.ipv4_address.apply(lambda ip: f"ssh -t {DEPLOY_USER}@{ip} {logs_command(settings, True)}"))
-pulumi.export("release_id", last.release_id)
-pulumi.export(
-    "warnings",
-    first.warnings
-    if len(deployments) == 1
-    else pulumi.Output.all(
-        *(
-            pulumi.Output.all(address, deployment.warnings).apply(lambda found: [f"{found[0]}: {w}" for w in found[1]])
-            for address, deployment in zip(server.droplet_addresses, deployments, strict=True)
-        )
-    ).apply(lambda lists: [warning for found in lists for warning in found]),
-)
+pulumi.export("release_id", rollout.release_id)
+# What serves but needs a hand; with several droplets, each line starts with the droplet's address.
+pulumi.export("warnings", rollout.warnings)
 # Where the app's data lives when the droplet is replaced: the Volume's name, id and mount point (or None).
 pulumi.export("state_volume", server.state_volume)
 # What DigitalOcean watches and whom it tells (or None without alertEmails).

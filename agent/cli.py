@@ -1,4 +1,4 @@
-"""The agent's command line: the contract that `components/plan.py` and the rehearsal use.
+"""The agent's command line: the contract that `core/plan.py` and the rehearsal use.
 
     deploy.sh [--skip-release-command] [--secondary] RELEASE_ID BUNDLE [PUBLIC_IPV4] < app-environment
     deploy.sh rollback [RELEASE_ID]

@@ -1,4 +1,4 @@
-"""What the agent knows of its stack: `settings.json`, rendered by `components/render.py`.
+"""What the agent knows of its stack: `settings.json`, rendered by `core/render.py`.
 
 Every name here is a key of that file; the project's `Settings` and `ServerLayout`
 decide the values, the agent only reads them.

@@ -1,6 +1,6 @@
 """The server's files, one list for first boot and every deploy, and the handlers their changes notify.
 
-`components/render.py` renders the manifest (`server/manifest.json` in each release's
+`core/render.py` renders the manifest (`server/manifest.json` in each release's
 bundle); cloud-init writes the entries marked for first boot, and each deploy puts every
 entry it keeps back as rendered. A file that changed notifies its handlers, as Ansible's
 do: each handler runs once, after all files are in place, and nothing runs when nothing

@@ -1,6 +1,6 @@
 """The app's processes (workers) and scheduled jobs, released with the app.
 
-Each release holds `server/processes.json` (rendered by `components/render.py`): its
+Each release holds `server/processes.json` (rendered by `core/render.py`): its
 processes and jobs, and the text of their units. A release's processes first run as
 candidates, from its own directory, beside the live ones; one that exits within
 `PROCESS_SETTLE_SECONDS` stops the deploy before the switch. Once the release is live, its

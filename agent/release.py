@@ -20,7 +20,7 @@ from agent.manifest import Entry, loads
 #: What the app runs with, after the release's own virtualenv.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIP_QUIET = ("--quiet", "--no-cache-dir", "--disable-pip-version-check")
-#: In the release's deps/ (`components/appsource.py`): what the stack adds to the virtualenv, and the
+#: In the release's deps/ (`core/appsource.py`): what the stack adds to the virtualenv, and the
 #: Python the app asks for when the system's python3 does not satisfy it.
 STACK_REQUIREMENTS = "stack-requirements.txt"
 PYTHON_REQUEST = "python-request.txt"

@@ -245,9 +245,11 @@ class RealSystem:
 
         def copy() -> None:
             assert process.stdout is not None
-            for line in process.stdout:
-                sys.stdout.write(prefix + line)
-                sys.stdout.flush()
+            # Closed once the child's output ends, not left to the garbage collector (a ResourceWarning).
+            with process.stdout:
+                for line in process.stdout:
+                    sys.stdout.write(prefix + line)
+                    sys.stdout.flush()
 
         threading.Thread(target=copy, daemon=True).start()
 
@@ -332,7 +334,7 @@ class RealSystem:
     def post(self, url: str, body: bytes, timeout: float) -> str:
         headers = {"Content-Type": "application/json", "User-Agent": "flask-droplet-notify/1"}
         try:
-            # The stack's own webhooks: http(s) addresses only (components/settings.py).
+            # The stack's own webhooks: http(s) addresses only (core/settings.py).
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 response.read(65536)

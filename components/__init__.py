@@ -1,1 +1,1 @@
-"""flask-droplet: a Flask app on a DigitalOcean droplet, behind nginx, deployed over SSH."""
+"""The Pulumi components: the resources of a stack, declared from the settings and plans that core/ makes."""

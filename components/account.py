@@ -19,8 +19,7 @@ import pulumi_digitalocean as digitalocean
 from pulumi_digitalocean.outputs import GetDropletsDropletResult
 
 from components.fleet import needs_private_network
-from components.render import ServerLayout
-from components.settings import Settings, SettingsError, ssh_key_fingerprint
+from core.settings import Settings, SettingsError, ssh_key_fingerprint
 
 #: The provider's answer when a region has no default VPC yet (`findRegionDefaultVPC`,
 #: terraform-provider-digitalocean `digitalocean/vpc/datasource_vpc.go`).
@@ -156,7 +155,7 @@ def default_vpc_problems(
 def volume_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, ...]) -> list[str]:
     """A Volume moves nowhere, is never deleted while attached, and is renamed only by replacing it, empty."""
     attached = [volume_id for droplet in droplets for volume_id in (droplet.volume_ids or [])]
-    state_dir = ServerLayout(settings.app_name).state_dir
+    state_dir = settings.layout.state_dir
     if settings.behind_balancer and attached:
         return [
             f"flask-droplet:instances = {settings.instances}: expected 1 while this stack's droplet keeps "

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,26 +10,11 @@ from typing import Any
 import pulumi
 import pulumi.runtime.config
 
-from components.settings import CONFIG_KEYS, Settings, SettingsError, parse_settings
+from core.keys import CONFIG_KEYS
+from core.settings import Settings, SettingsError, parse_settings
 
 #: The project's name in this repository; a project made from it by `pulumi new` may have another.
 PROJECT = "flask-droplet"
-
-#: Keys whose values are lists or maps (given as YAML in the stack file).
-STRUCTURED_KEYS = frozenset(
-    {
-        "sshPublicKeys",
-        "sshKeyFingerprints",
-        "adminCidrs",
-        "linkedDirs",
-        "appEnv",
-        "alertEmails",
-        "buildPackages",
-        "processes",
-        "schedules",
-        "notifyWebhooks",
-    }
-)
 
 
 class ConfigError(SettingsError, pulumi.RunError):
@@ -42,14 +25,8 @@ def load_settings(project_dir: Path) -> Settings:
     """Read every key of the project's namespace and validate them together; raises `ConfigError`."""
     namespace = pulumi.get_project()
     config = pulumi.Config(namespace)
-    raw: dict[str, Any] = {}
-    for key in CONFIG_KEYS:
-        value = config.get(key)
-        if value is not None and key in STRUCTURED_KEYS:
-            # Text that is not JSON stays text: validation names the key and says what it expects.
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
-        raw[key] = value
+    # Lists and maps come as JSON text; the settings decode them.
+    raw: dict[str, Any] = {key: config.get(key) for key in CONFIG_KEYS}
     unknown = undeclared_keys(stack_config_keys(), namespace, pulumi.get_stack())
     try:
         settings = parse_settings(raw, project_dir, pulumi.get_stack())

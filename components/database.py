@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pulumi
 import pulumi_digitalocean as digitalocean
 
-from components.settings import Settings
+from core.settings import Settings
 
 #: PostgreSQL's major version, pinned: DigitalOcean's default moves, and a change here is a major
 #: upgrade of the cluster (the provider calls DigitalOcean's upgrade for it), which deserves a commit.

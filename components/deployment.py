@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 from pulumi_command import remote
 
-from components.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
-from components.render import sha256_text
-from components.settings import Settings
+from components.database import Database
+from core.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
+from core.render import sha256_text
+from core.settings import DATABASE_URL, Settings
 
 #: How long the deploy keeps dialling a new droplet whose sshd is not up yet (each dial refused at once).
 DIAL_BUDGET_SECONDS = 600
@@ -146,3 +147,86 @@ def site_url(settings: Settings, address: pulumi.Input[str], after: AppDeploymen
     return pulumi.Output.all(after.release_id, address).apply(
         lambda values: f"{scheme}://{settings.domain or values[1]}/"
     )
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """One droplet the rollout deploys to."""
+
+    droplet_id: pulumi.Input[str]
+    address: pulumi.Input[str]
+    """The droplet's own address, which the deploy dials."""
+    host_key: pulumi.Input[str]
+    """Its Ed25519 host key, which every connection pins."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The rolling deploy: one `AppDeployment` a droplet, each after the one before it has finished."""
+
+    deployments: tuple[AppDeployment, ...]
+    url: pulumi.Output[str]
+    """The site as the first deploy found it; behind a balancer, at the balancer once the last has finished."""
+    warnings: pulumi.Output[list[str]]
+    """Every droplet's warnings; with several droplets, each line starts with the droplet's address."""
+
+    @property
+    def release_id(self) -> pulumi.Output[str]:
+        """The release the rollout put on every droplet: the last deploy's."""
+        return self.deployments[-1].release_id
+
+
+def roll_out(
+    settings: Settings,
+    plans: Sequence[DeployPlan],
+    targets: Sequence[DeployTarget],
+    *,
+    public_ipv4: pulumi.Input[str],
+    after: pulumi.Resource,
+    database: Database | None = None,
+) -> Rollout:
+    """Deploy `plans[i]` on `targets[i]`, one droplet at a time, each once the one before it has finished.
+
+    The first failure stops the rollout, and the droplets after it keep serving the release they
+    had. The first deploy waits for `after` (the droplets) and for the database, whose firewall
+    lets the droplets in: its release command may migrate the database.
+    """
+    extra_env = database.url.apply(lambda url: {DATABASE_URL: url}) if database is not None else None
+    deployments: list[AppDeployment] = []
+    for index, (plan, target) in enumerate(zip(plans, targets, strict=True)):
+        before: list[pulumi.Resource] = [deployments[-1]] if deployments else [after]
+        if database is not None and not deployments:
+            before.append(database)
+        deployments.append(
+            AppDeployment(
+                "app" if index == 0 else f"app-{index + 1}",
+                AppDeploymentArgs(
+                    host=target.address,
+                    host_key=target.host_key,
+                    server_id=target.droplet_id,
+                    public_ipv4=public_ipv4,
+                    plan=plan,
+                    private_key=settings.ssh_private_key,
+                    extra_env=extra_env,
+                ),
+                opts=pulumi.ResourceOptions(depends_on=before),
+            )
+        )
+    first, last = deployments[0], deployments[-1]
+    url = first.url if not settings.behind_balancer else site_url(settings, public_ipv4, after=last)
+    warnings = rollout_warnings(deployments, [target.address for target in targets])
+    return Rollout(tuple(deployments), url, warnings)
+
+
+def rollout_warnings(
+    deployments: Sequence[AppDeployment], addresses: Sequence[pulumi.Input[str]]
+) -> pulumi.Output[list[str]]:
+    """One droplet's warnings as they are; several droplets', each line prefixed with its droplet's address."""
+    if len(deployments) == 1:
+        return deployments[0].warnings
+    return pulumi.Output.all(
+        *(
+            pulumi.Output.all(address, deployment.warnings).apply(lambda found: [f"{found[0]}: {w}" for w in found[1]])
+            for address, deployment in zip(addresses, deployments, strict=True)
+        )
+    ).apply(lambda lists: [warning for found in lists for warning in found])

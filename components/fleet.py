@@ -3,7 +3,7 @@
 `WebServer` declares the droplets; this module declares what stands around them
 when there are several (or when a database cluster needs a private network to
 reach them): a VPC in the droplets' region, and a DigitalOcean Load Balancer in
-it that checks each droplet as `components/balancer.py` says and sends visitors
+it that checks each droplet as `core/balancer.py` says and sends visitors
 to the healthy ones over plain HTTP.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_digitalocean as digitalocean
 
-from components.balancer import BALANCER_CHECK
-from components.settings import Settings
+from core.balancer import BALANCER_CHECK
+from core.settings import Settings
 
 #: The balancer's size in nodes: one node (10,000 requests a second, 250 new TLS connections a second) is
 #: far more than one small droplet serves, and each node is billed.

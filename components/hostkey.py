@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from components.ssh_host_keys import HostKeys, make_host_keys
+from core.ssh_host_keys import HostKeys, make_host_keys
 
 #: The outputs that hold private keys.
 PRIVATE_OUTPUTS = ("ed25519_private", "rsa_private")

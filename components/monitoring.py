@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_digitalocean as digitalocean
 
-from components.settings import Settings
+from core.settings import Settings
 
 #: Where DigitalOcean's uptime checks probe from, as `UptimeCheck.regions` names them.
 UPTIME_REGIONS = ("us_east", "us_west", "eu_west", "se_asia")

@@ -12,11 +12,11 @@ import pulumi_digitalocean as digitalocean
 
 from components import fleet
 from components.account import account_key_name
-from components.balancer import BALANCER_CHECK
 from components.hostkey import SshHostKey, SshHostKeyArgs
-from components.render import ServerLayout, sha256_text
-from components.settings import Settings, ssh_key_fingerprint
-from components.ssh_host_keys import HostKeys
+from core.balancer import BALANCER_CHECK
+from core.render import sha256_text
+from core.settings import Settings, ssh_key_fingerprint
+from core.ssh_host_keys import HostKeys
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
 #: Weekly backups: without a policy DigitalOcean takes daily ones, at 30% of the droplet's price
@@ -84,7 +84,7 @@ class WebServer(pulumi.ComponentResource):
 
         volume = None
         if settings.volume_name is not None:
-            state_dir = ServerLayout(settings.app_name).state_dir
+            state_dir = settings.layout.state_dir
             # No file system here: the droplet makes one only on an empty Volume, and never again.
             volume = digitalocean.Volume(
                 f"{name}-state",

@@ -10,8 +10,8 @@ import signal
 import sys
 from typing import Any
 
-from components.plan import deploy_script_command, logs_command
-from components.settings import SettingsError
+from core.plan import deploy_script_command, logs_command
+from core.settings import SettingsError
 from rehearsal import run
 from rehearsal.deploy import DeployError
 from rehearsal.nspawn import RehearsalError

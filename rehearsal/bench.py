@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.render import ServerLayout
+from core.layout import ServerLayout
 from rehearsal import nspawn, run
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -357,7 +357,7 @@ def main() -> int:
     run.up("dev", overrides)
     machine = nspawn.Machine()
     settings = run.rehearsal_settings("dev", overrides, machine.public_key())
-    bench = Bench(machine, ServerLayout(settings.app_name))
+    bench = Bench(machine, settings.layout)
     try:
         bench.start_stacks(settings.wsgi_target, settings.workers)
         with tempfile.TemporaryDirectory() as tmp, load_hosts(LOAD_HOSTS) as hosts:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.plan import DeployPlan, RemoteCommand, Upload
-from components.render import sha256_text
+from core.plan import DeployPlan, RemoteCommand, Upload
+from core.render import sha256_text
 
 Progress = Callable[[str], None]
 

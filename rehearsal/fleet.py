@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.balancer import BALANCER_CHECK
+from core.balancer import BALANCER_CHECK
 from rehearsal.nspawn import STATE_DIR, Progress, RehearsalError, kept_secret, run, start_process, stop_process
 
 #: Where the balancer takes visitors' requests: the site's address in a rehearsal of several droplets.

@@ -28,7 +28,7 @@ from typing import Literal
 
 import yaml
 
-from components.ssh_host_keys import HostKeys, known_hosts_line, make_host_keys
+from core.ssh_host_keys import HostKeys, known_hosts_line, make_host_keys
 
 Progress = Callable[[str], None]
 

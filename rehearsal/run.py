@@ -19,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from components.plan import (
+from core.cloudinit import render_user_data
+from core.layout import DEPLOY_USER
+from core.plan import (
     CLOUD_INIT_TIMEOUT_SECONDS,
     DeployPlan,
     parse_deploy_output,
@@ -27,8 +29,7 @@ from components.plan import (
     rollout_plans,
     run_command,
 )
-from components.render import DEPLOY_USER, render_user_data
-from components.settings import DATABASE_URL, Settings, SettingsError, parse_settings
+from core.settings import DATABASE_URL, Settings, SettingsError, parse_settings
 from rehearsal import acme, fleet, nspawn
 from rehearsal.deploy import DeployError, SshTarget, run_plan
 

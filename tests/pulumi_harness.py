@@ -22,8 +22,8 @@ import pulumi
 from pulumi.runtime.settings import ROOT
 from pulumi.runtime.stack import wait_for_rpcs
 
-from components.settings import _ssh_public_key_problem, ssh_key_fingerprint
-from components.ssh_host_keys import HostKeys
+from core.settings import _ssh_public_key_problem, ssh_key_fingerprint
+from core.ssh_host_keys import HostKeys
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "flask-droplet"

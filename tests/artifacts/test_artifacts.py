@@ -11,12 +11,11 @@ import jsonschema
 import pytest
 import yaml
 
-from components.plan import WAIT_FOR_CLOUD_INIT
-from components.render import (
-    SSH_CIPHERS,
-    SSH_KEX,
-    SSH_MACS,
-    ServerLayout,
+from core.cloudinit import render_user_data
+from core.layout import ServerLayout
+from core.plan import WAIT_FOR_CLOUD_INIT
+from core.policy import SSH_CIPHERS, SSH_KEX, SSH_MACS
+from core.render import (
     render_backup_files,
     render_deploy_script,
     render_needrestart_conf,
@@ -29,9 +28,8 @@ from components.render import (
     render_sshd_config,
     render_sshd_crypto,
     render_ufw_after_init,
-    render_user_data,
 )
-from components.settings import Settings, parse_settings
+from core.settings import Settings, parse_settings
 from rehearsal import nspawn
 from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
@@ -381,7 +379,7 @@ def wheels_for_the_droplet(destination: Path, *requirements: str) -> subprocess.
 @pytest.mark.parametrize("app", sorted(SERVER_APPS))
 def test_every_dependency_has_a_wheel_for_the_droplets_python(app: str, tmp_path: Path) -> None:
     """Ubuntu 24.04 has CPython 3.12 and no compiler: a dependency without a wheel fails the deploy."""
-    from components.render import CERTBOT_VERSION, GUNICORN_VERSION, UV_VERSION
+    from core.policy import CERTBOT_VERSION, GUNICORN_VERSION, UV_VERSION
 
     settings = parse_settings({**GOLDEN_CONFIGS["ip"], **SERVER_APPS[app]}, PROJECT_DIR)
     requirements = tmp_path / "requirements.txt"

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import testinfra
 
-from components.render import DEPLOY_USER, ServerLayout
-from components.settings import Settings
+from core.layout import DEPLOY_USER, ServerLayout
+from core.settings import Settings
 from rehearsal import acme, nspawn, run
 from tests.pulumi_harness import PROJECT_DIR
 

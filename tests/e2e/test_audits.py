@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.render import DEPLOY_USER
-from components.ssh_host_keys import make_host_keys
+from core.layout import DEPLOY_USER
+from core.ssh_host_keys import make_host_keys
 from rehearsal import acme, nspawn
 from rehearsal.deploy import SshTarget
 from tests.e2e.conftest import Rehearsal, bring_up, pinned_host_key

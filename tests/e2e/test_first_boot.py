@@ -17,7 +17,7 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from components.plan import build_deploy_plan, wait_for_cloud_init_command
+from core.plan import build_deploy_plan, wait_for_cloud_init_command
 from rehearsal import nspawn, run
 from rehearsal.deploy import SshTarget, run_plan
 from tests.e2e.conftest import Rehearsal

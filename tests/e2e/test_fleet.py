@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from components.balancer import BALANCER_CHECK
+from core.balancer import BALANCER_CHECK
 from rehearsal import fleet, nspawn, run
 from rehearsal.deploy import DeployError
 from tests.e2e.conftest import Rehearsal, bring_up

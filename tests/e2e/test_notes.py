@@ -1,6 +1,6 @@
 """A second Flask app, shaped differently, deployed through the same path: factory, package, SQLite state.
 
-Then living with it, as the README's "Operating it" says: its logs, its backups and their
+Then living with it, as docs/operating.md says: its logs, its backups and their
 restore, and a deploy onto a disk that is nearly full.
 """
 

@@ -13,7 +13,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from components.render import render_deploy_script, render_user_data
+from core.cloudinit import render_user_data
+from core.render import render_deploy_script
 from rehearsal import run
 from tests.e2e.conftest import Rehearsal, bring_up
 from tests.e2e.load import Load, LoadResult, SlowClients

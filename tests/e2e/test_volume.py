@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from components.plan import parse_deploy_output
+from core.plan import parse_deploy_output
 from rehearsal import nspawn, run
 from rehearsal.deploy import DeployError
 from tests.e2e.conftest import Rehearsal, bring_up

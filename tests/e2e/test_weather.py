@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render import UFW_ALLOWED_PORTS
+from core.policy import UFW_ALLOWED_PORTS
 from rehearsal import run
 from tests.e2e.browser import Browser
 from tests.e2e.conftest import APP_PORTS, Rehearsal, bring_up, open_tcp_ports, ssh_as

@@ -1,7 +1,7 @@
 """The program under the real `pulumi` CLI and Python language host, as a user runs it.
 
 DigitalOcean's and pulumi-command's providers cannot be built on these machines (their Go
-modules are not served here; see "Tests" in the README), so a preview goes as far as the
+modules are not served here; see docs/testing.md), so a preview goes as far as the
 engine goes without them: the engine checks the stack's config against Pulumi.yaml, the
 program validates its settings, and its first call to DigitalOcean (the invokes that read the
 account before any resource is declared) asks the engine for the DigitalOcean provider. What

@@ -38,13 +38,14 @@ config:
 
 @pytest.fixture
 def program(engine_bin: Path, tmp_path: Path) -> Workspace:
-    """A program of the host key alone, beside this project's components and virtualenv."""
+    """A program of the host key alone, beside this project's components, its core and its virtualenv."""
     (tmp_path / "home").mkdir()
     project = tmp_path / "hostkey"
     project.mkdir()
     (project / "Pulumi.yaml").write_text(PROJECT_FILE)
     (project / "__main__.py").write_text(PROGRAM)
     (project / "components").symlink_to(PROJECT_DIR / "components")
+    (project / "core").symlink_to(PROJECT_DIR / "core")
     (project / ".venv").symlink_to(PROJECT_DIR / ".venv")
     space = Workspace(project, engine_env(engine_bin, tmp_path))
     space.ok("stack", "init", "dev")

@@ -14,9 +14,9 @@ from agent.cli import main
 from agent.config import Config
 from agent.fake import FakeSystem
 from agent.system import Completed
-from components.bundle import bundle_bytes
-from components.render import render_agent_settings, server_manifest
-from components.settings import parse_settings
+from core.bundle import bundle_bytes
+from core.render import render_agent_settings, server_manifest
+from core.settings import parse_settings
 from tests.pulumi_harness import PROJECT_DIR
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
 

@@ -18,13 +18,8 @@ from agent.config import Config
 from agent.context import Agent
 from agent.fake import FakeSystem
 from agent.system import Completed
-from components.render import (
-    FIRST_BOOT_ARCHIVE,
-    FIRST_BOOT_COMMAND,
-    FIRST_BOOT_MODULES,
-    UFW_ALLOWED_PORTS,
-    render_user_data,
-)
+from core.cloudinit import FIRST_BOOT_ARCHIVE, FIRST_BOOT_COMMAND, FIRST_BOOT_MODULES, render_user_data
+from core.policy import UFW_ALLOWED_PORTS
 from tests.pulumi_harness import TEST_HOST_KEYS
 from tests.unit.agent_server import config_of, settings_of
 

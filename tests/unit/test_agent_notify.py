@@ -12,8 +12,8 @@ from agent.cli import main
 from agent.config import Config
 from agent.context import Agent
 from agent.fake import FakeSystem
-from components.render import render_notify_file
-from components.settings import SecretStr, Webhook
+from core.render import render_notify_file
+from core.settings import SecretStr, Webhook
 from tests.unit.agent_server import (
     ENVIRONMENT,
     PUBLIC_IPV4,

@@ -14,7 +14,7 @@ import pytest
 
 from agent.config import load
 from agent.system import Completed, RealSystem
-from components.bundle import agent_archive_bytes
+from core.bundle import agent_archive_bytes
 from tests.unit.test_render import golden_settings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="files are written as root:root, as on the server")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent import backup
-from components.render import render_backup_files
+from core.render import render_backup_files
 from tests.unit.test_render import golden_settings
 
 #: Bounds for the writer that runs while the backup is taken.

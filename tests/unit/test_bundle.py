@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from components.bundle import agent_archive_bytes, bundle_bytes
-from components.plan import run_command
-from components.render import render_agent_settings
-from components.settings import parse_settings
+from core.bundle import agent_archive_bytes, bundle_bytes
+from core.plan import run_command
+from core.render import render_agent_settings
+from core.settings import parse_settings
 
 
 def bundle_members(settings: Any) -> dict[str, bytes]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from components.balancer import BALANCER_CHECK
-from components.render import render_user_data
-from components.settings import SettingsError, parse_settings, ssh_key_fingerprint
 from components.webserver import key_name
+from core.balancer import BALANCER_CHECK
+from core.cloudinit import render_user_data
+from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
 from tests.pulumi_harness import (
     BALANCER_IPV4,
     DATABASE_ADMIN_PASSWORD,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.ssh_host_keys import RSA_BITS, HostKeys, known_hosts_line, make_host_keys
+from core.ssh_host_keys import RSA_BITS, HostKeys, known_hosts_line, make_host_keys
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,9 @@ import re
 
 import pytest
 
-from components.render import (
-    SERVICE_SANDBOX,
-    SSH_CIPHERS,
-    SSH_HOST_KEY_ALGORITHMS,
-    SSH_KEX,
-    SSH_MACS,
+from core.cloudinit import render_user_data
+from core.policy import SERVICE_SANDBOX, SSH_CIPHERS, SSH_HOST_KEY_ALGORITHMS, SSH_KEX, SSH_MACS
+from core.render import (
     render_backup_files,
     render_journald_conf,
     render_nginx_main,
@@ -31,9 +28,8 @@ from components.render import (
     render_socket_unit,
     render_sshd_config,
     render_state_volume_units,
-    render_user_data,
 )
-from components.settings import Settings
+from core.settings import Settings
 from tests.pulumi_harness import TEST_HOST_KEYS
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from agent.notify import STDIN_SEPARATOR
-from components.plan import build_deploy_plan
-from components.render import render_agent_settings, render_processes, render_user_data, server_manifest
-from components.settings import SettingsError, parse_settings, webhook_form
+from core.cloudinit import render_user_data
+from core.plan import build_deploy_plan
+from core.render import render_agent_settings, render_processes, server_manifest
+from core.settings import SettingsError, parse_settings, webhook_form
 from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS, is_secret, reveal, run_program
 
 SLACK = "https://hooks.slack.com/services/T000/B000/sl4ck-t0ken"

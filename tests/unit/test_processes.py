@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from components import processes
-from components.processes import CalendarError, Process, ProcfileError, cron_to_calendar, parse_procfile, to_calendar
-from components.render import render_processes, systemd_exec_command
-from components.settings import SettingsError, parse_settings
+from core import processes
+from core.processes import CalendarError, Process, ProcfileError, cron_to_calendar, parse_procfile, to_calendar
+from core.render import render_processes, systemd_exec_command
+from core.settings import SettingsError, parse_settings
 from tests.pulumi_harness import PROJECT_DIR
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from components.monitoring import UPTIME_REGIONS, uptime_regions
-from components.render import render_user_data
-from components.settings import SettingsError, parse_settings, ssh_key_fingerprint
+from core.cloudinit import render_user_data
+from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
 from tests.conftest import example_public_key
 from tests.pulumi_harness import (
     AVAILABLE_REGIONS,

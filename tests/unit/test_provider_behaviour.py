@@ -22,10 +22,10 @@ import pytest
 from components.deployment import DIAL_BUDGET_SECONDS, DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT_SECONDS, dial_wait_seconds
 from components.fleet import VPC_DELETE_TIMEOUT
 from components.monitoring import uptime_regions
-from components.render import render_user_data
-from components.settings import SettingsError, parse_settings, ssh_key_fingerprint
-from components.sshagent import SSHD_MAX_AUTH_TRIES, private_key_public_line
 from components.webserver import key_name
+from core.cloudinit import render_user_data
+from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
+from core.sshagent import SSHD_MAX_AUTH_TRIES, private_key_public_line
 from tests.conftest import example_public_key
 from tests.pulumi_harness import (
     DEFAULT_VPC_ID,

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from agent.config import Config
-from components.bundle import app_files, static_manifest
-from components.plan import WAIT_FOR_CLOUD_INIT
-from components.render import (
-    FIRST_BOOT_ARCHIVE,
+from core.bundle import app_files, static_manifest
+from core.cloudinit import FIRST_BOOT_ARCHIVE, render_user_data
+from core.plan import WAIT_FOR_CLOUD_INIT
+from core.render import (
     render_agent_settings,
     render_deploy_script,
     render_env_file,
@@ -29,11 +29,10 @@ from components.render import (
     render_service_unit,
     render_socket_unit,
     render_sshd_config,
-    render_user_data,
     server_config_files,
     server_manifest,
 )
-from components.settings import Settings, parse_settings
+from core.settings import Settings, parse_settings
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from components.settings import DEFAULTS, SettingsError, parse_settings, volume_name
+from core.settings import DEFAULTS, SettingsError, parse_settings, volume_name
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR, run_program
 
@@ -624,3 +624,23 @@ def test_database_url_is_the_apps_own_with_sqlite(good_config: dict[str, Any]) -
     settings = parse_settings({**good_config, "appEnv": {"DATABASE_URL": "postgresql://elsewhere/db"}}, PROJECT_DIR)
 
     assert settings.app_env["DATABASE_URL"] == "postgresql://elsewhere/db"
+
+
+def test_each_topic_reports_its_problem_with_the_others(good_config: dict[str, Any]) -> None:
+    bad = {
+        "region": "mars1",  # the droplet and network
+        "healthPath": "healthz",  # the app
+        "appEnv": {"PATH": "/tmp"},  # the app's environment
+        "releasesToKeep": 0,  # releases
+        "acmeEmail": "nobody",  # HTTPS and DNS
+        "backupInterval": "monthly",  # state and backups
+        "databaseNodes": 9,  # fleet and database
+        "alertWindow": "2m",  # alerts
+    }
+
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({**good_config, **bad}, PROJECT_DIR)
+
+    assert sorted(problem.split(" = ")[0].removeprefix("flask-droplet:") for problem in caught.value.problems) == (
+        sorted(bad)
+    )

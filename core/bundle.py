@@ -14,9 +14,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.render import agent_sources, render_agent_settings, server_config_files
-from components.settings import Settings
-from components.zipapp import zip_application
+from core.render import ServerFiles, agent_sources, render_agent_settings, render_server_files
+from core.settings import Settings
+from core.zipapp import zip_application
 
 #: Never shipped: caches, virtualenvs, VCS data and Flask's instance folder (runtime data).
 EXCLUDED_DIRS = frozenset({"__pycache__", "instance", "node_modules"})
@@ -62,8 +62,12 @@ def static_manifest(settings: Settings, files: list[Path]) -> str:
     return "".join(lines)
 
 
-def bundle_bytes(settings: Settings) -> bytes:
-    """The archive's bytes: `app/...` from the app directory, `deps/...` and `server/...` rendered."""
+def bundle_bytes(settings: Settings, server: ServerFiles | None = None) -> bytes:
+    """The archive's bytes: `app/...` from the app directory, `deps/...` and `server/...` rendered.
+
+    `server` is the plan's rendering of the server's files, rendered here when not given.
+    """
+    server = server or render_server_files(settings)
     entries: list[tuple[str, bytes, int]] = []
     files = app_files(settings.app_dir, settings.linked_dirs)
     for relative in files:
@@ -73,7 +77,7 @@ def bundle_bytes(settings: Settings) -> bytes:
     entries.append(("server/static-manifest", static_manifest(settings, files).encode(), 0o644))
     for name, data in settings.app_source.deps_files:
         entries.append((f"deps/{name}", data, 0o644))
-    for name, text in sorted(server_config_files(settings).items()):
+    for name, text in sorted(server.config.items()):
         entries.append((f"server/{name}", text.encode(), 0o644))
 
     raw = io.BytesIO()
@@ -88,9 +92,9 @@ def bundle_bytes(settings: Settings) -> bytes:
     return compressed.getvalue()
 
 
-def build_bundle(settings: Settings, out_dir: Path) -> Bundle:
+def build_bundle(settings: Settings, out_dir: Path, server: ServerFiles | None = None) -> Bundle:
     """Write the bundle under `out_dir` as `<release_id>.tar.gz` and describe it."""
-    data = bundle_bytes(settings)
+    data = bundle_bytes(settings, server)
     digest = hashlib.sha256(data).hexdigest()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{digest[:12]}.tar.gz"
@@ -110,15 +114,16 @@ class AgentArchive:
 AGENT_ENTRY = "from agent.__main__ import run\n\nraise SystemExit(run())\n"
 
 
-def agent_archive_bytes(settings: Settings) -> bytes:
+def agent_archive_bytes(settings: Settings, server: ServerFiles | None = None) -> bytes:
     """The server agent as a zip application, deterministic as the bundle is (sorted, fixed times)."""
-    files = {"__main__.py": AGENT_ENTRY.encode(), "agent/settings.json": render_agent_settings(settings).encode()}
+    agent_settings = server.agent_settings if server else render_agent_settings(settings)
+    files = {"__main__.py": AGENT_ENTRY.encode(), "agent/settings.json": agent_settings.encode()}
     files |= {f"agent/{path.name}": path.read_bytes() for path in agent_sources()}
     return zip_application(files)
 
 
-def build_agent_archive(settings: Settings, out_dir: Path) -> AgentArchive:
-    data = agent_archive_bytes(settings)
+def build_agent_archive(settings: Settings, out_dir: Path, server: ServerFiles | None = None) -> AgentArchive:
+    data = agent_archive_bytes(settings, server)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"agent-{settings.app_name}.pyz"
     if not path.exists() or path.read_bytes() != data:

@@ -2,8 +2,8 @@
 
 A process is a long-running command (a task queue's worker), named as in a Heroku
 `Procfile`; a schedule is a command run at calendar times (systemd's `OnCalendar=`
-syntax, or a five-field cron expression translated to it). `components/settings.py`
-reads the stack's `processes` and `schedules` keys with these; `components/render.py`
+syntax, or a five-field cron expression translated to it). `core/settings.py`
+reads the stack's `processes` and `schedules` keys with these; `core/render.py`
 makes their systemd units.
 """
 

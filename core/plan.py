@@ -14,17 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.notify import STDIN_SEPARATOR
-from components.bundle import Bundle, build_agent_archive, build_bundle
-from components.render import (
-    DEPLOY_USER,
-    ServerLayout,
-    render_deploy_script,
-    render_env_file,
-    render_notify_file,
-    server_config_hash,
-    sha256_text,
-)
-from components.settings import Settings, Webhook
+from core.bundle import Bundle, build_agent_archive, build_bundle
+from core.layout import DEPLOY_USER
+from core.render import render_env_file, render_notify_file, render_server_files, sha256_text
+from core.settings import Settings, Webhook
 
 #: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
 CLOUD_INIT_TIMEOUT_SECONDS = 900
@@ -128,10 +121,12 @@ class DeployPlan:
 def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     """Render, archive and order everything a deploy does; writes the bundle, the agent and deploy.sh
     under `build_dir`."""
-    layout = ServerLayout(settings.app_name)
-    bundle: Bundle = build_bundle(settings, build_dir / "bundles")
-    agent = build_agent_archive(settings, build_dir)
-    script = render_deploy_script(settings)
+    layout = settings.layout
+    # The server's files, rendered once: the bundle, the agent's archive and the deploy's hash share them.
+    server = render_server_files(settings)
+    bundle: Bundle = build_bundle(settings, build_dir / "bundles", server)
+    agent = build_agent_archive(settings, build_dir, server)
+    script = server.deploy_script
     script_path = build_dir / f"deploy-{settings.app_name}.sh"
     script_path.parent.mkdir(parents=True, exist_ok=True)
     script_path.write_text(script)
@@ -145,7 +140,7 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
             "deploy",
             release_deploy_command(settings, bundle.release_id),
             # The release id covers the app and the server config; the script is hashed separately.
-            sha256_text(bundle.sha256 + server_config_hash(settings)),
+            sha256_text(bundle.sha256 + server.config_hash),
             stdin_is_secret=True,
             takes_public_address=True,
         ),
@@ -175,12 +170,12 @@ def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
 
 def release_deploy_command(settings: Settings, release_id: str, *options: str) -> str:
     """The deploy of `release_id` from its uploaded bundle; `options` (`--skip-release-command`) come first."""
-    return deploy_script_command(settings, *options, release_id, ServerLayout(settings.app_name).bundle(release_id))
+    return deploy_script_command(settings, *options, release_id, settings.layout.bundle(release_id))
 
 
 def deploy_script_command(settings: Settings, *words: str) -> str:
     """The deploy script with `words` (`logs -f`, `restore 20261201T020000Z`), run over SSH as the deploy user."""
-    layout = ServerLayout(settings.app_name)
+    layout = settings.layout
     return shlex.join(["sudo", "/bin/bash", layout.deploy_script, *words])
 
 

@@ -23,7 +23,7 @@ import socket
 import struct
 from collections.abc import Mapping
 
-from components.settings import Settings, ssh_key_fingerprint
+from core.settings import Settings, ssh_key_fingerprint
 
 #: `MaxAuthTries` in the droplet's sshd configuration (`cloud-init/sshd.conf.j2`).
 SSHD_MAX_AUTH_TRIES = 3

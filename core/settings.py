@@ -1,29 +1,34 @@
 """Stack settings: one frozen object, validated before any resource exists.
 
 `parse_settings` takes the plain config values (as Pulumi hands them over,
-keyed by the names in `Pulumi.yaml`) and either returns a `Settings` or raises
-`SettingsError` listing every problem at once. Nothing here imports Pulumi, so
-the rehearsal and the tests use the same validation.
+keyed by the names `Pulumi.yaml` declares, `core/keys.py`) and either returns a
+`Settings` or raises `SettingsError` listing every problem at once. Each topic is
+checked by a function of its own: `check_droplet_and_network`, `check_app`,
+`check_app_environment`, `check_processes_and_schedules`, `check_releases`,
+`check_https_and_dns`, `check_state_and_backups`, `check_fleet_and_database`,
+`check_alerts` and `check_notifications`.
+Nothing here imports Pulumi, so the rehearsal and the tests use the same validation.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import re
 import shlex
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pulumi_digitalocean import DatabaseSlug, DropletSlug
-
-from components.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
-from components.processes import (
+from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
+from core.keys import DEFAULTS, KEYS, SECRET_KEYS
+from core.layout import ServerLayout
+from core.processes import (
     DROPLETS,
     NAME,
     PROCFILE_RELEASE,
@@ -40,6 +45,7 @@ from components.processes import (
     parse_procfile,
     to_calendar,
 )
+from core.slugs import DATABASE_SIZES, DROPLET_SIZES
 
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
@@ -127,8 +133,6 @@ _RELATIVE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 #: A region slug's shape; which regions take new droplets is DigitalOcean's answer (`components/account.py`):
 #: the SDK's `Region` enum lacks atl1 and ric1 and keeps regions closed to new resources.
 _REGION_SLUG = re.compile(r"^[a-z]{3}[0-9]$")
-DROPLET_SIZES = tuple(s.value for s in DropletSlug)
-DATABASE_SIZES = tuple(s.value for s in DatabaseSlug)
 #: The variable that tells the app where its database is.
 DATABASE_URL = "DATABASE_URL"
 
@@ -231,47 +235,52 @@ class Settings:
     """Days before the site's certificate expires at which the uptime check alerts."""
     droplet_backups: bool
     """DigitalOcean's weekly backups of the droplet's disk (its Volume is not in them)."""
-    volume_size: int = 0
+    volume_size: int
     """GiB of the DigitalOcean Volume that holds the app's state directory; 0 for none (the droplet's disk)."""
-    volume_name: str | None = None
+    volume_name: str | None
     """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
-    production: bool = False
+    production: bool
     """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
-    stack_name: str = "dev"
+    stack_name: str
     """The stack's name in the DigitalOcean account: in its droplets' tag (PROJECT:NAME) and its Volume's name."""
-    allow_replace: bool = False
+    allow_replace: bool
     """Let this update replace what DigitalOcean can only replace (droplets on a new image or region, say);
     without it such an update is refused before any resource changes."""
-    backup_days: int = 0
+    backup_days: int
     """Days the server keeps its backups of the state directory; 0 for no backups."""
-    backup_interval: str = "daily"
+    backup_interval: str
     """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
-    linked_dirs: tuple[str, ...] = ()
+    linked_dirs: tuple[str, ...]
     """Paths inside the app kept in the state directory and shared by every release."""
-    build_packages: tuple[str, ...] = ()
+    build_packages: tuple[str, ...]
     """apt packages the deploy installs before a new virtualenv, for dependencies built from source."""
-    release_command: tuple[str, ...] = ()
+    release_command: tuple[str, ...]
     """Run once for each new release before it goes live (e.g. migrations); empty for none."""
-    instances: int = 1
+    instances: int
     """Droplets serving the app: more than one stand behind a DigitalOcean Load Balancer."""
-    database: str = "sqlite"
+    database: str
     """Where the app's data lives, one of `DATABASES`; the app finds it in DATABASE_URL."""
-    database_size: str = "db-s-1vcpu-1gb"
+    database_size: str
     """Size slug of each node of the Managed PostgreSQL cluster."""
-    database_nodes: int = 1
+    database_nodes: int
     """Nodes of the Managed PostgreSQL cluster (1 to 3)."""
-    app_env: Mapping[str, SecretStr] = field(default_factory=dict)
+    app_env: Mapping[str, SecretStr]
     """The app's environment variables; every value is treated as secret."""
-    ssh_private_key: SecretStr | None = None
+    ssh_private_key: SecretStr | None
     """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
-    processes: tuple[Process, ...] = ()
+    processes: tuple[Process, ...]
     """Long-running commands beside Gunicorn (workers), from `processes` and the app's Procfile."""
-    schedules: tuple[Schedule, ...] = ()
+    schedules: tuple[Schedule, ...]
     """Commands run at calendar times, on one droplet (the first)."""
-    notify_webhooks: tuple[Webhook, ...] = ()
+    notify_webhooks: tuple[Webhook, ...]
     """Where the droplet tells what went wrong (and, with `notify_on_live`, each release that went live)."""
-    notify_on_live: bool = False
+    notify_on_live: bool
     """Also tell the webhooks of each release that went live."""
+
+    @functools.cached_property
+    def layout(self) -> ServerLayout:
+        """Where things live on the server for this app: built once, read by the renderers, plan and executors."""
+        return ServerLayout(self.app_name)
 
     @property
     def wsgi_module(self) -> str:
@@ -317,138 +326,194 @@ class SettingsError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the stack config:\n{lines}")
 
 
-#: Defaults for keys a stack may leave out; they match `Pulumi.yaml`.
-DEFAULTS: dict[str, Any] = {
-    "appName": "weather",
-    "region": "nyc3",
-    "size": "s-1vcpu-1gb",
-    "image": UBUNTU_2404_IMAGE,
-    "sshPublicKeys": [],
-    "sshKeyFingerprints": [],
-    "appDir": "app",
-    "wsgiTarget": "wsgi:app",
-    "staticDir": "weather/static",
-    "healthPath": "/healthz",
-    "workers": WORKERS_FROM_SIZE,
-    "releasesToKeep": 5,
-    "domain": "",
-    "https": True,
-    "acmeServer": "letsencrypt",
-    "acmeEmail": "",
-    "hstsPreload": False,
-    "wwwAlias": False,
-    "dnsZone": "",
-    "linkedDirs": [],
-    "buildPackages": [],
-    "releaseCommand": "",
-    "instances": 1,
-    "database": "sqlite",
-    "databaseSize": "db-s-1vcpu-1gb",
-    "databaseNodes": 1,
-    "volumeSize": 10,
-    "production": False,
-    "allowReplace": False,
-    "stackName": "",
-    "backupDays": 7,
-    "backupInterval": "daily",
-    "appEnv": {},
-    "alertEmails": [],
-    "alertCpuPercent": 90,
-    "alertMemoryPercent": 90,
-    "alertDiskPercent": 85,
-    "alertWindow": "5m",
-    "alertLatencyMs": 2000,
-    "alertCertificateDays": ADDRESS_CERTIFICATE_DAYS_MAX,
-    "dropletBackups": False,
-    "processes": {},
-    "schedules": {},
-    "notifyWebhooks": [],
-    "notifyOnLive": False,
-}
+class ConfigValues(Mapping[str, Any]):
+    """The stack's values over the declared defaults (`core.keys`), remembering which keys were read.
 
-#: Every key `parse_settings` reads; the project file must declare exactly these.
-CONFIG_KEYS = (*DEFAULTS, "adminCidrs", "sshPrivateKey")
+    Only declared keys can be read: reading another is a mistake in this module, not in the stack.
+    """
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        given = {k: KEYS[k].decode(v) for k, v in raw.items() if k in KEYS and v is not None}
+        self._values = {**DEFAULTS, **given}
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in KEYS:
+            raise LookupError(f"{key} is not declared in Pulumi.yaml")
+        self.read.add(key)
+        return self._values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:  # a declared key without a default (an undeclared one raises LookupError)
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Check:
+    """The stack's values, and every problem found in them: each names the key, the value and what is accepted."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.values = ConfigValues(raw)
+        self.problems: list[str] = []
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def problem(self, key: str, value: Any, accepted: str) -> None:
+        self.problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
 
 
 def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev") -> Settings:
     """Validate config values and build `Settings`, or raise `SettingsError` listing all problems.
 
     `raw` maps config keys (without the project namespace) to the values Pulumi
-    read from the stack; missing keys take `DEFAULTS`. `stack` names the stack,
-    which names its Volume.
+    read from the stack (a list or map may be its JSON text); missing keys take the
+    defaults `Pulumi.yaml` declares. `stack` names the stack, which names its Volume.
+    Each topic below checks its own keys, and every problem is collected before any is reported.
     """
-    problems: list[str] = []
-    values = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    check = Check(raw)
+    droplet = check_droplet_and_network(check, stack)
+    app = check_app(check, project_dir, droplet["size"])
+    work = check_processes_and_schedules(check, app["app_dir"], app["wsgi_target"])
+    releases = check_releases(check, app["static_dir"], work.pop("procfile_release"))
+    web = check_https_and_dns(check)
+    state = check_state_and_backups(check)
+    fleet = check_fleet_and_database(
+        check, https=web["https"], dns_zone=web["dns_zone"], linked_dirs=releases["linked_dirs"]
+    )
+    app_env = check_app_environment(check, fleet["database"])
+    alerts = check_alerts(check, https=web["https"], domain=web["domain"])
+    notifications = check_notifications(check)
+    if check.problems:
+        raise SettingsError(check.problems)
+    # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
+    volume_size = state.pop("volume_size")
+    if fleet["instances"] > 1:
+        volume_size = 0
+    return Settings(
+        **droplet,
+        **app,
+        **releases,
+        **web,
+        **state,
+        **fleet,
+        **alerts,
+        **work,
+        **notifications,
+        app_env=app_env,
+        volume_size=volume_size,
+        volume_name=volume_name(app["app_name"], droplet["stack_name"]) if volume_size else None,
+    )
 
-    def problem(key: str, value: Any, accepted: str) -> None:
-        problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
 
-    app_name = values["appName"]
+def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
+    """The droplet (region, size, image), the SSH keys that reach it, the networks that may, and the stack's name."""
+    region = check["region"]
+    if not (isinstance(region, str) and _REGION_SLUG.match(region)):
+        check.problem("region", region, "expected a DigitalOcean region slug such as nyc3, ams3, fra1")
+
+    size = check["size"]
+    if size not in DROPLET_SIZES:
+        check.problem("size", size, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb")
+
+    image = check["image"]
+    if not (image == UBUNTU_2404_IMAGE or (isinstance(image, str) and image.isdigit())):
+        check.problem("image", image, f"expected {UBUNTU_2404_IMAGE} or the numeric id of a snapshot of it")
+
+    public_keys = _string_list(check["sshPublicKeys"], "sshPublicKeys", check.problem)
+    for key in public_keys:
+        reason = _ssh_public_key_problem(key)
+        if reason:
+            check.problem("sshPublicKeys", key, reason)
+    fingerprints = _string_list(check["sshKeyFingerprints"], "sshKeyFingerprints", check.problem)
+    for fingerprint in fingerprints:
+        if not (_MD5_FINGERPRINT.match(fingerprint) or fingerprint.isdigit()):
+            check.problem(
+                "sshKeyFingerprints",
+                fingerprint,
+                "expected an MD5 fingerprint as DigitalOcean shows it (16 hex pairs joined by ':') or a numeric key id",
+            )
+    if not public_keys and not fingerprints:
+        check.problems.append(
+            "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
+            "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
+        )
+
+    admin_cidrs: list[str] = []
+    raw_cidrs = check.values.get("adminCidrs")
+    if raw_cidrs is None:
+        check.problems.append(
+            "flask-droplet:adminCidrs is not set: list the networks allowed to reach SSH, "
+            'e.g. ["203.0.113.7/32"]; there is no default, so SSH is never open to the world by accident'
+        )
+    else:
+        for cidr in _string_list(raw_cidrs, "adminCidrs", check.problem):
+            try:
+                admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
+            except ValueError as err:
+                check.problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
+        if isinstance(raw_cidrs, list) and not raw_cidrs:
+            check.problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
+
+    private_key = check["sshPrivateKey"] or None
+    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
+        check.problems.append(
+            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
+            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
+        )
+
+    production = _boolean(check["production"], "production", check.problem)
+    allow_replace = _boolean(check["allowReplace"], "allowReplace", check.problem)
+    stack_name = check["stackName"] or stack
+    if check["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
+        check.problem(
+            "stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name"
+        )
+        stack_name = stack
+    return {
+        "region": region,
+        "size": size,
+        "image": image,
+        "ssh_public_keys": tuple(public_keys),
+        "ssh_key_fingerprints": tuple(fingerprints),
+        "admin_cidrs": tuple(admin_cidrs),
+        "ssh_private_key": SecretStr(private_key) if private_key else None,
+        "production": production,
+        "allow_replace": allow_replace,
+        "stack_name": stack_name,
+    }
+
+
+def check_app(check: Check, project_dir: Path, size: Any) -> dict[str, Any]:
+    """The app: its name on the server, its directory and WSGI target, static files, health path and workers."""
+    app_name = check["appName"]
     if not (isinstance(app_name, str) and _APP_NAME.match(app_name)) or app_name in RESERVED_APP_NAMES:
-        problem(
+        check.problem(
             "appName",
             app_name,
             "expected 1-31 characters of lowercase letters, digits and '-', starting with a letter, "
             f"and none of {', '.join(sorted(RESERVED_APP_NAMES))}",
         )
 
-    region = values["region"]
-    if not (isinstance(region, str) and _REGION_SLUG.match(region)):
-        problem("region", region, "expected a DigitalOcean region slug such as nyc3, ams3, fra1")
-
-    size = values["size"]
-    if size not in DROPLET_SIZES:
-        problem("size", size, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb")
-
-    image = values["image"]
-    if not (image == UBUNTU_2404_IMAGE or (isinstance(image, str) and image.isdigit())):
-        problem("image", image, f"expected {UBUNTU_2404_IMAGE} or the numeric id of a snapshot of it")
-
-    public_keys = _string_list(values["sshPublicKeys"], "sshPublicKeys", problem)
-    for key in public_keys:
-        reason = _ssh_public_key_problem(key)
-        if reason:
-            problem("sshPublicKeys", key, reason)
-    fingerprints = _string_list(values["sshKeyFingerprints"], "sshKeyFingerprints", problem)
-    for fingerprint in fingerprints:
-        if not (_MD5_FINGERPRINT.match(fingerprint) or fingerprint.isdigit()):
-            problem(
-                "sshKeyFingerprints",
-                fingerprint,
-                "expected an MD5 fingerprint as DigitalOcean shows it (16 hex pairs joined by ':') or a numeric key id",
-            )
-    if not public_keys and not fingerprints:
-        problems.append(
-            "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
-            "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
-        )
-
-    admin_cidrs: list[str] = []
-    raw_cidrs = values.get("adminCidrs")
-    if raw_cidrs is None:
-        problems.append(
-            "flask-droplet:adminCidrs is not set: list the networks allowed to reach SSH, "
-            'e.g. ["203.0.113.7/32"]; there is no default, so SSH is never open to the world by accident'
-        )
-    else:
-        for cidr in _string_list(raw_cidrs, "adminCidrs", problem):
-            try:
-                admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
-            except ValueError as err:
-                problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
-        if isinstance(raw_cidrs, list) and not raw_cidrs:
-            problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
-
-    app_dir = project_dir / str(values["appDir"])
-    wsgi_target = values["wsgiTarget"]
+    app_dir = project_dir / str(check["appDir"])
+    wsgi_target = check["wsgiTarget"]
     target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
     app_source: AppSource | None = None
     if not app_dir.is_dir():
-        problem("appDir", values["appDir"], f"expected a directory holding the Flask app; {app_dir} does not exist")
+        check.problem(
+            "appDir", check["appDir"], f"expected a directory holding the Flask app; {app_dir} does not exist"
+        )
     else:
         import_root = module_root(app_dir, target["module"]) if target else ""
         if import_root is None:
-            problem(
+            check.problem(
                 "wsgiTarget",
                 wsgi_target,
                 f"module {target['module'] if target else ''} is not in {app_dir} (looked for a .py file "
@@ -457,60 +522,126 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         try:
             app_source = inspect_app(app_dir, import_root or "")
         except AppSourceError as err:
-            problem("appDir", values["appDir"], str(err))
+            check.problem("appDir", check["appDir"], str(err))
     if not target:
-        problem(
+        check.problem(
             "wsgiTarget",
             wsgi_target,
             "expected module:callable or module:factory(), e.g. wsgi:app or myproject:create_app()",
         )
 
-    static_dir = values["staticDir"] or None
+    static_dir = check["staticDir"] or None
     if static_dir is not None:
         static_path = Path(str(static_dir))
         if static_path.is_absolute() or ".." in static_path.parts:
-            problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
+            check.problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
         elif app_dir.is_dir() and not (app_dir / static_path).is_dir():
-            problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
+            check.problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
 
-    linked_dirs = _linked_dirs(values["linkedDirs"], static_dir, problem)
-    build_packages = _build_packages(values["buildPackages"], problem)
+    health_path = check["healthPath"]
+    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
+        check.problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
 
-    procfile = _procfile(app_dir, problem)
-    processes = _processes(values["processes"], procfile, wsgi_target, problem)
-    schedules = _schedules(values["schedules"], problem)
+    workers = _bounded_int(check["workers"], "workers", WORKERS_FROM_SIZE, WORKERS_MAX, check.problem)
+    if workers == WORKERS_FROM_SIZE:
+        workers = default_workers(size if isinstance(size, str) else "")
+    return {
+        "app_name": app_name,
+        "app_dir": app_dir.resolve(),
+        "wsgi_target": wsgi_target,
+        "app_source": app_source,
+        "static_dir": static_dir,
+        "health_path": health_path,
+        "workers": workers,
+        "build_packages": tuple(_build_packages(check["buildPackages"], check.problem)),
+    }
 
+
+def check_app_environment(check: Check, database: Any) -> dict[str, SecretStr]:
+    """The app's environment variables: names it may set, single-line values (never shown in a problem)."""
+    app_env: dict[str, SecretStr] = {}
+    raw_env = check["appEnv"]
+    if not isinstance(raw_env, Mapping):
+        check.problem("appEnv", raw_env, "expected a map of variable names to string values")
+        return app_env
+    for name, value in raw_env.items():
+        if database == "postgres" and name == DATABASE_URL:
+            check.problem(
+                "appEnv",
+                name,
+                "expected no DATABASE_URL with database = 'postgres': the deploy sets it to the cluster's "
+                "connection string",
+            )
+        elif not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
+            check.problem(
+                "appEnv",
+                name,
+                "expected variable names of letters, digits and '_', not starting with a digit, "
+                f"and none of {', '.join(sorted(RESERVED_ENV_NAMES))}",
+            )
+        elif not isinstance(value, str) or any(c in value for c in "\n\r\0"):
+            check.problems.append(
+                f"flask-droplet:appEnv.{name} = ********: expected a single-line string "
+                "(no newline or NUL; numbers must be quoted)"
+            )
+        else:
+            app_env[name] = SecretStr(value)
+    return app_env
+
+
+def check_releases(check: Check, static_dir: str | None, procfile_release: str) -> dict[str, Any]:
+    """Releases: how many stay for rollback, the command each runs before it goes live (releaseCommand, else
+    the Procfile's `release:`), the paths they share."""
+    releases_to_keep = _bounded_int(
+        check["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, check.problem
+    )
     release_command: list[str] = []
-    raw_command = values["releaseCommand"] or procfile.get(PROCFILE_RELEASE, "")
+    raw_command = check["releaseCommand"] or procfile_release
     if not isinstance(raw_command, str):
-        problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
+        check.problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
     else:
         try:
             release_command = shlex.split(raw_command)
         except ValueError as err:
-            problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
+            check.problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
+    linked_dirs = _linked_dirs(check["linkedDirs"], static_dir, check.problem)
+    return {
+        "releases_to_keep": releases_to_keep,
+        "release_command": tuple(release_command),
+        "linked_dirs": tuple(linked_dirs),
+    }
 
-    health_path = values["healthPath"]
-    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
-        problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
 
-    workers = _bounded_int(values["workers"], "workers", WORKERS_FROM_SIZE, WORKERS_MAX, problem)
-    if workers == WORKERS_FROM_SIZE:
-        workers = default_workers(size if isinstance(size, str) else "")
-    releases_to_keep = _bounded_int(
-        values["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, problem
-    )
+def check_processes_and_schedules(check: Check, app_dir: Path, wsgi_target: Any) -> dict[str, Any]:
+    """Work beside the web process: long-running processes (`processes`, the Procfile's) and scheduled jobs."""
+    procfile = _procfile(app_dir, check.problem) if app_dir.is_dir() else {}
+    return {
+        "processes": _processes(check["processes"], procfile, wsgi_target, check.problem),
+        "schedules": _schedules(check["schedules"], check.problem),
+        "procfile_release": procfile.get(PROCFILE_RELEASE, ""),
+    }
 
-    domain = values["domain"] or None
+
+def check_notifications(check: Check) -> dict[str, Any]:
+    """Whom the droplet tells when something goes wrong (the webhooks are secrets), and whether of each release."""
+    return {
+        "notify_webhooks": _notify_webhooks(check["notifyWebhooks"], check.problems),
+        "notify_on_live": _boolean(check["notifyOnLive"], "notifyOnLive", check.problem),
+    }
+
+
+def check_https_and_dns(check: Check) -> dict[str, Any]:
+    """The site's names, its certificate (HTTPS, the ACME server, HSTS) and the DNS zone DigitalOcean manages."""
+    domain = check["domain"] or None
     if isinstance(domain, str):
         domain = domain.lower()
     if domain is not None and not _is_hostname(domain):
-        problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
+        check.problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
 
-    https = _boolean(values["https"], "https", problem)
-    hsts_preload = _boolean(values["hstsPreload"], "hstsPreload", problem)
-    www_alias = _boolean(values["wwwAlias"], "wwwAlias", problem)
-    acme_server = values["acmeServer"]
+    https = _boolean(check["https"], "https", check.problem)
+    hsts_preload = _boolean(check["hstsPreload"], "hstsPreload", check.problem)
+    www_alias = _boolean(check["wwwAlias"], "wwwAlias", check.problem)
+    acme_server = check["acmeServer"]
     acme_url = ACME_SERVERS.get(acme_server) if isinstance(acme_server, str) else None
     if acme_url is None:
         if isinstance(acme_server, str) and re.fullmatch(
@@ -518,83 +649,72 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         ):
             acme_url = acme_server
         else:
-            problem(
+            check.problem(
                 "acmeServer", acme_server, f"expected {' or '.join(ACME_SERVERS)}, or an ACME directory https:// URL"
             )
-    acme_email = values["acmeEmail"] or None
+    acme_email = check["acmeEmail"] or None
     if acme_email is not None and not (isinstance(acme_email, str) and _EMAIL.match(acme_email)):
-        problem("acmeEmail", acme_email, "expected an email address such as admin@example.org, or empty")
-    dns_zone = values["dnsZone"] or None
+        check.problem("acmeEmail", acme_email, "expected an email address such as admin@example.org, or empty")
+    dns_zone = check["dnsZone"] or None
     if isinstance(dns_zone, str):
         dns_zone = dns_zone.lower().rstrip(".")
     if dns_zone is not None:
         if not _is_hostname(dns_zone):
-            problem("dnsZone", dns_zone, "expected a DNS zone managed in DigitalOcean such as example.org, or empty")
+            check.problem(
+                "dnsZone", dns_zone, "expected a DNS zone managed in DigitalOcean such as example.org, or empty"
+            )
         elif not (isinstance(domain, str) and (domain == dns_zone or domain.endswith(f".{dns_zone}"))):
-            problem(
+            check.problem(
                 "dnsZone", dns_zone, f"expected the zone that holds domain ({domain!r}); set domain to a name in it"
             )
     if domain is None:
         for key, value in (("wwwAlias", www_alias), ("hstsPreload", hsts_preload)):
             if value:
-                problem(key, value, "expected false without a domain: it applies to a domain's names only")
+                check.problem(key, value, "expected false without a domain: it applies to a domain's names only")
     if hsts_preload and not https:
-        problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
+        check.problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
+    return {
+        "domain": domain,
+        "https": https,
+        "acme_server": acme_url or "",
+        "acme_email": acme_email,
+        "hsts_preload": hsts_preload,
+        "www_alias": www_alias,
+        "dns_zone": dns_zone,
+    }
 
+
+def check_state_and_backups(check: Check) -> dict[str, Any]:
+    """The app's state: the Volume that holds it, the server's backups of it, DigitalOcean's of the disk."""
     # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
-    volume_size = _bounded_int(values["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, problem)
-    production = _boolean(values["production"], "production", problem)
-    allow_replace = _boolean(values["allowReplace"], "allowReplace", problem)
-    stack_name = values["stackName"] or stack
-    if values["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
-        problem("stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name")
-        stack_name = stack
-    backup_days = _bounded_int(values["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, problem)
-    backup_interval = values["backupInterval"]
+    volume_size = _bounded_int(check["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, check.problem)
+    backup_days = _bounded_int(check["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, check.problem)
+    backup_interval = check["backupInterval"]
     if backup_interval not in BACKUP_INTERVALS:
-        problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
-    droplet_backups = _boolean(values["dropletBackups"], "dropletBackups", problem)
+        check.problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
+    droplet_backups = _boolean(check["dropletBackups"], "dropletBackups", check.problem)
+    return {
+        "volume_size": volume_size,
+        "backup_days": backup_days,
+        "backup_interval": backup_interval,
+        "droplet_backups": droplet_backups,
+    }
 
-    # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
-    alert_emails = _string_list(values["alertEmails"], "alertEmails", problem)
-    for address in alert_emails:
-        if not _EMAIL.match(address):
-            problem("alertEmails", address, "expected email addresses such as ops@example.org")
-    cpu_percent, memory_percent, disk_percent = (
-        _bounded_int(values[key], key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX, problem)
-        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
-    )
-    alert_window = values["alertWindow"]
-    if alert_window not in ALERT_WINDOWS:
-        problem("alertWindow", alert_window, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}")
-    latency_ms = _bounded_int(
-        values["alertLatencyMs"], "alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX, problem
-    )
-    certificate_days = _bounded_int(
-        values["alertCertificateDays"],
-        "alertCertificateDays",
-        ALERT_CERTIFICATE_DAYS_MIN,
-        ALERT_CERTIFICATE_DAYS_MAX,
-        problem,
-    )
-    if https and domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
-        problem(
-            "alertCertificateDays",
-            certificate_days,
-            f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
-            "renews with under 3 days left, so more would alert on healthy renewals",
-        )
 
-    instances = _bounded_int(values["instances"], "instances", 1, INSTANCES_MAX, problem)
-    database = values["database"]
+def check_fleet_and_database(
+    check: Check, *, https: bool, dns_zone: str | None, linked_dirs: tuple[str, ...]
+) -> dict[str, Any]:
+    """How many droplets, where the app's data lives, and what several droplets rule out."""
+    instances = _bounded_int(check["instances"], "instances", 1, INSTANCES_MAX, check.problem)
+    database = check["database"]
     if database not in DATABASES:
-        problem("database", database, f"expected one of {', '.join(DATABASES)}")
-    database_size = values["databaseSize"]
+        check.problem("database", database, f"expected one of {', '.join(DATABASES)}")
+    database_size = check["databaseSize"]
     if database_size not in DATABASE_SIZES:
-        problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
-    database_nodes = _bounded_int(values["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, problem)
+        check.problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
+    database_nodes = _bounded_int(check["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, check.problem)
     if database == "postgres" and database_nodes > 1 and database_size == SMALLEST_DATABASE_SIZE:
-        problem(
+        check.problem(
             "databaseNodes",
             database_nodes,
             f"expected 1 with databaseSize = {SMALLEST_DATABASE_SIZE!r}: DigitalOcean offers standby nodes on "
@@ -603,7 +723,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     if instances > 1:
         # Checked before any resource exists: each of these would split the app's data between droplets.
         if database == "sqlite":
-            problem(
+            check.problem(
                 "database",
                 database,
                 f"expected postgres (or none, for an app that keeps no data) with instances = {instances}: "
@@ -611,114 +731,70 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
                 "which droplet the balancer sent them to",
             )
         if linked_dirs:
-            problem(
+            check.problem(
                 "linkedDirs",
-                linked_dirs,
+                list(linked_dirs),
                 f"expected none with instances = {instances}: each droplet would keep its own copy of these "
                 "files; keep them in the database or in object storage (DigitalOcean Spaces)",
             )
         if https and dns_zone is None:
-            problem(
+            check.problem(
                 "https",
                 https,
                 f"expected false, or a domain with its dnsZone in DigitalOcean, with instances = {instances}: "
                 "the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
                 "domain whose zone it manages",
             )
+    return {
+        "instances": instances,
+        "database": database,
+        "database_size": database_size,
+        "database_nodes": database_nodes,
+    }
 
-    app_env: dict[str, SecretStr] = {}
-    raw_env = values["appEnv"]
-    if not isinstance(raw_env, Mapping):
-        problem("appEnv", raw_env, "expected a map of variable names to string values")
-    else:
-        for name, value in raw_env.items():
-            if database == "postgres" and name == DATABASE_URL:
-                problem(
-                    "appEnv",
-                    name,
-                    "expected no DATABASE_URL with database = 'postgres': the deploy sets it to the cluster's "
-                    "connection string",
-                )
-            elif not _ENV_NAME.match(str(name)) or name in RESERVED_ENV_NAMES:
-                problem(
-                    "appEnv",
-                    name,
-                    "expected variable names of letters, digits and '_', not starting with a digit, "
-                    f"and none of {', '.join(sorted(RESERVED_ENV_NAMES))}",
-                )
-            elif not isinstance(value, str) or any(c in value for c in "\n\r\0"):
-                problems.append(
-                    f"flask-droplet:appEnv.{name} = ********: expected a single-line string "
-                    "(no newline or NUL; numbers must be quoted)"
-                )
-            else:
-                app_env[name] = SecretStr(value)
 
-    private_key = values.get("sshPrivateKey") or None
-    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
-        problems.append(
-            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
-            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
-        )
-
-    notify_webhooks = _notify_webhooks(values["notifyWebhooks"], problems)
-    notify_on_live = _boolean(values["notifyOnLive"], "notifyOnLive", problem)
-
-    if problems:
-        raise SettingsError(problems)
-    assert app_source is not None  # every path that leaves it None adds a problem
-    return Settings(
-        app_name=app_name,
-        region=region,
-        size=size,
-        image=image,
-        ssh_public_keys=tuple(public_keys),
-        ssh_key_fingerprints=tuple(fingerprints),
-        admin_cidrs=tuple(admin_cidrs),
-        app_dir=app_dir.resolve(),
-        wsgi_target=wsgi_target,
-        static_dir=static_dir,
-        health_path=health_path,
-        workers=workers,
-        releases_to_keep=releases_to_keep,
-        domain=domain,
-        https=https,
-        acme_server=acme_url or "",
-        acme_email=acme_email,
-        hsts_preload=hsts_preload,
-        www_alias=www_alias,
-        dns_zone=dns_zone,
-        app_source=app_source,
-        alert_emails=tuple(dict.fromkeys(alert_emails)),
-        alert_cpu_percent=cpu_percent,
-        alert_memory_percent=memory_percent,
-        alert_disk_percent=disk_percent,
-        alert_window=alert_window,
-        alert_latency_ms=latency_ms,
-        alert_certificate_days=certificate_days,
-        droplet_backups=droplet_backups,
-        linked_dirs=tuple(linked_dirs),
-        build_packages=tuple(build_packages),
-        release_command=tuple(release_command),
-        instances=instances,
-        database=database,
-        database_size=database_size,
-        database_nodes=database_nodes,
-        # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
-        volume_size=volume_size if instances == 1 else 0,
-        volume_name=volume_name(app_name, stack_name) if volume_size and instances == 1 else None,
-        production=production,
-        stack_name=stack_name,
-        allow_replace=allow_replace,
-        backup_days=backup_days,
-        backup_interval=backup_interval,
-        app_env=app_env,
-        ssh_private_key=SecretStr(private_key) if private_key else None,
-        processes=processes,
-        schedules=schedules,
-        notify_webhooks=notify_webhooks,
-        notify_on_live=notify_on_live,
+def check_alerts(check: Check, *, https: bool, domain: str | None) -> dict[str, Any]:
+    """What DigitalOcean watches and whom it tells: the droplet's thresholds, the site's latency and certificate."""
+    # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
+    alert_emails = _string_list(check["alertEmails"], "alertEmails", check.problem)
+    for address in alert_emails:
+        if not _EMAIL.match(address):
+            check.problem("alertEmails", address, "expected email addresses such as ops@example.org")
+    cpu_percent, memory_percent, disk_percent = (
+        _bounded_int(check[key], key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX, check.problem)
+        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
     )
+    alert_window = check["alertWindow"]
+    if alert_window not in ALERT_WINDOWS:
+        check.problem(
+            "alertWindow", alert_window, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}"
+        )
+    latency_ms = _bounded_int(
+        check["alertLatencyMs"], "alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX, check.problem
+    )
+    certificate_days = _bounded_int(
+        check["alertCertificateDays"],
+        "alertCertificateDays",
+        ALERT_CERTIFICATE_DAYS_MIN,
+        ALERT_CERTIFICATE_DAYS_MAX,
+        check.problem,
+    )
+    if https and domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
+        check.problem(
+            "alertCertificateDays",
+            certificate_days,
+            f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
+            "renews with under 3 days left, so more would alert on healthy renewals",
+        )
+    return {
+        "alert_emails": tuple(dict.fromkeys(alert_emails)),
+        "alert_cpu_percent": cpu_percent,
+        "alert_memory_percent": memory_percent,
+        "alert_disk_percent": disk_percent,
+        "alert_window": alert_window,
+        "alert_latency_ms": latency_ms,
+        "alert_certificate_days": certificate_days,
+    }
 
 
 def size_vcpus(size: str) -> int:
@@ -757,45 +833,10 @@ def volume_name(app_name: str, stack: str) -> str:
     return f"{app_name}-{stack_part[: 64 - len(app_name) - len('--state')].strip('-')}-state"
 
 
-_SECRET_KEYS = frozenset({"appEnv", "sshPrivateKey", "notifyWebhooks"})
-
-
 def _show(key: str, value: Any) -> str:
-    if key in _SECRET_KEYS:
+    if key in SECRET_KEYS:
         return "********"
     return repr(value)
-
-
-def _notify_webhooks(value: Any, problems: list[str]) -> tuple[Webhook, ...]:
-    """`notifyWebhooks`: one address or a list of them, each `URL` or `FORM+URL` (slack+, discord+, json+).
-
-    The addresses are secrets: a problem names an entry by its place and form, never its text."""
-    accepted = (
-        f"expected up to {WEBHOOKS_MAX} webhook addresses (a string or a list of strings), each an https:// URL "
-        "(http:// too, for a receiver on a private network), optionally prefixed with its body's form: "
-        f"{', '.join(f'{form}+https://...' for form in WEBHOOK_FORMS)}; without a prefix, hooks.slack.com takes "
-        "Slack's body, discord.com/api/webhooks/ Discord's, anything else plain JSON"
-    )
-    entries = [value] if isinstance(value, str) and value else value
-    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
-        problems.append(f"flask-droplet:notifyWebhooks = ********: {accepted}")
-        return ()
-    if len(entries) > WEBHOOKS_MAX:
-        problems.append(f"flask-droplet:notifyWebhooks = ******** ({len(entries)} addresses): {accepted}")
-        return ()
-    webhooks: list[Webhook] = []
-    for place, entry in enumerate(entries, 1):
-        given = entry.strip()
-        prefix, plus, rest = given.partition("+")
-        form, url = (prefix, rest) if plus and prefix in WEBHOOK_FORMS else ("", given)
-        if not _WEBHOOK_URL.match(url):
-            shown = f"{form}+" if form else ""
-            problems.append(f"flask-droplet:notifyWebhooks[{place - 1}] = {shown}********: {accepted}")
-            continue
-        webhook = Webhook(form or webhook_form(url), SecretStr(url))
-        if webhook not in webhooks:
-            webhooks.append(webhook)
-    return tuple(webhooks)
 
 
 def _string_list(value: Any, key: str, problem: Any) -> list[str]:
@@ -862,6 +903,38 @@ def _linked_dirs(value: Any, static_dir: str | None, problem: Any) -> list[str]:
         elif "/".join(parts) not in paths:
             paths.append("/".join(parts))
     return paths
+
+
+def _notify_webhooks(value: Any, problems: list[str]) -> tuple[Webhook, ...]:
+    """`notifyWebhooks`: one address or a list of them, each `URL` or `FORM+URL` (slack+, discord+, json+).
+
+    The addresses are secrets: a problem names an entry by its place and form, never its text."""
+    accepted = (
+        f"expected up to {WEBHOOKS_MAX} webhook addresses (a string or a list of strings), each an https:// URL "
+        "(http:// too, for a receiver on a private network), optionally prefixed with its body's form: "
+        f"{', '.join(f'{form}+https://...' for form in WEBHOOK_FORMS)}; without a prefix, hooks.slack.com takes "
+        "Slack's body, discord.com/api/webhooks/ Discord's, anything else plain JSON"
+    )
+    entries = [value] if isinstance(value, str) and value else value
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        problems.append(f"flask-droplet:notifyWebhooks = ********: {accepted}")
+        return ()
+    if len(entries) > WEBHOOKS_MAX:
+        problems.append(f"flask-droplet:notifyWebhooks = ******** ({len(entries)} addresses): {accepted}")
+        return ()
+    webhooks: list[Webhook] = []
+    for place, entry in enumerate(entries, 1):
+        given = entry.strip()
+        prefix, plus, rest = given.partition("+")
+        form, url = (prefix, rest) if plus and prefix in WEBHOOK_FORMS else ("", given)
+        if not _WEBHOOK_URL.match(url):
+            shown = f"{form}+" if form else ""
+            problems.append(f"flask-droplet:notifyWebhooks[{place - 1}] = {shown}********: {accepted}")
+            continue
+        webhook = Webhook(form or webhook_form(url), SecretStr(url))
+        if webhook not in webhooks:
+            webhooks.append(webhook)
+    return tuple(webhooks)
 
 
 #: A Debian package name (Debian Policy 5.6.1).

@@ -1,0 +1,1 @@
+"""The pure core: config keys, settings, rendered files and the deploy plan. Nothing here imports Pulumi."""
