@@ -83,10 +83,11 @@ def check_memory(agent: Agent, release_id: str, process_units: list[str] | None 
     need = max(whole - rss, each * 2) + processes
     if need + MEMORY_MARGIN_MIB > available:
         also = f" and {len(units)} processes about {processes} MiB as candidates" if units else ""
+        fewer = "Set workers lower, run fewer processes" if units else "Set workers lower"
         agent.fail(
             f"release {release_id}: {config.workers} workers need about {whole} MiB ({each} MiB a process, "
             f"as the live release uses){also}, {need} MiB more than now, and {available} MiB are free. "
-            "Set workers lower, run fewer processes or choose a larger size; the live release keeps serving."
+            f"{fewer} or choose a larger size; the live release keeps serving."
         )
 
 

@@ -177,6 +177,7 @@ def test_memory_too_small_for_the_workers_refuses_the_release() -> None:
     failure = next(line for line in server.stderr if "FAILED:" in line)
     assert "32 workers need about 3300 MiB (100 MiB a process, as the live release uses)" in failure
     assert "3100 MiB more than now, and 524 MiB are free" in failure
+    assert "Set workers lower or choose a larger size; the live release keeps serving" in failure
 
 
 def test_a_failing_candidate_leaves_the_live_release_its_units_and_its_site() -> None:

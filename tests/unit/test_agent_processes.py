@@ -174,6 +174,7 @@ def test_memory_check_counts_the_processes_as_candidates() -> None:
         "and 2 processes about 400 MiB as candidates, 600 MiB more than now, and 600 MiB are free"
         in (server.stderr[-2])
     )
+    assert "Set workers lower, run fewer processes or choose a larger size" in server.stderr[-2]
 
 
 def test_a_restore_stops_the_processes_and_timers_while_the_state_is_replaced() -> None:
