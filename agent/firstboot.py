@@ -122,8 +122,11 @@ def login_defs(text: str) -> str:
 
 def apply_login_policy(agent: Agent) -> None:
     text = agent.system.read_text("/etc/login.defs")
-    if text is not None and login_defs(text) != text:
-        agent.system.write_file("/etc/login.defs", login_defs(text), mode=0o644)
+    if text is None:
+        return
+    wanted = login_defs(text)
+    if wanted != text:
+        agent.system.write_file("/etc/login.defs", wanted, mode=0o644)
 
 
 def apply_sysctls(agent: Agent) -> None:
@@ -147,8 +150,9 @@ def prepare_site(agent: Agent) -> None:
     text = system.read_text(NGINX_CONF)
     if text is None:
         agent.fail(f"{NGINX_CONF} is missing: is nginx installed?")
-    if nginx_conf(text, config.nginx_worker_connections) != text:
-        system.write_file(NGINX_CONF, nginx_conf(text, config.nginx_worker_connections), mode=0o644)
+    wanted = nginx_conf(text, config.nginx_worker_connections)
+    if wanted != text:
+        system.write_file(NGINX_CONF, wanted, mode=0o644)
     must(agent, "nginx", "-t")
 
 
