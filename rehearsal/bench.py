@@ -38,17 +38,22 @@ from rehearsal import nspawn, run
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DOCS = PROJECT_DIR / "docs"
 
-LOAD_HOSTS = 160
-"""Source addresses: at 100 requests a second each (and bursts), the limiter allows 16,000 a second in all,
-more than the machine serves a static file at, so the limit is not what is measured."""
+LOAD_HOSTS = 320
+"""Source addresses: the limiter allows each 100 requests a second (bursts of 200), 32,000 a second in all,
+twice what the machine serves a cached answer at, so no address reaches the limit and what is measured is
+the stack, not the limiter."""
 CONNECTIONS_PER_HOST = 1
 SLOW_HOSTS = 40
 """The slow clients come from this many of the addresses: 50 each, the connections nginx allows an address."""
 SECONDS = 10
+WARM_UP_SECONDS = 2
+"""Load before each cell, not counted: a stack's workers compile the app's templates on their first requests."""
 SLOW_CLIENTS = 2000
 SLOW_SECONDS = 30
 LOAD_CPU = 1
-"""The host CPU the load generators run on; the machine has CPU 0."""
+"""The host CPU the load generators run on."""
+MACHINE_CPU = 0
+"""The host CPU the machine runs on (its slot's first, see nspawn.Machine)."""
 
 #: name, port, the base of its URLs on the machine
 STACKS = (
@@ -61,10 +66,16 @@ STACKS = (
 BASELINE = "tutorial's stack"
 ENDPOINTS = ("/", "/api/forecast", "/static/style.css")
 
-WRK_REPORT = """
+#: The least time between one connection's requests: at most 77 a second from an address, under the
+#: limiter's 100, so no row is made of 429s (wrk waits for each answer, and an address that got a 429
+#: would otherwise send again at once, at whatever rate refusals come back).
+REQUEST_SPACING_MS = 13
+
+WRK_REPORT = f"""
+delay = function() return {REQUEST_SPACING_MS} end
 done = function(summary, latency, requests)
-  io.write(string.format('{"requests": %d, "seconds": %f, "connect": %d, "read": %d, "write": %d, "status": %d, '
-    .. '"timeout": %d, "p50": %d, "p99": %d}\\n', summary.requests, summary.duration / 1e6, summary.errors.connect,
+  io.write(string.format('{{"requests": %d, "seconds": %f, "connect": %d, "read": %d, "write": %d, "status": %d, '
+    .. '"timeout": %d, "p50": %d, "p99": %d}}\\n', summary.requests, summary.duration / 1e6, summary.errors.connect,
     summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
@@ -83,6 +94,78 @@ server {{
 """
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Something this stack adds to each uncached request, switched off for the breakdown only.
+
+    The switch edits the rendered files on the benchmark's machine (`site` in nginx's site,
+    `gunicorn` in the release's gunicorn.conf.py: regular expression, replacement) or resets a
+    unit setting in a drop-in; the bench restores all of it after each row. An edit that no longer
+    matches what the project renders stops the benchmark: a row never measures a switch that did nothing.
+    """
+
+    name: str
+    site: tuple[tuple[str, str], ...] = ()
+    gunicorn: tuple[tuple[str, str], ...] = ()
+    service: tuple[str, ...] = ()
+    """Settings reset for both nginx and the app's service (`SystemCallFilter=`)."""
+
+
+#: What systemd enforces with seccomp filters, each setting its own, reset together.
+SECCOMP_SETTINGS = (
+    "SystemCallFilter=", "SystemCallArchitectures=", "MemoryDenyWriteExecute=no", "RestrictAddressFamilies=",
+    "RestrictNamespaces=no", "RestrictRealtime=no", "RestrictSUIDSGID=no", "LockPersonality=no", "ProtectClock=no",
+    "ProtectKernelLogs=no", "ProtectHostname=no", "ProtectKernelModules=no", "ProtectKernelTunables=no",
+)  # fmt: skip
+PIECES = (
+    Piece("sandbox's seccomp filters (nginx, Gunicorn)", service=SECCOMP_SETTINGS),
+    Piece("per-address limits", site=((r"\n\s*limit_req zone=[^;]*;", ""), (r"\n\s*limit_conn \S+ \d+;", ""))),
+    Piece(
+        "micro-cache lookup and bypass",
+        site=(
+            (r"\n\s+proxy_cache[ _][^;]*;", ""),
+            (r"\n\s+proxy_no_cache [^;]*;", ""),
+            (r"\n\s+add_header X-Cache-Status [^;]*;", ""),
+        ),
+    ),
+    Piece(
+        "security headers",
+        site=(
+            (
+                r"\n\s+add_header (X-Content-Type-Options|X-Frame-Options|Referrer-Policy|Content-Security-Policy) "
+                r'("[^"]*"|\S+) always;',
+                "",
+            ),
+        ),
+    ),
+    Piece(
+        "request ids (nginx header, Gunicorn hooks)",
+        site=((r"\n\s+proxy_set_header X-Request-ID [^;]*;", ""), (r" id=\$flaskdroplet_request_id", "")),
+        gunicorn=(
+            (r"\ndef pre_request\(", "\ndef unused_pre_request("),
+            (r"\ndef post_request\(", "\ndef unused_post_request("),
+        ),
+    ),
+    Piece("access log", site=((r"\n(\s+)access_log /var/log/nginx/\S+ [^;]*;", r"\n\1access_log off;"),)),
+)
+ALL_PIECES = Piece(
+    "all of them",
+    site=tuple(edit for piece in PIECES for edit in piece.site),
+    gunicorn=tuple(edit for piece in PIECES for edit in piece.gunicorn),
+    service=tuple(setting for piece in PIECES for setting in piece.service),
+)
+#: Endpoints of the breakdown: the uncached path.
+BREAKDOWN_ENDPOINTS = ("/", "/api/forecast")
+
+
+def edited(text: str, edits: tuple[tuple[str, str], ...], where: str) -> str:
+    for pattern, replacement in edits:
+        text, count = re.subn(pattern, replacement, text)
+        if count == 0:
+            raise RuntimeError(f"the breakdown's edit {pattern!r} matches nothing in {where}")
+    return text
+
+
 def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
@@ -99,10 +182,16 @@ class Cell:
     stack: str
     endpoint: str
     rps: float
+    """Good answers (2xx and 3xx) a second."""
     p50_ms: float
     p99_ms: float
-    errors: int
+    refused: int
+    """Answers other than 2xx and 3xx (a 429 from the limiter, a 502)."""
+    failed: int
+    """Connections that failed, broke or timed out without an answer."""
     requests: int
+    busy: tuple[float, float] = (float("nan"), float("nan"))
+    """How busy the machine's CPU and the load's CPU were, 0 to 1: the one near 1 is what limits the row."""
     ratio: float = float("nan")
 
 
@@ -110,10 +199,19 @@ class Cell:
 class Report:
     cells: list[Cell] = field(default_factory=list)
     cached: list[Cell] = field(default_factory=list)
+    breakdown: list[Cell] = field(default_factory=list)
+    """This stack, uncached, as deployed and with each piece switched off in turn (`stack` names the piece)."""
     slow: dict[str, tuple[int, int]] = field(default_factory=dict)
     """stack: (normal requests answered, sent) while SLOW_CLIENTS slow-header clients held on."""
     memory_mib: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_subnet(index: int) -> tuple[str, str, str]:
+    """The /30 of load host `index` in 10.214.0.0/16: (network, host's address, namespace's address)."""
+    base = 4 * index
+    prefix = f"10.214.{base // 256}."
+    return f"{prefix}{base % 256}/30", f"{prefix}{base % 256 + 1}", f"{prefix}{base % 256 + 2}"
 
 
 @contextlib.contextmanager
@@ -122,27 +220,54 @@ def load_hosts(count: int) -> Iterator[list[str]]:
     names = [f"fdbench{i}" for i in range(count)]
     try:
         for i, name in enumerate(names):
+            network, host_address, address = load_subnet(i)
             sh(["ip", "netns", "add", name])
             sh(["ip", "link", "add", f"fdb{i}h", "type", "veth", "peer", "name", f"fdb{i}n", "netns", name])
-            sh(["ip", "address", "add", f"10.214.{i}.1/30", "dev", f"fdb{i}h"])
+            sh(["ip", "address", "add", f"{host_address}/30", "dev", f"fdb{i}h"])
             sh(["ip", "link", "set", f"fdb{i}h", "up"])
             for argv in (
-                ["ip", "address", "add", f"10.214.{i}.2/30", "dev", f"fdb{i}n"],
+                ["ip", "address", "add", f"{address}/30", "dev", f"fdb{i}n"],
                 ["ip", "link", "set", f"fdb{i}n", "up"],
                 ["ip", "link", "set", "lo", "up"],
-                ["ip", "route", "add", "default", "via", f"10.214.{i}.1"],
+                ["ip", "route", "add", "default", "via", host_address],
             ):
                 sh(["ip", "netns", "exec", name, *argv])
             # The rehearsal forwards only its own subnet; these hosts are the bench's.
-            sh(["iptables", "-I", "FORWARD", "-s", f"10.214.{i}.0/30", "-j", "ACCEPT"])
-            sh(["iptables", "-I", "FORWARD", "-d", f"10.214.{i}.0/30", "-j", "ACCEPT"])
+            sh(["iptables", "-I", "FORWARD", "-s", network, "-j", "ACCEPT"])
+            sh(["iptables", "-I", "FORWARD", "-d", network, "-j", "ACCEPT"])
         yield names
     finally:
         for i, name in enumerate(names):
-            sh(["iptables", "-D", "FORWARD", "-s", f"10.214.{i}.0/30", "-j", "ACCEPT"], check=False)
-            sh(["iptables", "-D", "FORWARD", "-d", f"10.214.{i}.0/30", "-j", "ACCEPT"], check=False)
+            network = load_subnet(i)[0]
+            sh(["iptables", "-D", "FORWARD", "-s", network, "-j", "ACCEPT"], check=False)
+            sh(["iptables", "-D", "FORWARD", "-d", network, "-j", "ACCEPT"], check=False)
             sh(["ip", "link", "delete", f"fdb{i}h"], check=False)
             sh(["ip", "netns", "delete", name], check=False)
+
+
+def cpu_times() -> dict[int, tuple[int, int]]:
+    """Each host CPU's (busy, all) time from /proc/stat, in clock ticks."""
+    times = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(v) for v in values[:8]]
+            times[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))  # idle and iowait are not busy
+    return times
+
+
+def measure(hosts: list[str], url: str, headers: dict[str, str], script: Path) -> Cell:
+    """A cell: WARM_UP_SECONDS of load not counted, then SECONDS counted, with how busy both CPUs were."""
+    wrk(hosts, url, WARM_UP_SECONDS, headers, script)
+    before = cpu_times()
+    cell = wrk(hosts, url, SECONDS, headers, script)
+    after = cpu_times()
+
+    def busy(cpu: int) -> float:
+        return (after[cpu][0] - before[cpu][0]) / max(1, after[cpu][1] - before[cpu][1])
+
+    cell.busy = (busy(MACHINE_CPU), busy(LOAD_CPU))
+    return cell
 
 
 def wrk(hosts: list[str], url: str, seconds: int, headers: dict[str, str], script: Path) -> Cell:
@@ -168,15 +293,17 @@ def wrk(hosts: list[str], url: str, seconds: int, headers: dict[str, str], scrip
             raise RuntimeError(f"wrk printed no report: {err.strip() or out.strip()}")
         results.append(json.loads(line))
     requests = sum(r["requests"] for r in results)
-    errors = sum(r[k] for r in results for k in ("connect", "read", "write", "status", "timeout"))
+    refused = sum(r["status"] for r in results)
+    failed = sum(r[k] for r in results for k in ("connect", "read", "write", "timeout"))
     seconds_run = max(r["seconds"] for r in results)
     return Cell(
         stack="",
         endpoint="",
-        rps=(requests - errors) / seconds_run,
+        rps=(requests - refused - failed) / seconds_run,
         p50_ms=statistics.median(r["p50"] for r in results) / 1000,
         p99_ms=max(r["p99"] for r in results) / 1000,
-        errors=errors,
+        refused=refused,
+        failed=failed,
         requests=requests,
     )
 
@@ -248,6 +375,48 @@ class Bench:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"the stack on port {stack_port} did not answer within 60 s") from None
                     time.sleep(0.5)
+
+    @contextlib.contextmanager
+    def without(self, piece: Piece) -> Iterator[None]:
+        """The stack with `piece` switched off, restored afterwards."""
+        site = self.machine.path(self.layout.nginx_site)
+        # Through the guest: `current` is an absolute link, which the host would follow into its own /srv.
+        release = self.guest(["readlink", "-f", self.layout.current]).strip()
+        conf = self.machine.path(f"{release}/server/gunicorn.conf.py")
+        drop_ins = [
+            self.machine.path(f"/etc/systemd/system/{unit}.d/zz-bench.conf")
+            for unit in ("nginx.service", self.layout.service_unit)
+        ]
+        site_text, conf_text = site.read_text(), conf.read_text()
+        try:
+            site.write_text(edited(site_text, piece.site, self.layout.nginx_site))
+            conf.write_text(edited(conf_text, piece.gunicorn, "gunicorn.conf.py"))
+            for drop_in in drop_ins if piece.service else ():
+                drop_in.parent.mkdir(exist_ok=True)
+                drop_in.write_text("[Service]\n" + "".join(f"{setting}\n" for setting in piece.service))
+            self.apply()
+            yield
+        finally:
+            site.write_text(site_text)
+            conf.write_text(conf_text)
+            for drop_in in drop_ins:
+                drop_in.unlink(missing_ok=True)
+            self.apply()
+
+    def apply(self) -> None:
+        """The site's and the service's files as they are now, in the running nginx and Gunicorn."""
+        self.guest(["nginx", "-t", "-q"])
+        self.guest(["systemctl", "daemon-reload"])
+        self.guest(["systemctl", "restart", "nginx.service", self.layout.service_unit])
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{self.machine.address}/healthz", timeout=5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("this project's stack did not answer within 60 s of a restart") from None
+                time.sleep(0.5)
 
     def rss_mib(self, units: set[str]) -> float:
         """Resident memory of every process of these systemd units, in MiB."""
@@ -369,14 +538,22 @@ def main() -> int:
             for stack, port in STACKS:
                 for endpoint in ENDPOINTS:
                     say(f"{stack}: {endpoint}")
-                    cell = wrk(hosts, f"http://{address}:{port}{endpoint}", SECONDS, uncached, script)
+                    cell = measure(hosts, f"http://{address}:{port}{endpoint}", uncached, script)
                     cell.stack, cell.endpoint = stack, endpoint
                     report.cells.append(cell)
             for endpoint in ("/", "/api/forecast"):
                 say(f"this project, cached: {endpoint}")
-                cell = wrk(hosts, f"http://{address}{endpoint}", SECONDS, {}, script)
+                cell = measure(hosts, f"http://{address}{endpoint}", {}, script)
                 cell.stack, cell.endpoint = "this project, cached", endpoint
                 report.cached.append(cell)
+            for piece in (None, *PIECES, ALL_PIECES):
+                with bench.without(piece) if piece else contextlib.nullcontext():
+                    for endpoint in BREAKDOWN_ENDPOINTS:
+                        name = f"without {piece.name}" if piece else "as deployed"
+                        say(f"this project, {name}: {endpoint}")
+                        cell = measure(hosts, f"http://{address}{endpoint}", uncached, script)
+                        cell.stack, cell.endpoint = name, endpoint
+                        report.breakdown.append(cell)
             for stack, port in (("tutorial's stack", 8002), ("this project", 80)):
                 say(f"{stack}: {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s")
                 slow = slow_clients(hosts[:SLOW_HOSTS], address, port, SLOW_CLIENTS, SLOW_SECONDS)
@@ -406,17 +583,28 @@ def main() -> int:
 
 def render(report: Report) -> str:
     lines = [
-        "| stack | endpoint | requests/s | p50 ms | p99 ms | errors | vs tutorial |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| stack | endpoint | good answers/s | p50 ms | p99 ms | refused | failed | CPU busy, machine / load "
+        "| vs tutorial |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cell in report.cells + report.cached:
         lines.append(
             f"| {cell.stack} | `{cell.endpoint}` | {cell.rps:.0f} | {cell.p50_ms:.1f} | {cell.p99_ms:.1f} | "
-            f"{cell.errors} of {cell.requests} | {cell.ratio:.2f} |"
+            f"{cell.refused} | {cell.failed} | {cell.busy[0]:.0%} / {cell.busy[1]:.0%} | {cell.ratio:.2f} |"
         )
     static = next(c for c in report.cells if c.stack == "this project" and c.endpoint.startswith("/static/"))
-    lines += ["", "| cached answer | requests/s | share of nginx's static file rate |", "| --- | ---: | ---: |"]
+    lines += ["", "| cached answer | good answers/s | share of nginx's static file rate |", "| --- | ---: | ---: |"]
     lines += [f"| `{c.endpoint}` | {c.rps:.0f} | {c.rps / static.rps:.2f} |" for c in report.cached]
+    if report.breakdown:
+        lines += ["", "| this project, uncached | " + " | ".join(
+            f"`{e}` good answers/s | p99 ms | vs as deployed" for e in BREAKDOWN_ENDPOINTS) + " |"]  # fmt: skip
+        lines += ["| --- |" + " ---: | ---: | ---: |" * len(BREAKDOWN_ENDPOINTS)]
+        deployed = {c.endpoint: c for c in report.breakdown if c.stack == "as deployed"}
+        for name in dict.fromkeys(c.stack for c in report.breakdown):
+            row = {c.endpoint: c for c in report.breakdown if c.stack == name}
+            lines.append(f"| {name} | " + " | ".join(
+                f"{row[e].rps:.0f} | {row[e].p99_ms:.1f} | {row[e].rps / deployed[e].rps:.2f}"
+                for e in BREAKDOWN_ENDPOINTS) + " |")  # fmt: skip
     lines += ["", f"| {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s | normal requests answered |"]
     lines += ["| --- | ---: |"]
     lines += [f"| {stack} | {ok} of {sent} ({100 * ok / sent:.1f}%) |" for stack, (ok, sent) in report.slow.items()]
@@ -431,20 +619,27 @@ def document(table: str) -> str:
     return f"""# Benchmarks
 
 `scripts/bench` measured these on the rehearsal machine (held to an `s-1vcpu-1gb` droplet: 1 vCPU,
-1 GiB), every stack serving the example app from the same release, in one run. Load: wrk, {SECONDS} s
-per cell, from {LOAD_HOSTS} addresses on the host ({CONNECTIONS_PER_HOST} connection each), each in a
-network namespace of its own, on the host's other CPU. {LOAD_HOSTS} because this project's nginx
-allows each address 100 requests a second and 50 connections: from one address the benchmark would
-measure that limit, not the stack ({LOAD_HOSTS} addresses may send {LOAD_HOSTS * 100:,} a second).
-The slow clients come from {SLOW_HOSTS} of them, {SLOW_CLIENTS // SLOW_HOSTS} each. Uncached rows send a
-session cookie, so this project's nginx passes every request to the app; the "cached" rows send
-none and are answered by its micro-cache. p50 is the median of the addresses' medians, p99 the
-worst address's. Errors count failed connections, timeouts and answers other than 2xx and 3xx:
-at the highest rates this project's are 429s, from addresses that went past 100 requests a second.
-Every stack speaks plain HTTP (the tutorial's before its certbot step; this project's with `https`
-off), so TLS is not compared.
+1 GiB, on the host's CPU {MACHINE_CPU}), every stack serving the example app from the same release, in one run.
+Load: wrk, {WARM_UP_SECONDS} s not counted then {SECONDS} s counted per cell, from {LOAD_HOSTS} addresses on the
+host (1 connection each), each in a network namespace of its own, on the host's CPU {LOAD_CPU}. This project's
+nginx allows each address 100 requests a second (bursts of 200) and 50 connections, so each connection waits
+{REQUEST_SPACING_MS} ms between its requests: no address passes the limit, and no row is made of 429s.
+The slow clients come from {SLOW_HOSTS} of the addresses, {SLOW_CLIENTS // SLOW_HOSTS} each.
+
+Good answers are 2xx and 3xx, and only they make the rates, the ratios and the chart; refused counts the other
+answers (429, 502), failed the connections that broke or timed out. Uncached rows send a session cookie, so
+this project's nginx passes every request to the app; the "cached" rows send none and are answered by its
+micro-cache. p50 is the median of the addresses' medians, p99 the worst address's. CPU busy says which side
+was the limit: a row whose machine CPU is short of 100% was held back by the load generator, and its rate is
+a floor, not the stack's. Every stack speaks plain HTTP (the tutorial's before its certbot step; this
+project's with `https` off), so TLS is not compared.
 
 {table}
+The breakdown is this project's uncached path as deployed and then with each piece it adds switched off in
+turn (on the benchmark's machine only, by editing the rendered files; no setting switches them off): the
+seccomp filters systemd puts on nginx and Gunicorn, the per-address limits, the micro-cache's lookup and
+bypass, the security headers, the request ids (nginx's header and Gunicorn's hooks) and the access log.
+
 Stacks: the Flask development server (`flask run`); bare Gunicorn (`--workers` as this project
 picks, on a TCP port), with sync workers and with gthread workers of 4 threads; the DigitalOcean
 tutorial's "How To Serve Flask Applications with Gunicorn and Nginx on Ubuntu" (3 sync workers on a

@@ -1,0 +1,62 @@
+"""The benchmark's breakdown switches pieces off by editing the rendered files: each edit must still
+find what it removes, in the files as the project renders them (the bench stops on one that does not)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core.render import render_gunicorn_conf, render_nginx_site
+from core.settings import parse_settings
+from rehearsal.bench import ALL_PIECES, PIECES, Piece, edited, load_subnet
+from tests.conftest import example_public_key
+from tests.pulumi_harness import PROJECT_DIR
+
+#: As the benchmark deploys: the example app, plain HTTP.
+SETTINGS = parse_settings(
+    {"sshPublicKeys": [example_public_key("b")], "adminCidrs": ["203.0.113.7/32"], "https": False}, PROJECT_DIR
+)
+
+
+@pytest.mark.parametrize("piece", [*PIECES, ALL_PIECES], ids=lambda piece: piece.name)
+def test_each_piece_switches_off_what_it_names_and_nothing_else(piece: Piece) -> None:
+    site = render_nginx_site(SETTINGS)
+    conf = render_gunicorn_conf(SETTINGS)
+
+    edited_site = edited(site, piece.site, "the site")
+    edited_conf = edited(conf, piece.gunicorn, "gunicorn.conf.py")
+
+    assert (edited_site != site) == bool(piece.site)
+    assert (edited_conf != conf) == bool(piece.gunicorn)
+    # What the uncached path needs stays: the proxying to Gunicorn, the candidate's server block.
+    assert f"proxy_pass http://{SETTINGS.app_name}_gunicorn;" in edited_site
+    assert edited_site.count("server {") == site.count("server {")
+    compile(edited_conf, "gunicorn.conf.py", "exec")
+
+
+def test_all_of_them_leaves_none_of_the_pieces() -> None:
+    site = edited(render_nginx_site(SETTINGS), ALL_PIECES.site, "the site")
+    conf = edited(render_gunicorn_conf(SETTINGS), ALL_PIECES.gunicorn, "gunicorn.conf.py")
+
+    for directive in (
+        "limit_req zone=",
+        "proxy_cache ",
+        "proxy_cache_bypass",
+        "set_header X-Request-ID",
+        "X-Frame-Options",
+    ):
+        assert directive not in site
+    assert re.search(r"access_log /var/log/nginx/", site) is None
+    assert "\ndef pre_request(" not in conf and "\ndef post_request(" not in conf
+
+
+def test_an_edit_that_matches_nothing_stops_the_benchmark() -> None:
+    with pytest.raises(RuntimeError, match="matches nothing in the site"):
+        edited("server {}", ((r"limit_req zone=[^;]*;", ""),), "the site")
+
+
+def test_load_hosts_have_subnets_of_their_own() -> None:
+    subnets = {load_subnet(index)[0] for index in range(320)}
+    assert len(subnets) == 320
+    assert load_subnet(64) == ("10.214.1.0/30", "10.214.1.1", "10.214.1.2")
