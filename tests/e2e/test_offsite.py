@@ -26,9 +26,9 @@ from agent.offsite import connect
 from core.plan import restore_offsite_command
 from rehearsal import nspawn, offsite, run
 from tests.conftest import OFFSITE_CONFIG, OFFSITE_IDENTITY
-from tests.e2e.conftest import Rehearsal, bring_up, pinned_host_key
+from tests.e2e.conftest import Rehearsal, bring_up, host_namespace, pinned_host_key
 from tests.e2e.test_notes import NOTES
-from tests.e2e.test_notify import RECEIVER, Receiver, sh
+from tests.e2e.test_notify import Receiver
 from tests.e2e.test_volume import add_note, note_texts
 
 pytestmark = pytest.mark.e2e
@@ -90,30 +90,12 @@ class Host:
         )
 
 
-class NamespaceReceiver(Receiver):
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", NETNS, sys.executable, "-c", RECEIVER, str(self.log), SERVER_ADDRESS, "8099"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Host]:
-    try:
-        sh("ip", "netns", "add", NETNS)
-        sh("ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS)
-        sh("ip", "address", "add", f"{HOST_ADDRESS}/30", "dev", HOST_VETH)
-        sh("ip", "link", "set", HOST_VETH, "up")
-        for argv in (
-            ["ip", "link", "set", "lo", "up"],
-            ["ip", "address", "add", f"{SERVER_ADDRESS}/30", "dev", "eth0"],
-            ["ip", "link", "set", "eth0", "up"],
-            ["ip", "route", "add", "default", "via", HOST_ADDRESS],
-        ):
-            sh("ip", "netns", "exec", NETNS, *argv)
-        receiver = NamespaceReceiver(tmp_path_factory.mktemp("receiver") / "received.jsonl")
+    with host_namespace(NETNS, HOST_VETH, HOST_ADDRESS, SERVER_ADDRESS):
+        receiver = Receiver(
+            tmp_path_factory.mktemp("receiver") / "received.jsonl", NETNS, SERVER_ADDRESS, RECEIVER_PORT
+        )
         receiver.start()
         found = Host(receiver)
         found.start_s3()
@@ -121,9 +103,6 @@ def host(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.Mo
         yield found
         found.stop_s3()
         receiver.stop()
-    finally:
-        subprocess.run(["ip", "link", "delete", HOST_VETH], check=False, capture_output=True, timeout=30)
-        subprocess.run(["ip", "netns", "delete", NETNS], check=False, capture_output=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
