@@ -11,10 +11,11 @@ from components.database import Database, DatabaseArgs
 from components.deployment import DeployTarget, roll_out
 from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
+from components.offsite import OffsiteStorage, OffsiteStorageArgs, spaces_key_problems
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
 from core.cloudinit import render_user_data
 from core.layout import DEPLOY_USER
-from core.plan import logs_command, rollout_plans
+from core.plan import logs_command, restore_offsite_command, rollout_plans
 from core.ssh_host_keys import known_hosts_line
 from core.sshagent import agent_problems
 
@@ -27,7 +28,7 @@ account = survey_account(
     settings,
     stack_tag=tags[-1],
     droplet_names=[droplet_name("web", index) for index in range(settings.instances)],
-    problems=agent_problems(settings),
+    problems=agent_problems(settings) + spaces_key_problems(settings),
     default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
 )
 # One plan for each droplet, the first's alone running releaseCommand.
@@ -52,6 +53,13 @@ if settings.database == "postgres":
         DatabaseArgs(settings=settings, vpc_id=network.id, droplet_ids=server.droplet_ids, tags=tags),
     )
 
+# The bucket for the backups' off-site copies (with offsiteRegion), and the droplets' key to it.
+offsite = (
+    OffsiteStorage("offsite", OffsiteStorageArgs(settings=settings, stack_tag=tags[-1]))
+    if settings.offsite_region is not None
+    else None
+)
+
 # A rolling deploy: one droplet at a time, each after the one before it has finished.
 targets = zip(server.droplet_ids, server.droplet_addresses, server.host_keys, strict=True)
 rollout = roll_out(
@@ -61,6 +69,7 @@ rollout = roll_out(
     public_ipv4=server.public_ipv4,
     after=server,
     database=database,
+    offsite=offsite.target if offsite is not None else None,
 )
 monitoring = Monitoring(
     "monitoring",
@@ -92,6 +101,17 @@ pulumi.export("release_id", rollout.release_id)
 pulumi.export("warnings", rollout.warnings)
 # Where the app's data lives when the droplet is replaced: the Volume's name, id and mount point (or None).
 pulumi.export("state_volume", server.state_volume)
+# The off-site copies' bucket (None without offsiteRegion), and the restore of the newest of them onto the
+# first droplet, the age identity on its stdin (it lists them all first; a name after --offsite picks one).
+pulumi.export("offsite_bucket", offsite.bucket_name if offsite is not None else None)
+pulumi.export(
+    "restore_offsite",
+    server.ipv4_address.apply(
+        lambda ip: f"pulumi config get offsiteIdentity | ssh {DEPLOY_USER}@{ip} {restore_offsite_command(settings)}"
+    )
+    if offsite is not None
+    else None,
+)
 # What DigitalOcean watches and whom it tells (or None without alertEmails).
 pulumi.export("alerts", monitoring.alerts)
 # The Load Balancer's address (None for one droplet), and each droplet's own, the first first.

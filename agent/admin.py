@@ -1,4 +1,4 @@
-"""The admin verbs: rollback, run, logs, backup and restore."""
+"""The admin verbs: rollback, run, logs, backup and restore (from this server's backups, or from off-site)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,51 @@ def take_backup(agent: Agent) -> str:
 
 def backup(agent: Agent) -> None:
     agent.system.say(take_backup(agent))
+
+
+def restore_offsite(agent: Agent, wanted: str | None) -> None:
+    """The newest off-site copy, or `wanted`, fetched, checked, decrypted with the age identity on stdin,
+    and restored as `restore` restores a backup of this server. The identity is written nowhere."""
+    config, system = agent.config, agent.system
+    if not (config.offsite and system.exists(config.offsite_file)):
+        agent.fail("off-site copies are off on this server (offsiteRegion is empty, or no release has been deployed)")
+    identity = system.stdin_text() or ""
+    if "AGE-SECRET-KEY-1" not in identity:
+        agent.fail(
+            "no age identity on stdin: pulumi config get offsiteIdentity | ssh deploy@SERVER "
+            "sudo /bin/bash DEPLOY_SCRIPT restore --offsite [BACKUP]"
+        )
+    offsite = [config.offsite_python, config.offsite_script]
+    listed = system.run([*offsite, "list", config.offsite_file])
+    if not listed.ok:
+        system.log(listed.stderr.rstrip())
+        agent.fail("the off-site backups cannot be listed (above); nothing has changed")
+    names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+    agent.log(f"off-site backups: {' '.join(names) or 'none'}")
+    if not names:
+        agent.fail("the off-site bucket holds no backup to restore")
+    name = (wanted or names[-1]).removesuffix(".tar.gz")
+    if name not in names:
+        agent.fail(f"no off-site backup '{wanted}'; off-site backups: {' '.join(names)}")
+    system.make_dirs(config.backups, 0o710, f"root:{config.app_user}")
+    archive = f"{config.backups}/{name}.tar.gz"
+    encrypted = f"{config.backups}/.{name}.tar.gz.age"
+    if not system.run([*offsite, "fetch", config.offsite_file, name, encrypted], output="stderr").ok:
+        agent.fail(f"the off-site backup {name} could not be fetched whole (above); nothing has changed")
+    decrypt = ["age", "--decrypt", "--identity", "-", "--output", f"{archive}.partial", encrypted]
+    decrypted = system.run(decrypt, stdin=identity, umask=0o077)
+    system.remove(encrypted)
+    if not decrypted.ok:
+        system.remove(f"{archive}.partial")
+        agent.fail(
+            f"the off-site backup {name} does not decrypt with the identity given ({decrypted.stderr.strip()}); "
+            "is it the stack's offsiteIdentity? Nothing has changed"
+        )
+    system.rename(f"{archive}.partial", archive)
+    # Its off-site copy is the one it came from: not uploaded again.
+    system.write_file(f"{config.backups}/{name}.tar.gz.offsite", f"{name}.tar.gz.age (restored from it)\n", mode=0o600)
+    agent.log(f"fetched the off-site backup {name}, checked and decrypted")
+    restore(agent, name)
 
 
 def restore(agent: Agent, wanted: str | None) -> None:

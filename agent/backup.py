@@ -1,7 +1,7 @@
 """Backups of the app's state directory: a module of the server agent, run on its own by the backup unit.
 
     state-backup.py take STATE_DIR INCOMING        (as the app's user, in its sandbox)
-    state-backup.py keep INCOMING BACKUPS DAYS     (as root, right after)
+    state-backup.py keep INCOMING BACKUPS DAYS [offsite]   (as root, right after)
 
 `take` copies STATE_DIR into INCOMING/STAMP while the app runs: each SQLite
 database through SQLite's online backup API, which gives a consistent copy of a
@@ -9,7 +9,9 @@ live database (a plain copy of its file may catch a write half done), checked
 with `PRAGMA integrity_check`; every other file as it is. A database's -wal,
 -shm and -journal files are not copied: the backup of the database holds what
 they add. `keep` packs each finished copy into BACKUPS/STAMP.tar.gz (root's,
-mode 0600) and deletes backups older than DAYS days, always keeping the newest.
+mode 0600) and deletes backups older than DAYS days, always keeping the newest; with `offsite`,
+only those whose off-site copy has been checked (the mark STAMP.tar.gz.offsite that
+offsite.py writes beside it).
 The agent's `restore` (deploy.sh restore) puts one back.
 """
 
@@ -28,6 +30,8 @@ SQLITE_HEADER = b"SQLite format 3\0"
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 PARTIAL = ".partial"
+#: Beside a backup once its off-site copy has been checked (offsite.py).
+OFFSITE_MARK = ".tar.gz.offsite"
 
 
 def is_sqlite(path: Path) -> bool:
@@ -100,7 +104,7 @@ def copy_state(state_dir: Path, target: Path) -> tuple[int, int]:
     return databases, files
 
 
-def keep(incoming: Path, backups: Path, days: int) -> None:
+def keep(incoming: Path, backups: Path, days: int, offsite: bool = False) -> None:
     for taken in sorted(incoming.iterdir()):
         if not taken.is_dir():
             taken.unlink()
@@ -127,17 +131,22 @@ def keep(incoming: Path, backups: Path, days: int) -> None:
     oldest = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
     for archive in sorted(taken_at, key=lambda archive: taken_at[archive])[:-1]:
         if taken_at[archive] < oldest:
+            mark = archive.with_name(archive.name.removesuffix(".tar.gz") + OFFSITE_MARK)
+            if offsite and not mark.exists():
+                print(f"kept {archive}, older than {days} days: its off-site copy has not been checked")
+                continue
             archive.unlink()
+            mark.unlink(missing_ok=True)
             print(f"deleted {archive}, older than {days} days")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) == 3 and argv[0] == "take":
         take(Path(argv[1]), Path(argv[2]))
-    elif len(argv) == 4 and argv[0] == "keep" and argv[3].isdigit():
-        keep(Path(argv[1]), Path(argv[2]), int(argv[3]))
+    elif len(argv) in (4, 5) and argv[0] == "keep" and argv[3].isdigit() and argv[4:] in ([], ["offsite"]):
+        keep(Path(argv[1]), Path(argv[2]), int(argv[3]), offsite=argv[4:] == ["offsite"])
     else:
-        sys.exit("usage: state-backup.py take STATE_DIR INCOMING | keep INCOMING BACKUPS DAYS")
+        sys.exit("usage: state-backup.py take STATE_DIR INCOMING | keep INCOMING BACKUPS DAYS [offsite]")
 
 
 if __name__ == "__main__":

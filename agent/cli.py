@@ -6,6 +6,7 @@
     deploy.sh logs [-f] [-n LINES]
     deploy.sh backup
     deploy.sh restore [BACKUP]
+    deploy.sh restore --offsite [BACKUP] < age-identity
     deploy.sh notify unit-failed UNIT | notify test
 
 On success a deploy prints the release id, the site's URL, a line "process: ..." for each of
@@ -63,9 +64,11 @@ def dispatch(agent: Agent, argv: list[str]) -> int:
         return admin.run(agent, rest)
     checks.take_lock(agent)
     if verb == "restore":
+        offsite = rest[:1] == ["--offsite"]
+        rest = rest[1:] if offsite else rest
         if len(rest) > 1:
-            agent.fail("usage: deploy.sh restore [BACKUP]")
-        admin.restore(agent, rest[0] if rest else None)
+            agent.fail("usage: deploy.sh restore [--offsite] [BACKUP]")
+        (admin.restore_offsite if offsite else admin.restore)(agent, rest[0] if rest else None)
         return 0
     if verb == "rollback":
         if len(rest) > 1:

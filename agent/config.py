@@ -104,6 +104,14 @@ class Config:
     """The webhooks to tell (root's alone, from the deploy's stdin); no file, no notifications."""
     notify_on_live: bool = False
     """Tell the webhooks of each release that goes live, too (notifyOnLive)."""
+    offsite: bool = False
+    """Each backup is copied off-site (offsiteRegion) by `offsite_unit`, with `offsite_script` run by
+    `offsite_python` (boto3's virtualenv), to the bucket that `offsite_file` names (root's alone)."""
+    offsite_unit: str = ""
+    offsite_script: str = ""
+    offsite_file: str = ""
+    offsite_python: str = ""
+    boto3_version: str = ""
 
     @property
     def uv(self) -> str:

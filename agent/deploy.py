@@ -12,6 +12,7 @@ A failure stops it with the live release, its units and its site as they were.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from agent import certificate, checks, finish, manifest, notify, processes, publ
 from agent.context import Agent
 from agent.manifest import Applied, Entry, Rejected
 
+#: What the off-site bucket's part of the deploy's stdin holds (offsite.py reads it).
+OFFSITE_KEYS = ("endpoint", "region", "bucket", "access_key_id", "secret_access_key")
 RELEASE_ID = re.compile(r"[0-9a-f]{12}")
 IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 
@@ -59,18 +62,50 @@ def record_public_ipv4(agent: Agent, given: str) -> str:
 
 
 def read_stdin(agent: Agent) -> str | None:
-    """The deploy's stdin: the app's environment file, then (with notifyWebhooks) a NUL and the webhooks.
+    """The deploy's stdin: the app's environment file, then (with notifyWebhooks or offsiteRegion) a NUL and
+    the webhooks, and (with offsiteRegion) another NUL and the off-site bucket with its key.
 
-    The webhooks take their place at once, so that a check that fails is told; the environment is
-    returned for the release phase. Empty stdin (a terminal, /dev/null) keeps both as the server has them.
+    The webhooks take their place at once, so that a check that fails is told, and so does the bucket; the
+    environment is returned for the release phase. Empty stdin (a terminal, /dev/null) keeps them all as the
+    server has them.
     """
     given = agent.system.stdin_text()
     if not given:
         return None
-    environment, _, webhooks = given.partition(notify.STDIN_SEPARATOR)
+    environment, _, rest = given.partition(notify.STDIN_SEPARATOR)
+    webhooks, _, bucket = rest.partition(notify.STDIN_SEPARATOR)
     agent.system.make_dirs(agent.config.config_dir, 0o750, f"root:{agent.config.app_user}")
     notify.install(agent, webhooks)
+    install_offsite(agent, bucket)
     return environment
+
+
+def install_offsite(agent: Agent, given: str) -> None:
+    """The off-site bucket and its key from the deploy's stdin, root's alone; none without offsiteRegion.
+
+    With it, the tools the off-site unit runs: age, from Ubuntu, and boto3 at its pinned version."""
+    config, system = agent.config, agent.system
+    if not config.offsite_file:
+        return
+    if not (config.offsite and given.strip()):
+        system.remove(config.offsite_file)
+        return
+    try:
+        bucket = json.loads(given)
+        valid = isinstance(bucket, dict) and all(isinstance(bucket.get(key), str) for key in OFFSITE_KEYS)
+    except ValueError:
+        valid = False
+    if not valid:
+        agent.fail(f"the off-site bucket on the deploy's stdin does not read as JSON with {', '.join(OFFSITE_KEYS)}")
+    if system.read_text(config.offsite_file) != given:
+        system.write_file(config.offsite_file, given, "root:root", 0o600)
+    if not system.exists("/usr/bin/age"):
+        checks.wait_for_apt(agent)
+        apt = ["apt-get", "install", "--yes", "--quiet", "--no-install-recommends", "age"]
+        if not system.run(apt, output="stderr", env={"DEBIAN_FRONTEND": "noninteractive"}).ok:
+            agent.fail("installing age (apt-get install age) failed (output above); the off-site copies need it")
+    if not checks.install_tool(agent, "boto3", config.boto3_version, config.offsite_python):
+        agent.fail(f"installing boto3 {config.boto3_version} failed (output above); the off-site copies need it")
 
 
 def install_environment(agent: Agent, given: str | None) -> bool:

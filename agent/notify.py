@@ -33,6 +33,7 @@ DEPLOY_ROLLED_BACK = "deploy-rolled-back"
 DEPLOY_LIVE = "deploy-live"
 CERTIFICATE_NOT_RENEWED = "certificate-not-renewed"
 BACKUP_FAILED = "backup-failed"
+OFFSITE_FAILED = "offsite-upload-failed"
 UNIT_FAILED = "unit-failed"
 TEST = "test"
 
@@ -173,6 +174,9 @@ def unit_failed(agent: Agent, unit: str) -> Event:
         return Event(CERTIFICATE_NOT_RENEWED, "the certificate could not be renewed", why, unit=unit)
     if unit == f"{config.backup_unit}.service":
         return Event(BACKUP_FAILED, f"the backup of {config.state_dir} failed", why, unit=unit)
+    if config.offsite_unit and unit == f"{config.offsite_unit}.service":
+        summary = f"the off-site copy of a backup failed; the backup stays in {config.backups}"
+        return Event(OFFSITE_FAILED, summary, why, unit=unit)
     return Event(UNIT_FAILED, f"{unit} failed", why, unit=unit)
 
 

@@ -59,6 +59,8 @@ class AppDeploymentArgs:
     """SSH private key for the deploy user; None uses the SSH agent (SSH_AUTH_SOCK)."""
     extra_env: pulumi.Input[Mapping[str, str]] | None = None
     """Variables beside appEnv that exist only with other resources (DATABASE_URL); kept secret."""
+    offsite: pulumi.Input[Mapping[str, str]] | None = None
+    """The off-site bucket and its key (`OffsiteStorage.target`), for the droplet's off-site file; kept secret."""
 
 
 class AppDeployment(pulumi.ComponentResource):
@@ -88,7 +90,10 @@ class AppDeployment(pulumi.ComponentResource):
         )
         # The secret environment, and its hash: a changed secret redeploys, and the hash stays secret too.
         extra_env: pulumi.Output[Mapping[str, str]] = pulumi.Output.from_input(args.extra_env or {})
-        stdin: pulumi.Output[str] = pulumi.Output.secret(extra_env.apply(plan.stdin_with))
+        offsite: pulumi.Output[Mapping[str, str]] = pulumi.Output.from_input(args.offsite or {})
+        stdin: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(extra_env, offsite).apply(lambda given: plan.stdin_with(given[0], given[1]))
+        )
         stdin_hash: pulumi.Output[str] = pulumi.Output.secret(stdin.apply(sha256_text))
 
         previous: list[pulumi.Resource] = []
@@ -184,12 +189,14 @@ def roll_out(
     public_ipv4: pulumi.Input[str],
     after: pulumi.Resource,
     database: Database | None = None,
+    offsite: pulumi.Input[Mapping[str, str]] | None = None,
 ) -> Rollout:
     """Deploy `plans[i]` on `targets[i]`, one droplet at a time, each once the one before it has finished.
 
     The first failure stops the rollout, and the droplets after it keep serving the release they
     had. The first deploy waits for `after` (the droplets) and for the database, whose firewall
-    lets the droplets in: its release command may migrate the database.
+    lets the droplets in: its release command may migrate the database. `offsite` is the off-site
+    bucket each droplet copies its backups to.
     """
     extra_env = database.url.apply(lambda url: {DATABASE_URL: url}) if database is not None else None
     deployments: list[AppDeployment] = []
@@ -208,6 +215,7 @@ def roll_out(
                     plan=plan,
                     private_key=settings.ssh_private_key,
                     extra_env=extra_env,
+                    offsite=offsite,
                 ),
                 opts=pulumi.ResourceOptions(depends_on=before),
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.policy import CERTBOT_VERSION
+from core.policy import BOTO3_VERSION, CERTBOT_VERSION
 
 #: The user that Pulumi (and the rehearsal) log in as; it may use sudo.
 DEPLOY_USER = "deploy"
@@ -106,6 +106,25 @@ class ServerLayout:
     @property
     def backup_script(self) -> str:
         return f"/usr/local/lib/flaskdroplet/{self.app_name}-backup.py"
+
+    @property
+    def offsite_unit(self) -> str:
+        """Uploads each new backup, encrypted, to the off-site bucket (offsiteRegion), once a backup succeeds."""
+        return f"{self.app_name}-offsite"
+
+    @property
+    def offsite_script(self) -> str:
+        return f"/usr/local/lib/flaskdroplet/{self.app_name}-offsite.py"
+
+    @property
+    def offsite_file(self) -> str:
+        """Where the off-site bucket is and the key that reaches it: root's alone, from each deploy's stdin."""
+        return f"{self.config_dir}/offsite.json"
+
+    @property
+    def offsite_python(self) -> str:
+        """The Python of boto3's own virtualenv, which runs the off-site script."""
+        return f"/opt/flaskdroplet/boto3-{BOTO3_VERSION}/bin/python"
 
     @property
     def access_log(self) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from agent.notify import STDIN_SEPARATOR
 from core.bundle import Bundle, build_agent_archive, build_bundle
 from core.layout import DEPLOY_USER
-from core.render import render_env_file, render_notify_file, render_server_files, sha256_text
+from core.render import render_env_file, render_notify_file, render_offsite_file, render_server_files, sha256_text
 from core.settings import Settings, Webhook
 
 #: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
@@ -110,12 +110,16 @@ class DeployPlan:
         """What the secret step reads on stdin: the app's environment file (and the webhooks)."""
         return self.stdin_with({})
 
-    def stdin_with(self, extra_env: Mapping[str, str]) -> str:
+    def stdin_with(self, extra_env: Mapping[str, str], offsite: Mapping[str, str] | None = None) -> str:
         """The environment file with `extra_env` added: what only exists once resources do (DATABASE_URL).
 
-        With webhooks, a NUL (which no environment holds) and the webhooks' file follow it."""
+        With webhooks, a NUL (which no environment holds) and the webhooks' file follow it; with `offsite`
+        (the off-site bucket and its key, which exist once the bucket does), a NUL and that bucket after them."""
         environment = render_env_file({**self.app_env, **extra_env})
-        return environment + STDIN_SEPARATOR + render_notify_file(self.webhooks) if self.webhooks else environment
+        webhooks = render_notify_file(self.webhooks) if self.webhooks else ""
+        if offsite:
+            return environment + STDIN_SEPARATOR + webhooks + STDIN_SEPARATOR + render_offsite_file(offsite)
+        return environment + STDIN_SEPARATOR + webhooks if webhooks else environment
 
 
 def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
@@ -187,6 +191,11 @@ def run_command(settings: Settings, argv: list[str] | tuple[str, ...]) -> str:
 def rollback_command(settings: Settings, release_id: str | None = None) -> str:
     """The admin's rollback, run over SSH as the deploy user: back to the previous release, or to `release_id`."""
     return deploy_script_command(settings, "rollback", *([release_id] if release_id else []))
+
+
+def restore_offsite_command(settings: Settings) -> str:
+    """The restore of the newest off-site backup, run over SSH as the deploy user, the age identity on its stdin."""
+    return deploy_script_command(settings, "restore", "--offsite")
 
 
 def logs_command(settings: Settings, follow: bool = False, lines: int | None = None) -> str:

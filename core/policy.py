@@ -18,6 +18,9 @@ UV_VERSION = APP_UV_VERSION
 #: Certbot requests and renews the certificates; the deploy puts it in a virtualenv of its own.
 #: 5.4 is the first that answers IP-address challenges from a webroot.
 CERTBOT_VERSION = "5.8.0"
+#: boto3 uploads the off-site copies and fetches them back, from a virtualenv of its own; the same pin as
+#: requirements-dev.txt, which the tests run it with.
+BOTO3_VERSION = "1.44.5"
 
 #: Packages cloud-init installs on first boot.
 PACKAGES = (

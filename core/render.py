@@ -37,6 +37,7 @@ from core.layout import (
 )
 from core.policy import (
     BACKUP_RANDOM_DELAY,
+    BOTO3_VERSION,
     CERTBOT_VERSION,
     GUNICORN_VERSION,
     NGINX_WORKER_CONNECTIONS,
@@ -160,6 +161,20 @@ def render_backup_files(settings: Settings) -> dict[str, str]:
             "state-backup.service.j2", settings=settings, layout=layout, sandbox=SERVICE_SANDBOX
         ),
         f"{layout.backup_unit}.timer": _render("state-backup.timer.j2", settings=settings, random_delay=delay),
+    } | render_offsite_files(settings)
+
+
+def render_offsite_files(settings: Settings) -> dict[str, str]:
+    """The off-site copies of the backups, by file name in the bundle: the script and its service.
+
+    Empty without `offsiteRegion`.
+    """
+    if not (settings.backup_days and settings.offsite_region):
+        return {}
+    layout = settings.layout
+    return {
+        "offsite.py": (AGENT_DIR / "offsite.py").read_text(),
+        f"{layout.offsite_unit}.service": _render("offsite.service.j2", settings=settings, layout=layout),
     }
 
 
@@ -227,6 +242,12 @@ def render_agent_settings(settings: Settings) -> str:
         "backup_script": layout.backup_script,
         "backups": layout.backups,
         "backup_incoming": layout.backup_incoming,
+        "offsite": bool(settings.backup_days and settings.offsite_region),
+        "offsite_unit": layout.offsite_unit,
+        "offsite_script": layout.offsite_script,
+        "offsite_file": layout.offsite_file,
+        "offsite_python": layout.offsite_python,
+        "boto3_version": BOTO3_VERSION,
         "static_dir": settings.static_dir or "",
         "assets": layout.assets,
         "proxy_cache": layout.proxy_cache,
@@ -284,6 +305,11 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
 def render_notify_file(webhooks: Sequence[Webhook]) -> str:
     """The notify file (`ServerLayout.notify_file`): the webhooks and the body each takes, root's alone."""
     return json.dumps({"webhooks": [{"form": hook.form, "url": str(hook.url)} for hook in webhooks]}, indent=1) + "\n"
+
+
+def render_offsite_file(bucket: Mapping[str, str]) -> str:
+    """The off-site file (`ServerLayout.offsite_file`): where the bucket is and its key, root's alone."""
+    return json.dumps(dict(bucket), indent=1, sort_keys=True) + "\n"
 
 
 def render_state_links(settings: Settings) -> str:
@@ -469,6 +495,9 @@ def server_manifest(settings: Settings) -> list[Entry]:
         enable = unit if unit.endswith(".timer") else ""
         entries.append(Entry(_unit(unit), backup.get(unit), deploy=True, notify=(reload,), enable=enable))
     entries.append(Entry(layout.backup_script, backup.get("state-backup.py"), deploy=True))
+    unit = f"{layout.offsite_unit}.service"
+    entries.append(Entry(_unit(unit), backup.get(unit), deploy=True, notify=(reload,)))
+    entries.append(Entry(layout.offsite_script, backup.get("offsite.py"), deploy=True))
     return entries
 
 

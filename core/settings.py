@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyrage
+
 from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
 from core.layout import ServerLayout
@@ -67,6 +69,10 @@ RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX = 1, 50
 BACKUP_DAYS_MAX = 365
 #: How often the state directory is backed up: `backupInterval` names one of these systemd calendar events.
 BACKUP_INTERVALS = ("hourly", "daily", "weekly")
+#: The regions where DigitalOcean Spaces holds buckets (its list in docs.digitalocean.com/products/spaces/details/
+#: availability): the off-site copies' `offsiteRegion`.
+SPACES_REGIONS = ("nyc3", "sfo2", "sfo3", "ams3", "fra1", "lon1", "tor1", "sgp1", "syd1", "blr1", "atl1")
+OFFSITE_DAYS_MAX = 3650
 
 #: How long a droplet metric stays past its threshold before DigitalOcean alerts (`MonitorAlert.window`).
 ALERT_WINDOWS = ("5m", "10m", "30m", "1h")
@@ -250,6 +256,14 @@ class Settings:
     """Days the server keeps its backups of the state directory; 0 for no backups."""
     backup_interval: str
     """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
+    offsite_region: str | None
+    """The Spaces region of the bucket that takes an encrypted copy of each backup; None for no off-site copies."""
+    offsite_days: int
+    """Days the off-site copies are kept, the newest always."""
+    offsite_recipient: str | None
+    """The age recipient (age1...) each off-site copy is encrypted to, derived from `offsite_identity`."""
+    offsite_identity: SecretStr | None
+    """The age identity that reads the off-site copies: sent to the droplet only by a restore from off-site."""
     linked_dirs: tuple[str, ...]
     """Paths inside the app kept in the state directory and shared by every release."""
     build_packages: tuple[str, ...]
@@ -385,6 +399,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     releases = check_releases(check, app["static_dir"], work.pop("procfile_release"))
     web = check_https_and_dns(check)
     state = check_state_and_backups(check)
+    offsite = check_offsite(check, state["backup_days"])
     fleet = check_fleet_and_database(
         check, https=web["https"], dns_zone=web["dns_zone"], linked_dirs=releases["linked_dirs"]
     )
@@ -403,6 +418,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         **releases,
         **web,
         **state,
+        **offsite,
         **fleet,
         **alerts,
         **work,
@@ -699,6 +715,51 @@ def check_state_and_backups(check: Check) -> dict[str, Any]:
         "backup_interval": backup_interval,
         "droplet_backups": droplet_backups,
     }
+
+
+def check_offsite(check: Check, backup_days: int) -> dict[str, Any]:
+    """Off-site copies of the backups: the Spaces region of their bucket, how long they stay, the age identity."""
+    region = check["offsiteRegion"] or None
+    days = _bounded_int(check["offsiteDays"], "offsiteDays", 1, OFFSITE_DAYS_MAX, check.problem)
+    identity = check["offsiteIdentity"] or None
+    recipient = None
+    if region is not None and region not in SPACES_REGIONS:
+        check.problem("offsiteRegion", region, f"expected a Spaces region ({', '.join(SPACES_REGIONS)}), or empty")
+    if identity is not None:
+        recipient = age_recipient(identity)
+        if recipient is None:
+            check.problem(
+                "offsiteIdentity",
+                identity,
+                "expected an age identity, the AGE-SECRET-KEY-1... line that age-keygen prints",
+            )
+    if region is not None:
+        if identity is None:
+            check.problems.append(
+                "flask-droplet:offsiteIdentity is not set, and offsiteRegion is: make one with age-keygen and set it "
+                "with pulumi config set --secret offsiteIdentity AGE-SECRET-KEY-1..."
+            )
+        if backup_days == 0:
+            check.problem("offsiteRegion", region, "expected empty with backupDays 0: there are no backups to copy")
+    return {
+        "offsite_region": region,
+        "offsite_days": days,
+        "offsite_recipient": recipient if region is not None else None,
+        "offsite_identity": SecretStr(identity) if region is not None and identity is not None else None,
+    }
+
+
+def age_recipient(identity: Any) -> str | None:
+    """The public recipient (age1...) of an age X25519 identity (alone, or in age-keygen's file), or None."""
+    if not isinstance(identity, str):
+        return None
+    lines = [line.strip() for line in identity.splitlines() if line.strip() and not line.startswith("#")]
+    if len(lines) != 1 or not lines[0].startswith("AGE-SECRET-KEY-1"):
+        return None
+    try:
+        return str(pyrage.x25519.Identity.from_str(lines[0]).to_public())
+    except pyrage.IdentityError:
+        return None
 
 
 def check_fleet_and_database(

@@ -129,14 +129,16 @@ def run_plan(
     progress: Progress,
     public_ipv4: str,
     extra_env: Mapping[str, str] | None = None,
+    offsite: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Run the steps whose triggers changed; returns each step that ran with its standard output.
 
-    `extra_env` joins the app's environment on the secret step's stdin, as `AppDeployment`'s does.
+    `extra_env` joins the app's environment on the secret step's stdin, and so does `offsite` (the
+    off-site bucket and its key), as `AppDeployment`'s do.
     """
     done: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
     ran: dict[str, str] = {}
-    stdin = plan.stdin_with(extra_env or {})
+    stdin = plan.stdin_with(extra_env or {}, offsite)
     for step in plan.steps:
         trigger = step_trigger(step, server_id, public_ipv4, stdin)
         if done.get(step.name) == trigger:

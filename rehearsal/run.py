@@ -30,7 +30,7 @@ from core.plan import (
     run_command,
 )
 from core.settings import DATABASE_URL, Settings, SettingsError, parse_settings
-from rehearsal import acme, fleet, nspawn
+from rehearsal import acme, fleet, nspawn, offsite
 from rehearsal.deploy import DeployError, SshTarget, run_plan
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -133,7 +133,8 @@ def deploy(machine: nspawn.Machine, settings: Settings, plan: DeployPlan) -> tup
     """Run `plan` on the machine; returns the release id and the steps that ran, with their output."""
     target = ssh_target(machine)
     state = machine.slot.directory / "deploy-state.json"
-    ran = run_plan(plan, target, machine.instance_id, state, progress, machine.address, database_env(settings))
+    env, bucket = database_env(settings), offsite.bucket_for(settings)
+    ran = run_plan(plan, target, machine.instance_id, state, progress, machine.address, env, bucket)
     return plan.release_id, ran
 
 

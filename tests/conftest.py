@@ -111,3 +111,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+#: An age identity made for the tests alone (age-keygen), and its recipient: what offsiteIdentity takes.
+OFFSITE_IDENTITY = "AGE-SECRET-KEY-1E3NDYY48CX33P37AS3CT0WQMMZ0JCJ0W0FD38NRGFT7U50K7F90SDRF5A5"
+OFFSITE_RECIPIENT = "age1luy76kqm0lkj7gg9z0uaaee7p4mmjzg7wvkr4y9t9fgk5kc09yuq7ke0e7"
+#: The off-site copies on: a Spaces region apart from the droplet's, and the identity.
+OFFSITE_CONFIG = {"offsiteRegion": "fra1", "offsiteIdentity": OFFSITE_IDENTITY}

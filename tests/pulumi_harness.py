@@ -39,6 +39,14 @@ DATABASE_PRIVATE_HOST = "private-db-postgresql-nyc3-00000-do-user-0-0.f.db.ondig
 DATABASE_HOST = "db-postgresql-nyc3-00000-do-user-0-0.f.db.ondigitalocean.com"
 DATABASE_PORT = 25060
 DATABASE_ADMIN_PASSWORD = "AVNS_admin-password-1a2b3c"
+#: The Spaces key the program makes for the droplet's off-site copies.
+SPACES_ACCESS_KEY = "DO00OFFSITEACCESSKEY"
+SPACES_SECRET_KEY = "offsite-secret-key-5e6f"
+#: The account's Spaces key, which the provider makes buckets with.
+SPACES_PROVIDER_CONFIG = {
+    "digitalocean:spacesAccessId": "DO00ACCOUNTKEY",
+    "digitalocean:spacesSecretKey": "account-secret",
+}
 
 
 def droplet_index(name: str) -> int:
@@ -202,6 +210,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 password=DATABASE_ADMIN_PASSWORD,
                 database="defaultdb",
             )
+        if args.typ == "digitalocean:index/spacesBucket:SpacesBucket":
+            outputs.setdefault("name", f"{args.name}-a1b2c3d")
+        if args.typ == "digitalocean:index/spacesKey:SpacesKey":
+            outputs.update(accessKey=SPACES_ACCESS_KEY, secretKey=SPACES_SECRET_KEY)
         if args.typ == "digitalocean:index/sshKey:SshKey":
             outputs["fingerprint"] = ssh_key_fingerprint(args.inputs["publicKey"])
         if args.typ == "digitalocean:index/reservedIp:ReservedIp":
@@ -267,8 +279,13 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
 
 
 def config_values(config: dict[str, Any]) -> dict[str, str]:
-    """Stack config as Pulumi hands it to a program: every value a string, structured ones as JSON."""
-    return {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+    """Stack config as Pulumi hands it to a program: every value a string, structured ones as JSON.
+
+    A key with a namespace (`digitalocean:spacesAccessId`) is that namespace's; any other is the project's."""
+    return {
+        key if ":" in key else f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in config.items()
+    }
 
 
 @contextlib.contextmanager

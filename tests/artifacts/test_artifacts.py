@@ -221,10 +221,13 @@ def test_systemd_verifies_the_renewal_and_backup_units_and_the_nginx_drop_in(tmp
     for name, text in render_renew_units(settings).items():
         units.append(tmp_path / name)
         units[-1].write_text(text.replace(layout.certbot, str(certbot)))
+    offsite_python = tmp_path / "python"
+    offsite_python.write_text("#!/bin/sh\n")
+    offsite_python.chmod(0o755)
     for name, text in render_backup_files(settings).items():
         if name.endswith((".service", ".timer")):
             units.append(tmp_path / name)
-            units[-1].write_text(text)
+            units[-1].write_text(text.replace(layout.offsite_python, str(offsite_python)))
     # The drop-in, on a stand-in for Debian's nginx unit.
     service = tmp_path / "nginx.service"
     service.write_text("[Service]\nType=forking\nExecStart=/bin/true\n")

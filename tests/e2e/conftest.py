@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -115,6 +116,32 @@ def bring_up(overrides: dict[str, Any]) -> Iterator[Rehearsal]:
         yield Rehearsal(machine, settings, release_id, url, timings)
     finally:
         run.down()
+
+
+@contextlib.contextmanager
+def host_namespace(netns: str, veth: str, host_address: str, address: str) -> Iterator[None]:
+    """A network namespace with a host of its own at `address` (a /30 with the host's `host_address`), which the
+    rehearsal's machines reach through the host as a droplet reaches a server on the internet."""
+
+    def sh(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+    try:
+        sh("ip", "netns", "add", netns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        sh("ip", "address", "add", f"{host_address}/30", "dev", veth)
+        sh("ip", "link", "set", veth, "up")
+        for argv in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "address", "add", f"{address}/30", "dev", "eth0"],
+            ["ip", "link", "set", "eth0", "up"],
+            ["ip", "route", "add", "default", "via", host_address],
+        ):
+            sh("ip", "netns", "exec", netns, *argv)
+        yield
+    finally:
+        subprocess.run(["ip", "link", "delete", veth], check=False, capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True, timeout=30)
 
 
 def open_tcp_ports(address: str, ports: list[int], timeout: float = 1.0) -> set[int]:

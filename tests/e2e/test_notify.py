@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from rehearsal import nspawn, run
-from tests.e2e.conftest import Rehearsal, bring_up
+from tests.e2e.conftest import Rehearsal, bring_up, host_namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -50,18 +50,16 @@ http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), Receiver).serve
 """
 
 
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
 class Receiver:
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, netns: str = NETNS, address: str = RECEIVER_ADDRESS, port: int = PORT) -> None:
         self.log = log
+        self.where = (netns, address, port)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        netns, address, port = self.where
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", NETNS, sys.executable, "-c", RECEIVER, str(self.log), RECEIVER_ADDRESS, str(PORT)],
+            ["ip", "netns", "exec", netns, sys.executable, "-c", RECEIVER, str(self.log), address, str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -90,25 +88,11 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    try:
-        sh("ip", "netns", "add", NETNS)
-        sh("ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS)
-        sh("ip", "address", "add", f"{HOST_ADDRESS}/30", "dev", HOST_VETH)
-        sh("ip", "link", "set", HOST_VETH, "up")
-        for argv in (
-            ["ip", "link", "set", "lo", "up"],
-            ["ip", "address", "add", f"{RECEIVER_ADDRESS}/30", "dev", "eth0"],
-            ["ip", "link", "set", "eth0", "up"],
-            ["ip", "route", "add", "default", "via", HOST_ADDRESS],
-        ):
-            sh("ip", "netns", "exec", NETNS, *argv)
+    with host_namespace(NETNS, HOST_VETH, HOST_ADDRESS, RECEIVER_ADDRESS):
         found = Receiver(tmp_path_factory.mktemp("receiver") / "received.jsonl")
         found.start()
         yield found
         found.stop()
-    finally:
-        subprocess.run(["ip", "link", "delete", HOST_VETH], check=False, capture_output=True, timeout=30)
-        subprocess.run(["ip", "netns", "delete", NETNS], check=False, capture_output=True, timeout=30)
 
 
 @pytest.fixture(scope="module")

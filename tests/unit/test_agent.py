@@ -357,7 +357,7 @@ def test_usage_errors_name_the_usage() -> None:
         "usage: deploy.sh backup",
         "usage: deploy.sh run [--] COMMAND [ARGS...]",
         "usage: deploy.sh rollback [RELEASE_ID]",
-        "usage: deploy.sh restore [BACKUP]",
+        "usage: deploy.sh restore [--offsite] [BACKUP]",
     ]
 
 
@@ -443,8 +443,8 @@ def test_handlers_run_once_each_in_their_order() -> None:
 
 def test_a_feature_turned_off_removes_its_files_after_stopping_its_timer() -> None:
     server, _, _ = live_server()
-    off = config_of("ip", backupDays=0)
-    quiet = bundle_of("ip", backupDays=0)
+    off = config_of("ip", backupDays=0, offsiteRegion="")
+    quiet = bundle_of("ip", backupDays=0, offsiteRegion="")
 
     assert deploy(server, off, quiet) == 0, server.stderr
 

@@ -12,6 +12,7 @@ import pytest
 from core import render
 from core.settings import parse_settings
 from core.slugs import DATABASE_SIZES, DROPLET_SIZES
+from tests.conftest import OFFSITE_CONFIG
 from tests.pulumi_harness import PROJECT_DIR
 
 # Imported at collection: a test module imported later, after the Pulumi mocks' threads, can fail to compile.
@@ -99,6 +100,7 @@ def test_each_template_is_handed_what_it_reads_and_nothing_else(monkeypatch: pyt
     work = {
         "processes": {"worker": "huey_consumer weather.tasks.huey"},
         "schedules": {"nightly": {"command": "flask --app weather report", "when": "0 3 * * *"}},
+        **OFFSITE_CONFIG,
     }
     for settings in [
         *(golden_settings(variant) for variant in GOLDEN_CONFIGS),

@@ -40,7 +40,7 @@ NOBLE_NGINX = (1, 24, 0)
 SYSTEMD_DIRECTIVES = {
     # [Unit], [Install]
     "Description": 1, "Requires": 1, "Wants": 1, "After": 1, "Before": 1, "Conflicts": 1, "ConditionPathExists": 1,
-    "DefaultDependencies": 1, "OnFailure": 1, "RequiresMountsFor": 201, "WantedBy": 1,
+    "DefaultDependencies": 1, "OnFailure": 1, "OnSuccess": 249, "RequiresMountsFor": 201, "WantedBy": 1,
     # [Service]
     "Type": 1, "NotifyAccess": 1, "User": 1, "Group": 1, "WorkingDirectory": 1, "Environment": 1,
     "EnvironmentFile": 1, "ExecStart": 1, "ExecReload": 1, "KillMode": 1, "TimeoutStopSec": 188, "Restart": 1,

@@ -33,7 +33,7 @@ from core.render import (
     server_manifest,
 )
 from core.settings import Settings, parse_settings
-from tests.conftest import example_public_key
+from tests.conftest import OFFSITE_CONFIG, example_public_key
 from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -42,7 +42,12 @@ GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 #: with a domain and its state on the droplet's disk, and once on three droplets behind a balancer
 #: with a Managed PostgreSQL.
 GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
-    "ip": {"sshPublicKeys": [example_public_key("g")], "adminCidrs": ["203.0.113.7/32"], "workers": 3},
+    "ip": {
+        "sshPublicKeys": [example_public_key("g")],
+        "adminCidrs": ["203.0.113.7/32"],
+        "workers": 3,
+        **OFFSITE_CONFIG,
+    },
     "domain": {
         "sshPublicKeys": [example_public_key("g")],
         "adminCidrs": ["203.0.113.7/32"],
