@@ -581,6 +581,11 @@ def main() -> int:
     return 0
 
 
+def spread_of(a: float, b: float) -> float:
+    """How far apart two measurements of the same thing are, as a share of their mean."""
+    return abs(a - b) / ((a + b) / 2) if a + b else float("nan")
+
+
 def render(report: Report) -> str:
     lines = [
         "| stack | endpoint | good answers/s | p50 ms | p99 ms | refused | failed | CPU busy, machine / load "
@@ -596,10 +601,14 @@ def render(report: Report) -> str:
     lines += ["", "| cached answer | good answers/s | share of nginx's static file rate |", "| --- | ---: | ---: |"]
     lines += [f"| `{c.endpoint}` | {c.rps:.0f} | {c.rps / static.rps:.2f} |" for c in report.cached]
     if report.breakdown:
+        deployed = {c.endpoint: c for c in report.breakdown if c.stack == "as deployed"}
+        first = {c.endpoint: c for c in report.cells if c.stack == "this project"}
+        spread = ", ".join(f"{spread_of(first[e].rps, deployed[e].rps):.0%} on `{e}`" for e in BREAKDOWN_ENDPOINTS)
+        lines += ["", f"The same stack measured twice in this run (`this project` above, `as deployed` below) differed "
+                  f"by {spread}: less than that is noise, not cost."]  # fmt: skip
         lines += ["", "| this project, uncached | " + " | ".join(
             f"`{e}` good answers/s | p99 ms | vs as deployed" for e in BREAKDOWN_ENDPOINTS) + " |"]  # fmt: skip
         lines += ["| --- |" + " ---: | ---: | ---: |" * len(BREAKDOWN_ENDPOINTS)]
-        deployed = {c.endpoint: c for c in report.breakdown if c.stack == "as deployed"}
         for name in dict.fromkeys(c.stack for c in report.breakdown):
             row = {c.endpoint: c for c in report.breakdown if c.stack == name}
             lines.append(f"| {name} | " + " | ".join(

@@ -9,7 +9,18 @@ import pytest
 
 from core.render import render_gunicorn_conf, render_nginx_site
 from core.settings import parse_settings
-from rehearsal.bench import ALL_PIECES, PIECES, Piece, edited, load_subnet
+from rehearsal.bench import (
+    ALL_PIECES,
+    BREAKDOWN_ENDPOINTS,
+    ENDPOINTS,
+    PIECES,
+    Cell,
+    Piece,
+    Report,
+    edited,
+    load_subnet,
+    render,
+)
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR
 
@@ -60,3 +71,21 @@ def test_load_hosts_have_subnets_of_their_own() -> None:
     subnets = {load_subnet(index)[0] for index in range(320)}
     assert len(subnets) == 320
     assert load_subnet(64) == ("10.214.1.0/30", "10.214.1.1", "10.214.1.2")
+
+
+def test_the_tables_say_how_far_apart_two_measurements_of_the_same_stack_were() -> None:
+    def cell(stack: str, endpoint: str, rps: float) -> Cell:
+        return Cell(stack, endpoint, rps, 1.0, 2.0, 0, 0, int(rps * 10))
+
+    report = Report(
+        cells=[cell(stack, e, rps) for stack, rps in (("this project", 1100), ("tutorial's stack", 1000))
+               for e in ENDPOINTS],
+        cached=[],
+        breakdown=[cell(name, e, rps) for name, rps in (("as deployed", 900), ("without access log", 990))
+                   for e in BREAKDOWN_ENDPOINTS],
+    )  # fmt: skip
+
+    text = render(report)
+
+    assert "differed by 20% on `/`, 20% on `/api/forecast`: less than that is noise" in text
+    assert "| without access log | 990 | 2.0 | 1.10 | 990 | 2.0 | 1.10 |" in text
