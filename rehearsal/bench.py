@@ -47,6 +47,10 @@ SLOW_HOSTS = 40
 """The slow clients come from this many of the addresses: 50 each, the connections nginx allows an address."""
 SECONDS = 10
 WARM_UP_SECONDS = 2
+ROUNDS = 3
+"""The head-to-head with the tutorial's stack and the breakdown are measured this many times, interleaved, and
+reported by their medians: on a shared host one cell can differ from the next of the same stack by a fifth."""
+ROUND_SECONDS = 6
 """Load before each cell, not counted: a stack's workers compile the app's templates on their first requests."""
 SLOW_CLIENTS = 2000
 SLOW_SECONDS = 30
@@ -193,12 +197,15 @@ class Cell:
     busy: tuple[float, float] = (float("nan"), float("nan"))
     """How busy the machine's CPU and the load's CPU were, 0 to 1: the one near 1 is what limits the row."""
     ratio: float = float("nan")
+    round: int = 0
 
 
 @dataclass
 class Report:
     cells: list[Cell] = field(default_factory=list)
     cached: list[Cell] = field(default_factory=list)
+    head_to_head: list[Cell] = field(default_factory=list)
+    """The tutorial's stack and this one, uncached, one after the other in each of ROUNDS rounds."""
     breakdown: list[Cell] = field(default_factory=list)
     """This stack, uncached, as deployed and with each piece switched off in turn (`stack` names the piece)."""
     slow: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -256,11 +263,11 @@ def cpu_times() -> dict[int, tuple[int, int]]:
     return times
 
 
-def measure(hosts: list[str], url: str, headers: dict[str, str], script: Path) -> Cell:
-    """A cell: WARM_UP_SECONDS of load not counted, then SECONDS counted, with how busy both CPUs were."""
+def measure(hosts: list[str], url: str, headers: dict[str, str], script: Path, seconds: int = SECONDS) -> Cell:
+    """A cell: WARM_UP_SECONDS of load not counted, then `seconds` counted, with how busy both CPUs were."""
     wrk(hosts, url, WARM_UP_SECONDS, headers, script)
     before = cpu_times()
-    cell = wrk(hosts, url, SECONDS, headers, script)
+    cell = wrk(hosts, url, seconds, headers, script)
     after = cpu_times()
 
     def busy(cpu: int) -> float:
@@ -546,14 +553,22 @@ def main() -> int:
                 cell = measure(hosts, f"http://{address}{endpoint}", {}, script)
                 cell.stack, cell.endpoint = "this project, cached", endpoint
                 report.cached.append(cell)
-            for piece in (None, *PIECES, ALL_PIECES):
-                with bench.without(piece) if piece else contextlib.nullcontext():
-                    for endpoint in BREAKDOWN_ENDPOINTS:
-                        name = f"without {piece.name}" if piece else "as deployed"
-                        say(f"this project, {name}: {endpoint}")
-                        cell = measure(hosts, f"http://{address}{endpoint}", uncached, script)
-                        cell.stack, cell.endpoint = name, endpoint
-                        report.breakdown.append(cell)
+            for round_ in range(1, ROUNDS + 1):
+                for endpoint in BREAKDOWN_ENDPOINTS:
+                    for stack, port in (("tutorial's stack", 8002), ("this project", 80)):
+                        say(f"head to head, round {round_}: {stack}: {endpoint}")
+                        cell = measure(hosts, f"http://{address}:{port}{endpoint}", uncached, script, ROUND_SECONDS)
+                        cell.stack, cell.endpoint, cell.round = stack, endpoint, round_
+                        report.head_to_head.append(cell)
+            for round_ in range(1, ROUNDS + 1):
+                for piece in (None, *PIECES, ALL_PIECES):
+                    with bench.without(piece) if piece else contextlib.nullcontext():
+                        for endpoint in BREAKDOWN_ENDPOINTS:
+                            name = f"without {piece.name}" if piece else "as deployed"
+                            say(f"breakdown, round {round_}: {name}: {endpoint}")
+                            cell = measure(hosts, f"http://{address}{endpoint}", uncached, script, ROUND_SECONDS)
+                            cell.stack, cell.endpoint, cell.round = name, endpoint, round_
+                            report.breakdown.append(cell)
             for stack, port in (("tutorial's stack", 8002), ("this project", 80)):
                 say(f"{stack}: {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s")
                 slow = slow_clients(hosts[:SLOW_HOSTS], address, port, SLOW_CLIENTS, SLOW_SECONDS)
@@ -581,9 +596,69 @@ def main() -> int:
     return 0
 
 
-def spread_of(a: float, b: float) -> float:
-    """How far apart two measurements of the same thing are, as a share of their mean."""
-    return abs(a - b) / ((a + b) / 2) if a + b else float("nan")
+def spread_of(values: list[float]) -> float:
+    """How far apart measurements of the same thing are: their range, as a share of their median."""
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle else float("nan")
+
+
+def by_round(cells: list[Cell], stack: str, endpoint: str) -> dict[int, Cell]:
+    return {c.round: c for c in cells if c.stack == stack and c.endpoint == endpoint}
+
+
+def head_to_head_table(cells: list[Cell]) -> list[str]:
+    """Each endpoint: both stacks' median good answers and p99, and this one's ratio in each round."""
+    if not cells:
+        return []
+    lines = [
+        "",
+        f"| head to head, uncached, {ROUNDS} rounds | tutorial's good answers/s | p99 ms | this project's "
+        "| p99 ms | ratio in each round | median ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for endpoint in BREAKDOWN_ENDPOINTS:
+        theirs, ours = by_round(cells, BASELINE, endpoint), by_round(cells, "this project", endpoint)
+        ratios = [ours[r].rps / theirs[r].rps for r in sorted(ours) if r in theirs and theirs[r].rps]
+        lines.append(
+            f"| `{endpoint}` | {statistics.median(c.rps for c in theirs.values()):.0f} "
+            f"| {statistics.median(c.p99_ms for c in theirs.values()):.1f} "
+            f"| {statistics.median(c.rps for c in ours.values()):.0f} "
+            f"| {statistics.median(c.p99_ms for c in ours.values()):.1f} "
+            f"| {', '.join(f'{r:.2f}' for r in ratios)} | {statistics.median(ratios):.2f} |"
+        )
+    return lines
+
+
+def breakdown_table(cells: list[Cell]) -> list[str]:
+    """Each piece switched off: median good answers and p99 over the rounds, and the median of its ratio to the
+    stack as deployed in the same round; first, how far the stack as deployed moved across the rounds."""
+    if not cells:
+        return []
+    spread = ", ".join(
+        f"{spread_of([c.rps for c in by_round(cells, 'as deployed', e).values()]):.0%} on `{e}`"
+        for e in BREAKDOWN_ENDPOINTS
+    )
+    lines = [
+        "",
+        f"Across its {ROUNDS} rounds the stack as deployed moved by {spread} (range over median): a piece whose "
+        "ratio is closer to 1.00 than that costs less than the machine's noise.",
+        "",
+        "| this project, uncached | "
+        + " | ".join(f"`{e}` good answers/s | p99 ms | vs as deployed" for e in BREAKDOWN_ENDPOINTS)
+        + " |",
+        "| --- |" + " ---: | ---: | ---: |" * len(BREAKDOWN_ENDPOINTS),
+    ]
+    for name in dict.fromkeys(c.stack for c in cells):
+        columns = []
+        for endpoint in BREAKDOWN_ENDPOINTS:
+            rounds, deployed = by_round(cells, name, endpoint), by_round(cells, "as deployed", endpoint)
+            ratios = [rounds[r].rps / deployed[r].rps for r in sorted(rounds) if r in deployed and deployed[r].rps]
+            columns.append(
+                f"{statistics.median(c.rps for c in rounds.values()):.0f} "
+                f"| {statistics.median(c.p99_ms for c in rounds.values()):.1f} | {statistics.median(ratios):.2f}"
+            )
+        lines.append(f"| {name} | " + " | ".join(columns) + " |")
+    return lines
 
 
 def render(report: Report) -> str:
@@ -600,20 +675,8 @@ def render(report: Report) -> str:
     static = next(c for c in report.cells if c.stack == "this project" and c.endpoint.startswith("/static/"))
     lines += ["", "| cached answer | good answers/s | share of nginx's static file rate |", "| --- | ---: | ---: |"]
     lines += [f"| `{c.endpoint}` | {c.rps:.0f} | {c.rps / static.rps:.2f} |" for c in report.cached]
-    if report.breakdown:
-        deployed = {c.endpoint: c for c in report.breakdown if c.stack == "as deployed"}
-        first = {c.endpoint: c for c in report.cells if c.stack == "this project"}
-        spread = ", ".join(f"{spread_of(first[e].rps, deployed[e].rps):.0%} on `{e}`" for e in BREAKDOWN_ENDPOINTS)
-        lines += ["", f"The same stack measured twice in this run (`this project` above, `as deployed` below) differed "
-                  f"by {spread}: less than that is noise, not cost."]  # fmt: skip
-        lines += ["", "| this project, uncached | " + " | ".join(
-            f"`{e}` good answers/s | p99 ms | vs as deployed" for e in BREAKDOWN_ENDPOINTS) + " |"]  # fmt: skip
-        lines += ["| --- |" + " ---: | ---: | ---: |" * len(BREAKDOWN_ENDPOINTS)]
-        for name in dict.fromkeys(c.stack for c in report.breakdown):
-            row = {c.endpoint: c for c in report.breakdown if c.stack == name}
-            lines.append(f"| {name} | " + " | ".join(
-                f"{row[e].rps:.0f} | {row[e].p99_ms:.1f} | {row[e].rps / deployed[e].rps:.2f}"
-                for e in BREAKDOWN_ENDPOINTS) + " |")  # fmt: skip
+    lines += head_to_head_table(report.head_to_head)
+    lines += breakdown_table(report.breakdown)
     lines += ["", f"| {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s | normal requests answered |"]
     lines += ["| --- | ---: |"]
     lines += [f"| {stack} | {ok} of {sent} ({100 * ok / sent:.1f}%) |" for stack, (ok, sent) in report.slow.items()]
@@ -644,6 +707,9 @@ a floor, not the stack's. Every stack speaks plain HTTP (the tutorial's before i
 project's with `https` off), so TLS is not compared.
 
 {table}
+The first table measures each cell once. The head to head with the tutorial's stack and the breakdown are
+measured in {ROUNDS} rounds of {ROUND_SECONDS} s cells, the stacks (or the pieces) one after the other in each
+round, and give medians: a ratio is taken within a round, so a slow minute of the host slows both sides of it.
 The breakdown is this project's uncached path as deployed and then with each piece it adds switched off in
 turn (on the benchmark's machine only, by editing the rendered files; no setting switches them off): the
 seccomp filters systemd puts on nginx and Gunicorn, the per-address limits, the micro-cache's lookup and
@@ -655,7 +721,7 @@ tutorial's "How To Serve Flask Applications with Gunicorn and Nginx on Ubuntu" (
 unix socket, nginx with Ubuntu's stock `nginx.conf` and `include proxy_params`, Flask serving
 `/static/`); this project's stack as `scripts/rehearse` deploys it.
 
-Reproduce (root, on a machine where `scripts/rehearse` runs; about 10 minutes):
+Reproduce (root, on a machine where `scripts/rehearse` runs; about 20 minutes):
 
 ```sh
 scripts/bench

@@ -73,19 +73,38 @@ def test_load_hosts_have_subnets_of_their_own() -> None:
     assert load_subnet(64) == ("10.214.1.0/30", "10.214.1.1", "10.214.1.2")
 
 
-def test_the_tables_say_how_far_apart_two_measurements_of_the_same_stack_were() -> None:
-    def cell(stack: str, endpoint: str, rps: float) -> Cell:
-        return Cell(stack, endpoint, rps, 1.0, 2.0, 0, 0, int(rps * 10))
+def cell(stack: str, endpoint: str, rps: float, round_: int = 0) -> Cell:
+    return Cell(stack, endpoint, rps, 1.0, 2.0, 0, 0, int(rps * 10), round=round_)
 
-    report = Report(
-        cells=[cell(stack, e, rps) for stack, rps in (("this project", 1100), ("tutorial's stack", 1000))
-               for e in ENDPOINTS],
-        cached=[],
-        breakdown=[cell(name, e, rps) for name, rps in (("as deployed", 900), ("without access log", 990))
-                   for e in BREAKDOWN_ENDPOINTS],
-    )  # fmt: skip
+
+def test_the_breakdown_gives_medians_of_its_rounds_and_says_how_far_the_stack_as_deployed_moved() -> None:
+    deployed = {1: 1000, 2: 800, 3: 900}
+    without_log = {1: 1100, 2: 800, 3: 1200}
+    breakdown = [
+        cell(name, endpoint, values[r], r)
+        for r in (1, 2, 3)
+        for name, values in (("as deployed", deployed), ("without access log", without_log))
+        for endpoint in BREAKDOWN_ENDPOINTS
+    ]
+    report = Report(cells=[cell("this project", e, 1000) for e in ENDPOINTS], breakdown=breakdown)
 
     text = render(report)
 
-    assert "differed by 20% on `/`, 20% on `/api/forecast`: less than that is noise" in text
-    assert "| without access log | 990 | 2.0 | 1.10 | 990 | 2.0 | 1.10 |" in text
+    # 1000 to 800 over a median of 900; ratios within each round 1.10, 1.00, 1.33.
+    assert "the stack as deployed moved by 22% on `/`, 22% on `/api/forecast`" in text
+    assert "| as deployed | 900 | 2.0 | 1.00 | 900 | 2.0 | 1.00 |" in text
+    assert "| without access log | 1100 | 2.0 | 1.10 | 1100 | 2.0 | 1.10 |" in text
+
+
+def test_the_head_to_head_takes_each_ratio_within_its_round() -> None:
+    theirs, ours = {1: 1000, 2: 500, 3: 800}, {1: 1100, 2: 600, 3: 800}
+    head_to_head = [
+        cell(stack, endpoint, values[r], r)
+        for r in (1, 2, 3)
+        for endpoint in BREAKDOWN_ENDPOINTS
+        for stack, values in (("tutorial's stack", theirs), ("this project", ours))
+    ]
+
+    text = render(Report(cells=[cell("this project", e, 1000) for e in ENDPOINTS], head_to_head=head_to_head))
+
+    assert "| `/` | 800 | 2.0 | 800 | 2.0 | 1.10, 1.20, 1.00 | 1.10 |" in text
