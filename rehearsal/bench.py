@@ -374,14 +374,7 @@ class Bench:
             self.guest(["ufw", "allow", f"{port}/tcp"])
         deadline = time.monotonic() + 60
         for _, stack_port in STACKS:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://{self.machine.address}:{stack_port}/healthz", timeout=5):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the stack on port {stack_port} did not answer within 60 s") from None
-                    time.sleep(0.5)
+            self.wait_for(stack_port, deadline, f"the stack on port {stack_port} did not answer within 60 s")
 
     @contextlib.contextmanager
     def without(self, piece: Piece) -> Iterator[None]:
@@ -415,14 +408,17 @@ class Bench:
         self.guest(["nginx", "-t", "-q"])
         self.guest(["systemctl", "daemon-reload"])
         self.guest(["systemctl", "restart", "nginx.service", self.layout.service_unit])
-        deadline = time.monotonic() + 60
+        self.wait_for(80, time.monotonic() + 60, "this project's stack did not answer within 60 s of a restart")
+
+    def wait_for(self, port: int, deadline: float, failure: str) -> None:
+        """Until the stack on `port` answers its health path; `failure` past the deadline."""
         while True:
             try:
-                with urllib.request.urlopen(f"http://{self.machine.address}/healthz", timeout=5):
+                with urllib.request.urlopen(f"http://{self.machine.address}:{port}/healthz", timeout=5):
                     return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("this project's stack did not answer within 60 s of a restart") from None
+                    raise RuntimeError(failure) from None
                 time.sleep(0.5)
 
     def rss_mib(self, units: set[str]) -> float:
