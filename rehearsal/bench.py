@@ -602,6 +602,19 @@ def by_round(cells: list[Cell], stack: str, endpoint: str) -> dict[int, Cell]:
     return {c.round: c for c in cells if c.stack == stack and c.endpoint == endpoint}
 
 
+def round_ratios(ours: dict[int, Cell], theirs: dict[int, Cell]) -> list[float]:
+    """`ours` against `theirs`, round by round: each ratio within the round both were measured in."""
+    return [ours[r].rps / theirs[r].rps for r in sorted(ours) if r in theirs and theirs[r].rps]
+
+
+def medians(rounds: dict[int, Cell]) -> str:
+    """Two table cells: the median good answers a second and the median p99 over the rounds."""
+    return (
+        f"{statistics.median(c.rps for c in rounds.values()):.0f} "
+        f"| {statistics.median(c.p99_ms for c in rounds.values()):.1f}"
+    )
+
+
 def head_to_head_table(cells: list[Cell]) -> list[str]:
     """Each endpoint: both stacks' median good answers and p99, and this one's ratio in each round."""
     if not cells:
@@ -614,12 +627,9 @@ def head_to_head_table(cells: list[Cell]) -> list[str]:
     ]
     for endpoint in BREAKDOWN_ENDPOINTS:
         theirs, ours = by_round(cells, BASELINE, endpoint), by_round(cells, "this project", endpoint)
-        ratios = [ours[r].rps / theirs[r].rps for r in sorted(ours) if r in theirs and theirs[r].rps]
+        ratios = round_ratios(ours, theirs)
         lines.append(
-            f"| `{endpoint}` | {statistics.median(c.rps for c in theirs.values()):.0f} "
-            f"| {statistics.median(c.p99_ms for c in theirs.values()):.1f} "
-            f"| {statistics.median(c.rps for c in ours.values()):.0f} "
-            f"| {statistics.median(c.p99_ms for c in ours.values()):.1f} "
+            f"| `{endpoint}` | {medians(theirs)} | {medians(ours)} "
             f"| {', '.join(f'{r:.2f}' for r in ratios)} | {statistics.median(ratios):.2f} |"
         )
     return lines
@@ -648,11 +658,7 @@ def breakdown_table(cells: list[Cell]) -> list[str]:
         columns = []
         for endpoint in BREAKDOWN_ENDPOINTS:
             rounds, deployed = by_round(cells, name, endpoint), by_round(cells, "as deployed", endpoint)
-            ratios = [rounds[r].rps / deployed[r].rps for r in sorted(rounds) if r in deployed and deployed[r].rps]
-            columns.append(
-                f"{statistics.median(c.rps for c in rounds.values()):.0f} "
-                f"| {statistics.median(c.p99_ms for c in rounds.values()):.1f} | {statistics.median(ratios):.2f}"
-            )
+            columns.append(f"{medians(rounds)} | {statistics.median(round_ratios(rounds, deployed)):.2f}")
         lines.append(f"| {name} | " + " | ".join(columns) + " |")
     return lines
 
