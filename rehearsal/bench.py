@@ -160,6 +160,9 @@ ALL_PIECES = Piece(
 )
 #: Endpoints of the breakdown: the uncached path.
 BREAKDOWN_ENDPOINTS = ("/", "/api/forecast")
+STATIC_ROW = "static file"
+#: The rows of the cached answers' rounds, nginx's static file first: (row, URL path), no cookie.
+CACHED_ROWS = ((STATIC_ROW, "/static/style.css"), ("cached `/`", "/"), ("cached `/api/forecast`", "/api/forecast"))
 
 
 def edited(text: str, edits: tuple[tuple[str, str], ...], where: str) -> str:
@@ -204,6 +207,8 @@ class Cell:
 class Report:
     cells: list[Cell] = field(default_factory=list)
     cached: list[Cell] = field(default_factory=list)
+    cached_rounds: list[Cell] = field(default_factory=list)
+    """nginx's static file and the cached answers, one after the other in each of ROUNDS rounds."""
     head_to_head: list[Cell] = field(default_factory=list)
     """The tutorial's stack and this one, uncached, one after the other in each of ROUNDS rounds."""
     breakdown: list[Cell] = field(default_factory=list)
@@ -550,6 +555,12 @@ def main() -> int:
                 cell.stack, cell.endpoint = "this project, cached", endpoint
                 report.cached.append(cell)
             for round_ in range(1, ROUNDS + 1):
+                for name, endpoint in CACHED_ROWS:
+                    say(f"cached and static, round {round_}: {name}")
+                    cell = measure(hosts, f"http://{address}{endpoint}", {}, script, ROUND_SECONDS)
+                    cell.stack, cell.endpoint, cell.round = name, endpoint, round_
+                    report.cached_rounds.append(cell)
+            for round_ in range(1, ROUNDS + 1):
                 for endpoint in BREAKDOWN_ENDPOINTS:
                     for stack, port in (("tutorial's stack", 8002), ("this project", 80)):
                         say(f"head to head, round {round_}: {stack}: {endpoint}")
@@ -663,6 +674,39 @@ def breakdown_table(cells: list[Cell]) -> list[str]:
     return lines
 
 
+def per_cpu_second(cell: Cell) -> float:
+    """Good answers per second of the machine's CPU: what the stack would serve with the machine the limit,
+    for a row the load generator held back (its rate is a floor; this is not)."""
+    return cell.rps / cell.busy[0] if cell.busy[0] > 0 else float("nan")
+
+
+def cached_table(cells: list[Cell]) -> list[str]:
+    """Each cached answer against nginx's static file, within each round: by rate, and per second of the
+    machine's CPU, which holds whichever side limited the round."""
+    if not cells:
+        return []
+    lines = [
+        "",
+        f"| cached and static, {ROUNDS} rounds | good answers/s | machine CPU busy | answers per machine CPU-second "
+        "| share of the static file's, per CPU-second, each round | median share, by rate | median share, "
+        "per CPU-second |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    static = by_round(cells, STATIC_ROW, CACHED_ROWS[0][1])
+    for name, endpoint in CACHED_ROWS:
+        rounds = by_round(cells, name, endpoint)
+        by_rate = round_ratios(rounds, static)
+        by_cpu = [per_cpu_second(rounds[r]) / per_cpu_second(static[r]) for r in sorted(rounds) if r in static]
+        lines.append(
+            f"| {name} | {statistics.median(c.rps for c in rounds.values()):.0f} "
+            f"| {statistics.median(c.busy[0] for c in rounds.values()):.0%} "
+            f"| {statistics.median(per_cpu_second(c) for c in rounds.values()):.0f} "
+            f"| {', '.join(f'{r:.2f}' for r in by_cpu)} | {statistics.median(by_rate):.2f} "
+            f"| {statistics.median(by_cpu):.2f} |"
+        )
+    return lines
+
+
 def render(report: Report) -> str:
     lines = [
         "| stack | endpoint | good answers/s | p50 ms | p99 ms | refused | failed | CPU busy, machine / load "
@@ -674,9 +718,7 @@ def render(report: Report) -> str:
             f"| {cell.stack} | `{cell.endpoint}` | {cell.rps:.0f} | {cell.p50_ms:.1f} | {cell.p99_ms:.1f} | "
             f"{cell.refused} | {cell.failed} | {cell.busy[0]:.0%} / {cell.busy[1]:.0%} | {cell.ratio:.2f} |"
         )
-    static = next(c for c in report.cells if c.stack == "this project" and c.endpoint.startswith("/static/"))
-    lines += ["", "| cached answer | good answers/s | share of nginx's static file rate |", "| --- | ---: | ---: |"]
-    lines += [f"| `{c.endpoint}` | {c.rps:.0f} | {c.rps / static.rps:.2f} |" for c in report.cached]
+    lines += cached_table(report.cached_rounds)
     lines += head_to_head_table(report.head_to_head)
     lines += breakdown_table(report.breakdown)
     lines += ["", f"| {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s | normal requests answered |"]
@@ -712,6 +754,10 @@ project's with `https` off), so TLS is not compared.
 The first table measures each cell once. The head to head with the tutorial's stack and the breakdown are
 measured in {ROUNDS} rounds of {ROUND_SECONDS} s cells, the stacks (or the pieces) one after the other in each
 round, and give medians: a ratio is taken within a round, so a slow minute of the host slows both sides of it.
+The cached answers and nginx's static file (no cookie: both are answered by nginx alone) are measured in
+rounds too. One host CPU of load cannot keep nginx busy with them, so their rates are floors; what each
+answer costs the machine is its CPU time, and the share per CPU-second (good answers per second of the
+machine's busy CPU, against the static file's in the same round) compares them whichever side was the limit.
 The breakdown is this project's uncached path as deployed and then with each piece it adds switched off in
 turn (on the benchmark's machine only, by editing the rendered files; no setting switches them off): the
 seccomp filters systemd puts on nginx and Gunicorn, the per-address limits, the micro-cache's lookup and

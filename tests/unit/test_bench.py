@@ -12,6 +12,7 @@ from core.settings import parse_settings
 from rehearsal.bench import (
     ALL_PIECES,
     BREAKDOWN_ENDPOINTS,
+    CACHED_ROWS,
     ENDPOINTS,
     PIECES,
     Cell,
@@ -108,3 +109,25 @@ def test_the_head_to_head_takes_each_ratio_within_its_round() -> None:
     text = render(Report(cells=[cell("this project", e, 1000) for e in ENDPOINTS], head_to_head=head_to_head))
 
     assert "| `/` | 800 | 2.0 | 800 | 2.0 | 1.10, 1.20, 1.00 | 1.10 |" in text
+
+
+def test_cached_answers_are_compared_with_the_static_file_per_second_of_the_machines_cpu() -> None:
+    # (good answers/s, machine CPU busy) by round: the load held every row back, so the rates are floors.
+    measured = {
+        "static file": {1: (12000, 0.24), 2: (10000, 0.25), 3: (11000, 0.20)},
+        "cached `/`": {1: (11000, 0.22), 2: (10000, 0.20), 3: (9000, 0.20)},
+        "cached `/api/forecast`": {1: (14000, 0.20), 2: (12000, 0.25), 3: (13000, 0.26)},
+    }
+    rounds = []
+    for r in (1, 2, 3):
+        for name, endpoint in CACHED_ROWS:
+            rps, busy = measured[name][r]
+            rounds.append(cell(name, endpoint, rps, r))
+            rounds[-1].busy = (busy, 0.9)
+
+    text = render(Report(cells=[cell("this project", e, 1000) for e in ENDPOINTS], cached_rounds=rounds))
+
+    # Static: 50,000, 40,000 and 55,000 answers per CPU-second; cached `/`: 50,000, 50,000, 45,000.
+    assert "| static file | 11000 | 24% | 50000 | 1.00, 1.00, 1.00 | 1.00 | 1.00 |" in text
+    assert "| cached `/` | 10000 | 20% | 50000 | 1.00, 1.25, 0.82 | 0.92 | 1.00 |" in text
+    assert "| cached `/api/forecast` | 13000 | 25% | 50000 | 1.40, 1.20, 0.91 | 1.18 | 1.20 |" in text
