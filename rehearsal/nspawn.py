@@ -151,6 +151,10 @@ def memory_cgroup_path(name: str = NAME) -> tuple[Path, int] | None:
     return None
 
 
+#: The guest's list of its online CPUs, and the unit that mounts it over the host's.
+CPU_ONLINE = "/etc/flask-droplet-rehearsal/cpu-online"
+CPU_ONLINE_UNIT = "sys-devices-system-cpu-online.mount"
+
 #: systemd-nspawn processes this process started, kept so that they are reaped, not left as zombies.
 _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -478,7 +482,7 @@ class Machine:
                     f"--machine={self.slot.name}",
                     "--register=no",
                     "--keep-unit",
-                    *([f"--cpu-affinity={self._cpu_range(self.state.cpus)}"] if self.state.cpus else []),
+                    *(self._cpu_options(root, self.state.cpus) if self.state.cpus else []),
                     # The Volume at DigitalOcean's path, and under its own name as the kernel knows it.
                     *(
                         [
@@ -508,6 +512,49 @@ class Machine:
             time.sleep(0.2)
         run(["ip", "address", "add", f"{self.host_address}/{PREFIX}", "dev", veth])
         run(["ip", "link", "set", veth, "up"])
+
+    def _cpu_options(self, root: Path, cpus: int) -> list[str]:
+        """The machine runs on its droplet's CPUs only, and counts only those as online, as a droplet does:
+        programs that size themselves by the online CPUs (nginx's `worker_processes auto`) see the droplet's.
+        systemd-nspawn mounts /sys over its own binds, so a unit of the guest's puts the count in place."""
+        first, last = self._cpu_range(cpus).split("-")
+        online = root / CPU_ONLINE.lstrip("/")
+        online.parent.mkdir(parents=True, exist_ok=True)
+        online.write_text(f"{first}\n" if first == last else f"{first}-{last}\n")
+        units = root / "etc/systemd/system"
+        (units / CPU_ONLINE_UNIT).write_text(
+            "[Unit]\n"
+            "Description=Only the droplet's CPUs online (the rehearsal's machine)\n"
+            "DefaultDependencies=no\n"
+            "Before=sysinit.target\n"
+            "[Mount]\n"
+            f"What={CPU_ONLINE}\n"
+            "Where=/sys/devices/system/cpu/online\n"
+            "Type=none\n"
+            "Options=bind,ro\n"
+        )
+        wants = units / "sysinit.target.wants"
+        wants.mkdir(exist_ok=True)
+        link = wants / CPU_ONLINE_UNIT
+        if not link.is_symlink():
+            link.symlink_to(f"../{CPU_ONLINE_UNIT}")
+        return [f"--cpu-affinity={first}-{last}"]
+
+    def host_cpus(self) -> set[int]:
+        """The host CPUs the machine runs on (all of them if its size does not hold it to fewer)."""
+        if self.state is None or not self.state.cpus:
+            return set(range(os.cpu_count() or 1))
+        first, last = self._cpu_range(self.state.cpus).split("-")
+        return set(range(int(first), int(last) + 1))
+
+    def host_pids(self) -> list[int]:
+        """The host's ids of every process of the machine, from its cgroup (not systemd-nspawn, which runs it
+        from the host); none without a cgroup."""
+        if self.state is None or self.state.memory_cgroup is None:
+            return []
+        cgroups = Path(self.state.memory_cgroup).rglob("cgroup.procs")
+        pids = (int(pid) for procs in cgroups for pid in procs.read_text().split())
+        return [pid for pid in pids if pid != self.state.nspawn_pid]
 
     def _cpu_range(self, cpus: int) -> str:
         """The host CPUs the machine runs on: as many as its droplet has, each slot on the next ones."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import shutil
 import threading
@@ -260,6 +262,28 @@ def test_deploy_waits_for_apt_to_finish(rehearsal: Rehearsal, tmp_path: Path, fi
     assert "apt/dpkg finished after" in log
     assert log.index("apt/dpkg finished after") < log.index("installing requirements")
     assert live_version(rehearsal) == release_id
+
+
+def test_the_machine_has_its_droplets_one_cpu_and_nothing_on_it_runs_on_another(rehearsal: Rehearsal) -> None:
+    """s-1vcpu-1gb has 1 vCPU: what counts the online CPUs counts one (nginx's `worker_processes auto` starts one
+    worker), and no thread of the machine runs on another host CPU (nginx's `worker_cpu_affinity auto` would
+    otherwise bind a second worker to the next one)."""
+    host = rehearsal.host()
+    assert host.check_output("getconf _NPROCESSORS_ONLN") == "1"
+    assert [p.args for p in host.process.filter(comm="nginx") if "worker" in p.args] == ["nginx: worker process"]
+    pids = rehearsal.machine.host_pids()
+    if not pids:
+        pytest.skip("this host gives the machine no cgroup to find its processes by")
+    allowed = rehearsal.machine.host_cpus()
+    assert len(allowed) == 1
+    outside = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):  # a thread that ended since
+                cpus = os.sched_getaffinity(int(task.name))
+                if not cpus <= allowed:
+                    outside[int(task.name)] = (Path(task, "comm").read_text().strip(), cpus)
+    assert not outside, f"threads of the machine allowed beyond host CPU {allowed}: {outside}"
 
 
 def test_deploy_that_would_not_fit_in_memory_fails_before_any_change(rehearsal: Rehearsal, tmp_path: Path) -> None:
