@@ -160,9 +160,19 @@ ALL_PIECES = Piece(
 )
 #: Endpoints of the breakdown: the uncached path.
 BREAKDOWN_ENDPOINTS = ("/", "/api/forecast")
-STATIC_ROW = "static file"
-#: The rows of the cached answers' rounds, nginx's static file first: (row, URL path), no cookie.
-CACHED_ROWS = ((STATIC_ROW, "/static/style.css"), ("cached `/`", "/"), ("cached `/api/forecast`", "/api/forecast"))
+STATIC_ROW = "static file `style.css`"
+#: Static files the bench adds to the release's static directory, with the bytes of a cached answer:
+#: (the answer's URL path, the file's name).
+STATIC_COPIES = (("/", "bench-page.html"), ("/api/forecast", "bench-forecast.json"))
+#: The rows of the cached answers' rounds, no cookie: (row, URL path, the row it is compared with). Each cached
+#: answer is compared with a static file of its own bytes; the static files with the app's stylesheet.
+CACHED_ROWS = (
+    (STATIC_ROW, "/static/style.css", STATIC_ROW),
+    ("static copy of `/`", "/static/bench-page.html", STATIC_ROW),
+    ("cached `/`", "/", "static copy of `/`"),
+    ("static copy of `/api/forecast`", "/static/bench-forecast.json", STATIC_ROW),
+    ("cached `/api/forecast`", "/api/forecast", "static copy of `/api/forecast`"),
+)
 
 
 def edited(text: str, edits: tuple[tuple[str, str], ...], where: str) -> str:
@@ -217,6 +227,8 @@ class Report:
     """stack: (normal requests answered, sent) while SLOW_CLIENTS slow-header clients held on."""
     memory_mib: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    answer_bytes: dict[str, int] = field(default_factory=dict)
+    """URL path: the length of its answer's body."""
 
 
 def load_subnet(index: int) -> tuple[str, str, str]:
@@ -426,6 +438,21 @@ class Bench:
                     raise RuntimeError(failure) from None
                 time.sleep(0.5)
 
+    def answer_bytes(self, path: str) -> int:
+        """The length of this project's answer at `path`, without a cookie."""
+        with urllib.request.urlopen(f"http://{self.machine.address}{path}", timeout=30) as answer:
+            return len(answer.read())
+
+    def static_copy(self, static_dir: str, endpoint: str, name: str) -> None:
+        """A static file `name` of the release with the bytes of the answer at `endpoint`, for nginx to serve
+        beside the cached answer: the same bytes from a file and from the micro-cache."""
+        with urllib.request.urlopen(f"http://{self.machine.address}{endpoint}", timeout=30) as answer:
+            body = answer.read()
+        release = self.guest(["readlink", "-f", self.layout.current]).strip()
+        path = self.machine.path(f"{release}/app/{static_dir}/{name}")
+        path.write_bytes(body)
+        path.chmod(0o644)
+
     def rss_mib(self, units: set[str]) -> float:
         """Resident memory of every process of these systemd units, in MiB."""
         out = self.guest(["ps", "-eo", "rss=,unit="])
@@ -537,6 +564,10 @@ def main() -> int:
     bench = Bench(machine, settings.layout)
     try:
         bench.start_stacks(settings.wsgi_target, settings.workers)
+        if settings.static_dir:
+            for endpoint, name in STATIC_COPIES:
+                bench.static_copy(settings.static_dir, endpoint, name)
+        report.answer_bytes = {endpoint: bench.answer_bytes(endpoint) for _, endpoint, _ in CACHED_ROWS}
         with tempfile.TemporaryDirectory() as tmp, load_hosts(LOAD_HOSTS) as hosts:
             script = Path(tmp) / "report.lua"
             script.write_text(WRK_REPORT)
@@ -555,7 +586,7 @@ def main() -> int:
                 cell.stack, cell.endpoint = "this project, cached", endpoint
                 report.cached.append(cell)
             for round_ in range(1, ROUNDS + 1):
-                for name, endpoint in CACHED_ROWS:
+                for name, endpoint, _ in CACHED_ROWS:
                     say(f"cached and static, round {round_}: {name}")
                     cell = measure(hosts, f"http://{address}{endpoint}", {}, script, ROUND_SECONDS)
                     cell.stack, cell.endpoint, cell.round = name, endpoint, round_
@@ -680,27 +711,28 @@ def per_cpu_second(cell: Cell) -> float:
     return cell.rps / cell.busy[0] if cell.busy[0] > 0 else float("nan")
 
 
-def cached_table(cells: list[Cell]) -> list[str]:
-    """Each cached answer against nginx's static file, within each round: by rate, and per second of the
+def cached_table(cells: list[Cell], answer_bytes: dict[str, int]) -> list[str]:
+    """Each row against the one it is compared with, within each round: by rate, and per second of the
     machine's CPU, which holds whichever side limited the round."""
     if not cells:
         return []
     lines = [
         "",
-        f"| cached and static, {ROUNDS} rounds | good answers/s | machine CPU busy | answers per machine CPU-second "
-        "| share of the static file's, per CPU-second, each round | median share, by rate | median share, "
-        "per CPU-second |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| cached and static, {ROUNDS} rounds | bytes | good answers/s | machine CPU busy "
+        "| answers per machine CPU-second | against | share per CPU-second, each round | median share, by rate "
+        "| median share, per CPU-second |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
-    static = by_round(cells, STATIC_ROW, CACHED_ROWS[0][1])
-    for name, endpoint in CACHED_ROWS:
+    for name, endpoint, against in CACHED_ROWS:
         rounds = by_round(cells, name, endpoint)
-        by_rate = round_ratios(rounds, static)
-        by_cpu = [per_cpu_second(rounds[r]) / per_cpu_second(static[r]) for r in sorted(rounds) if r in static]
+        base = by_round(cells, against, next(e for n, e, _ in CACHED_ROWS if n == against))
+        by_rate = round_ratios(rounds, base)
+        by_cpu = [per_cpu_second(rounds[r]) / per_cpu_second(base[r]) for r in sorted(rounds) if r in base]
+        size = answer_bytes.get(endpoint)
         lines.append(
-            f"| {name} | {statistics.median(c.rps for c in rounds.values()):.0f} "
+            f"| {name} | {size if size is not None else '-'} | {statistics.median(c.rps for c in rounds.values()):.0f} "
             f"| {statistics.median(c.busy[0] for c in rounds.values()):.0%} "
-            f"| {statistics.median(per_cpu_second(c) for c in rounds.values()):.0f} "
+            f"| {statistics.median(per_cpu_second(c) for c in rounds.values()):.0f} | {against} "
             f"| {', '.join(f'{r:.2f}' for r in by_cpu)} | {statistics.median(by_rate):.2f} "
             f"| {statistics.median(by_cpu):.2f} |"
         )
@@ -718,7 +750,7 @@ def render(report: Report) -> str:
             f"| {cell.stack} | `{cell.endpoint}` | {cell.rps:.0f} | {cell.p50_ms:.1f} | {cell.p99_ms:.1f} | "
             f"{cell.refused} | {cell.failed} | {cell.busy[0]:.0%} / {cell.busy[1]:.0%} | {cell.ratio:.2f} |"
         )
-    lines += cached_table(report.cached_rounds)
+    lines += cached_table(report.cached_rounds, report.answer_bytes)
     lines += head_to_head_table(report.head_to_head)
     lines += breakdown_table(report.breakdown)
     lines += ["", f"| {SLOW_CLIENTS} slow-header clients for {SLOW_SECONDS} s | normal requests answered |"]
@@ -754,10 +786,12 @@ project's with `https` off), so TLS is not compared.
 The first table measures each cell once. The head to head with the tutorial's stack and the breakdown are
 measured in {ROUNDS} rounds of {ROUND_SECONDS} s cells, the stacks (or the pieces) one after the other in each
 round, and give medians: a ratio is taken within a round, so a slow minute of the host slows both sides of it.
-The cached answers and nginx's static file (no cookie: both are answered by nginx alone) are measured in
-rounds too. One host CPU of load cannot keep nginx busy with them, so their rates are floors; what each
-answer costs the machine is its CPU time, and the share per CPU-second (good answers per second of the
-machine's busy CPU, against the static file's in the same round) compares them whichever side was the limit.
+The cached answers and nginx's static files (no cookie: nginx alone answers them) are measured in rounds
+too, each cached answer beside a static file of its own bytes (a copy the bench adds to the release's static
+directory on its machine). One host CPU of load cannot keep nginx busy with them, so their rates are floors;
+what an answer costs the machine is its CPU time, and the share per CPU-second (good answers per second of
+the machine's busy CPU, against the compared row's in the same round) compares them whichever side was the
+limit.
 The breakdown is this project's uncached path as deployed and then with each piece it adds switched off in
 turn (on the benchmark's machine only, by editing the rendered files; no setting switches them off): the
 seccomp filters systemd puts on nginx and Gunicorn, the per-address limits, the micro-cache's lookup and
@@ -769,7 +803,7 @@ tutorial's "How To Serve Flask Applications with Gunicorn and Nginx on Ubuntu" (
 unix socket, nginx with Ubuntu's stock `nginx.conf` and `include proxy_params`, Flask serving
 `/static/`); this project's stack as `scripts/rehearse` deploys it.
 
-Reproduce (root, on a machine where `scripts/rehearse` runs; about 20 minutes):
+Reproduce (root, on a machine where `scripts/rehearse` runs; about 30 minutes):
 
 ```sh
 scripts/bench
