@@ -438,19 +438,17 @@ class Bench:
                     raise RuntimeError(failure) from None
                 time.sleep(0.5)
 
-    def answer_bytes(self, path: str) -> int:
-        """The length of this project's answer at `path`, without a cookie."""
+    def answer(self, path: str) -> bytes:
+        """The body of this project's answer at `path`, without a cookie."""
         with urllib.request.urlopen(f"http://{self.machine.address}{path}", timeout=30) as answer:
-            return len(answer.read())
+            return bytes(answer.read())
 
     def static_copy(self, static_dir: str, endpoint: str, name: str) -> None:
         """A static file `name` of the release with the bytes of the answer at `endpoint`, for nginx to serve
         beside the cached answer: the same bytes from a file and from the micro-cache."""
-        with urllib.request.urlopen(f"http://{self.machine.address}{endpoint}", timeout=30) as answer:
-            body = answer.read()
         release = self.guest(["readlink", "-f", self.layout.current]).strip()
         path = self.machine.path(f"{release}/app/{static_dir}/{name}")
-        path.write_bytes(body)
+        path.write_bytes(self.answer(endpoint))
         path.chmod(0o644)
 
     def rss_mib(self, units: set[str]) -> float:
@@ -567,7 +565,7 @@ def main() -> int:
         if settings.static_dir:
             for endpoint, name in STATIC_COPIES:
                 bench.static_copy(settings.static_dir, endpoint, name)
-        report.answer_bytes = {endpoint: bench.answer_bytes(endpoint) for _, endpoint, _ in CACHED_ROWS}
+        report.answer_bytes = {endpoint: len(bench.answer(endpoint)) for _, endpoint, _ in CACHED_ROWS}
         with tempfile.TemporaryDirectory() as tmp, load_hosts(LOAD_HOSTS) as hosts:
             script = Path(tmp) / "report.lua"
             script.write_text(WRK_REPORT)
