@@ -132,17 +132,14 @@ def test_secrets_stay_encrypted_in_the_stack_file_and_out_of_the_preview(workspa
     assert secret not in output(done)
 
 
-def test_a_wrong_token_is_one_line_with_the_config_problems_and_no_traceback(engine_bin: Path, tmp_path: Path) -> None:
+def test_a_wrong_token_is_one_line_with_the_config_problems_and_no_traceback(workspace: Workspace) -> None:
     """DigitalOcean's 401 for the account's first read, told with the config's own problem, before any provider."""
     with do_api.serving() as api:
-        (tmp_path / "home").mkdir()
-        env = engine_env(engine_bin, tmp_path, {"DIGITALOCEAN_API_URL": do_api.endpoint(api)})
-        space = Workspace(copy_project(tmp_path / "project"), env)
-        space.ok("stack", "init", "dev")
-        space.ok("config", "set", "--secret", "digitalocean:token", "dop_v1_expired-0a1b2c")
-        space.ok("config", "set", "size", "huge")
+        workspace.ok("config", "set", "digitalocean:apiEndpoint", do_api.endpoint(api))
+        workspace.ok("config", "set", "--secret", "digitalocean:token", "dop_v1_expired-0a1b2c")
+        workspace.ok("config", "set", "size", "huge")
 
-        done = space.pulumi("preview")
+        done = workspace.pulumi("preview")
 
     assert_stopped_before_any_resource(done)
     text = output(done)
@@ -151,7 +148,7 @@ def test_a_wrong_token_is_one_line_with_the_config_problems_and_no_traceback(eng
     assert "digitalocean:token = ********: DigitalOcean refused it (401 Unable to authenticate you)" in text
     assert "Program failed with an unhandled exception" not in text
     assert "dop_v1_expired" not in text
-    assert stack_resources(space) == []
+    assert stack_resources(workspace) == []
 
 
 def readme_digitalocean_commands() -> list[str]:
