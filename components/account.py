@@ -13,6 +13,7 @@ droplets: which of them this update replaces, when the user allowed it.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import re
@@ -70,20 +71,37 @@ class Account:
     email_verified: bool
 
 
-def api_problem(status: int, message: str, endpoint: str) -> str:
+@dataclass(frozen=True)
+class ApiAccess:
+    """Where the provider reaches DigitalOcean's API, with which token, and where that token was set."""
+
+    endpoint: str
+    token: str | None
+    token_source: str
+    """`digitalocean:token`, or the environment variable it came from."""
+
+    def set_token(self) -> str:
+        """How to set a new token where this one came from."""
+        if self.token_source.startswith("digitalocean:"):
+            return "pulumi config set --secret digitalocean:token dop_v1_..."
+        return f"export {self.token_source}=dop_v1_... (or pulumi config set --secret digitalocean:token dop_v1_...)"
+
+
+def api_problem(status: int, message: str, access: ApiAccess) -> str:
     """One line for an API refusal the checks meet: what it means and what to do."""
     said = f"{status} {message}".strip()
+    endpoint = access.endpoint
     if status == 401:
         return (
-            f"digitalocean:token = ********: DigitalOcean refused it ({said}): the token is wrong, expired or "
+            f"{access.token_source} = ********: DigitalOcean refused it ({said}): the token is wrong, expired or "
             f"revoked. Make one at {TOKENS_PAGE} (full access, or read and write) and set it with: "
-            "pulumi config set --secret digitalocean:token dop_v1_..."
+            f"{access.set_token()}"
         )
     if status == 403:
         return (
-            f"digitalocean:token = ********: DigitalOcean refused a read with it ({said}): the token is read-only "
-            f"or lacks a scope this stack uses. Make one with full access (or read and write) at {TOKENS_PAGE} "
-            "and set it with: pulumi config set --secret digitalocean:token dop_v1_..."
+            f"{access.token_source} = ********: DigitalOcean refused a read with it ({said}): the token is "
+            f"read-only or lacks a scope this stack uses. Make one with full access (or read and write) at "
+            f"{TOKENS_PAGE} and set it with: {access.set_token()}"
         )
     if status == 429:
         return (
@@ -98,12 +116,18 @@ def api_problem(status: int, message: str, endpoint: str) -> str:
     return f"DigitalOcean's API at {endpoint} answered {said}"
 
 
-def api_access() -> tuple[str, str | None]:
+def api_access() -> ApiAccess:
     """The API endpoint and token the provider uses: its config first, then its environment variables."""
     config = pulumi.Config("digitalocean")
     endpoint = config.get("apiEndpoint") or os.environ.get("DIGITALOCEAN_API_URL") or API_ENDPOINT
-    token = config.get("token") or os.environ.get("DIGITALOCEAN_TOKEN") or os.environ.get("DIGITALOCEAN_ACCESS_TOKEN")
-    return endpoint.rstrip("/"), token
+    for source, token in (
+        ("digitalocean:token", config.get("token")),
+        ("DIGITALOCEAN_TOKEN", os.environ.get("DIGITALOCEAN_TOKEN")),
+        ("DIGITALOCEAN_ACCESS_TOKEN", os.environ.get("DIGITALOCEAN_ACCESS_TOKEN")),
+    ):
+        if token:
+            return ApiAccess(endpoint.rstrip("/"), token, source)
+    return ApiAccess(endpoint.rstrip("/"), None, "digitalocean:token")
 
 
 def read_account() -> Account:
@@ -112,7 +136,8 @@ def read_account() -> Account:
     `GET /v2/account` is the cheapest read every token scope allows; it also says which address DigitalOcean
     sends alerts to, and whether it is verified.
     """
-    endpoint, token = api_access()
+    access = api_access()
+    endpoint, token = access.endpoint, access.token
     if not token:
         raise ConfigError(
             [
@@ -133,8 +158,8 @@ def read_account() -> Account:
         with urllib.request.urlopen(request, timeout=API_TIMEOUT_SECONDS) as answer:  # noqa: S310 (as above)
             account = json.load(answer)["account"]
     except urllib.error.HTTPError as err:
-        raise ConfigError([api_problem(err.code, _error_message(err), endpoint)]) from None
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+        raise ConfigError([api_problem(err.code, _error_message(err), access)]) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError) as err:
         reason = getattr(err, "reason", err)
         raise ConfigError(
             [
@@ -206,8 +231,7 @@ def survey_account(
         found = _API_ERROR.search(str(err))
         if found is None:
             raise
-        endpoint, _ = api_access()
-        raise ConfigError([*problems, api_problem(int(found["status"]), found["message"], endpoint)]) from None
+        raise ConfigError([*problems, api_problem(int(found["status"]), found["message"], api_access())]) from None
 
 
 def _survey(

@@ -328,14 +328,21 @@ def ssh_agent(key_lines: list[str] | None) -> Iterator[None]:
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path)
         server.listen()
+        # Polled, and joined before the socket closes: a thread still blocked on a closed descriptor
+        # would answer on whatever socket takes its number next (an HTTP server's, say).
+        server.settimeout(0.05)
+        stop = threading.Event()
 
         def serve() -> None:
-            while True:
+            while not stop.is_set():
                 try:
                     conn, _ = server.accept()
+                except TimeoutError:
+                    continue
                 except OSError:
                     return
-                with conn:
+                with conn, contextlib.suppress(OSError, struct.error):
+                    conn.settimeout(5)
                     length = struct.unpack(">I", conn.recv(4))[0]
                     conn.recv(length)
                     conn.sendall(struct.pack(">I", len(answer)) + answer)
@@ -346,6 +353,8 @@ def ssh_agent(key_lines: list[str] | None) -> Iterator[None]:
         try:
             yield
         finally:
+            stop.set()
+            thread.join(timeout=10)
             server.close()
             os.environ.pop("SSH_AUTH_SOCK", None)
             if saved is not None:

@@ -271,6 +271,18 @@ def test_item_01b_a_wrong_token_is_told_with_config_problems_together(good_confi
     assert run.resources == []
 
 
+def test_item_01b_a_token_from_the_environment_is_named_as_set_there(
+    good_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "dop_v1_wrong")
+    config = {**good_config, "digitalocean:token": ""}
+
+    message = str(run_program(config).error)
+
+    assert "DIGITALOCEAN_TOKEN = ********: DigitalOcean refused it (401" in message
+    assert "export DIGITALOCEAN_TOKEN=dop_v1_..." in message
+
+
 def test_item_01_the_fingerprint_is_digitaloceans_md5_of_the_key() -> None:
     # The value `ssh-keygen -l -E md5 -f` prints for this key line (without its "MD5:" prefix).
     key = example_public_key("a")
