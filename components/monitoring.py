@@ -60,6 +60,18 @@ class MonitoringArgs:
     """The droplet's PROJECT:STACK tag: names the stack in every check and alert, so mail from two stacks differs."""
 
 
+@dataclass(frozen=True)
+class SiteAlert:
+    """One of the uptime check's alerts: when it fires, and how it is named in the mail."""
+
+    suffix: str
+    said: str
+    type: str
+    period: str
+    threshold: int | None = None
+    comparison: str | None = None
+
+
 class Monitoring(pulumi.ComponentResource):
     """Email alerts on each droplet's CPU, memory and disk, and an uptime check on the site.
 
@@ -117,48 +129,50 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         notifications = [digitalocean.UptimeAlertNotificationArgs(emails=emails)]
-        digitalocean.UptimeAlert(
-            f"{name}-down",
-            check_id=check.id,
-            name=f"{label}: the site is down",
-            type="down",
-            period=DOWN_PERIOD,
-            notifications=notifications,
-            opts=child,
-        )
-        digitalocean.UptimeAlert(
-            f"{name}-latency",
-            check_id=check.id,
-            name=f"{label}: the site is slow",
-            type="latency",
-            threshold=settings.alert_latency_ms,
-            comparison="greater_than",
-            period=settings.alert_window,
-            notifications=notifications,
-            opts=child,
-        )
+        site_alerts = [
+            SiteAlert("down", "the site is down", "down", DOWN_PERIOD),
+            SiteAlert(
+                "latency",
+                "the site is slow",
+                "latency",
+                settings.alert_window,
+                settings.alert_latency_ms,
+                "greater_than",
+            ),
+        ]
         site: dict[str, Any] = {
             "regions": regions,
             "down_for": DOWN_PERIOD,
             "latency_ms": settings.alert_latency_ms,
         }
         if settings.https:
+            # Fewer days left than the threshold; days left change slowly: the longest period offered.
+            site_alerts.append(
+                SiteAlert(
+                    "certificate",
+                    "the certificate expires soon",
+                    "ssl_expiry",
+                    CERTIFICATE_PERIOD,
+                    settings.alert_certificate_days,
+                    "less_than",
+                )
+            )
+            site["certificate_days"] = settings.alert_certificate_days
+        for alert in site_alerts:
             digitalocean.UptimeAlert(
-                f"{name}-certificate",
+                f"{name}-{alert.suffix}",
                 check_id=check.id,
-                name=f"{label}: the certificate expires soon",
-                type="ssl_expiry",
-                threshold=settings.alert_certificate_days,
-                # Fewer days left than the threshold.
-                comparison="less_than",
+                name=f"{label}: {alert.said}",
+                type=alert.type,
+                threshold=alert.threshold,
+                comparison=alert.comparison,
                 # DigitalOcean requires a period on every uptime alert, and answers 500 without one
                 # (digitalocean/openapi#828); the provider sends "" when it is unset
-                # (`resourceDigitalOceanUptimeAlertCreate`). Days left change slowly: the longest it offers.
-                period=CERTIFICATE_PERIOD,
+                # (`resourceDigitalOceanUptimeAlertCreate`).
+                period=alert.period,
                 notifications=notifications,
                 opts=child,
             )
-            site["certificate_days"] = settings.alert_certificate_days
 
         droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
         droplet["window"] = settings.alert_window
