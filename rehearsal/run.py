@@ -160,22 +160,6 @@ def volume_of(settings: Settings) -> nspawn.Volume | None:
     return nspawn.Volume(settings.volume_name, settings.volume_size) if settings.volume_name else None
 
 
-def boot(
-    stack: str,
-    overrides: Mapping[str, Any],
-    timings: Timings,
-    vendor_data: str | None = None,
-    replace: bool = False,
-) -> tuple[nspawn.Machine, Settings]:
-    """Boot a fresh machine with the stack's user-data (and `vendor_data`, as a cloud adds its own).
-
-    A machine left from before goes first, with its key and secret: this run makes its own. With
-    `replace`, its Volume (and the app's secret, which is the stack's config) stay for the new one.
-    """
-    machines, settings = boot_all(stack, overrides, timings, vendor_data, replace)
-    return machines[0], settings
-
-
 def boot_all(
     stack: str,
     overrides: Mapping[str, Any],
@@ -183,7 +167,12 @@ def boot_all(
     vendor_data: str | None = None,
     replace: bool = False,
 ) -> tuple[list[nspawn.Machine], Settings]:
-    """`boot`, for every droplet of the stack (`instances`), all from the same user-data, and their database."""
+    """Boot a fresh machine for every droplet of the stack (`instances`), all with the stack's user-data (and
+    `vendor_data`, as a cloud adds its own), and their database.
+
+    Machines left from before go first, with their key and secret: this run makes its own. With
+    `replace`, the Volume (and the app's secret, which is the stack's config) stay for the new ones.
+    """
     down_all(keep_volumes=replace)
     first = nspawn.Machine()
     settings = rehearsal_settings(stack, overrides, first.public_key())
