@@ -414,6 +414,10 @@ def server_manifest(settings: Settings) -> list[Entry]:
     def deferred(path: str, content: str, mode: str = "0644") -> Entry:
         return Entry(path, content, mode=mode, first_boot="deferred")
 
+    def kept_unit(unit: str, content: str, *notify: str) -> Entry:
+        """A unit cloud-init writes once the packages are in, which every deploy keeps as rendered."""
+        return Entry(_unit(unit), content, first_boot="deferred", deploy=True, notify=notify)
+
     entries = [
         # The Volume's units, mounted before anything else in runcmd.
         *(
@@ -443,28 +447,10 @@ def server_manifest(settings: Settings) -> list[Entry]:
             check=("nginx", "-t"),
             notify=(manifest.RELOAD_NGINX,),
         ),
-        Entry(
-            _unit(layout.service_unit),
-            render_service_unit(settings),
-            first_boot="deferred",
-            deploy=True,
-            notify=(reload, app),
-        ),
-        Entry(
-            _unit(layout.socket_unit),
-            render_socket_unit(settings),
-            first_boot="deferred",
-            deploy=True,
-            notify=(reload, app),
-        ),
+        kept_unit(layout.service_unit, render_service_unit(settings), reload, app),
+        kept_unit(layout.socket_unit, render_socket_unit(settings), reload, app),
         # Named in the OnFailure= of the units above and below; it does nothing without notifyWebhooks.
-        Entry(
-            _unit(layout.notify_unit),
-            render_notify_unit(settings),
-            first_boot="deferred",
-            deploy=True,
-            notify=(reload,),
-        ),
+        kept_unit(layout.notify_unit, render_notify_unit(settings), reload),
         Entry(
             NGINX_SANDBOX_DROP_IN,
             render_nginx_sandbox(settings),
