@@ -5,7 +5,7 @@
 
 The deploy tells them when it refuses a release or rolls one back (with the check that
 failed) and, with notifyOnLive, when a release goes live. The webhooks' addresses are
-secrets: they arrive on the deploy's stdin, after the app's environment and a NUL, and
+secrets: they arrive on the deploy's stdin (`inputs.DeployInput`), and
 live in a file only root reads (`Config.notify_file`); no message, log line or command
 line holds them. Each webhook is tried once, for `TIMEOUT_SECONDS`; one that cannot be
 reached is logged, and never fails what it reports on.
@@ -18,12 +18,11 @@ import re
 from dataclasses import dataclass
 
 from agent.context import Agent
+from agent.inputs import DeployInput, Webhook
 
 TIMEOUT_SECONDS = 5
 #: Discord refuses a message of more characters than this.
 DISCORD_LIMIT = 2000
-#: Between the app's environment and the webhooks on the deploy's stdin: no environment holds one.
-STDIN_SEPARATOR = "\0"
 UNIT_NAME = re.compile(r"[A-Za-z0-9@._:\\-]{1,200}")
 USAGE = "usage: deploy.sh notify unit-failed UNIT | deploy.sh notify test"
 
@@ -49,13 +48,6 @@ class Event:
     unit: str = ""
 
 
-@dataclass(frozen=True)
-class Webhook:
-    form: str
-    """slack, discord or json: the body it takes."""
-    url: str
-
-
 def webhooks(agent: Agent) -> list[Webhook]:
     """The webhooks the last deploy gave; none without the file (or with one that does not read)."""
     path = agent.config.notify_file
@@ -63,30 +55,23 @@ def webhooks(agent: Agent) -> list[Webhook]:
     if text is None:
         return []
     try:
-        listed = json.loads(text)["webhooks"]
-        return [Webhook(str(item["form"]), str(item["url"])) for item in listed]
+        return [Webhook.from_json_object(item) for item in json.loads(text)["webhooks"]]
     except (ValueError, KeyError, TypeError):
         agent.log(f"notify: {path} does not read as the deploy writes it; nobody is told")
         return []
 
 
-def install(agent: Agent, given: str) -> None:
-    """The webhooks from the deploy's stdin (its part after the NUL), or none: the file root's alone."""
+def install(agent: Agent, given: DeployInput) -> None:
+    """The webhooks from the deploy's stdin, or none: the file root's alone."""
     path = agent.config.notify_file
     if not path:
         return
-    if not given.strip():
+    if not given.webhooks:
         agent.system.remove(path)
         return
-    try:
-        listed = json.loads(given)["webhooks"]
-        valid = isinstance(listed, list) and all(isinstance(item, dict) and "url" in item for item in listed)
-    except (ValueError, KeyError, TypeError):
-        valid = False
-    if not valid:
-        agent.fail('the webhooks on the deploy\'s stdin do not read as JSON {"webhooks": [...]}; nothing has changed')
-    if agent.system.read_text(path) != given:
-        agent.system.write_file(path, given, "root:root", 0o600)
+    text = given.notify_file()
+    if agent.system.read_text(path) != text:
+        agent.system.write_file(path, text, "root:root", 0o600)
 
 
 def where(agent: Agent) -> str:

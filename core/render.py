@@ -9,11 +9,12 @@ rehearsal.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from core.policy import (
     UFW_ALLOWED_PORTS,
     UV_VERSION,
 )
-from core.settings import Settings, Webhook
+from core.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: The server agent's package, shipped to the server with each deploy.
@@ -303,16 +304,6 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
     return "".join(lines)
 
 
-def render_notify_file(webhooks: Sequence[Webhook]) -> str:
-    """The notify file (`ServerLayout.notify_file`): the webhooks and the body each takes, root's alone."""
-    return json.dumps({"webhooks": [{"form": hook.form, "url": str(hook.url)} for hook in webhooks]}, indent=1) + "\n"
-
-
-def render_offsite_file(bucket: Mapping[str, str]) -> str:
-    """The off-site file (`ServerLayout.offsite_file`): where the bucket is and its key, root's alone."""
-    return json.dumps(dict(bucket), indent=1, sort_keys=True) + "\n"
-
-
 def render_state_links(settings: Settings) -> str:
     """`server/state-links` of a release: a line `PATH_IN_APP PATH_IN_STATE_DIR` for each path linked there."""
     return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.state_links)
@@ -360,16 +351,7 @@ def render_processes(settings: Settings) -> str:
             process=process,
             exec_start=systemd_exec_command(process.command),
         )
-        processes.append(
-            {
-                "name": process.name,
-                "unit": unit,
-                "command": process.command,
-                "stop_timeout": process.stop_timeout,
-                "stop_signal": process.stop_signal,
-                "first_only": process.droplets == "first",
-            }
-        )
+        processes.append(dataclasses.asdict(dataclasses.replace(process, unit=unit)))
     for schedule in settings.schedules:
         unit = layout.schedule_unit(schedule.name)
         units[f"{unit}.service"] = _render(
@@ -381,9 +363,7 @@ def render_processes(settings: Settings) -> str:
             exec_start=systemd_exec_command(schedule.command),
         )
         units[f"{unit}.timer"] = _render("app-schedule.timer.j2", settings=settings, schedule=schedule)
-        schedules.append(
-            {"name": schedule.name, "unit": unit, "command": schedule.command, "calendar": list(schedule.calendar)}
-        )
+        schedules.append(dataclasses.asdict(dataclasses.replace(schedule, unit=unit)))
     return json.dumps({"processes": processes, "schedules": schedules, "units": units}, indent=1) + "\n"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from agent.cli import main
 from agent.config import Config
 from agent.fake import FakeSystem
+from agent.inputs import DeployInput
 from agent.system import Completed
 from core.bundle import bundle_bytes
 from core.render import render_agent_settings, server_manifest
@@ -104,7 +105,7 @@ def with_certificate(server: FakeSystem, config: Config, names: tuple[str, ...] 
 
 def deploy(server: FakeSystem, config: Config, release: Release, *options: str) -> int:
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT
+    server.stdin = DeployInput(ENVIRONMENT).to_json()
     return main([*options, release.release_id, release.path, PUBLIC_IPV4], server, config)
 
 

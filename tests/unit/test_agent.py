@@ -9,6 +9,7 @@ import pytest
 from agent import checks, finish, manifest
 from agent.cli import main
 from agent.context import Agent, Failed
+from agent.inputs import DeployInput
 from agent.system import Completed
 from tests.unit.agent_server import (
     ENVIRONMENT,
@@ -381,7 +382,7 @@ def test_a_bundle_that_does_not_match_its_release_id_changes_nothing() -> None:
     server, config = first_booted(), config_of("ip")
     release = bundle_of("ip")
     server.files[release.path] = release.data + b"x"
-    server.stdin = ENVIRONMENT
+    server.stdin = DeployInput(ENVIRONMENT).to_json()
 
     assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 1
     assert main(["nothex", release.path], server, config) == 1

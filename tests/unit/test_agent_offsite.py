@@ -247,7 +247,7 @@ def test_the_deploy_keeps_the_bucket_root_alone_and_installs_age_and_boto3() -> 
     with_certificate(server, config, config.host_names)
     release = bundle_of("ip")
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT + "\0\0" + bucket_stdin()
+    server.stdin = json.dumps({"environment": ENVIRONMENT, "webhooks": [], "offsite": json.loads(bucket_stdin())})
 
     assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 0, server.stderr
 
@@ -269,7 +269,7 @@ def test_a_deploy_without_the_bucket_removes_it_and_a_bad_one_is_refused() -> No
     assert not server.exists(config.offsite_file)
 
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT + "\0\0" + '{"bucket": 1}'
+    server.stdin = json.dumps({"environment": ENVIRONMENT, "webhooks": [], "offsite": {"bucket": 1}})
     assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 1
     assert "the off-site bucket on the deploy's stdin does not read as JSON" in "".join(server.stderr)
 

@@ -235,7 +235,7 @@ def test_the_release_s_units_run_from_the_live_release_in_the_web_service_s_sand
             "command": "huey_consumer tasks.huey",
             "stop_timeout": 30,
             "stop_signal": "SIGINT",
-            "first_only": True,
+            "droplets": "first",
         }
     ]
     assert rendered["schedules"][0]["calendar"] == ["Fri *-*-* 00:00:00", "*-*-13 00:00:00"]
