@@ -7,8 +7,7 @@ the agent reads them back into the same types.
     OffsiteBucket the off-site bucket and the key that reaches it (a secret)
     DeployInput   the deploy's stdin: the app's environment file, the webhooks, the off-site bucket
 
-`from_json_object` reads a dataclass strictly: a field the type lacks, or one it has that the data lacks, is
-refused with both named, so that the two ends cannot drift apart unseen.
+Each reads back strictly (`agent/strict.py`): so that the two ends cannot drift apart unseen.
 """
 
 from __future__ import annotations
@@ -16,71 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-#: JSON as `json.loads` returns it.
-JsonValue = object
-
-
-class InputError(ValueError):
-    """Data that does not read as the type it is meant to be."""
-
-
-def frozen(value: JsonValue) -> JsonValue:
-    """JSON's lists as tuples, at any depth: what the frozen dataclasses hold."""
-    if isinstance(value, list):
-        return tuple(frozen(item) for item in value)
-    return value
-
-
-def checked_fields(cls: type[DataclassInstance], data: JsonValue, what: str) -> dict[str, JsonValue]:
-    """`data`'s items, when they are exactly `cls`'s fields; otherwise `InputError` naming the difference."""
-    if not isinstance(data, dict):
-        raise InputError(f"{what} is not a JSON object")
-    names = [item.name for item in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    missing = [name for name in names if name not in data]
-    if unknown or missing:
-        parts = ([f"unknown field(s) {', '.join(unknown)}"] if unknown else []) + (
-            [f"missing {', '.join(missing)}"] if missing else []
-        )
-        raise InputError(f"{what} does not read as JSON with {', '.join(names)}: {'; '.join(parts)}")
-    return {str(name): frozen(value) for name, value in data.items()}
-
-
-def text(values: dict[str, JsonValue], name: str, what: str) -> str:
-    value = values[name]
-    if not isinstance(value, str):
-        raise InputError(f"{what}: {name} = {value!r} is not text")
-    return value
-
-
-def whole(values: dict[str, JsonValue], name: str, what: str) -> int:
-    value = values[name]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InputError(f"{what}: {name} = {value!r} is not a whole number")
-    return value
-
-
-def texts(values: dict[str, JsonValue], name: str, what: str) -> tuple[str, ...]:
-    value = values[name]
-    if not isinstance(value, tuple) or not all(isinstance(item, str) for item in value):
-        raise InputError(f"{what}: {name} = {value!r} is not a list of text")
-    return cast("tuple[str, ...]", value)
-
-
-def _strings(cls: type[DataclassInstance], data: JsonValue, what: str) -> dict[str, str]:
-    values = checked_fields(cls, data, what)
-    wrong = sorted(name for name, value in values.items() if not isinstance(value, str))
-    if wrong:
-        raise InputError(f"{what}: {', '.join(wrong)} must be text")
-    return cast("dict[str, str]", values)
-
-
-_PROCESS_TEXTS = ("name", "command", "stop_signal", "droplets", "unit")
+from agent.strict import InputError, JsonValue, read
 
 
 @dataclass(frozen=True)
@@ -102,10 +38,7 @@ class Process:
 
     @classmethod
     def from_json_object(cls, data: JsonValue) -> Process:
-        what = "a process"
-        values = checked_fields(cls, data, what)
-        name, command, signal, droplets, unit = (text(values, key, what) for key in _PROCESS_TEXTS)
-        return cls(name, command, whole(values, "stop_timeout", what), signal, droplets, unit)
+        return read(cls, data, "a process")
 
 
 @dataclass(frozen=True)
@@ -123,10 +56,7 @@ class Schedule:
 
     @classmethod
     def from_json_object(cls, data: JsonValue) -> Schedule:
-        what = "a scheduled job"
-        values = checked_fields(cls, data, what)
-        name, command, when, unit = (text(values, key, what) for key in ("name", "command", "when", "unit"))
-        return cls(name, command, when, texts(values, "calendar", what), whole(values, "random_delay", what), unit)
+        return read(cls, data, "a scheduled job")
 
 
 @dataclass(frozen=True)
@@ -140,7 +70,7 @@ class Webhook:
 
     @classmethod
     def from_json_object(cls, data: JsonValue) -> Webhook:
-        return cls(**_strings(cls, data, "a webhook"))
+        return read(cls, data, "a webhook")
 
 
 @dataclass(frozen=True)
@@ -155,7 +85,7 @@ class OffsiteBucket:
 
     @classmethod
     def from_json_object(cls, data: JsonValue) -> OffsiteBucket:
-        return cls(**_strings(cls, data, "the off-site bucket on the deploy's stdin"))
+        return read(cls, data, "the off-site bucket on the deploy's stdin")
 
 
 @dataclass(frozen=True)
@@ -187,13 +117,15 @@ class DeployInput:
             data = json.loads(text)
         except ValueError as error:
             raise InputError(f"the deploy's stdin is not JSON ({error})") from error
-        values = checked_fields(cls, data, "the deploy's stdin")
-        environment, webhooks, offsite = values["environment"], values["webhooks"], values["offsite"]
-        if not isinstance(environment, str) or not isinstance(webhooks, tuple):
-            raise InputError("the deploy's stdin: environment must be text and webhooks a list")
-        try:
-            hooks = tuple(Webhook.from_json_object(item) for item in webhooks)
-        except InputError as error:
-            shape = "[{form, url}, ...]"
-            raise InputError(f"the webhooks on the deploy's stdin do not read as JSON {shape}: {error}") from error
-        return cls(environment, hooks, None if offsite is None else OffsiteBucket.from_json_object(offsite))
+        # Its secret parts read first, each to an error that names it.
+        if isinstance(data, dict):
+            hooks, bucket = data.get("webhooks"), data.get("offsite")
+            try:
+                for item in hooks if isinstance(hooks, list) else []:
+                    Webhook.from_json_object(item)
+            except InputError as error:
+                shape = "[{form, url}, ...]"
+                raise InputError(f"the webhooks on the deploy's stdin do not read as JSON {shape}: {error}") from error
+            if bucket is not None:
+                OffsiteBucket.from_json_object(bucket)
+        return read(cls, data, "the deploy's stdin")

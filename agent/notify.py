@@ -6,7 +6,7 @@
 The deploy tells them when it refuses a release or rolls one back (with the check that
 failed) and, with notifyOnLive, when a release goes live. The webhooks' addresses are
 secrets: they arrive on the deploy's stdin (`inputs.DeployInput`), and
-live in a file only root reads (`Config.notify_file`); no message, log line or command
+live in a file only root reads (`ServerLayout.notify_file`); no message, log line or command
 line holds them. Each webhook is tried once, for `TIMEOUT_SECONDS`; one that cannot be
 reached is logged, and never fails what it reports on.
 """
@@ -50,7 +50,7 @@ class Event:
 
 def webhooks(agent: Agent) -> list[Webhook]:
     """The webhooks the last deploy gave; none without the file (or with one that does not read)."""
-    path = agent.config.notify_file
+    path = agent.config.layout.notify_file
     text = agent.system.read_text(path) if path else None
     if text is None:
         return []
@@ -63,7 +63,7 @@ def webhooks(agent: Agent) -> list[Webhook]:
 
 def install(agent: Agent, given: DeployInput) -> None:
     """The webhooks from the deploy's stdin, or none: the file root's alone."""
-    path = agent.config.notify_file
+    path = agent.config.layout.notify_file
     if not path:
         return
     if not given.webhooks:
@@ -77,7 +77,7 @@ def install(agent: Agent, given: DeployInput) -> None:
 def where(agent: Agent) -> str:
     """The site, as its visitors reach it."""
     config = agent.config
-    address = (agent.system.read_text(f"{config.root}/public-ipv4") or "").strip()
+    address = (agent.system.read_text(config.layout.public_ipv4_file) or "").strip()
     return config.domain or address or "(no address yet)"
 
 
@@ -155,12 +155,12 @@ def unit_failed(agent: Agent, unit: str) -> Event:
     result = agent.system.run(["systemctl", "show", "--property=Result", "--value", unit]).stdout.strip()
     logs = f"journalctl -u {unit} -n 50 (or deploy.sh logs)"
     why = f"result: {result}; {logs}" if result else logs
-    if unit == f"{config.renew_unit}.service":
+    if unit == f"{config.layout.renew_unit}.service":
         return Event(CERTIFICATE_NOT_RENEWED, "the certificate could not be renewed", why, unit=unit)
-    if unit == f"{config.backup_unit}.service":
-        return Event(BACKUP_FAILED, f"the backup of {config.state_dir} failed", why, unit=unit)
-    if config.offsite_unit and unit == f"{config.offsite_unit}.service":
-        summary = f"the off-site copy of a backup failed; the backup stays in {config.backups}"
+    if unit == f"{config.layout.backup_unit}.service":
+        return Event(BACKUP_FAILED, f"the backup of {config.layout.state_dir} failed", why, unit=unit)
+    if config.layout.offsite_unit and unit == f"{config.layout.offsite_unit}.service":
+        summary = f"the off-site copy of a backup failed; the backup stays in {config.layout.backups}"
         return Event(OFFSITE_FAILED, summary, why, unit=unit)
     return Event(UNIT_FAILED, f"{unit} failed", why, unit=unit)
 

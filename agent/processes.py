@@ -88,7 +88,7 @@ def read(agent: Agent, directory: str) -> Spec:
 
 
 def role_file(agent: Agent) -> str:
-    return f"{agent.config.root}/droplet-role"
+    return agent.config.layout.role_file
 
 
 def is_first(agent: Agent) -> bool:
@@ -97,7 +97,7 @@ def is_first(agent: Agent) -> bool:
 
 
 def record_role(agent: Agent, secondary: bool) -> None:
-    agent.system.make_dirs(agent.config.root)
+    agent.system.make_dirs(agent.config.layout.root)
     agent.system.write_file(role_file(agent), "secondary\n" if secondary else "first\n")
 
 

@@ -30,7 +30,7 @@ import pyrage
 from agent.inputs import Webhook
 from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
-from core.layout import ServerLayout
+from core.layout import ServerLayout, server_layout
 from core.processes import (
     DROPLETS,
     NAME,
@@ -294,7 +294,7 @@ class Settings:
     @functools.cached_property
     def layout(self) -> ServerLayout:
         """Where things live on the server for this app: built once, read by the renderers, plan and executors."""
-        return ServerLayout(self.app_name)
+        return server_layout(self.app_name)
 
     @property
     def wsgi_module(self) -> str:

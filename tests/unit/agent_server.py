@@ -33,7 +33,7 @@ def settings_of(variant: str, **overrides: Any) -> Any:
 
 
 def config_of(variant: str, **overrides: Any) -> Config:
-    return Config.from_dict(json.loads(render_agent_settings(settings_of(variant, **overrides))))
+    return Config.from_json_object(json.loads(render_agent_settings(settings_of(variant, **overrides))))
 
 
 @dataclasses.dataclass
@@ -89,14 +89,14 @@ def first_booted(variant: str = "ip", **overrides: Any) -> FakeSystem:
 
 def with_certificate(server: FakeSystem, config: Config, names: tuple[str, ...] = ()) -> None:
     """A certificate that serves for an hour more, from the stack's ACME server."""
-    server.files[f"{config.certificate_dir}/fullchain.pem"] = "-----BEGIN CERTIFICATE-----\n"
-    server.files[f"/etc/letsencrypt/renewal/{config.app_name}.conf"] = f"server = {config.acme_server}\n"
+    server.files[f"{config.layout.certificate_dir}/fullchain.pem"] = "-----BEGIN CERTIFICATE-----\n"
+    server.files[config.layout.certificate_renewal] = f"server = {config.acme_server}\n"
     sans = ", ".join([f"DNS:{name}" for name in names] or [f"IP Address:{PUBLIC_IPV4}"])
     server.answer(
         "openssl",
         "x509",
         "-in",
-        f"{config.certificate_dir}/fullchain.pem",
+        f"{config.layout.certificate_dir}/fullchain.pem",
         "-noout",
         "-ext",
         stdout=(f"X509v3 Subject Alternative Name: \n    {sans}\n"),

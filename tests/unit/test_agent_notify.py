@@ -75,7 +75,7 @@ def test_the_first_deploy_installs_the_webhooks_root_only_and_keeps_them_out_of_
 
     assert server.read_text(NOTIFY_FILE) == WEBHOOKS
     assert server.modes[NOTIFY_FILE] == ("root:root", 0o600)
-    assert server.read_text(config.env_file) == ENVIRONMENT
+    assert server.read_text(config.layout.env_file) == ENVIRONMENT
     assert server.posts == []  # notifyOnLive is off
     assert_no_address_in_output(server)
 
@@ -114,7 +114,7 @@ def test_webhooks_that_do_not_read_refuse_the_deploy_before_anything_changes() -
 
 def test_a_refused_deploy_tells_each_webhook_which_check_failed() -> None:
     server, config = notifying()
-    live = server.readlink(config.current)
+    live = server.readlink(config.layout.current)
     server.answer("curl", "--silent", "--fail", "--max-time", "5", "-H", "Host: 127.0.0.1", returncode=22)
     broken = bundle_of("ip", workers=4, healthPath="/ready")
 
@@ -268,8 +268,8 @@ def test_notify_usage_errors_name_the_usage(words: list[str]) -> None:
 def test_an_address_certificate_that_fails_is_told() -> None:
     config = config_of("ip")
     server = first_booted("ip")
-    server.files[config.certbot] = ""
-    server.answer(config.certbot, returncode=1)
+    server.files[config.layout.certbot] = ""
+    server.answer(config.layout.certbot, returncode=1)
     server.files[NOTIFY_FILE] = WEBHOOKS
 
     assert deploy_with_webhooks(server, config) == 0
