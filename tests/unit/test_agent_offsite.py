@@ -567,8 +567,8 @@ def test_restore_from_off_site_says_what_is_missing() -> None:
 
     assert failures == [
         "off-site copies are off on this server (offsiteRegion is empty, or no release has been deployed)",
-        "no age identity on stdin: pulumi config get offsiteIdentity | ssh deploy@SERVER "
-        "sudo /bin/bash DEPLOY_SCRIPT restore --offsite [BACKUP]",
+        "no age identity on stdin: run the stack's restore_offsite output, which pipes `pulumi config get "
+        'offsiteIdentity` into this command: eval "$(pulumi stack output restore_offsite) [BACKUP]"',
         "no off-site backup '20250101T000000Z'; off-site backups: 20261130T020000Z 20261201T020000Z",
         "the off-site backup 20261201T020000Z could not be fetched whole (above); nothing has changed",
         "the off-site backup 20261201T020000Z does not decrypt with the identity given (); "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import agent.cli
 import core.layout
 from core.layout import DEPLOY_USER, ServerLayout
-from core.plan import deploy_script_command, logs_line, restore_offsite_line
+from core.plan import deploy_script_command, logs_line, restore_offsite_command, restore_offsite_line
 from core.settings import Settings, parse_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
@@ -136,3 +137,35 @@ def test_the_outputs_the_docs_name_are_the_stacks() -> None:
         lines, spans = code_of(doc)
         named = re.findall(r"pulumi stack output (\w+)", "\n".join(lines + spans))
         assert sorted(set(named) - exported) == [], doc
+
+
+def test_the_docs_run_the_restore_offsite_output_as_the_pipeline_it_is(settings: Settings, tmp_path: Path) -> None:
+    # `pulumi` answers as the stack would, `ssh` keeps what it was given: the docs' way to run the output
+    # must reach the server with the deploy script's command line and the identity on its stdin.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    output = shlex.quote(restore_offsite_line(settings, ADDRESS))
+    (tools / "pulumi").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f'  "stack output restore_offsite") printf "%s\\n" {output} ;;\n'
+        '  "config get offsiteIdentity") echo AGE-SECRET-KEY-1EXAMPLE ;;\n'
+        '  *) echo "not the stack\'s command: pulumi $*" >&2; exit 1 ;;\n'
+        "esac\n"
+    )
+    (tools / "ssh").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$SSH_ARGV"\ncat > "$SSH_STDIN"\n')
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    lines, spans = code_of("docs/offsite.md")
+    runs = [code for code in lines + spans if "pulumi stack output restore_offsite" in code]
+    assert runs
+    for code in runs:
+        argv, stdin = tmp_path / "argv", tmp_path / "stdin"
+        env = {"PATH": f"{tools}:/usr/bin:/bin", "SSH_ARGV": str(argv), "SSH_STDIN": str(stdin)}
+        ran = subprocess.run(["bash", "-c", code], env=env, capture_output=True, text=True, timeout=30)
+        assert ran.returncode == 0, (code, ran.stderr)
+        assert argv.read_text().splitlines() == [
+            f"{DEPLOY_USER}@{ADDRESS}",
+            *shlex.split(restore_offsite_command(settings)),
+        ]
+        assert stdin.read_text() == "AGE-SECRET-KEY-1EXAMPLE\n"
