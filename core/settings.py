@@ -55,6 +55,9 @@ from core.slugs import DATABASE_SIZES, DROPLET_SIZES
 #: id of a snapshot built from it.
 UBUNTU_2404_IMAGE = "ubuntu-24-04-x64"
 
+#: What Gunicorn serves when neither wsgiTarget nor a Procfile's web line names it.
+DEFAULT_WSGI_TARGET = "wsgi:app"
+
 #: ACME servers by name; `acmeServer` takes one of these names or a directory URL.
 ACME_SERVERS = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
@@ -354,8 +357,6 @@ class ConfigValues(Mapping[str, Any]):
     def __init__(self, raw: Mapping[str, Any]) -> None:
         given = {k: KEYS[k].decode(v) for k, v in raw.items() if k in KEYS and v is not None}
         self._values = {**DEFAULTS, **given}
-        self.given = frozenset(given)
-        """The keys the stack sets; the others take their defaults."""
         self.read: set[str] = set()
 
     def __getitem__(self, key: str) -> Any:
@@ -543,7 +544,7 @@ def check_procfile(check: Check, project_dir: Path) -> AppProcfile:
             f"expected a web line of commands joined by ';' or '&&', Gunicorn last; {err}",
         )
         return AppProcfile(processes, None)
-    if not web.is_gunicorn and "wsgiTarget" not in check.values.given:
+    if not web.is_gunicorn and not check["wsgiTarget"]:
         check.problem(
             "appDir",
             f"Procfile web: {command}",
@@ -569,9 +570,8 @@ def check_app(check: Check, project_dir: Path, size: Any, web: WebLine | None = 
         )
 
     app_dir = project_dir / str(check["appDir"])
-    wsgi_target = check["wsgiTarget"]
-    if web is not None and web.app_target is not None and "wsgiTarget" not in check.values.given:
-        wsgi_target = web.app_target
+    # Unset (empty, as Pulumi hands over its default): the Procfile's Gunicorn target, else wsgi:app.
+    wsgi_target = check["wsgiTarget"] or (web.app_target if web and web.app_target else DEFAULT_WSGI_TARGET)
     target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
     app_source: AppSource | None = None
     if not app_dir.is_dir():
