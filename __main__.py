@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pulumi
 
-from components.account import survey_account
+from components.account import survey_account, token_problems
 from components.config import load_settings
 from components.database import Database, DatabaseArgs
 from components.deployment import DeployTarget, roll_out
@@ -21,7 +21,7 @@ from core.sshagent import agent_problems
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
-settings = load_settings(PROJECT_DIR)
+settings = load_settings(PROJECT_DIR, also=token_problems)
 tags = droplet_tags(pulumi.get_project(), settings.stack_name)
 # What the account and this machine hold already, checked before any resource: every problem at once.
 account = survey_account(
@@ -31,6 +31,8 @@ account = survey_account(
     problems=agent_problems(settings) + spaces_key_problems(settings),
     default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
 )
+# With what the account adds: the public keys of sshKeyFingerprints, which every deploy authorizes.
+settings = account.settings
 # One plan for each droplet, the first's alone running releaseCommand.
 plans = rollout_plans(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
@@ -43,6 +45,7 @@ server = WebServer(
         tags=tags,
         vpc_id=network.id if network is not None else None,
         replaced=account.replaced,
+        registered_keys=account.registered_keys,
     ),
 )
 database = None

@@ -114,6 +114,8 @@ class Config:
     offsite_file: str = ""
     offsite_python: str = ""
     boto3_version: str = ""
+    dns_zone: str = ""
+    """The domain's zone at DigitalOcean, whose records the program writes (dnsZone); "" when they are the user's."""
 
     @property
     def uv(self) -> str:

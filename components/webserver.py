@@ -11,7 +11,7 @@ import pulumi
 import pulumi_digitalocean as digitalocean
 
 from components import fleet
-from components.account import account_key_name
+from components.account import account_key_name, record_name
 from components.hostkey import SshHostKey, SshHostKeyArgs
 from core.balancer import BALANCER_CHECK
 from core.render import sha256_text
@@ -38,6 +38,9 @@ class WebServerArgs:
     replaced: frozenset[int] = frozenset()
     """Positions of the droplets this update replaces (`components/account.py`, allowed by `allowReplace`): those
     take the current user-data and SSH keys, which every other droplet keeps as it was created."""
+    registered_keys: frozenset[str] | None = None
+    """Fingerprints of the `sshPublicKeys` the stack registers in the account (`components/account.py`); the
+    others the account holds already. None: all of them."""
 
 
 class WebServer(pulumi.ComponentResource):
@@ -82,6 +85,26 @@ class WebServer(pulumi.ComponentResource):
         # On a production stack, what holds the app, its address and its data refuses `pulumi destroy`.
         kept = pulumi.ResourceOptions(parent=self, protect=settings.production)
 
+        # Each key is named by its fingerprint, not its place in the list, so removing the first key leaves the
+        # others as they are. A key whose comment changes keeps its fingerprint and stays the key registered:
+        # `public_key` is ForceNew and its diff ignores only surrounding whitespace (`resource_ssh_key.go`), so a
+        # new comment would otherwise replace it, and DigitalOcean refuses to register one key twice. The alias
+        # is the name by position that earlier versions gave the key at the same place. A key the account holds
+        # already (the user's own, or another stack's) is not registered again: DigitalOcean would refuse it.
+        fingerprints = [ssh_key_fingerprint(key) for key in settings.ssh_public_keys]
+        keys = [
+            digitalocean.SshKey(
+                key_name(name, fingerprint),
+                public_key=key,
+                name=account_key_name(args.tags[-1], fingerprint),
+                opts=pulumi.ResourceOptions(
+                    parent=self, aliases=[pulumi.Alias(name=f"{name}-key-{index}")], ignore_changes=["publicKey"]
+                ),
+            )
+            for index, (key, fingerprint) in enumerate(zip(settings.ssh_public_keys, fingerprints, strict=True))
+            if args.registered_keys is None or fingerprint in args.registered_keys
+        ]
+
         volume = None
         if settings.volume_name is not None:
             state_dir = settings.layout.state_dir
@@ -95,27 +118,13 @@ class WebServer(pulumi.ComponentResource):
                 tags=list(args.tags),
                 # The description is ForceNew in `resource_volume.go` ("Update-ability Coming Soon"): the one
                 # written when the Volume was made stays, so no later change of appName replaces the Volume
-                # through it (its name is guarded in `components/account.py`).
-                opts=pulumi.ResourceOptions(parent=self, protect=settings.production, ignore_changes=["description"]),
-            )
-
-        # Each key is named by its fingerprint, not its place in the list, so removing the first key leaves the
-        # others as they are. A key whose comment changes keeps its fingerprint and stays the key registered:
-        # `public_key` is ForceNew and its diff ignores only surrounding whitespace (`resource_ssh_key.go`), so a
-        # new comment would otherwise replace it, and DigitalOcean refuses to register one key twice. The alias
-        # is the name by position that earlier versions gave the key at the same place.
-        fingerprints = [ssh_key_fingerprint(key) for key in settings.ssh_public_keys]
-        keys = [
-            digitalocean.SshKey(
-                key_name(name, fingerprint),
-                public_key=key,
-                name=account_key_name(args.tags[-1], fingerprint),
+                # through it (its name is guarded in `components/account.py`). After the keys: a key the account
+                # refuses leaves nothing that is paid for.
                 opts=pulumi.ResourceOptions(
-                    parent=self, aliases=[pulumi.Alias(name=f"{name}-key-{index}")], ignore_changes=["publicKey"]
+                    parent=self, protect=settings.production, ignore_changes=["description"], depends_on=keys
                 ),
             )
-            for index, (key, fingerprint) in enumerate(zip(settings.ssh_public_keys, fingerprints, strict=True))
-        ]
+
         droplets: list[digitalocean.Droplet] = []
         host_keys: list[SshHostKey] = []
         for index in range(settings.instances):
@@ -157,8 +166,7 @@ class WebServer(pulumi.ComponentResource):
                     protect=settings.production,
                     # A change to user-data or to the SSH keys would replace the droplet and everything on it
                     # (both are ForceNew in `resource_droplet.go`). The server configuration it carries is
-                    # re-applied by every deploy instead; the deploy user's keys are those of its creation, so a
-                    # key change is refused unless the droplets are replaced (`components/account.py`). A droplet
+                    # re-applied by every deploy instead, the deploy user's authorized keys among it. A droplet
                     # this update replaces is created with the current ones: Pulumi carries an ignored input's old
                     # value into a replacement (`processIgnoreChanges` in its engine's step generator).
                     ignore_changes=[] if replaced else ["userData", "sshKeys"],
@@ -228,8 +236,7 @@ class WebServer(pulumi.ComponentResource):
             if site_ipv6 is not None:
                 records.append(("AAAA", site_ipv6))
             for host in settings.host_names:
-                # The record's name inside its zone: "@" for the zone's own name.
-                record = host.removesuffix(settings.dns_zone).rstrip(".") or "@"
+                record = record_name(host, settings.dns_zone)
                 for kind, value in records:
                     digitalocean.DnsRecord(
                         f"{name}-dns-{kind.lower()}-{record.replace('@', 'apex')}",
@@ -274,11 +281,10 @@ class WebServer(pulumi.ComponentResource):
 def droplet_generation(settings: Settings, vpc_id: pulumi.Input[str] | None) -> pulumi.Output[str]:
     """What a droplet is created from and cannot change in place (ForceNew in `resource_droplet.go`).
 
-    It differs for every replacement that `components/account.py` finds (a new image, region, VPC or
-    SSH keys); a droplet kept as it is ignores it, as it ignores its user-data.
+    It differs for every replacement that `components/account.py` finds (a new image, region or VPC);
+    a droplet kept as it is ignores it, as it ignores its user-data.
     """
-    fingerprints = sorted(ssh_key_fingerprint(key) for key in settings.ssh_public_keys)
-    return pulumi.Output.all(settings.image, settings.region, vpc_id or "", *fingerprints).apply(
+    return pulumi.Output.all(settings.image, settings.region, vpc_id or "").apply(
         lambda values: sha256_text(json.dumps(values))[:16]
     )
 

@@ -268,6 +268,7 @@ def render_agent_settings(settings: Settings) -> str:
         "https": settings.server_tls,
         "domain": settings.domain or "",
         "host_names": list(settings.host_names),
+        "dns_zone": settings.dns_zone or "",
         "acme_server": settings.acme_server,
         "acme_email": settings.acme_email or "",
         "acme_webroot": layout.acme_webroot,
@@ -483,6 +484,15 @@ def server_manifest(settings: Settings) -> list[Entry]:
         deferred(NGINX_MAIN_CONF, render_nginx_main(settings)),
         # ufw runs it when it starts: the app may not reach the metadata service.
         deferred(UFW_AFTER_INIT, render_ufw_after_init(settings), mode="0755"),
+        # Cloud-init writes them at first boot (with the account's keys the droplet was created with); from
+        # the first deploy on, they are the stack's keys as they are now: a key added or removed is a deploy.
+        Entry(
+            layout.authorized_keys,
+            render_authorized_keys(settings),
+            owner=f"{DEPLOY_USER}:{DEPLOY_USER}",
+            mode="0600",
+            deploy=True,
+        ),
     ]
     # The certificate's renewal, with HTTPS; without it, gone (and the app's units reloaded for it).
     renew = render_renew_units(settings) if settings.server_tls else {}
@@ -500,6 +510,12 @@ def server_manifest(settings: Settings) -> list[Entry]:
     entries.append(Entry(_unit(unit), backup.get(unit), deploy=True, notify=(reload,)))
     entries.append(Entry(layout.offsite_script, backup.get("offsite.py"), deploy=True))
     return entries
+
+
+def render_authorized_keys(settings: Settings) -> str:
+    """The deploy user's authorized_keys: `sshPublicKeys` and the keys named by `sshKeyFingerprints`."""
+    header = "# The stack's SSH keys (sshPublicKeys, sshKeyFingerprints), put back by every deploy.\n"
+    return header + "".join(f"{key}\n" for key in settings.authorized_keys)
 
 
 def sha256_text(text: str) -> str:

@@ -197,7 +197,7 @@ class Settings:
     image: str
     """Ubuntu 24.04 image slug or the numeric id of a snapshot of it."""
     ssh_public_keys: tuple[str, ...]
-    """OpenSSH public keys: registered with DigitalOcean and given to the deploy user."""
+    """OpenSSH public keys: given to the deploy user, and registered with DigitalOcean unless it holds them."""
     ssh_key_fingerprints: tuple[str, ...]
     """MD5 fingerprints of keys already registered with DigitalOcean."""
     admin_cidrs: tuple[str, ...]
@@ -298,6 +298,15 @@ class Settings:
     """Where the droplet tells what went wrong (and, with `notify_on_live`, each release that went live)."""
     notify_on_live: bool
     """Also tell the webhooks of each release that went live."""
+    account_public_keys: tuple[str, ...]
+    """The public keys `ssh_key_fingerprints` name, as the DigitalOcean account holds them (read by the
+    program before any resource; none in the rehearsal, which has no account)."""
+
+    @property
+    def authorized_keys(self) -> tuple[str, ...]:
+        """The keys the deploy user accepts, put in place by every deploy: `sshPublicKeys`, then those named by
+        `sshKeyFingerprints`, each once."""
+        return tuple(dict.fromkeys(key.strip() for key in (*self.ssh_public_keys, *self.account_public_keys)))
 
     @functools.cached_property
     def layout(self) -> ServerLayout:
@@ -508,6 +517,8 @@ def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
         "image": image,
         "ssh_public_keys": tuple(public_keys),
         "ssh_key_fingerprints": tuple(fingerprints),
+        # What the account holds is read later, by the program (`components/account.py`).
+        "account_public_keys": (),
         "admin_cidrs": tuple(admin_cidrs),
         "ssh_private_key": SecretStr(private_key) if private_key else None,
         "production": production,

@@ -92,9 +92,11 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
         raise nspawn.RehearsalError(
             f"instances = {settings.instances}: the rehearsal boots at most {nspawn.MAX_MACHINES} machines on this host"
         )
+    # The machine's own key reaches it (the stack's keys are for droplets); keys given with --set join it.
+    extra_keys = settings.ssh_public_keys if "sshPublicKeys" in overrides else ()
     return dataclasses.replace(
         settings,
-        ssh_public_keys=(public_key,),
+        ssh_public_keys=tuple(dict.fromkeys((public_key, *extra_keys))),
         ssh_key_fingerprints=(),
         # Several machines reach the host from several addresses: all of them are the admin's.
         admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",) if settings.instances == 1 else (nspawn.MACHINES_NETWORK,),

@@ -133,7 +133,21 @@ def test_a_domain_that_does_not_resolve_here_stops_the_deploy_before_any_order()
 
     assert not server.ran(config.certbot)
     assert any("resolves to 198.51.100.1, not to this server's address 203.0.113.10" in line for line in server.stderr)
+    assert any("or set dnsZone to a zone DigitalOcean holds" in line for line in server.stderr)
     assert not server.exists("/srv/forecast/current")
+
+
+def test_a_domain_whose_zone_the_stack_writes_is_told_to_wait_for_it_or_its_delegation() -> None:
+    config = dataclasses.replace(config_of("domain"), dns_zone="example.org")
+    server = first_booted("domain")
+    server.answer("getent", "ahostsv4", "weather.example.org", stdout="")
+
+    assert deploy(server, config, bundle_of("domain")) == 1
+
+    said = "\n".join(server.stderr)
+    assert "weather.example.org resolves to nothing" in said
+    assert "The stack's A record in example.org points at it" in said and "ns1, ns2 and ns3.digitalocean.com" in said
+    assert "set dnsZone" not in said
 
 
 def test_an_address_certificate_that_fails_keeps_plain_http_and_says_so() -> None:
