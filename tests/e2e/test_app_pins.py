@@ -4,7 +4,7 @@
 Python 3.13 in `.python-version` (the rehearsal's image has it as a system interpreter, which uv
 finds). `gunicorn-20` (pyproject.toml) and `python-unobtainable` (.python-version 3.99) are refused
 before any machine boots. A pin newer than the releases the stack was written with (`gunicorn~=26.1`)
-runs as asked.
+runs as asked, beside a dependency with no wheel whose source is pure Python.
 """
 
 from __future__ import annotations
@@ -87,11 +87,18 @@ def test_python_version_313_runs_the_app_on_313(rehearsal: Rehearsal) -> None:
     assert rehearsal.host().check_output(f"readlink -f {venv_python.path}").startswith("/usr/bin/python3.13")
 
 
-def test_a_current_gunicorn_pin_runs_the_app(rehearsal: Rehearsal, tmp_path: Path) -> None:
+def test_a_current_gunicorn_pin_runs_the_app_and_a_pure_python_source_needs_nothing(
+    rehearsal: Rehearsal, tmp_path: Path
+) -> None:
     app = tmp_path / "gunicorn-26"
     shutil.copytree(PROJECT_DIR / "tests/e2e/apps/gunicorn-21", app, ignore=shutil.ignore_patterns("__pycache__"))
-    (app / "requirements.txt").write_text("flask==3.1.3\ngunicorn~=26.1\n")
+    # langdetect 1.0.9 has no wheel at all: its source is pure Python.
+    (app / "requirements.txt").write_text("flask==3.1.3\ngunicorn~=26.1\nlangdetect==1.0.9\n")
 
     run.redeploy("dev", {**ABOUT, "appDir": str(app)})
 
     assert about(rehearsal)["server"].startswith("gunicorn/26.")
+    log = (nspawn.STATE_DIR / "deploy.log").read_text()
+    assert "langdetect 1.0.9 has no wheel for CPython 3.1" in log
+    assert "it is built from its source, which is pure Python: building it needs nothing more" in log
+    assert "compiler" not in log
