@@ -47,6 +47,8 @@ class Config:
     """Where the app's packages import from, inside the release's app directory ("" or src)."""
     release_command: tuple[str, ...]
     """Run once for each new release, before it goes live (releaseCommand); empty for none."""
+    web_commands: tuple[tuple[str, ...], ...]
+    """What the Procfile's web line runs before Gunicorn: once for each new release, after the release command."""
     releases_to_keep: int
     sqlite_url: str
     """With database sqlite, the app's DATABASE_URL (the layout's `sqlite_url`); empty otherwise."""

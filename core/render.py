@@ -231,6 +231,7 @@ def render_agent_settings(settings: Settings) -> str:
         uv_version=UV_VERSION,
         import_root=settings.app_source.import_root,
         release_command=tuple(settings.release_command),
+        web_commands=tuple(tuple(command) for command in settings.web_commands),
         releases_to_keep=settings.releases_to_keep,
         sqlite_url=layout.sqlite_url if settings.database == "sqlite" else "",
         behind_balancer=settings.behind_balancer,
