@@ -16,7 +16,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from agent.strict import InputError, JsonValue, read
+from agent.strict import InputError, read
+
+#: What the off-site bucket is called in what is refused of it.
+OFFSITE = "the off-site bucket on the deploy's stdin"
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,6 @@ class Process:
     def first_only(self) -> bool:
         return self.droplets == "first"
 
-    @classmethod
-    def from_json_object(cls, data: JsonValue) -> Process:
-        return read(cls, data, "a process")
-
 
 @dataclass(frozen=True)
 class Schedule:
@@ -54,10 +53,6 @@ class Schedule:
     unit: str = ""
     """Its service and timer, without `.service` and `.timer`, once rendered into a release."""
 
-    @classmethod
-    def from_json_object(cls, data: JsonValue) -> Schedule:
-        return read(cls, data, "a scheduled job")
-
 
 @dataclass(frozen=True)
 class Webhook:
@@ -67,10 +62,6 @@ class Webhook:
     """slack, discord or json: the body it takes."""
     url: str = field(repr=False)
     """The address, a secret: whoever holds it may post to the channel."""
-
-    @classmethod
-    def from_json_object(cls, data: JsonValue) -> Webhook:
-        return read(cls, data, "a webhook")
 
 
 @dataclass(frozen=True)
@@ -82,10 +73,6 @@ class OffsiteBucket:
     bucket: str
     access_key_id: str
     secret_access_key: str = field(repr=False)
-
-    @classmethod
-    def from_json_object(cls, data: JsonValue) -> OffsiteBucket:
-        return read(cls, data, "the off-site bucket on the deploy's stdin")
 
 
 @dataclass(frozen=True)
@@ -122,10 +109,10 @@ class DeployInput:
             hooks, bucket = data.get("webhooks"), data.get("offsite")
             try:
                 for item in hooks if isinstance(hooks, list) else []:
-                    Webhook.from_json_object(item)
+                    read(Webhook, item, "a webhook")
             except InputError as error:
                 shape = "[{form, url}, ...]"
                 raise InputError(f"the webhooks on the deploy's stdin do not read as JSON {shape}: {error}") from error
             if bucket is not None:
-                OffsiteBucket.from_json_object(bucket)
+                read(OffsiteBucket, bucket, OFFSITE)
         return read(cls, data, "the deploy's stdin")

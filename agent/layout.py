@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.strict import JsonValue, read
-
 
 @dataclass(frozen=True)
 class ServerLayout:
@@ -67,12 +65,6 @@ class ServerLayout:
     agent_archive: str
     ssh_choices_dir: str
     ssh_crypto_drop_in: str
-
-    @classmethod
-    def from_json_object(cls, data: JsonValue) -> ServerLayout:
-        """The layout as `settings.json` holds it (`dataclasses.asdict`); `InputError` for a field unknown
-        or missing."""
-        return read(cls, data, "the server's layout")
 
     @property
     def on_failure(self) -> str:

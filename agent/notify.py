@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from agent.context import Agent
 from agent.inputs import DeployInput, Webhook
+from agent.strict import read
 
 TIMEOUT_SECONDS = 5
 #: Discord refuses a message of more characters than this.
@@ -55,7 +56,7 @@ def webhooks(agent: Agent) -> list[Webhook]:
     if text is None:
         return []
     try:
-        return [Webhook.from_json_object(item) for item in json.loads(text)["webhooks"]]
+        return [read(Webhook, item, "a webhook") for item in json.loads(text)["webhooks"]]
     except (ValueError, KeyError, TypeError):
         agent.log(f"notify: {path} does not read as the deploy writes it; nobody is told")
         return []

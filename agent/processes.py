@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import strict
 from agent.config import PROCESS_SETTLE_SECONDS
 from agent.context import Agent
 from agent.inputs import Process, Schedule
@@ -69,14 +70,14 @@ def _process(item: dict[str, Any]) -> Process:
         first_only = item.get("first_only", False)
         rest = {key: value for key, value in item.items() if key != "first_only"}
         item = {**_defaults(Process), **rest, "droplets": "first" if first_only else "all"}
-    return Process.from_json_object(item)
+    return strict.read(Process, item, "a process")
 
 
 def _schedule(item: dict[str, Any]) -> Schedule:
     """A job of `processes.json`; one of a release made before `when` read as today's."""
     if "when" not in item:
         item = {**_defaults(Schedule), **item, "when": " ".join(item.get("calendar", []))}
-    return Schedule.from_json_object(item)
+    return strict.read(Schedule, item, "a scheduled job")
 
 
 def read(agent: Agent, directory: str) -> Spec:

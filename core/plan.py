@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.inputs import DeployInput, OffsiteBucket, Webhook
+from agent.inputs import OFFSITE, DeployInput, OffsiteBucket, Webhook
+from agent.strict import read
 from core.bundle import Bundle, build_agent_archive, build_bundle
 from core.layout import DEPLOY_USER
 from core.render import render_env_file, render_server_files, sha256_text
@@ -117,7 +118,7 @@ class DeployPlan:
         return DeployInput(
             environment=render_env_file({**self.app_env, **extra_env}),
             webhooks=self.webhooks,
-            offsite=OffsiteBucket.from_json_object(dict(offsite)) if offsite else None,
+            offsite=read(OffsiteBucket, dict(offsite), OFFSITE) if offsite else None,
         ).to_json()
 
 

@@ -14,7 +14,7 @@ from agent.config import Config
 from agent.inputs import DeployInput, OffsiteBucket, Process, Schedule, Webhook
 from agent.layout import ServerLayout
 from agent.processes import Spec
-from agent.strict import InputError
+from agent.strict import InputError, read
 from core.layout import server_layout
 from core.plan import build_deploy_plan
 from core.render import render_agent_settings, render_processes
@@ -86,7 +86,7 @@ def test_the_layout_holds_every_path_the_agent_uses_derived_from_the_apps_name()
     assert layout.offsite_python == "/opt/flaskdroplet/boto3-3.0/bin/python"
     assert layout.lock_file == "/run/lock/weather-deploy.lock"
     assert layout.on_failure == "weather-notify@%n.service"
-    assert ServerLayout.from_json_object(json.loads(json.dumps(dataclasses.asdict(layout)))) == layout
+    assert read(ServerLayout, json.loads(json.dumps(dataclasses.asdict(layout))), "a layout") == layout
 
 
 def test_a_releases_processes_read_back_as_the_settings_processes(good_config: dict[str, Any]) -> None:
@@ -112,13 +112,13 @@ def test_a_releases_processes_read_back_as_the_settings_processes(good_config: d
 
 def test_an_entry_of_processes_json_of_another_shape_is_refused() -> None:
     entry = {"name": "w", "command": "c", "stop_timeout": 30, "stop_signal": "SIGTERM", "droplets": "all", "unit": "u"}
-    assert Process.from_json_object(entry) == Process("w", "c", unit="u")
+    assert read(Process, entry, "a process") == Process("w", "c", unit="u")
     with pytest.raises(InputError, match=r"unknown field.* colour"):
-        Process.from_json_object({**entry, "colour": "red"})
+        read(Process, {**entry, "colour": "red"}, "a process")
     with pytest.raises(InputError, match="stop_timeout = '30' is not a whole number"):
-        Process.from_json_object({**entry, "stop_timeout": "30"})
+        read(Process, {**entry, "stop_timeout": "30"}, "a process")
     with pytest.raises(InputError, match="missing when"):
-        Schedule.from_json_object({"name": "n", "command": "c", "calendar": ["daily"], "random_delay": 0, "unit": "u"})
+        read(Schedule, {"name": "n", "command": "c", "calendar": ["daily"], "random_delay": 0, "unit": "u"}, "a job")
 
 
 def test_the_deploys_stdin_reads_back_as_what_the_plan_wrote(good_config: dict[str, Any], tmp_path: Path) -> None:
