@@ -143,8 +143,9 @@ def comment(preview: Preview, marker: str) -> str:
     lines = [verdict(preview), "", f"<!-- {marker} -->", ""]
     if preview.losses and preview.production and preview.failure is None:
         lines += [
-            "To go ahead on purpose: set `production` to false and `pulumi up` (which only lifts the "
-            "protection), merge the change, then set it back.",
+            "To go ahead on purpose: first merge a pull request that only sets `production` to false in the "
+            "stack's file (its `pulumi up` lifts the protection and changes nothing else), then this one, "
+            "then one that sets it back.",
             "",
         ]
     return "\n".join(lines) + report(preview, "pulumi preview --diff --refresh")
