@@ -110,7 +110,7 @@ def up(pulumi: Pulumi, args: argparse.Namespace) -> int:
 def drift(pulumi: Pulumi, args: argparse.Namespace) -> int:
     """`pulumi preview --refresh --expect-no-changes`: a change made outside Pulumi fails it."""
     done = pulumi.run("preview", "--refresh", "--expect-no-changes", "--json", stack=args.stack, json_out=True)
-    result = read_preview(args.stack, done.stdout, done.stderr, 0 if done.stdout.strip() else done.returncode)
+    result = read_preview(args.stack, done.stdout, done.stderr, done.returncode, expect_no_changes=True)
     if done.returncode == 0 and result.failure is None:
         write(args.summary, f"## `{args.stack}`: no drift\n\nIts resources are as the program declares them.\n", True)
         print(f"{args.stack}: no drift")

@@ -82,8 +82,16 @@ class Preview:
         return self.failure is None and not (self.production and self.losses)
 
 
-def read_preview(stack: str, stdout: str, stderr: str, returncode: int) -> Preview:
-    """The preview that `pulumi preview --json` printed (STDOUT), or its failure."""
+#: What `pulumi preview --expect-no-changes` says when it fails for changes alone.
+CHANGES_NOT_EXPECTED = "no changes were expected but changes were proposed"
+
+
+def read_preview(stack: str, stdout: str, stderr: str, returncode: int, expect_no_changes: bool = False) -> Preview:
+    """The preview that `pulumi preview --json` printed (STDOUT), or its failure.
+
+    With EXPECT_NO_CHANGES, a preview that fails only because it found changes has not failed: those
+    changes are the answer.
+    """
     try:
         data: dict[str, Any] = json.loads(stdout)
     except json.JSONDecodeError:
@@ -91,9 +99,10 @@ def read_preview(stack: str, stdout: str, stderr: str, returncode: int) -> Previ
     config = data.get("config") or {}
     production = any(key.split(":", 1)[-1] == "production" and value == "true" for key, value in config.items())
     steps = tuple(read_step(step) for step in data.get("steps") or [] if step.get("op") not in ("same", "refresh"))
+    errors = [str(d.get("message", "")) for d in data.get("diagnostics") or [] if d.get("severity") == "error"]
+    changes_alone = expect_no_changes and CHANGES_NOT_EXPECTED in stderr
     failure = None
-    if returncode != 0 or not data:
-        errors = [d.get("message", "") for d in data.get("diagnostics") or [] if d.get("severity") == "error"]
+    if errors or not data or (returncode != 0 and not changes_alone):
         failure = "\n".join(errors) or stderr.strip() or stdout.strip() or f"pulumi preview exited {returncode}"
     return Preview(stack, production, steps, dict(data.get("changeSummary") or {}), failure)
 

@@ -287,3 +287,17 @@ def test_a_preview_that_fails_fails_the_check_and_says_why(repository: Repositor
     assert text.splitlines()[0].startswith("**`production`: the preview failed**")
     assert "passphrase" in text
     assert PASSPHRASE not in text
+
+
+def test_a_cloud_that_cannot_be_read_fails_the_drift_check_as_an_error_not_as_drift(repository: Repository) -> None:
+    summary = repository.project.parent / "summary.md"
+
+    failed = repository.step(
+        "drift-check", "--stack", "production", "--summary", str(summary), extra={"SHOP_WORLD": "/nonexistent"}
+    )
+
+    assert failed.returncode == 1
+    assert "production: the drift check failed" in failed.stderr
+    text = summary.read_text()
+    assert text.startswith("## `production`: the drift check failed\n")
+    assert "/nonexistent" in text
