@@ -26,8 +26,8 @@ BALANCER_SIZE_UNIT = 1
 VPC_DELETE_TIMEOUT = "20m"
 #: Where visitors' requests reach the droplets: nginx's site, in plain HTTP (the balancer holds TLS).
 DROPLET_HTTP_PORT = 80
-#: Where visitors' HTTPS reaches the balancer: over TCP (HTTP/2, and HTTP/1.1 for clients without it) and over
-#: UDP (HTTP/3), one port for both as DigitalOcean asks (an HTTP/3 rule needs an HTTPS or HTTP/2 rule on its port).
+#: Where visitors' HTTPS reaches the balancer: over TCP (HTTP/2) and over UDP (HTTP/3), one port for both as
+#: DigitalOcean asks (an HTTP/3 rule needs an HTTPS or HTTP/2 rule on its port).
 HTTPS_PORT = 443
 #: The balancer's cipher suites: `STRONG` or `DEFAULT`, the only two the API names (`tls_cipher_policy`).
 TLS_CIPHER_POLICY = "STRONG"
