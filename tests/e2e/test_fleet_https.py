@@ -48,9 +48,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def visit(url: str, root: Path, *options: str) -> tuple[str, dict[str, str], str]:
     """What a visitor's curl gets at `url` (DOMAIN at the balancer): the status line, the headers, the HTTP version."""
-    resolve = [
-        f"--resolve={DOMAIN}:{port}:{fleet.BALANCER_ADDRESS}" for port in (fleet.BALANCER_PORT, fleet.BALANCER_TLS_PORT)
-    ]
+    ports = (fleet.BALANCER_PORT, fleet.BALANCER_TLS_PORT)
+    resolve = [word for port in ports for word in ("--resolve", f"{DOMAIN}:{port}:{fleet.BALANCER_ADDRESS}")]
     result = subprocess.run(
         ["curl", "-sS", "--max-time", "10", *resolve, "--cacert", str(root), "-o", "/dev/null", "-D", "-",
          "-w", "%{http_version}", *options, url],
