@@ -71,7 +71,7 @@ def test_security_headers_and_hsts_reach_the_visitor_through_the_balancer(rehear
     for path in ("/", "/api/forecast?days=2", "/static/style.css"):
         status, headers, version = visit(rehearsal.url.rstrip("/") + path, root)
 
-        assert status.endswith(" 200"), (path, status)
+        assert status.split()[1] == "200", (path, status)
         # HTTP/2 from the balancer to the visitor (the droplets behind it answer HTTP/1.1).
         assert version == "2", path
         for header in SECURITY_HEADERS:
@@ -87,7 +87,7 @@ def test_plain_http_is_redirected_at_the_balancer_without_hsts(rehearsal: Rehear
         f"http://{DOMAIN}:{fleet.BALANCER_PORT}/api/forecast?days=2", root, "-H", "X-Forwarded-Proto: https"
     )
 
-    assert status.startswith("HTTP/1.1 301"), status
+    assert status.split()[1] == "301", status
     assert headers["location"] == f"https://{DOMAIN}/api/forecast?days=2"
     assert "strict-transport-security" not in headers
 
