@@ -101,7 +101,12 @@ def haproxy_config(servers: dict[str, str], health_path: str, certificate: Path 
         f"    bind {BALANCER_ADDRESS}:{BALANCER_PORT}",
         "    # The scheme the visitor used, for the droplets' nginx (HSTS goes with HTTPS only), whatever they sent.",
         "    http-request set-header X-Forwarded-Proto http",
-        *(["    http-request redirect scheme https code 301"] if certificate is not None else []),
+        # As DigitalOcean's redirect: to HTTPS on its default port (443), whatever port the visitor came in on.
+        *(
+            ["    http-request redirect location https://%[req.hdr(host),field(1,:)]%[capture.req.uri] code 301"]
+            if certificate is not None
+            else []
+        ),
         "    default_backend droplets",
     ]
     if certificate is not None:

@@ -459,5 +459,5 @@ def test_haproxy_accepts_the_balancers_stand_in(tls: bool, tmp_path: Path) -> No
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     text = config.read_text()
-    assert ("redirect scheme https" in text) is tls
+    assert ("redirect location https://" in text) is tls
     assert "http-request set-header X-Forwarded-Proto http\n" in text
