@@ -56,8 +56,9 @@ def visit(url: str, root: Path, *options: str) -> tuple[str, dict[str, str], str
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    head, _, version = result.stdout.rpartition("\r\n\r\n")
-    status, *lines = head.split("\r\n")
+    # text=True reads curl's CRLF line ends as "\n".
+    head, _, version = result.stdout.rpartition("\n\n")
+    status, *lines = head.split("\n")
     headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
     return status, headers, version
 
