@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pulumi
 
-from components.account import survey_account
+from components.account import survey_account, token_problems
 from components.config import load_settings
 from components.database import Database, DatabaseArgs
 from components.deployment import DeployTarget, roll_out
@@ -15,13 +15,13 @@ from components.offsite import OffsiteStorage, OffsiteStorageArgs, spaces_key_pr
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
 from core.cloudinit import render_user_data
 from core.layout import DEPLOY_USER
-from core.plan import logs_command, restore_offsite_command, rollout_plans
+from core.plan import logs_line, restore_offsite_line, rollout_plans
 from core.ssh_host_keys import known_hosts_line
 from core.sshagent import agent_problems
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
-settings = load_settings(PROJECT_DIR)
+settings = load_settings(PROJECT_DIR, also=token_problems)
 tags = droplet_tags(pulumi.get_project(), settings.stack_name)
 # What the account and this machine hold already, checked before any resource: every problem at once.
 account = survey_account(
@@ -31,6 +31,8 @@ account = survey_account(
     problems=agent_problems(settings) + spaces_key_problems(settings),
     default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
 )
+# With what the account adds: the public keys of sshKeyFingerprints, which every deploy authorizes.
+settings = account.settings
 # One plan for each droplet, the first's alone running releaseCommand.
 plans = rollout_plans(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
@@ -43,6 +45,7 @@ server = WebServer(
         tags=tags,
         vpc_id=network.id if network is not None else None,
         replaced=account.replaced,
+        registered_keys=account.registered_keys,
     ),
 )
 database = None
@@ -95,7 +98,7 @@ pulumi.export(
     ).apply(lambda lines: "\n".join(lines) + "\n"),
 )
 # The site's requests and the app's and nginx's journal, followed; without -t and -f, the last lines.
-pulumi.export("logs", server.ipv4_address.apply(lambda ip: f"ssh -t {DEPLOY_USER}@{ip} {logs_command(settings, True)}"))
+pulumi.export("logs", server.ipv4_address.apply(functools.partial(logs_line, settings)))
 pulumi.export("release_id", rollout.release_id)
 # What serves but needs a hand; with several droplets, each line starts with the droplet's address.
 pulumi.export("warnings", rollout.warnings)
@@ -106,11 +109,7 @@ pulumi.export("state_volume", server.state_volume)
 pulumi.export("offsite_bucket", offsite.bucket_name if offsite is not None else None)
 pulumi.export(
     "restore_offsite",
-    server.ipv4_address.apply(
-        lambda ip: f"pulumi config get offsiteIdentity | ssh {DEPLOY_USER}@{ip} {restore_offsite_command(settings)}"
-    )
-    if offsite is not None
-    else None,
+    server.ipv4_address.apply(functools.partial(restore_offsite_line, settings)) if offsite is not None else None,
 )
 # What DigitalOcean watches and whom it tells (or None without alertEmails).
 pulumi.export("alerts", monitoring.alerts)

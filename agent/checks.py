@@ -147,10 +147,22 @@ def check_dns(agent: Agent, public_ipv4: str) -> None:
         found = agent.system.run(["getent", "ahostsv4", name]).stdout.split("\n")
         addresses = sorted({line.split()[0] for line in found if line.strip()})
         if public_ipv4 not in addresses:
+            zone = agent.config.dns_zone
+            if zone:
+                # The program wrote the record: what is missing is the zone's delegation, or time.
+                fix = (
+                    f"The stack's A record in {zone} points at it: the domain's registrar must name "
+                    "DigitalOcean's nameservers (ns1, ns2 and ns3.digitalocean.com), and a new record can take "
+                    "up to its TTL (300 s) to be seen; deploy again once it resolves."
+                )
+            else:
+                fix = (
+                    f"Point its A record at {public_ipv4} where the domain's DNS is (or set dnsZone to a zone "
+                    "DigitalOcean holds), then deploy again."
+                )
             agent.fail(
                 f"https: {name} resolves to {' '.join(addresses) or 'nothing'}, not to this server's address "
-                f"{public_ipv4}. Point its A record at {public_ipv4} (or set dnsZone), then deploy again. "
-                "No certificate was requested and the live site is unchanged."
+                f"{public_ipv4}. {fix} No certificate was requested and the live site is unchanged."
             )
 
 

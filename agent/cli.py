@@ -18,76 +18,157 @@ verbs that change the server (deploy, rollback, restore) take turns on one lock.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
 from agent import admin, checks, notify
 from agent.config import Config
 from agent.context import Agent, Failed
 from agent.deploy import DeployRequest, deploy
 from agent.system import System
 
-DEPLOY_USAGE = (
-    "usage: deploy.sh [--skip-release-command] [--secondary] RELEASE_ID BUNDLE [PUBLIC_IPV4], "
-    "or deploy.sh rollback [RELEASE_ID]"
+
+class UsageError(Exception):
+    """Words the command line does not take; the agent fails with the verb's usage."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting: the agent reports a usage error as any failure."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One of the agent's verbs: its usage, its arguments, what runs it, and whether it takes the deploy lock."""
+
+    name: str
+    usage: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Agent, argparse.Namespace], int]
+    locked: bool = False
+    """Changes the server: deploy, rollback and restore take turns on one lock."""
+
+
+def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-release-command", action="store_true")
+    parser.add_argument("--secondary", action="store_true")
+    parser.add_argument("release_id")
+    parser.add_argument("bundle")
+    parser.add_argument("public_ipv4", nargs="?", default="")
+
+
+def _deploy(agent: Agent, args: argparse.Namespace) -> int:
+    request = DeployRequest(args.release_id, args.bundle, args.public_ipv4, args.skip_release_command, args.secondary)
+    try:
+        deploy(agent, request)
+    except Failed as failure:
+        notify.deploy_failed(agent, args.release_id, str(failure), failure.rolled_back)
+        raise
+    return 0
+
+
+def _logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true")
+    parser.add_argument("-n", "--lines", type=int, default=50)
+
+
+def _release_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release_id", nargs="?")
+
+
+def _nothing(parser: argparse.ArgumentParser) -> None:
+    """A verb that takes no words."""
+
+
+def _restore_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offsite", action="store_true")
+    parser.add_argument("backup", nargs="?")
+
+
+def _rest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("words", nargs=argparse.REMAINDER)
+
+
+def _run(agent: Agent, args: argparse.Namespace) -> int:
+    command = args.words[1:] if args.words[:1] == ["--"] else args.words
+    if not command:
+        raise UsageError("a command is required")
+    return admin.run(agent, command)
+
+
+def _restore(agent: Agent, args: argparse.Namespace) -> int:
+    (admin.restore_offsite if args.offsite else admin.restore)(agent, args.backup)
+    return 0
+
+
+def _done(action: Callable[[], None]) -> int:
+    action()
+    return 0
+
+
+VERBS = (
+    Verb(
+        "deploy",
+        "usage: deploy.sh [--skip-release-command] [--secondary] RELEASE_ID BUNDLE [PUBLIC_IPV4], "
+        "or deploy.sh rollback [RELEASE_ID]",
+        _deploy_arguments,
+        _deploy,
+        locked=True,
+    ),
+    Verb(
+        "rollback",
+        "usage: deploy.sh rollback [RELEASE_ID]",
+        _release_id,
+        lambda agent, args: _done(lambda: admin.rollback(agent, args.release_id)),
+        locked=True,
+    ),
+    Verb(
+        "restore",
+        "usage: deploy.sh restore [--offsite] [BACKUP]",
+        _restore_arguments,
+        _restore,
+        locked=True,
+    ),
+    Verb("run", "usage: deploy.sh run [--] COMMAND [ARGS...]", _rest, _run),
+    Verb(
+        "logs",
+        "usage: deploy.sh logs [-f] [-n LINES]",
+        _logs_arguments,
+        lambda agent, args: _done(lambda: admin.logs(agent, args.follow, args.lines)),
+    ),
+    Verb("backup", "usage: deploy.sh backup", _nothing, lambda agent, args: _done(lambda: admin.backup(agent))),
+    # notify reads its own words (unit-failed UNIT, test) and says its own usage.
+    Verb("notify", notify.USAGE, _rest, lambda agent, args: notify.main(agent, args.words)),
 )
 
 
-def parse_logs(agent: Agent, words: list[str]) -> tuple[bool, int]:
-    usage = "usage: deploy.sh logs [-f] [-n LINES]"
-    follow, lines = False, 50
-    while words:
-        word = words.pop(0)
-        if word in ("-f", "--follow"):
-            follow = True
-        elif word in ("-n", "--lines") and words and words[0].isdigit():
-            lines = int(words.pop(0))
-        else:
-            agent.fail(usage)
-    return follow, lines
+def parser() -> argparse.ArgumentParser:
+    """The command line, one sub-command a verb; `deploy` is also what words without a verb mean."""
+    top = _Parser(prog="deploy.sh", add_help=False)
+    verbs = top.add_subparsers(dest="verb", required=True)
+    for verb in VERBS:
+        verb.arguments(verbs.add_parser(verb.name, add_help=False))
+    return top
 
 
 def dispatch(agent: Agent, argv: list[str]) -> int:
-    verb, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if verb == "logs":
-        admin.logs(agent, *parse_logs(agent, rest))
-        return 0
-    if verb == "backup":
-        if rest:
-            agent.fail("usage: deploy.sh backup")
-        admin.backup(agent)
-        return 0
-    if verb == "notify":
-        return notify.main(agent, rest)
-    if verb == "run":
-        if rest[:1] == ["--"]:
-            rest = rest[1:]
-        if not rest:
-            agent.fail("usage: deploy.sh run [--] COMMAND [ARGS...]")
-        return admin.run(agent, rest)
-    checks.take_lock(agent)
-    if verb == "restore":
-        offsite = rest[:1] == ["--offsite"]
-        rest = rest[1:] if offsite else rest
-        if len(rest) > 1:
-            agent.fail("usage: deploy.sh restore [--offsite] [BACKUP]")
-        (admin.restore_offsite if offsite else admin.restore)(agent, rest[0] if rest else None)
-        return 0
-    if verb == "rollback":
-        if len(rest) > 1:
-            agent.fail("usage: deploy.sh rollback [RELEASE_ID]")
-        admin.rollback(agent, rest[0] if rest else None)
-        return 0
-    words = list(argv)
-    skip = words[:1] == ["--skip-release-command"]
-    words = words[1:] if skip else words
-    secondary = words[:1] == ["--secondary"]
-    words = words[1:] if secondary else words
-    if len(words) not in (2, 3):
-        agent.fail(DEPLOY_USAGE)
+    by_name = {verb.name: verb for verb in VERBS}
+    words = argv if argv[:1] and argv[0] in by_name else ["deploy", *argv]
+    verb = by_name[words[0]]
     try:
-        deploy(agent, DeployRequest(words[0], words[1], words[2] if len(words) == 3 else "", skip, secondary))
-    except Failed as failure:
-        notify.deploy_failed(agent, words[0], str(failure), failure.rolled_back)
-        raise
-    return 0
+        args = parser().parse_args(words)
+    except UsageError:
+        agent.fail(verb.usage)
+    if verb.locked:
+        checks.take_lock(agent)
+    try:
+        return verb.run(agent, args)
+    except UsageError:
+        agent.fail(verb.usage)
 
 
 def main(argv: list[str], system: System, config: Config) -> int:

@@ -12,31 +12,179 @@ droplets: which of them this update replaces, when the user allowed it.
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
+import json
+import os
 import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import pulumi
 import pulumi_digitalocean as digitalocean
-from pulumi_digitalocean.outputs import GetDropletsDropletResult
+from pulumi_digitalocean.outputs import GetDropletsDropletResult, GetSshKeysSshKeyResult
 
+from components.config import ConfigError
 from components.fleet import needs_private_network
-from core.settings import Settings, SettingsError, ssh_key_fingerprint
+from core.settings import Settings, ssh_key_fingerprint
 
 #: The provider's answer when a region has no default VPC yet (`findRegionDefaultVPC`,
 #: terraform-provider-digitalocean `digitalocean/vpc/datasource_vpc.go`).
 NO_DEFAULT_VPC = "unable to find default VPC"
 #: The provider's answer when no Volume has a name (`datasource_volume.go`).
 NO_VOLUME = "no volumes found with name"
+#: The provider's API endpoint when neither `digitalocean:apiEndpoint` nor DIGITALOCEAN_API_URL names another.
+API_ENDPOINT = "https://api.digitalocean.com"
+#: How long the account's first read may take before the program says the API cannot be reached.
+API_TIMEOUT_SECONDS = 30
+#: Where a user makes an API token.
+TOKENS_PAGE = "https://cloud.digitalocean.com/account/api/tokens"
+#: How godo words an API error in the provider's messages: `GET URL: STATUS (request "ID") MESSAGE`.
+_API_ERROR = re.compile(
+    r"(?P<method>GET|POST|PUT|PATCH|DELETE) (?P<url>\S+): (?P<status>\d{3}) (?:\(request \"[^\"]*\"\) )?(?P<message>.*)"
+)
 
 
 @dataclass(frozen=True)
 class AccountState:
-    """What the program needs to know of the stack's existing droplets."""
+    """What the program needs to know of the account: the stack's droplets and keys."""
 
+    settings: Settings
+    """The settings with what the account adds to them: the public keys named in `sshKeyFingerprints`."""
     droplets: tuple[GetDropletsDropletResult, ...]
     """The stack's droplets as DigitalOcean lists them (by the stack's tag)."""
     replaced: frozenset[int]
     """Positions of the droplets this update replaces (allowed with `allowReplace`): they are created with the
     current user-data and SSH keys, not those the first droplet was created with."""
+    registered_keys: frozenset[str] = frozenset()
+    """Fingerprints of the `sshPublicKeys` this stack registers and owns; the others the account holds already,
+    under another name (the user's own, or another stack's), and the droplets use them as they are."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """The account the API token belongs to (`GET /v2/account`)."""
+
+    email: str
+    email_verified: bool
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """Where the provider reaches DigitalOcean's API, with which token, and where that token was set."""
+
+    endpoint: str
+    token: str | None
+    token_source: str
+    """`digitalocean:token`, or the environment variable it came from."""
+
+    def set_token(self) -> str:
+        """How to set a new token where this one came from."""
+        if self.token_source.startswith("digitalocean:"):
+            return "pulumi config set --secret digitalocean:token dop_v1_..."
+        return f"export {self.token_source}=dop_v1_... (or pulumi config set --secret digitalocean:token dop_v1_...)"
+
+
+def api_problem(status: int, message: str, access: ApiAccess) -> str:
+    """One line for an API refusal the checks meet: what it means and what to do."""
+    said = f"{status} {message}".strip()
+    endpoint = access.endpoint
+    if status == 401:
+        return (
+            f"{access.token_source} = ********: DigitalOcean refused it ({said}): the token is wrong, expired or "
+            f"revoked. Make one at {TOKENS_PAGE} (full access, or read and write) and set it with: "
+            f"{access.set_token()}"
+        )
+    if status == 403:
+        return (
+            f"{access.token_source} = ********: DigitalOcean refused a read with it ({said}): the token is "
+            f"read-only or lacks a scope this stack uses. Make one with full access (or read and write) at "
+            f"{TOKENS_PAGE} and set it with: {access.set_token()}"
+        )
+    if status == 429:
+        return (
+            f"DigitalOcean's API at {endpoint} answered {said}: this account's rate limit (250 requests a minute, "
+            "5,000 an hour) is used up, by this or another client of the account. Wait a minute, then run again"
+        )
+    if status >= 500:
+        return (
+            f"DigitalOcean's API at {endpoint} answered {said}: a fault on DigitalOcean's side "
+            "(https://status.digitalocean.com). Nothing was changed; run again in a few minutes"
+        )
+    return f"DigitalOcean's API at {endpoint} answered {said}"
+
+
+def api_access() -> ApiAccess:
+    """The API endpoint and token the provider uses: its config first, then its environment variables."""
+    config = pulumi.Config("digitalocean")
+    endpoint = config.get("apiEndpoint") or os.environ.get("DIGITALOCEAN_API_URL") or API_ENDPOINT
+    for source, token in (
+        ("digitalocean:token", config.get("token")),
+        ("DIGITALOCEAN_TOKEN", os.environ.get("DIGITALOCEAN_TOKEN")),
+        ("DIGITALOCEAN_ACCESS_TOKEN", os.environ.get("DIGITALOCEAN_ACCESS_TOKEN")),
+    ):
+        if token:
+            return ApiAccess(endpoint.rstrip("/"), token, source)
+    return ApiAccess(endpoint.rstrip("/"), None, "digitalocean:token")
+
+
+def read_account() -> Account:
+    """The token's account, read first: a token that cannot work is told in one line before anything else.
+
+    `GET /v2/account` is the cheapest read every token scope allows; it also says which address DigitalOcean
+    sends alerts to, and whether it is verified.
+    """
+    access = api_access()
+    endpoint, token = access.endpoint, access.token
+    if not token:
+        raise ConfigError(
+            [
+                "digitalocean:token is not set: the program reads the account with it before anything else. "
+                f"Make a token at {TOKENS_PAGE} (full access, or read and write) and set it with: "
+                "pulumi config set --secret digitalocean:token dop_v1_... (or export DIGITALOCEAN_TOKEN)"
+            ]
+        )
+    if not endpoint.startswith(("https://", "http://")):
+        raise ConfigError(
+            [f"digitalocean:apiEndpoint = {endpoint!r}: expected an http(s):// address, e.g. {API_ENDPOINT}"]
+        )
+    request = urllib.request.Request(  # noqa: S310 (http and https only, checked above)
+        f"{endpoint}/v2/account",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT_SECONDS) as answer:  # noqa: S310 (as above)
+            account = json.load(answer)["account"]
+    except urllib.error.HTTPError as err:
+        raise ConfigError([api_problem(err.code, _error_message(err), access)]) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            [
+                f"DigitalOcean's API at {endpoint} could not be read ({reason}): check this machine's network"
+                " (and digitalocean:apiEndpoint or DIGITALOCEAN_API_URL, if either is set), then run again"
+            ]
+        ) from None
+    return Account(email=str(account.get("email") or ""), email_verified=bool(account.get("email_verified")))
+
+
+def token_problems() -> list[str]:
+    """The API token's problem, if it has one, as a line to tell with others."""
+    try:
+        read_account()
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+def _error_message(err: urllib.error.HTTPError) -> str:
+    """DigitalOcean's `message` from an error's JSON body, or the HTTP reason."""
+    try:
+        return str(json.loads(err.read().decode())["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(err.reason)
 
 
 def account_key_name(stack_tag: str, fingerprint: str) -> str:
@@ -66,31 +214,124 @@ def survey_account(
     problems: list[str] | None = None,
     default_stack_tag: str | None = None,
 ) -> AccountState:
-    """Check the update against the account; raises `SettingsError` with every problem found.
+    """Check the update against the account; raises `ConfigError` with every problem found.
 
     `droplet_names` are the logical names of the droplets the program declares, the first first;
     `problems` are those already found on this machine (the SSH agent), reported with the others;
-    `default_stack_tag` is the tag the stack has without `stackName` (PROJECT:STACK).
+    `default_stack_tag` is the tag the stack has without `stackName` (PROJECT:STACK). An API error
+    met on the way (a token without a scope, the rate limit, a fault at DigitalOcean) is one line.
     """
     problems = list(problems or [])
+    account = read_account()
+    try:
+        return _survey(settings, account, stack_tag, droplet_names, problems, default_stack_tag)
+    except ConfigError:
+        raise
+    except Exception as err:
+        found = _API_ERROR.search(str(err))
+        if found is None:
+            raise
+        raise ConfigError([*problems, api_problem(int(found["status"]), found["message"], api_access())]) from None
+
+
+def _survey(
+    settings: Settings,
+    account: Account,
+    stack_tag: str,
+    droplet_names: list[str],
+    problems: list[str],
+    default_stack_tag: str | None,
+) -> AccountState:
     droplets = tuple(stack_droplets(stack_tag))
     region = region_problems(settings, droplets)
     if region:
         # In a region that takes no droplets, nothing else can be judged.
-        raise SettingsError([*problems, *region])
+        raise ConfigError([*problems, *region])
+    account_keys = digitalocean.get_ssh_keys().ssh_keys
+    registered, public_keys, key_problems = survey_keys(settings, stack_tag, account_keys)
+    problems += key_problems
+    problems += alert_problems(settings, account)
     problems += volume_problems(settings, droplets)
     if not droplets and default_stack_tag not in (None, stack_tag) and settings.volume_name is not None:
         problems += renamed_stack_problems(settings, stack_tag, default_stack_tag or "")
     default_vpc = region_default_vpc(settings.region) if needs_private_network(settings) else None
     problems += default_vpc_problems(settings, stack_tag, default_vpc)
-    replacing, replacement_problems = replacements(
-        settings, droplets, droplet_names, default_vpc, key_changes(settings, stack_tag) if droplets else ""
-    )
+    replacing, replacement_problems = replacements(settings, droplets, droplet_names, default_vpc)
     problems += replacement_problems
     problems += dns_problems(settings, droplets)
     if problems:
-        raise SettingsError(problems)
-    return AccountState(droplets=droplets, replaced=replacing)
+        raise ConfigError(problems)
+    return AccountState(
+        settings=dataclasses.replace(settings, account_public_keys=public_keys),
+        droplets=droplets,
+        replaced=replacing,
+        registered_keys=registered,
+    )
+
+
+def survey_keys(
+    settings: Settings, stack_tag: str, account_keys: Iterable[GetSshKeysSshKeyResult]
+) -> tuple[frozenset[str], tuple[str, ...], list[str]]:
+    """Which of `sshPublicKeys` the stack registers, the public keys `sshKeyFingerprints` name, and the problems.
+
+    DigitalOcean holds a key once per account (a second registration is refused with 422, "SSH Key is
+    already in use on your account"). A key the account holds under another name (the user's own, from
+    their first droplet, or another stack's) is used as it is and never registered again; a key it does
+    not hold, or holds under this stack's name, is the stack's: the same choice on every run.
+    """
+    held = list(account_keys)
+    by_fingerprint = {key.fingerprint: key for key in held}
+    by_id = {str(key.id): key for key in held}
+    registered = set()
+    for public_key in settings.ssh_public_keys:
+        fingerprint = ssh_key_fingerprint(public_key)
+        found = by_fingerprint.get(fingerprint)
+        if found is None or found.name == account_key_name(stack_tag, fingerprint):
+            registered.add(fingerprint)
+    public_keys: list[str] = []
+    problems = []
+    for wanted in settings.ssh_key_fingerprints:
+        found = by_id.get(wanted) if wanted.isdigit() else by_fingerprint.get(wanted)
+        if found is None:
+            listed = ", ".join(f"{key.fingerprint} ({key.name})" for key in held) or "none"
+            problems.append(
+                f"flask-droplet:sshKeyFingerprints = {wanted!r}: expected a key this DigitalOcean account holds, by "
+                f"its fingerprint or id; it holds {listed}. Register the key (doctl compute ssh-key import NAME "
+                "--public-key-file KEY.pub), or give its public key in sshPublicKeys instead"
+            )
+        elif found.public_key.strip() not in public_keys:
+            public_keys.append(found.public_key.strip())
+    return frozenset(registered), tuple(public_keys), problems
+
+
+def alert_problems(settings: Settings, account: Account) -> list[str]:
+    """Alert addresses DigitalOcean would refuse, found before the uptime check that it bills is made.
+
+    "The Email has to be one that is verified on that DigitalOcean account" (the uptime alert's
+    notification model in DigitalOcean's API description): the uptime alerts are refused with 422
+    after the check and the droplet alerts exist. The API tells the account's own address and whether
+    it is verified; a team member's verified address it does not tell, so only the account's is known
+    to work.
+    """
+    verified = account.email.lower() if account.email_verified else None
+    problems = []
+    for address in settings.alert_emails:
+        if address.lower() == verified:
+            continue
+        if address.lower() == account.email.lower():
+            reason = (
+                f"DigitalOcean sends alerts only to verified addresses, and this account's ({account.email}) is not "
+                "verified yet: follow the link in DigitalOcean's email to verify it, then run again"
+            )
+        else:
+            reason = (
+                "expected an address verified on the DigitalOcean account, which is the only kind DigitalOcean "
+                f"sends alerts to; this token's account is {account.email}"
+                f"{'' if account.email_verified else ' (not verified yet)'}, and its API tells no other verified "
+                "address. Set alertEmails to it, and forward its alerts where they should go"
+            )
+        problems.append(f"flask-droplet:alertEmails = {address!r}: {reason}")
+    return problems
 
 
 def region_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, ...] = ()) -> list[str]:
@@ -225,37 +466,18 @@ def volume_named(name: str, region: str) -> bool:
     return True
 
 
-def key_changes(settings: Settings, stack_tag: str) -> str:
-    """How `sshPublicKeys` differs from the keys the stack registered (by their names in the account), or "".
-
-    A droplet's keys reach its deploy user's authorized_keys only when it is created (DigitalOcean's
-    registered keys and cloud-init's `ssh_authorized_keys`), and the droplet keeps the list it was
-    created with (`ignore_changes`): a key added or removed reaches a droplet only in a new one.
-    A stack whose keys have no such names yet (named before by position) shows no change.
-    """
-    prefix = account_key_name(stack_tag, "")
-    registered = {key.fingerprint for key in digitalocean.get_ssh_keys().ssh_keys if key.name.startswith(prefix)}
-    if not registered:
-        return ""
-    wanted = {ssh_key_fingerprint(key) for key in settings.ssh_public_keys}
-    changes = [f"SSH key {fingerprint} added" for fingerprint in sorted(wanted - registered)]
-    changes += [f"SSH key {fingerprint} removed" for fingerprint in sorted(registered - wanted)]
-    return ", ".join(changes)
-
-
 def replacements(
     settings: Settings,
     droplets: tuple[GetDropletsDropletResult, ...],
     droplet_names: list[str],
     default_vpc: digitalocean.GetVpcResult | None,
-    keys_changed: str = "",
 ) -> tuple[frozenset[int], list[str]]:
     """The droplets this update replaces, and a problem for each unless `allowReplace` says to go ahead.
 
     The provider replaces a droplet for a new `image`, `region` or `vpc_uuid` (ForceNew in
     `resource_droplet.go`); `size` is a resize in place. The SSH keys and user-data are left as
-    the droplet was created with (`ignore_changes` in `components/webserver.py`), so new keys
-    (`keys_changed`, from `key_changes`) reach the droplets only by replacing them.
+    the droplet was created with (`ignore_changes` in `components/webserver.py`): the deploy user's
+    keys follow `sshPublicKeys` with every deploy instead, so a key change replaces nothing.
     """
     replaced: set[int] = set()
     reasons: list[str] = []
@@ -283,8 +505,6 @@ def replacements(
             and existing.vpc_uuid == default_vpc.id
         ):
             changes.append("into the stack's VPC")
-        if keys_changed:
-            changes.append(keys_changed)
         if changes:
             replaced.add(index)
             reasons.append(f"{logical_name} ({', '.join(changes)})")
@@ -302,31 +522,42 @@ def replacements(
     ]
 
 
+def record_name(host: str, zone: str) -> str:
+    """A host's record name inside its zone: "@" for the zone's own name."""
+    return host.removesuffix(zone).rstrip(".") or "@"
+
+
 def dns_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, ...]) -> list[str]:
     """Records the zone holds already under the site's names, which the program's records would sit beside.
 
     DigitalOcean adds a record beside any others of the name: a second A record is round-robin
     DNS (half the visitors sent to the old address), and a CNAME of the name makes it refuse
     the A record (422). The program owns one A (and, for one droplet, one AAAA at the droplet's
-    address) per name; anything else there is refused until removed.
+    address) per name; anything else there is refused until removed. A stack whose droplet was
+    lost (deleted by hand, say) still owns its records: its A record points at its Reserved IP,
+    which DigitalOcean keeps, unassigned, when the droplet goes; the next `pulumi up` points the
+    AAAA record at the new droplet.
     """
     if settings.dns_zone is None:
         return []
-    names = [host.removesuffix(settings.dns_zone).rstrip(".") or "@" for host in settings.host_names]
+    names = [record_name(host, settings.dns_zone) for host in settings.host_names]
     found = digitalocean.get_records(
         domain=settings.dns_zone, filters=[digitalocean.GetRecordsFilterArgs(key="name", values=names)]
     ).records
     own_ipv6 = {droplet.ipv6_address for droplet in droplets if droplet.ipv6_address}
     problems = []
     for name in names:
-        here = [record for record in found if record.name == name]
-        cname = [record for record in here if record.type == "CNAME"]
+        here = [record for record in found if record.type in ("A", "AAAA", "CNAME") and record.name == name]
         a_records = [record for record in here if record.type == "A"]
-        # A stack that has droplets made its own A record; one with none yet has made nothing.
-        foreign = cname + (a_records[1:] if droplets else a_records)
-        foreign += [
-            record for record in here if record.type == "AAAA" and (not droplets or record.value not in own_ipv6)
-        ]
+        aaaa_records = [record for record in here if record.type == "AAAA"]
+        if droplets:
+            # A stack that has droplets made its own A record, and its AAAA at its droplet's address.
+            own = a_records[:1] + [record for record in aaaa_records if record.value in own_ipv6]
+        else:
+            # One with none made nothing, unless its droplet was lost and its Reserved IP kept.
+            lost = [record for record in a_records if is_unassigned_reserved_ip(record.value, settings.region)][:1]
+            own = lost + (aaaa_records[:1] if lost and not settings.behind_balancer else [])
+        foreign = [record for record in here if record not in own]
         if foreign:
             shown = ", ".join(f"{record.type} {record.value}" for record in foreign)
             problems.append(
@@ -336,3 +567,15 @@ def dns_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, .
                 f"{settings.dns_zone} RECORD_ID), then run pulumi up again"
             )
     return problems
+
+
+def is_unassigned_reserved_ip(address: str, region: str) -> bool:
+    """Whether `address` is a Reserved IP of this account in `region` that no droplet holds."""
+    try:
+        found = digitalocean.get_reserved_ip(ip_address=address)
+    except Exception as err:
+        api_error = _API_ERROR.search(str(err))
+        if api_error is not None and api_error["status"] == "404":
+            return False
+        raise
+    return found.region == region and not found.droplet_id

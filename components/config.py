@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,12 @@ class ConfigError(SettingsError, pulumi.RunError):
     """A `SettingsError` that the Pulumi CLI shows as its message alone, without a Python traceback."""
 
 
-def load_settings(project_dir: Path) -> Settings:
-    """Read every key of the project's namespace and validate them together; raises `ConfigError`."""
+def load_settings(project_dir: Path, also: Callable[[], list[str]] = list) -> Settings:
+    """Read every key of the project's namespace and validate them together; raises `ConfigError`.
+
+    `also` gives the problems that can be found without valid settings (the API token's), told with
+    the config's own when there are any, so a user meets them in one run and not in rounds.
+    """
     namespace = pulumi.get_project()
     config = pulumi.Config(namespace)
     # Lists and maps come as JSON text; the settings decode them.
@@ -31,9 +35,9 @@ def load_settings(project_dir: Path) -> Settings:
     try:
         settings = parse_settings(raw, project_dir, pulumi.get_stack())
     except SettingsError as error:
-        raise ConfigError(unknown + error.problems) from None
+        raise ConfigError(unknown + error.problems + also()) from None
     if unknown:
-        raise ConfigError(unknown)
+        raise ConfigError(unknown + also())
     return settings
 
 

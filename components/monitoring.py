@@ -60,6 +60,18 @@ class MonitoringArgs:
     """The droplet's PROJECT:STACK tag: names the stack in every check and alert, so mail from two stacks differs."""
 
 
+@dataclass(frozen=True)
+class SiteAlert:
+    """One of the uptime check's alerts: when it fires, and how it is named in the mail."""
+
+    suffix: str
+    said: str
+    type: str
+    period: str
+    threshold: int | None = None
+    comparison: str | None = None
+
+
 class Monitoring(pulumi.ComponentResource):
     """Email alerts on each droplet's CPU, memory and disk, and an uptime check on the site.
 
@@ -80,10 +92,17 @@ class Monitoring(pulumi.ComponentResource):
         if not settings.alert_emails:
             self.register_outputs({"alerts": None})
             return
-        child = pulumi.ResourceOptions(parent=self)
+        self._name, self._args = name, args
+        droplet = self._droplet_alerts()
+        url = pulumi.Output.from_input(args.url)
+        site = self._site_alerts(self._uptime_check(url))
         emails = list(settings.alert_emails)
-        label = args.stack_tag
+        self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
+        self.register_outputs({"alerts": self.alerts})
 
+    def _droplet_alerts(self) -> dict[str, Any]:
+        """One policy per metric over every droplet of the stack; what they watch, as the `alerts` output says it."""
+        settings, args = self._args.settings, self._args
         thresholds = {
             "cpu": settings.alert_cpu_percent,
             "memory": settings.alert_memory_percent,
@@ -91,76 +110,80 @@ class Monitoring(pulumi.ComponentResource):
         }
         for metric, metric_type, measured in DROPLET_METRICS:
             digitalocean.MonitorAlert(
-                f"{name}-{metric}",
+                f"{self._name}-{metric}",
                 type=metric_type,
                 compare="GreaterThan",
                 value=thresholds[metric],
                 window=settings.alert_window,
                 # The droplets by id, not by tag: the project's tag is on every stack's droplet.
                 entities=list(args.droplet_ids),
-                alerts=digitalocean.MonitorAlertAlertsArgs(emails=emails),
+                alerts=digitalocean.MonitorAlertAlertsArgs(emails=list(settings.alert_emails)),
                 enabled=True,
-                description=f"{label}: {measured} above {thresholds[metric]}% for {settings.alert_window}",
-                opts=child,
+                description=f"{args.stack_tag}: {measured} above {thresholds[metric]}% for {settings.alert_window}",
+                opts=pulumi.ResourceOptions(parent=self),
             )
+        droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
+        droplet["window"] = settings.alert_window
+        return droplet
 
-        url = pulumi.Output.from_input(args.url)
-        regions = list(uptime_regions(settings.region))
-        check = digitalocean.UptimeCheck(
-            f"{name}-uptime",
-            name=f"{label}: the site",
+    def _uptime_check(self, url: pulumi.Output[str]) -> digitalocean.UptimeCheck:
+        """The site's URL requested from the probe regions nearest the droplet."""
+        return digitalocean.UptimeCheck(
+            f"{self._name}-uptime",
+            name=f"{self._args.stack_tag}: the site",
             target=url,
             # A site with no certificate yet answers on http://; its check follows the URL there and back.
             type=url.apply(lambda target: "https" if target.startswith("https://") else "http"),
-            regions=regions,
+            regions=list(uptime_regions(self._args.settings.region)),
             enabled=True,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        notifications = [digitalocean.UptimeAlertNotificationArgs(emails=emails)]
-        digitalocean.UptimeAlert(
-            f"{name}-down",
-            check_id=check.id,
-            name=f"{label}: the site is down",
-            type="down",
-            period=DOWN_PERIOD,
-            notifications=notifications,
-            opts=child,
-        )
-        digitalocean.UptimeAlert(
-            f"{name}-latency",
-            check_id=check.id,
-            name=f"{label}: the site is slow",
-            type="latency",
-            threshold=settings.alert_latency_ms,
-            comparison="greater_than",
-            period=settings.alert_window,
-            notifications=notifications,
-            opts=child,
-        )
+
+    def _site_alerts(self, check: digitalocean.UptimeCheck) -> dict[str, Any]:
+        """The uptime check's alerts: down, slow, and (over HTTPS) a certificate close to expiry."""
+        settings = self._args.settings
+        site_alerts = [
+            SiteAlert("down", "the site is down", "down", DOWN_PERIOD),
+            SiteAlert(
+                "latency",
+                "the site is slow",
+                "latency",
+                settings.alert_window,
+                settings.alert_latency_ms,
+                "greater_than",
+            ),
+        ]
         site: dict[str, Any] = {
-            "regions": regions,
+            "regions": list(uptime_regions(settings.region)),
             "down_for": DOWN_PERIOD,
             "latency_ms": settings.alert_latency_ms,
         }
         if settings.https:
-            digitalocean.UptimeAlert(
-                f"{name}-certificate",
-                check_id=check.id,
-                name=f"{label}: the certificate expires soon",
-                type="ssl_expiry",
-                threshold=settings.alert_certificate_days,
-                # Fewer days left than the threshold.
-                comparison="less_than",
-                # DigitalOcean requires a period on every uptime alert, and answers 500 without one
-                # (digitalocean/openapi#828); the provider sends "" when it is unset
-                # (`resourceDigitalOceanUptimeAlertCreate`). Days left change slowly: the longest it offers.
-                period=CERTIFICATE_PERIOD,
-                notifications=notifications,
-                opts=child,
+            # Fewer days left than the threshold; days left change slowly: the longest period offered.
+            site_alerts.append(
+                SiteAlert(
+                    "certificate",
+                    "the certificate expires soon",
+                    "ssl_expiry",
+                    CERTIFICATE_PERIOD,
+                    settings.alert_certificate_days,
+                    "less_than",
+                )
             )
             site["certificate_days"] = settings.alert_certificate_days
-
-        droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
-        droplet["window"] = settings.alert_window
-        self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
-        self.register_outputs({"alerts": self.alerts})
+        for alert in site_alerts:
+            digitalocean.UptimeAlert(
+                f"{self._name}-{alert.suffix}",
+                check_id=check.id,
+                name=f"{self._args.stack_tag}: {alert.said}",
+                type=alert.type,
+                threshold=alert.threshold,
+                comparison=alert.comparison,
+                # DigitalOcean requires a period on every uptime alert, and answers 500 without one
+                # (digitalocean/openapi#828); the provider sends "" when it is unset
+                # (`resourceDigitalOceanUptimeAlertCreate`).
+                period=alert.period,
+                notifications=[digitalocean.UptimeAlertNotificationArgs(emails=list(settings.alert_emails))],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        return site

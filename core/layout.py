@@ -203,6 +203,11 @@ class ServerLayout:
         return f"/etc/nginx/sites-available/{self.app_name}.conf"
 
     @property
+    def authorized_keys(self) -> str:
+        """The deploy user's authorized keys: the stack's keys, put in place by every deploy."""
+        return f"/home/{DEPLOY_USER}/.ssh/authorized_keys"
+
+    @property
     def incoming(self) -> str:
         """Where uploads land, in the deploy user's home."""
         return f"/home/{DEPLOY_USER}/flaskdroplet"

@@ -257,6 +257,7 @@ def render_agent_settings(settings: Settings) -> str:
         "uv_version": UV_VERSION,
         "import_root": settings.app_source.import_root,
         "release_command": list(settings.release_command),
+        "web_commands": [list(command) for command in settings.web_commands],
         "releases_to_keep": settings.releases_to_keep,
         "sqlite_url": layout.sqlite_url if settings.database == "sqlite" else "",
         "behind_balancer": settings.behind_balancer,
@@ -267,6 +268,7 @@ def render_agent_settings(settings: Settings) -> str:
         "https": settings.server_tls,
         "domain": settings.domain or "",
         "host_names": list(settings.host_names),
+        "dns_zone": settings.dns_zone or "",
         "acme_server": settings.acme_server,
         "acme_email": settings.acme_email or "",
         "acme_webroot": layout.acme_webroot,
@@ -413,6 +415,10 @@ def server_manifest(settings: Settings) -> list[Entry]:
     def deferred(path: str, content: str, mode: str = "0644") -> Entry:
         return Entry(path, content, mode=mode, first_boot="deferred")
 
+    def kept_unit(unit: str, content: str, *notify: str) -> Entry:
+        """A unit cloud-init writes once the packages are in, which every deploy keeps as rendered."""
+        return Entry(_unit(unit), content, first_boot="deferred", deploy=True, notify=notify)
+
     entries = [
         # The Volume's units, mounted before anything else in runcmd.
         *(
@@ -442,28 +448,10 @@ def server_manifest(settings: Settings) -> list[Entry]:
             check=("nginx", "-t"),
             notify=(manifest.RELOAD_NGINX,),
         ),
-        Entry(
-            _unit(layout.service_unit),
-            render_service_unit(settings),
-            first_boot="deferred",
-            deploy=True,
-            notify=(reload, app),
-        ),
-        Entry(
-            _unit(layout.socket_unit),
-            render_socket_unit(settings),
-            first_boot="deferred",
-            deploy=True,
-            notify=(reload, app),
-        ),
+        kept_unit(layout.service_unit, render_service_unit(settings), reload, app),
+        kept_unit(layout.socket_unit, render_socket_unit(settings), reload, app),
         # Named in the OnFailure= of the units above and below; it does nothing without notifyWebhooks.
-        Entry(
-            _unit(layout.notify_unit),
-            render_notify_unit(settings),
-            first_boot="deferred",
-            deploy=True,
-            notify=(reload,),
-        ),
+        kept_unit(layout.notify_unit, render_notify_unit(settings), reload),
         Entry(
             NGINX_SANDBOX_DROP_IN,
             render_nginx_sandbox(settings),
@@ -482,6 +470,15 @@ def server_manifest(settings: Settings) -> list[Entry]:
         deferred(NGINX_MAIN_CONF, render_nginx_main(settings)),
         # ufw runs it when it starts: the app may not reach the metadata service.
         deferred(UFW_AFTER_INIT, render_ufw_after_init(settings), mode="0755"),
+        # Cloud-init writes them at first boot (with the account's keys the droplet was created with); from
+        # the first deploy on, they are the stack's keys as they are now: a key added or removed is a deploy.
+        Entry(
+            layout.authorized_keys,
+            render_authorized_keys(settings),
+            owner=f"{DEPLOY_USER}:{DEPLOY_USER}",
+            mode="0600",
+            deploy=True,
+        ),
     ]
     # The certificate's renewal, with HTTPS; without it, gone (and the app's units reloaded for it).
     renew = render_renew_units(settings) if settings.server_tls else {}
@@ -499,6 +496,12 @@ def server_manifest(settings: Settings) -> list[Entry]:
     entries.append(Entry(_unit(unit), backup.get(unit), deploy=True, notify=(reload,)))
     entries.append(Entry(layout.offsite_script, backup.get("offsite.py"), deploy=True))
     return entries
+
+
+def render_authorized_keys(settings: Settings) -> str:
+    """The deploy user's authorized_keys: `sshPublicKeys` and the keys named by `sshKeyFingerprints`."""
+    header = "# The stack's SSH keys (sshPublicKeys, sshKeyFingerprints), put back by every deploy.\n"
+    return header + "".join(f"{key}\n" for key in settings.authorized_keys)
 
 
 def sha256_text(text: str) -> str:

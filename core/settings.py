@@ -46,7 +46,9 @@ from core.processes import (
     Process,
     ProcfileError,
     Schedule,
+    WebLine,
     parse_procfile,
+    parse_web_line,
     to_calendar,
 )
 from core.slugs import DATABASE_SIZES, DROPLET_SIZES
@@ -54,6 +56,9 @@ from core.slugs import DATABASE_SIZES, DROPLET_SIZES
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
 UBUNTU_2404_IMAGE = "ubuntu-24-04-x64"
+
+#: What Gunicorn serves when neither wsgiTarget nor a Procfile's web line names it.
+DEFAULT_WSGI_TARGET = "wsgi:app"
 
 #: ACME servers by name; `acmeServer` takes one of these names or a directory URL.
 ACME_SERVERS = {
@@ -194,7 +199,7 @@ class Settings:
     image: str
     """Ubuntu 24.04 image slug or the numeric id of a snapshot of it."""
     ssh_public_keys: tuple[str, ...]
-    """OpenSSH public keys: registered with DigitalOcean and given to the deploy user."""
+    """OpenSSH public keys: given to the deploy user, and registered with DigitalOcean unless it holds them."""
     ssh_key_fingerprints: tuple[str, ...]
     """MD5 fingerprints of keys already registered with DigitalOcean."""
     admin_cidrs: tuple[str, ...]
@@ -272,6 +277,9 @@ class Settings:
     """apt packages the deploy installs before a new virtualenv, for dependencies built from source."""
     release_command: tuple[str, ...]
     """Run once for each new release before it goes live (e.g. migrations); empty for none."""
+    web_commands: tuple[tuple[str, ...], ...]
+    """What the Procfile's `web:` line runs before Gunicorn: run once for each new release, after
+    `release_command` and before it goes live; a command equal to one run before it is left out."""
     instances: int
     """Droplets serving the app: more than one stand behind a DigitalOcean Load Balancer."""
     database: str
@@ -297,6 +305,15 @@ class Settings:
     """Where the droplet tells what went wrong (and, with `notify_on_live`, each release that went live)."""
     notify_on_live: bool
     """Also tell the webhooks of each release that went live."""
+    account_public_keys: tuple[str, ...]
+    """The public keys `ssh_key_fingerprints` name, as the DigitalOcean account holds them (read by the
+    program before any resource; none in the rehearsal, which has no account)."""
+
+    @property
+    def authorized_keys(self) -> tuple[str, ...]:
+        """The keys the deploy user accepts, put in place by every deploy: `sshPublicKeys`, then those named by
+        `sshKeyFingerprints`, each once."""
+        return tuple(dict.fromkeys(key.strip() for key in (*self.ssh_public_keys, *self.account_public_keys)))
 
     @functools.cached_property
     def layout(self) -> ServerLayout:
@@ -401,9 +418,10 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     """
     check = Check(raw)
     droplet = check_droplet_and_network(check, stack)
-    app = check_app(check, project_dir, droplet["size"])
-    work = check_processes_and_schedules(check, app["app_dir"], app["wsgi_target"])
-    releases = check_releases(check, app["static_dir"], work.pop("procfile_release"))
+    procfile = check_procfile(check, project_dir)
+    app = check_app(check, project_dir, droplet["size"], procfile.web)
+    work = check_processes_and_schedules(check, procfile)
+    releases = check_releases(check, app["static_dir"], procfile)
     web = check_https_and_dns(check)
     state = check_state_and_backups(check)
     offsite = check_offsite(check, state["backup_days"])
@@ -506,6 +524,8 @@ def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
         "image": image,
         "ssh_public_keys": tuple(public_keys),
         "ssh_key_fingerprints": tuple(fingerprints),
+        # What the account holds is read later, by the program (`components/account.py`).
+        "account_public_keys": (),
         "admin_cidrs": tuple(admin_cidrs),
         "ssh_private_key": SecretStr(private_key) if private_key else None,
         "production": production,
@@ -514,8 +534,50 @@ def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
     }
 
 
-def check_app(check: Check, project_dir: Path, size: Any) -> dict[str, Any]:
-    """The app: its name on the server, its directory and WSGI target, static files, health path and workers."""
+@dataclass(frozen=True)
+class AppProcfile:
+    """The app's Procfile, read once: its processes by name, and its `web:` line as commands and a server."""
+
+    processes: Mapping[str, str]
+    web: WebLine | None
+
+    @property
+    def release(self) -> str:
+        return self.processes.get(PROCFILE_RELEASE, "")
+
+
+def check_procfile(check: Check, project_dir: Path) -> AppProcfile:
+    """The app's Procfile, when it has one; its web line must start Gunicorn, or wsgiTarget say what to serve."""
+    app_dir = project_dir / str(check["appDir"])
+    processes = _procfile(app_dir, check.problem) if app_dir.is_dir() else {}
+    command = processes.get(PROCFILE_WEB)
+    if command is None:
+        return AppProcfile(processes, None)
+    try:
+        web = parse_web_line(command)
+    except ProcfileError as err:
+        check.problem(
+            "appDir",
+            f"Procfile web: {command}",
+            f"expected a web line of commands joined by ';' or '&&', Gunicorn last; {err}",
+        )
+        return AppProcfile(processes, None)
+    if not web.is_gunicorn and not check["wsgiTarget"]:
+        check.problem(
+            "appDir",
+            f"Procfile web: {command}",
+            f"expected a Procfile whose web process is gunicorn, after any commands it runs first (e.g. web: "
+            f"flask db upgrade; gunicorn myapp:app): the deploy serves the app with Gunicorn, so {web.server} "
+            f"would not be the one that serves. To keep the app as it is, set wsgiTarget to the WSGI callable "
+            f"{web.server} serves (pulumi config set wsgiTarget myapp:app): the stack serves it with Gunicorn, "
+            f"runs the commands before {web.server} once for each release, and leaves the rest of the line unused",
+        )
+    return AppProcfile(processes, web)
+
+
+def check_app(check: Check, project_dir: Path, size: Any, web: WebLine | None = None) -> dict[str, Any]:
+    """The app: its name on the server, its directory and WSGI target (wsgiTarget, else the Procfile's
+    Gunicorn target), static files, health path and workers."""
     app_name = check["appName"]
     if not (isinstance(app_name, str) and _APP_NAME.match(app_name)) or app_name in RESERVED_APP_NAMES:
         check.problem(
@@ -526,7 +588,8 @@ def check_app(check: Check, project_dir: Path, size: Any) -> dict[str, Any]:
         )
 
     app_dir = project_dir / str(check["appDir"])
-    wsgi_target = check["wsgiTarget"]
+    # Unset (empty, as Pulumi hands over its default): the Procfile's Gunicorn target, else wsgi:app.
+    wsgi_target = check["wsgiTarget"] or (web.app_target if web and web.app_target else DEFAULT_WSGI_TARGET)
     target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
     app_source: AppSource | None = None
     if not app_dir.is_dir():
@@ -612,14 +675,14 @@ def check_app_environment(check: Check, database: Any) -> dict[str, SecretStr]:
     return app_env
 
 
-def check_releases(check: Check, static_dir: str | None, procfile_release: str) -> dict[str, Any]:
-    """Releases: how many stay for rollback, the command each runs before it goes live (releaseCommand, else
-    the Procfile's `release:`), the paths they share."""
+def check_releases(check: Check, static_dir: str | None, procfile: AppProcfile) -> dict[str, Any]:
+    """Releases: how many stay for rollback, the commands each runs before it goes live (releaseCommand, else
+    the Procfile's `release:`; then what the Procfile's `web:` line runs before Gunicorn), the paths they share."""
     releases_to_keep = _bounded_int(
         check["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, check.problem
     )
     release_command: list[str] = []
-    raw_command = check["releaseCommand"] or procfile_release
+    raw_command = check["releaseCommand"] or procfile.release
     if not isinstance(raw_command, str):
         check.problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
     else:
@@ -628,20 +691,24 @@ def check_releases(check: Check, static_dir: str | None, procfile_release: str) 
         except ValueError as err:
             check.problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
     linked_dirs = _linked_dirs(check["linkedDirs"], static_dir, check.problem)
+    # Each command once: a web line that migrates, with the same migration as releaseCommand, migrates once.
+    web_commands: list[tuple[str, ...]] = []
+    for command in procfile.web.before if procfile.web else ():
+        if command != tuple(release_command) and command not in web_commands:
+            web_commands.append(command)
     return {
         "releases_to_keep": releases_to_keep,
         "release_command": tuple(release_command),
+        "web_commands": tuple(web_commands),
         "linked_dirs": tuple(linked_dirs),
     }
 
 
-def check_processes_and_schedules(check: Check, app_dir: Path, wsgi_target: Any) -> dict[str, Any]:
+def check_processes_and_schedules(check: Check, procfile: AppProcfile) -> dict[str, Any]:
     """Work beside the web process: long-running processes (`processes`, the Procfile's) and scheduled jobs."""
-    procfile = _procfile(app_dir, check.problem) if app_dir.is_dir() else {}
     return {
-        "processes": _processes(check["processes"], procfile, wsgi_target, check.problem),
+        "processes": _processes(check["processes"], procfile.processes, check.problem),
         "schedules": _schedules(check["schedules"], check.problem),
-        "procfile_release": procfile.get(PROCFILE_RELEASE, ""),
     }
 
 
@@ -1097,22 +1164,14 @@ def _procfile(app_dir: Path, problem: Any) -> dict[str, str]:
         return {}
 
 
-def _processes(value: Any, procfile: dict[str, str], wsgi_target: Any, problem: Any) -> tuple[Process, ...]:
+def _processes(value: Any, procfile: Mapping[str, str], problem: Any) -> tuple[Process, ...]:
     """`processes`: NAME: COMMAND, or NAME: {command, stopTimeoutSeconds, stopSignal, droplets}; with the
-    Procfile's processes (whose options an entry without a command sets). Its `web` line must be Gunicorn."""
+    Procfile's processes (whose options an entry without a command sets), `web` and `release` apart."""
     name_rule = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
     accepted = (
         "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
         f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {name_rule}, none of web, release'
     )
-    web = procfile.get(PROCFILE_WEB)
-    if web is not None and web.split()[0].rsplit("/", 1)[-1] != "gunicorn":
-        problem(
-            "appDir",
-            f"Procfile web: {web}",
-            f"expected a Procfile whose web process is gunicorn (or no web line): the deploy runs Gunicorn with "
-            f"wsgiTarget ({wsgi_target}) and workers itself; another server would not be the one that serves",
-        )
     found: dict[str, Process] = {}
     for name, command in procfile.items():
         if name in (PROCFILE_WEB, PROCFILE_RELEASE):

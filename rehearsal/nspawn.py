@@ -170,18 +170,17 @@ class MachineState:
     instance_id: str
     root: str
     nspawn_pid: int | None = None
-    iptables_rules: list[list[str]] = field(default_factory=list)
-    ip_forward_before: str | None = None
-    overlay_mounted: bool = False
     memory_cgroup: str | None = None
     """The cgroup that holds the machine to its droplet size's memory, and its version."""
     cgroup_version: int = 0
     cpus: int | None = None
-    helper_pids: list[int] = field(default_factory=list)
-    """Processes started on the host for the machine (Pebble, its DNS); each a process group."""
     volume_loop: str | None = None
     """The loop device backing the machine's Volume, and where the guest sees it."""
     volume_device: str | None = None
+    undo: list[list[str]] = field(default_factory=list)
+    """Each change `up` (and what serves the machine) made on the host, as the step that undoes it (`UNDO`),
+    in the order made: `down` undoes them last first. Recorded before the change, so a crash between the two
+    leaves a step that finds nothing to undo, never a change nobody undoes."""
 
 
 @dataclass(frozen=True)
@@ -390,10 +389,10 @@ class Machine:
             self._limit(size, progress)
         # The machine writes to an overlay, so the cached image stays clean and nothing is copied.
         machine_dir = root.parent
+        self._will_undo("remove-tree", str(machine_dir))
         for directory in ("rootfs", "upper", "work"):
             (machine_dir / directory).mkdir(parents=True, exist_ok=True)
-        self.state.overlay_mounted = True
-        _write_state(self.slot, self.state)
+        self._will_undo("unmount", str(root))
         options = f"lowerdir={image},upperdir={machine_dir / 'upper'},workdir={machine_dir / 'work'}"
         run(["mount", "-t", "overlay", "overlay", "-o", options, str(root)])
         self._seed(root, instance_id, user_data, vendor_data)
@@ -416,6 +415,7 @@ class Machine:
         else:
             progress(f"boot: attaching a new, empty Volume {volume.name} of {volume.gib} GiB")
         self.grow_volume(volume)
+        self._will_undo("detach-volume")
         self.state.volume_loop = run(["losetup", "--find", "--show", str(volume.image)]).stdout.strip()
         self.state.volume_device = volume.guest_device
         _write_state(self.slot, self.state)
@@ -441,7 +441,7 @@ class Machine:
             return
         path, version = found
         self.state.memory_cgroup, self.state.cgroup_version = str(path), version
-        _write_state(self.slot, self.state)
+        self._will_undo("remove-cgroup", str(path))
         path.mkdir(exist_ok=True)
         limit, swap, _ = _CGROUP_FILES[version]
         (path / limit).write_text(str(size.memory_bytes))
@@ -471,6 +471,8 @@ class Machine:
             if cgroup is not None:
                 Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
 
+        self._will_undo("delete-link", self.slot.veth)
+        self._will_undo("stop-machine")
         with (self.slot.directory / "console.log").open("a") as log:
             process = subprocess.Popen(
                 [
@@ -565,8 +567,8 @@ class Machine:
     def start_helper(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         """Start a host process that serves the machine, recorded so that `down` stops it."""
         assert self.state is not None, "start the machine first"
-        self.state.helper_pids.append(start_process(argv, log, env))
-        _write_state(self.slot, self.state)
+        pid = start_process(argv, log, env)
+        self._will_undo("stop-process", str(pid))
 
     def reboot(self, progress: Progress, volume: Volume | Literal["keep"] | None = "keep") -> None:
         """Power the machine off and boot it again from the same disk, as a droplet reboots.
@@ -625,8 +627,7 @@ class Machine:
         """Forwarding and masquerade for the guest's subnet, each rule recorded before it is added."""
         assert self.state is not None
         forward = Path("/proc/sys/net/ipv4/ip_forward")
-        self.state.ip_forward_before = forward.read_text().strip()
-        _write_state(self.slot, self.state)
+        self._will_undo("ip-forward", forward.read_text().strip())
         forward.write_text("1\n")
         # Each rule carries a comment, so a rule is recognisable as the rehearsal's even without the state file.
         tag = ["-m", "comment", "--comment", f"{self.slot.name}-rehearsal"]
@@ -639,10 +640,33 @@ class Machine:
             ["-t", "filter", "FORWARD", "-d", subnet, *tag, "-j", "ACCEPT"],
         ]
         for rule in rules:
-            self.state.iptables_rules.append(rule)
-            _write_state(self.slot, self.state)
+            self._will_undo("iptables", *rule)
             table, chain, spec = rule[:2], rule[2], rule[3:]
             run(["iptables", *table, "-I", chain, *spec])
+
+    def _will_undo(self, kind: str, *words: str) -> None:
+        """Record, before making a change on the host, the step of `UNDO` that `down` takes back for it."""
+        assert self.state is not None
+        step = [kind, *words]
+        if step not in self.state.undo:  # a machine powered on again starts the same way
+            self.state.undo.append(step)
+            _write_state(self.slot, self.state)
+
+    def _stop_machine(self, progress: Progress, words: list[str]) -> None:
+        pid = self.state.nspawn_pid if self.state else None
+        if pid is None or not _alive(pid):
+            return
+        progress("down: stopping the machine")
+        self.guest(["systemctl", "poweroff"], timeout=10)
+        if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
+            os.killpg(pid, signal.SIGTERM)
+            if not _wait_gone(pid, 10):
+                os.killpg(pid, signal.SIGKILL)
+                _wait_gone(pid, 10)
+
+    def _detach_volume(self, progress: Progress, words: list[str]) -> None:
+        if self.state is not None and self.state.volume_loop is not None:
+            run(["losetup", "--detach", self.state.volume_loop], check=False)
 
     def path(self, guest_path: str) -> Path:
         """A path inside the running machine as the host reaches it, through the machine's own mounts (its Volume)."""
@@ -726,41 +750,11 @@ class Machine:
             if not keep_volumes:
                 shutil.rmtree(VOLUME_DIR, ignore_errors=True)
             return
-        if _alive(state.nspawn_pid):
-            progress("down: stopping the machine")
-            pid = state.nspawn_pid
-            assert pid is not None
-            self.guest(["systemctl", "poweroff"], timeout=10)
-            if not _wait_gone(pid, STOP_TIMEOUT_SECONDS):
-                os.killpg(pid, signal.SIGTERM)
-                if not _wait_gone(pid, 10):
-                    os.killpg(pid, signal.SIGKILL)
-                    _wait_gone(pid, 10)
-        for pid in state.helper_pids:
-            stop_process(pid)
-        for rule in reversed(state.iptables_rules):
-            table, chain, spec = rule[:2], rule[2], rule[3:]
-            run(["iptables", *table, "-D", chain, *spec], check=False)
-        if state.ip_forward_before is not None:
-            Path("/proc/sys/net/ipv4/ip_forward").write_text(state.ip_forward_before + "\n")
-        if run(["ip", "link", "show", self.slot.veth], check=False).returncode == 0:
-            run(["ip", "link", "delete", self.slot.veth], check=False)
-        if state.memory_cgroup is not None:
-            for _ in range(50):
-                try:
-                    Path(state.memory_cgroup).rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.2)
-        if state.volume_loop is not None:
-            run(["losetup", "--detach", state.volume_loop], check=False)
+        self.state = state
+        for step in reversed(state.undo):
+            UNDO[step[0]](self, progress, step[1:])
         if not keep_volumes:
             shutil.rmtree(VOLUME_DIR, ignore_errors=True)
-        if state.overlay_mounted and os.path.ismount(state.root):
-            run(["umount", state.root], timeout=60)
-        shutil.rmtree(Path(state.root).parent, ignore_errors=True)
         directory = self.slot.directory
         leftovers: tuple[str, ...] = ("machine.json", "machine.json.partial", "deploy-state.json", "console.log")
         leftovers += ("wait-for-cloud-init.log", "deploy.log")
@@ -779,6 +773,50 @@ class Machine:
             with contextlib.suppress(OSError):
                 STATE_DIR.rmdir()
         self.state = None
+
+
+def _delete_link(machine: Machine, progress: Progress, words: list[str]) -> None:
+    if run(["ip", "link", "show", words[0]], check=False).returncode == 0:
+        run(["ip", "link", "delete", words[0]], check=False)
+
+
+def _delete_rule(machine: Machine, progress: Progress, words: list[str]) -> None:
+    table, chain, spec = words[:2], words[2], words[3:]
+    run(["iptables", *table, "-D", chain, *spec], check=False)
+
+
+def _remove_cgroup(machine: Machine, progress: Progress, words: list[str]) -> None:
+    for _ in range(50):  # the kernel frees a cgroup a moment after its last process ends
+        try:
+            Path(words[0]).rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.2)
+
+
+def _restore_ip_forward(machine: Machine, progress: Progress, words: list[str]) -> None:
+    Path("/proc/sys/net/ipv4/ip_forward").write_text(words[0] + "\n")
+
+
+def _unmount(machine: Machine, progress: Progress, words: list[str]) -> None:
+    if os.path.ismount(words[0]):
+        run(["umount", words[0]], timeout=60)
+
+
+#: How `down` undoes each kind of change `up` records (`MachineState.undo`), by the words recorded with it.
+UNDO: dict[str, Callable[[Machine, Progress, list[str]], None]] = {
+    "stop-machine": Machine._stop_machine,
+    "stop-process": lambda machine, progress, words: stop_process(int(words[0])),
+    "iptables": _delete_rule,
+    "ip-forward": _restore_ip_forward,
+    "delete-link": _delete_link,
+    "remove-cgroup": _remove_cgroup,
+    "detach-volume": Machine._detach_volume,
+    "unmount": _unmount,
+    "remove-tree": lambda machine, progress, words: shutil.rmtree(words[0], ignore_errors=True),
+}
 
 
 def start_process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:

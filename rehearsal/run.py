@@ -92,9 +92,11 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
         raise nspawn.RehearsalError(
             f"instances = {settings.instances}: the rehearsal boots at most {nspawn.MAX_MACHINES} machines on this host"
         )
+    # The machine's own key reaches it (the stack's keys are for droplets); keys given with --set join it.
+    extra_keys = settings.ssh_public_keys if "sshPublicKeys" in overrides else ()
     return dataclasses.replace(
         settings,
-        ssh_public_keys=(public_key,),
+        ssh_public_keys=tuple(dict.fromkeys((public_key, *extra_keys))),
         ssh_key_fingerprints=(),
         # Several machines reach the host from several addresses: all of them are the admin's.
         admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",) if settings.instances == 1 else (nspawn.MACHINES_NETWORK,),
@@ -158,22 +160,6 @@ def volume_of(settings: Settings) -> nspawn.Volume | None:
     return nspawn.Volume(settings.volume_name, settings.volume_size) if settings.volume_name else None
 
 
-def boot(
-    stack: str,
-    overrides: Mapping[str, Any],
-    timings: Timings,
-    vendor_data: str | None = None,
-    replace: bool = False,
-) -> tuple[nspawn.Machine, Settings]:
-    """Boot a fresh machine with the stack's user-data (and `vendor_data`, as a cloud adds its own).
-
-    A machine left from before goes first, with its key and secret: this run makes its own. With
-    `replace`, its Volume (and the app's secret, which is the stack's config) stay for the new one.
-    """
-    machines, settings = boot_all(stack, overrides, timings, vendor_data, replace)
-    return machines[0], settings
-
-
 def boot_all(
     stack: str,
     overrides: Mapping[str, Any],
@@ -181,7 +167,12 @@ def boot_all(
     vendor_data: str | None = None,
     replace: bool = False,
 ) -> tuple[list[nspawn.Machine], Settings]:
-    """`boot`, for every droplet of the stack (`instances`), all from the same user-data, and their database."""
+    """Boot a fresh machine for every droplet of the stack (`instances`), all with the stack's user-data (and
+    `vendor_data`, as a cloud adds its own), and their database.
+
+    Machines left from before go first, with their key and secret: this run makes its own. With
+    `replace`, the Volume (and the app's secret, which is the stack's config) stay for the new ones.
+    """
     down_all(keep_volumes=replace)
     first = nspawn.Machine()
     settings = rehearsal_settings(stack, overrides, first.public_key())

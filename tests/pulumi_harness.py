@@ -24,6 +24,8 @@ from pulumi.runtime.stack import wait_for_rpcs
 
 from core.settings import _ssh_public_key_problem, ssh_key_fingerprint
 from core.ssh_host_keys import HostKeys
+from tests import do_api
+from tests.do_api import AccountAnswer
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "flask-droplet"
@@ -174,6 +176,10 @@ class Account:
     """The zone's DNS records (`getRecords`)."""
     ssh_keys: list[dict[str, Any]] = field(default_factory=list)
     """The account's SSH keys (`getSshKeys`)."""
+    reserved_ips: list[dict[str, Any]] = field(default_factory=list)
+    """The account's Reserved IPs (`getReservedIp`, by address)."""
+    api: AccountAnswer = field(default_factory=AccountAnswer)
+    """What `GET /v2/account` answers (tests/do_api.py): the account's address, or a refusal."""
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -250,6 +256,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return volumes[0], []
         if args.token == "digitalocean:index/getSshKeys:getSshKeys":
             return {"sshKeys": self.account.ssh_keys, "id": "ssh-keys"}, []
+        if args.token == "digitalocean:index/getReservedIp:getReservedIp":
+            address = args.args["ipAddress"]
+            found = [ip for ip in self.account.reserved_ips if ip["ipAddress"] == address]
+            if not found:
+                # godo's words for the API's 404, as the provider passes them on.
+                return {}, [
+                    (
+                        "ipAddress",
+                        f"Error retrieving reserved IP: GET https://api.digitalocean.com/v2/reserved_ips/{address}: "
+                        '404 (request "5e2b1b0c-0000-4000-8000-000000000000") The resource you were accessing '
+                        "could not be found.",
+                    )
+                ]
+            return {"id": address, **found[0]}, []
         if args.token == "digitalocean:index/getRecords:getRecords":
             records = [r for r in self.account.records if r["domain"] == args.args["domain"]]
             for wanted in args.args.get("filters", []):
@@ -308,14 +328,21 @@ def ssh_agent(key_lines: list[str] | None) -> Iterator[None]:
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path)
         server.listen()
+        # Polled, and joined before the socket closes: a thread still blocked on a closed descriptor
+        # would answer on whatever socket takes its number next (an HTTP server's, say).
+        server.settimeout(0.05)
+        stop = threading.Event()
 
         def serve() -> None:
-            while True:
+            while not stop.is_set():
                 try:
                     conn, _ = server.accept()
+                except TimeoutError:
+                    continue
                 except OSError:
                     return
-                with conn:
+                with conn, contextlib.suppress(OSError, struct.error):
+                    conn.settimeout(5)
                     length = struct.unpack(">I", conn.recv(4))[0]
                     conn.recv(length)
                     conn.sendall(struct.pack(">I", len(answer)) + answer)
@@ -326,6 +353,8 @@ def ssh_agent(key_lines: list[str] | None) -> Iterator[None]:
         try:
             yield
         finally:
+            stop.set()
+            thread.join(timeout=10)
             server.close()
             os.environ.pop("SSH_AUTH_SOCK", None)
             if saved is not None:
@@ -365,6 +394,13 @@ def run_program(
 
 
 def _run_program(config: dict[str, Any], *, preview: bool, account: Account, deploy_stdout: str) -> ProgramRun:
+    with do_api.serving() as api:
+        api.answer = account.api
+        provider = {"digitalocean:apiEndpoint": do_api.endpoint(api), "digitalocean:token": do_api.TOKEN}
+        return _run_mocked({**provider, **config}, preview=preview, account=account, deploy_stdout=deploy_stdout)
+
+
+def _run_mocked(config: dict[str, Any], *, preview: bool, account: Account, deploy_stdout: str) -> ProgramRun:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     mocks = RecordingMocks(account, deploy_stdout)

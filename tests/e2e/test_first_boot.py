@@ -46,7 +46,8 @@ def vendor_data() -> str:
 @pytest.fixture(scope="module")
 def booted() -> Iterator[tuple[nspawn.Machine, SshTarget, Rehearsal]]:
     try:
-        machine, settings = run.boot("dev", {}, run.Timings(), vendor_data=vendor_data())
+        machines, settings = run.boot_all("dev", {}, run.Timings(), vendor_data=vendor_data())
+        machine = machines[0]
         target = run.ssh_target(machine)
         deadline = time.monotonic() + 120
         while target.ssh("true", timeout=15).returncode != 0:

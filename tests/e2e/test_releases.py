@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -299,3 +301,34 @@ def test_deploy_that_would_not_fit_in_memory_fails_before_any_change(rehearsal: 
     assert "Set workers lower or choose a larger size; the live release keeps serving" in str(failed.value)
     assert live_version(rehearsal) == live
     assert rehearsal.host().file("/etc/systemd/system/weather.service").content_string == unit
+
+
+def test_a_key_added_logs_in_after_a_redeploy_and_a_removed_one_no_longer_does(
+    rehearsal: Rehearsal, tmp_path: Path, figures: list[str]
+) -> None:
+    admin = tmp_path / "admin"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin@laptop", "-f", str(admin)], check=True, timeout=30
+    )
+    machine_key = run.ssh_target(rehearsal.machine)
+    as_admin = dataclasses.replace(machine_key, private_key=admin)
+
+    def logs_in(target: SshTarget) -> bool:
+        return target.ssh("true", timeout=60).returncode == 0
+
+    def boot_id() -> str:
+        return machine_key.ssh("cat /proc/sys/kernel/random/boot_id", timeout=60).stdout.strip()
+
+    booted = boot_id()
+    assert not logs_in(as_admin)
+    with Load(forecast_url(rehearsal), rate=RATE, context=rehearsal.context) as added:
+        run.redeploy("dev", {"sshPublicKeys": [(tmp_path / "admin.pub").read_text().strip()]})
+    assert logs_in(as_admin)
+    with Load(forecast_url(rehearsal), rate=RATE, context=rehearsal.context) as removed:
+        run.redeploy("dev", {})
+    assert not logs_in(as_admin)
+
+    figures.append(f"a key added, then removed, by two deploys: {added.result.summary()}; {removed.result.summary()}")
+    assert added.result.failures == [] and removed.result.failures == []
+    # The same machine, never rebooted: a key is a deploy, not a new droplet.
+    assert boot_id() == booted

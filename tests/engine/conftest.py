@@ -9,18 +9,32 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests import do_api
 from tests.pulumi_harness import PROJECT_DIR
 
 #: The passphrase that encrypts the test stacks' secrets.
 PASSPHRASE = "engine-tests-passphrase"
 #: The longest one CLI command may take here (a preview of this program takes seconds).
 COMMAND_TIMEOUT_SECONDS = 300
+
+
+#: Where the program reads the account first (`GET /v2/account`, tests/do_api.py), set by `account_api`.
+ACCOUNT_API: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def account_api() -> Iterator[None]:
+    """DigitalOcean's account read on loopback, for every stack here: any token is taken as the account's."""
+    with do_api.serving(token=None) as server:
+        ACCOUNT_API["url"] = do_api.endpoint(server)
+        yield
+    ACCOUNT_API.clear()
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +113,9 @@ def engine_env(engine_bin: Path, root: Path, extra: Mapping[str, str] = {}) -> d
         "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # The provider's endpoint and token: the account's read answers here; nothing reaches DigitalOcean.
+        "DIGITALOCEAN_API_URL": ACCOUNT_API["url"],
+        "DIGITALOCEAN_TOKEN": "dop_v1_engine-tests",
         **extra,
     }
 

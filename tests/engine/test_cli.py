@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import do_api
 from tests.engine.conftest import Workspace, copy_project, engine_env
 from tests.pulumi_harness import PROJECT_DIR
 
@@ -129,6 +130,25 @@ def test_secrets_stay_encrypted_in_the_stack_file_and_out_of_the_preview(workspa
     assert set(config["digitalocean:token"]) == {"secure"}
     assert secret not in stack_file
     assert secret not in output(done)
+
+
+def test_a_wrong_token_is_one_line_with_the_config_problems_and_no_traceback(workspace: Workspace) -> None:
+    """DigitalOcean's 401 for the account's first read, told with the config's own problem, before any provider."""
+    with do_api.serving() as api:
+        workspace.ok("config", "set", "digitalocean:apiEndpoint", do_api.endpoint(api))
+        workspace.ok("config", "set", "--secret", "digitalocean:token", "dop_v1_expired-0a1b2c")
+        workspace.ok("config", "set", "size", "huge")
+
+        done = workspace.pulumi("preview")
+
+    assert_stopped_before_any_resource(done)
+    text = output(done)
+    assert "2 problem(s) in the stack config" in text
+    assert "flask-droplet:size = 'huge'" in text
+    assert "digitalocean:token = ********: DigitalOcean refused it (401 Unable to authenticate you)" in text
+    assert "Program failed with an unhandled exception" not in text
+    assert "dop_v1_expired" not in text
+    assert stack_resources(workspace) == []
 
 
 def readme_digitalocean_commands() -> list[str]:

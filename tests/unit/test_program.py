@@ -23,6 +23,7 @@ from tests.pulumi_harness import (
     RESERVED_IPV4,
     STACK,
     TEST_HOST_KEYS,
+    Account,
     ProgramRun,
     is_secret,
     reveal,
@@ -45,7 +46,7 @@ UPTIME_ALERT = "digitalocean:index/uptimeAlert:UptimeAlert"
 WEB_SERVER = "flaskdroplet:infra:WebServer"
 APP_DEPLOYMENT = "flaskdroplet:app:AppDeployment"
 MONITORING = "flaskdroplet:ops:Monitoring"
-ALERT_EMAILS = ["ops@example.org", "oncall@example.org"]
+ALERT_EMAILS = ["ops@example.org"]
 STEPS = ("app-wait-for-cloud-init", "app-deploy-script", "app-agent", "app-bundle", "app-deploy")
 
 
@@ -220,8 +221,11 @@ def test_domain_names_the_nginx_site(good_config: dict[str, Any]) -> None:
 def test_fingerprints_are_attached_without_creating_keys(good_config: dict[str, Any]) -> None:
     registered = example_public_key("b")
     fingerprint = ssh_key_fingerprint(registered)
+    held = {"id": 7, "name": "laptop", "publicKey": registered, "fingerprint": fingerprint}
     run = run_program(
-        {**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [fingerprint]}, agent_keys=[registered]
+        {**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [fingerprint]},
+        agent_keys=[registered],
+        account=Account(ssh_keys=[held]),
     )
 
     assert run.of_type(SSH_KEY) == []
@@ -308,8 +312,9 @@ def test_replacing_the_droplet_leaves_the_volume_as_it_is(good_config: dict[str,
 
     assert after.one(DROPLET).inputs["image"] != before.one(DROPLET).inputs["image"]
     assert after.one(VOLUME).inputs == before.one(VOLUME).inputs
-    # The Volume takes nothing from the droplet; the droplet lets go of it before its replacement attaches it.
-    assert after.one(VOLUME).dependencies == ()
+    # The Volume takes nothing from the droplet (it waits only for the keys); the droplet lets go of it before
+    # its replacement attaches it.
+    assert after.one(VOLUME).dependencies == (after.one(SSH_KEY).urn,)
     assert after.one(VOLUME).urn in after.one(DROPLET).dependencies
     assert after.one(DROPLET).delete_before_replace
 

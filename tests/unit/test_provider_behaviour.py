@@ -10,13 +10,16 @@ The behaviour each relies on is quoted where the program makes the choice.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import struct
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 
 from components.deployment import DIAL_BUDGET_SECONDS, DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT_SECONDS, dial_wait_seconds
@@ -27,6 +30,7 @@ from core.cloudinit import render_user_data
 from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
 from core.sshagent import SSHD_MAX_AUTH_TRIES, private_key_public_line
 from tests.conftest import example_public_key
+from tests.do_api import AccountAnswer
 from tests.pulumi_harness import (
     DEFAULT_VPC_ID,
     PROJECT_DIR,
@@ -118,33 +122,165 @@ def test_item_01_ssh_key_changes_replace_neither_droplet_nor_key(good_config: di
     assert ssh_key_fingerprint(edited) == ssh_key_fingerprint(second)
 
 
-def account_key(stack_tag: str, public_key: str, ident: int = 1) -> dict[str, Any]:
-    """An SSH key as `getSshKeys` lists it, registered by the stack (named by its tag and fingerprint)."""
+def account_key(owner: str, public_key: str, ident: int = 1) -> dict[str, Any]:
+    """An SSH key as `getSshKeys` lists it: registered by a stack (`owner` its tag), or by the user (a name)."""
     fingerprint = ssh_key_fingerprint(public_key)
-    return {"id": ident, "name": f"{stack_tag} {fingerprint}", "publicKey": public_key, "fingerprint": fingerprint}
+    name = f"{owner} {fingerprint}" if owner.startswith("flask-droplet:") else owner
+    return {"id": ident, "name": name, "publicKey": public_key, "fingerprint": fingerprint}
 
 
-def test_item_01_a_key_change_reaches_a_running_droplet_only_by_an_allowed_replacement(
+def authorized_keys(run: ProgramRun) -> list[str]:
+    """The deploy user's keys in the manifest the deploy ships, as the droplet gets them."""
+    manifest = json.loads(deployed_file(run, "server/manifest.json"))
+    entry = next(e for e in manifest if e["path"] == "/home/deploy/.ssh/authorized_keys")
+    assert (entry["owner"], entry["mode"], entry.get("deploy")) == ("deploy:deploy", "0600", True)
+    return [line for line in entry["content"].splitlines() if line and not line.startswith("#")]
+
+
+def test_item_01_a_key_the_account_holds_is_used_as_it_is_never_registered_again(
     good_config: dict[str, Any],
 ) -> None:
+    key = example_public_key("a")
+    # The user's first droplet made them register it (DigitalOcean asks for a key then).
+    account = Account(ssh_keys=[account_key("laptop", key)])
+    first = ran(good_config, account=account)
+    # The next run, with the droplet there, makes the same choice.
+    second = ran(good_config, account=Account(droplets=[droplet_of_stack()], ssh_keys=[account_key("laptop", key)]))
+
+    for run in (first, second):
+        assert run.of_type(SSH_KEY) == []
+        assert run.one(DROPLET).inputs["sshKeys"] == [ssh_key_fingerprint(key)]
+        assert authorized_keys(run) == [key]
+    # Nothing paid for waits on a registration that could fail: the Volume comes after the keys.
+    assert ran(good_config).one(SSH_KEY).urn in ran(good_config).one(VOLUME).dependencies
+
+
+def test_item_01_a_key_this_stack_registered_stays_its_own(good_config: dict[str, Any]) -> None:
+    key = example_public_key("a")
+    own = ran(good_config, account=Account(droplets=[droplet_of_stack()], ssh_keys=[account_key(STACK_TAG, key)]))
+
+    assert own.one(SSH_KEY).inputs["name"] == f"{STACK_TAG} {ssh_key_fingerprint(key)}"
+    assert own.one(SSH_KEY).urn in own.one(DROPLET).dependencies
+
+
+def test_item_01_two_stacks_share_a_key_and_either_outlives_the_other(good_config: dict[str, Any]) -> None:
+    key = example_public_key("a")
+    dev = account_key("flask-droplet:dev", key)
+    # The production stack comes up while dev holds the key: it uses dev's.
+    production = ran(good_config, account=Account(ssh_keys=[dev]))
+    assert production.of_type(SSH_KEY) == []
+    # dev is destroyed, its key with it: production's next run registers the key as its own, and its droplet,
+    # created with dev's key, stays as it is (its keys are not an input that changes it).
+    after = ran(good_config, account=Account(droplets=[droplet_of_stack()]))
+    assert after.one(SSH_KEY).inputs["name"] == f"{STACK_TAG} {ssh_key_fingerprint(key)}"
+    droplet = after.one(DROPLET)
+    assert "sshKeys" in droplet.ignore_changes
+    assert droplet.inputs["sshKeys"] == production.one(DROPLET).inputs["sshKeys"]
+
+
+def test_item_01_a_fingerprint_the_account_does_not_hold_is_refused_by_name(good_config: dict[str, Any]) -> None:
+    held, missing = example_public_key("b"), example_public_key("c")
+    config = {**good_config, "sshKeyFingerprints": [ssh_key_fingerprint(missing), "4711"]}
+
+    message = refused(config, account=Account(ssh_keys=[account_key("laptop", held, ident=12)]))
+
+    assert f"flask-droplet:sshKeyFingerprints = '{ssh_key_fingerprint(missing)}': expected a key this" in message
+    assert "flask-droplet:sshKeyFingerprints = '4711'" in message
+    assert f"it holds {ssh_key_fingerprint(held)} (laptop)" in message
+    # By fingerprint or by id, a key the account holds reaches the deploy user with its public key.
+    for wanted in (ssh_key_fingerprint(held), "12"):
+        run = ran(
+            {**good_config, "sshKeyFingerprints": [wanted]},
+            account=Account(ssh_keys=[account_key("laptop", held, ident=12)]),
+        )
+        assert authorized_keys(run) == [good_config["sshPublicKeys"][0], held]
+
+
+def test_item_01_a_key_added_or_removed_is_a_deploy_and_no_droplet_is_replaced(good_config: dict[str, Any]) -> None:
     old, new = example_public_key("a"), example_public_key("n")
-    config = {**good_config, "sshPublicKeys": [new]}
     account = Account(droplets=[droplet_of_stack()], ssh_keys=[account_key(STACK_TAG, old)])
+    before = ran({**good_config, "sshPublicKeys": [old]}, account=account)
+    both = ran({**good_config, "sshPublicKeys": [old, new]}, account=account)
+    rotated = ran({**good_config, "sshPublicKeys": [new]}, account=account, agent_keys=[new])
 
-    # The droplet's deploy user trusts the keys it was created with: a revoked key keeps working until it is new.
-    message = refused(config, account=account)
-    allowed = ran({**config, "allowReplace": True}, account=account)
-    same = ran({**good_config, "sshPublicKeys": [old]}, account=account, agent_keys=[old])
+    assert authorized_keys(before) == [old]
+    assert authorized_keys(both) == [old, new]
+    assert authorized_keys(rotated) == [new]
+    for run in (both, rotated):
+        droplet = run.one(DROPLET)
+        # The droplet keeps the keys and user-data it was created with; the deploy carries the change.
+        assert {"sshKeys", "userData"} <= set(droplet.ignore_changes)
+        assert host_key_generation(run) == host_key_generation(before)
+        assert deploy_triggers(run)["bundle"] != deploy_triggers(before)["bundle"]
 
-    assert f"SSH key {ssh_key_fingerprint(new)} added, SSH key {ssh_key_fingerprint(old)} removed" in message
-    assert "flask-droplet:allowReplace = false" in message
-    droplet = allowed.one(DROPLET)
-    assert droplet.ignore_changes == ()
-    assert droplet.inputs["sshKeys"] == [ssh_key_fingerprint(new)]
-    assert new in droplet.inputs["userData"] and old not in droplet.inputs["userData"]
-    assert same.one(SSH_KEY).inputs["name"] == f"{STACK_TAG} {ssh_key_fingerprint(old)}"
-    # Another stack's keys are its own business.
-    ran(config, account=Account(droplets=[droplet_of_stack()], ssh_keys=[account_key("flask-droplet:prod", old)]))
+
+def host_key_generation(run: ProgramRun) -> Any:
+    return next(r for r in run.resources if r.name == "web-droplet-host-key").inputs["generation"]
+
+
+def deploy_triggers(run: ProgramRun) -> dict[str, Any]:
+    """Each deploy step's triggers, by the step's name without the droplet's."""
+    return {
+        r.name.rsplit("-", 1)[-1]: r.inputs.get("triggers")
+        for r in run.resources
+        if r.type in ("command:remote:Command", "command:remote:CopyToRemote")
+    }
+
+
+def deployed_file(run: ProgramRun, name: str) -> str:
+    """A file of the release bundle the deploy uploads."""
+    bundle = next(r for r in run.resources if r.type == "command:remote:CopyToRemote" and r.name.endswith("-bundle"))
+    asset = bundle.inputs["source"]
+    assert isinstance(asset, pulumi.FileAsset)
+    with tarfile.open(str(asset.path)) as tar:
+        member = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith(name)))
+        assert member is not None
+        return member.read().decode()
+
+
+# 1b. The account's first read: a token that cannot work is one line, before anything else.
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (401, "digitalocean:token = ********: DigitalOcean refused it (401 Unable to authenticate you): the token is"),
+        (403, "digitalocean:token = ********: DigitalOcean refused a read with it (403 You do not have access"),
+        (429, "answered 429 API Rate limit exceeded.: this account's rate limit"),
+        (500, "answered 500 Server was unable to give you a response.: a fault on DigitalOcean's side"),
+    ],
+)
+def test_item_01b_an_api_refusal_is_one_line_before_any_read(
+    good_config: dict[str, Any], status: int, words: str
+) -> None:
+    run = run_program(good_config, account=Account(api=AccountAnswer(status=status)))
+
+    assert isinstance(run.error, SettingsError) and isinstance(run.error, pulumi.RunError)
+    assert words in str(run.error)
+    assert len(run.error.problems) == 1
+    assert run.calls == [] and run.resources == []
+
+
+def test_item_01b_a_wrong_token_is_told_with_config_problems_together(good_config: dict[str, Any]) -> None:
+    run = run_program({**good_config, "digitalocean:token": "dop_v1_wrong", "workers": 999})
+
+    assert isinstance(run.error, SettingsError)
+    message = str(run.error)
+    assert "flask-droplet:workers = 999" in message and "401 Unable to authenticate you" in message
+    assert "dop_v1_wrong" not in message
+    assert run.resources == []
+
+
+def test_item_01b_a_token_from_the_environment_is_named_as_set_there(
+    good_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "dop_v1_wrong")
+    config = {**good_config, "digitalocean:token": ""}
+
+    message = str(run_program(config).error)
+
+    assert "DIGITALOCEAN_TOKEN = ********: DigitalOcean refused it (401" in message
+    assert "export DIGITALOCEAN_TOKEN=dop_v1_..." in message
 
 
 def test_item_01_the_fingerprint_is_digitaloceans_md5_of_the_key() -> None:
@@ -397,6 +533,46 @@ def test_item_11_records_already_in_the_zone_are_refused(good_config: dict[str, 
     )
     # Records of other names are left alone.
     ran(config, account=Account(records=[record("mail", "A", "198.51.100.9")]))
+
+
+def test_item_11_a_lost_droplet_comes_back_and_its_records_stay_the_stacks(good_config: dict[str, Any]) -> None:
+    config = {**good_config, "domain": "weather.example.org", "dnsZone": "example.org"}
+    # The droplet was deleted by hand: DigitalOcean keeps the Reserved IP, unassigned, and the records stay.
+    own = [record("weather", "A", "203.0.113.50"), record("weather", "AAAA", "2001:db8::99", 2)]
+    kept_ip = {"ipAddress": "203.0.113.50", "region": "nyc3", "dropletId": 0, "urn": "do:reservedip:203.0.113.50"}
+
+    back = ran(config, account=Account(records=own, reserved_ips=[kept_ip]))
+
+    # The next run makes the droplet and declares the same records, the AAAA at the new droplet.
+    assert back.one(DROPLET).inputs["region"] == "nyc3"
+    assert sorted((r.inputs["type"], r.inputs["name"]) for r in back.of_type(DNS_RECORD)) == [
+        ("A", "weather"),
+        ("AAAA", "weather"),
+    ]
+    # A Reserved IP some droplet holds, another region's, or an address that is none of the account's: not ours.
+    for reserved_ips in ([{**kept_ip, "dropletId": 4711}], [{**kept_ip, "region": "ams3"}], []):
+        message = refused(config, account=Account(records=own, reserved_ips=reserved_ips))
+        assert "the zone already has A 203.0.113.50, AAAA 2001:db8::99 at 'weather'" in message
+
+
+# 12. Alerts: DigitalOcean refuses uptime alerts to an address not verified on the account, after the check.
+
+
+def test_item_12_an_alert_address_the_account_has_not_verified_is_refused_before_any_resource(
+    good_config: dict[str, Any],
+) -> None:
+    other = refused({**good_config, "alertEmails": ["ops@example.org", "oncall@example.net"]})
+    unverified = refused(
+        {**good_config, "alertEmails": ["ops@example.org"]},
+        account=Account(api=AccountAnswer(email="ops@example.org", email_verified=False)),
+    )
+
+    assert "flask-droplet:alertEmails = 'oncall@example.net': expected an address verified on the" in other
+    assert "this token's account is ops@example.org" in other
+    assert "'ops@example.org'" not in other
+    assert "flask-droplet:alertEmails = 'ops@example.org': DigitalOcean sends alerts only to verified" in unverified
+    # In any case, the account's own verified address is the one alerts go to.
+    ran({**good_config, "alertEmails": ["OPS@example.org"]})
 
 
 # 13. Regions: DigitalOcean's list of those open to new droplets, not the SDK's enum.
