@@ -6,7 +6,7 @@ keyed by the names `Pulumi.yaml` declares, `core/keys.py`) and either returns a
 checked by a function of its own: `check_droplet_and_network`, `check_app`,
 `check_app_environment`, `check_processes_and_schedules`, `check_releases`,
 `check_https_and_dns`, `check_state_and_backups`, `check_fleet_and_database`,
-`check_alerts` and `check_notifications`.
+`check_balancer_certificate`, `check_alerts` and `check_notifications`.
 Nothing here imports Pulumi, so the rehearsal and the tests use the same validation.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import functools
 import hashlib
 import ipaddress
@@ -29,6 +30,7 @@ import pyrage
 
 from agent.inputs import Webhook
 from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
+from core.certificates import CertificateChain, CertificateError, check_brought_certificate
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
 from core.layout import ServerLayout, server_layout
 from core.processes import (
@@ -277,6 +279,11 @@ class Settings:
     """Size slug of each node of the Managed PostgreSQL cluster."""
     database_nodes: int
     """Nodes of the Managed PostgreSQL cluster (1 to 3)."""
+    balancer_certificate: CertificateChain | None
+    """The certificate brought for the Load Balancer's HTTPS, split as DigitalOcean's certificate store takes it;
+    None for the Let's Encrypt certificate DigitalOcean issues (with `dns_zone`), or without a balancer's HTTPS."""
+    balancer_certificate_key: SecretStr | None
+    """The brought certificate's private key (PEM); None without `balancer_certificate`."""
     app_env: Mapping[str, SecretStr]
     """The app's environment variables; every value is treated as secret."""
     ssh_private_key: SecretStr | None
@@ -409,9 +416,8 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     web = check_https_and_dns(check)
     state = check_state_and_backups(check)
     offsite = check_offsite(check, state["backup_days"])
-    fleet = check_fleet_and_database(
-        check, https=web["https"], dns_zone=web["dns_zone"], linked_dirs=releases["linked_dirs"]
-    )
+    fleet = check_fleet_and_database(check, linked_dirs=releases["linked_dirs"])
+    balancer_tls = check_balancer_certificate(check, fleet["instances"], web)
     app_env = check_app_environment(check, fleet["database"])
     alerts = check_alerts(check, https=web["https"], domain=web["domain"])
     notifications = check_notifications(check)
@@ -429,6 +435,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
         **state,
         **offsite,
         **fleet,
+        **balancer_tls,
         **alerts,
         **work,
         **notifications,
@@ -820,9 +827,7 @@ def age_recipient(identity: Any) -> str | None:
         return None
 
 
-def check_fleet_and_database(
-    check: Check, *, https: bool, dns_zone: str | None, linked_dirs: tuple[str, ...]
-) -> dict[str, Any]:
+def check_fleet_and_database(check: Check, *, linked_dirs: tuple[str, ...]) -> dict[str, Any]:
     """How many droplets, where the app's data lives, and what several droplets rule out."""
     instances = _bounded_int(check["instances"], "instances", 1, INSTANCES_MAX, check.problem)
     database = check["database"]
@@ -856,20 +861,79 @@ def check_fleet_and_database(
                 f"expected none with instances = {instances}: each droplet would keep its own copy of these "
                 "files; keep them in the database or in object storage (DigitalOcean Spaces)",
             )
-        if https and dns_zone is None:
-            check.problem(
-                "https",
-                https,
-                f"expected false, or a domain with its dnsZone in DigitalOcean, with instances = {instances}: "
-                "the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
-                "domain whose zone it manages",
-            )
     return {
         "instances": instances,
         "database": database,
         "database_size": database_size,
         "database_nodes": database_nodes,
     }
+
+
+def check_balancer_certificate(check: Check, instances: int, web: Mapping[str, Any]) -> dict[str, Any]:
+    """The certificate of the Load Balancer's HTTPS: DigitalOcean's Let's Encrypt one, or one the user brings.
+
+    DigitalOcean issues its certificate only for a domain whose DNS it hosts (`dnsZone`); for a
+    domain whose DNS is elsewhere the user brings one (`balancerCertificate` and its key). A fleet
+    with HTTPS and neither is refused here, naming what to set, before any resource exists.
+    """
+    pem = check["balancerCertificate"] or None
+    key = check["balancerCertificateKey"] or None
+    none: dict[str, Any] = {"balancer_certificate": None, "balancer_certificate_key": None}
+    https, domain = web["https"], web["domain"]
+    balancer_https = https and instances > 1
+    if not balancer_https:
+        for name, value in (("balancerCertificate", pem), ("balancerCertificateKey", key)):
+            if value is not None:
+                check.problems.append(
+                    f"flask-droplet:{name} is set: expected empty with instances = {instances} and https = "
+                    f"{str(https).lower()}: it is the certificate of a Load Balancer's HTTPS (instances over 1, "
+                    "https true); one droplet gets its own from acmeServer"
+                )
+        return none
+    if domain is None:
+        check.problem(
+            "https",
+            https,
+            f"expected a domain with instances = {instances}: the Load Balancer's certificate is for a domain "
+            "name. Set domain (with dnsZone when DigitalOcean hosts its DNS, or with balancerCertificate and "
+            "balancerCertificateKey when it is elsewhere), or https false for plain HTTP at the balancer's address",
+        )
+        return none
+    if pem is None and key is None:
+        if web["dns_zone"] is None:
+            check.problem(
+                "https",
+                https,
+                f"expected a certificate the Load Balancer can serve for {domain}, with instances = {instances}: "
+                "DigitalOcean issues its Let's Encrypt certificate only for a domain whose DNS it hosts. Set "
+                "dnsZone to the domain's zone at DigitalOcean, or bring a certificate: balancerCertificate (PEM, "
+                "e.g. certbot's fullchain.pem) and balancerCertificateKey (with --secret, its privkey.pem); "
+                "or set https false",
+            )
+        return none
+    if pem is None or key is None:
+        given, missing = (
+            ("balancerCertificate", "balancerCertificateKey")
+            if key is None
+            else (
+                "balancerCertificateKey",
+                "balancerCertificate",
+            )
+        )
+        check.problems.append(
+            f"flask-droplet:{missing} is not set, and {given} is: the Load Balancer needs both the certificate "
+            "(balancerCertificate, PEM) and its private key (pulumi config set --secret balancerCertificateKey "
+            "< privkey.pem)"
+        )
+        return none
+    names = (domain, f"www.{domain}") if web["www_alias"] else (domain,)
+    try:
+        chain = check_brought_certificate(str(pem), str(key), names, datetime.datetime.now(datetime.UTC))
+    except CertificateError as error:
+        check.problems.extend(f"flask-droplet:balancerCertificate: {reason}" for reason in error.certificate)
+        check.problems.extend(f"flask-droplet:balancerCertificateKey = ********: {reason}" for reason in error.key)
+        return none
+    return {"balancer_certificate": chain, "balancer_certificate_key": SecretStr(str(key))}
 
 
 def check_alerts(check: Check, *, https: bool, domain: str | None) -> dict[str, Any]:
