@@ -41,9 +41,7 @@ FIRST_BOOT_ENTRY = "from agent.firstboot import main\n\nraise SystemExit(main())
 
 def first_boot_archive(settings: Settings) -> bytes:
     files = {"__main__.py": FIRST_BOOT_ENTRY.encode(), "agent/settings.json": render_agent_settings(settings).encode()}
-    files |= {
-        f"agent/{name}": without_docstrings((AGENT_DIR / name).read_text()).encode() for name in FIRST_BOOT_MODULES
-    }
+    files |= {f"agent/{name}": code for name, code in FIRST_BOOT_CODE.items()}
     return zip_application(files)
 
 
@@ -61,6 +59,12 @@ def without_docstrings(source: str) -> str:
             ):
                 node.body = node.body[1:] or [ast.Pass()]
     return ast.unparse(tree) + "\n"
+
+
+#: The first boot's modules as the archive carries them, made once, at import: a droplet's user-data is
+#: rendered in Pulumi's callbacks, several at once in threads, and CPython 3.11's ast module is not safe
+#: to use from several threads together ("AST constructor recursion depth mismatch").
+FIRST_BOOT_CODE = {name: without_docstrings((AGENT_DIR / name).read_text()).encode() for name in FIRST_BOOT_MODULES}
 
 
 def _write_file(entry: Entry) -> dict[str, Any]:
