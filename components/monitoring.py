@@ -89,17 +89,17 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("flaskdroplet:ops:Monitoring", name, None, opts)
         settings = args.settings
         self.alerts = None
-        if not settings.alert_emails:
+        if not settings.alerts.alert_emails:
             self.register_outputs({"alerts": None})
             return
         child = pulumi.ResourceOptions(parent=self)
-        emails = list(settings.alert_emails)
+        emails = list(settings.alerts.alert_emails)
         label = args.stack_tag
 
         thresholds = {
-            "cpu": settings.alert_cpu_percent,
-            "memory": settings.alert_memory_percent,
-            "disk": settings.alert_disk_percent,
+            "cpu": settings.alerts.alert_cpu_percent,
+            "memory": settings.alerts.alert_memory_percent,
+            "disk": settings.alerts.alert_disk_percent,
         }
         for metric, metric_type, measured in DROPLET_METRICS:
             digitalocean.MonitorAlert(
@@ -107,17 +107,17 @@ class Monitoring(pulumi.ComponentResource):
                 type=metric_type,
                 compare="GreaterThan",
                 value=thresholds[metric],
-                window=settings.alert_window,
+                window=settings.alerts.alert_window,
                 # The droplets by id, not by tag: the project's tag is on every stack's droplet.
                 entities=list(args.droplet_ids),
                 alerts=digitalocean.MonitorAlertAlertsArgs(emails=emails),
                 enabled=True,
-                description=f"{label}: {measured} above {thresholds[metric]}% for {settings.alert_window}",
+                description=f"{label}: {measured} above {thresholds[metric]}% for {settings.alerts.alert_window}",
                 opts=child,
             )
 
         url = pulumi.Output.from_input(args.url)
-        regions = list(uptime_regions(settings.region))
+        regions = list(uptime_regions(settings.server.region))
         check = digitalocean.UptimeCheck(
             f"{name}-uptime",
             name=f"{label}: the site",
@@ -135,17 +135,17 @@ class Monitoring(pulumi.ComponentResource):
                 "latency",
                 "the site is slow",
                 "latency",
-                settings.alert_window,
-                settings.alert_latency_ms,
+                settings.alerts.alert_window,
+                settings.alerts.alert_latency_ms,
                 "greater_than",
             ),
         ]
         site: dict[str, Any] = {
             "regions": regions,
             "down_for": DOWN_PERIOD,
-            "latency_ms": settings.alert_latency_ms,
+            "latency_ms": settings.alerts.alert_latency_ms,
         }
-        if settings.https:
+        if settings.app.site.https:
             # Fewer days left than the threshold; days left change slowly: the longest period offered.
             site_alerts.append(
                 SiteAlert(
@@ -153,11 +153,11 @@ class Monitoring(pulumi.ComponentResource):
                     "the certificate expires soon",
                     "ssl_expiry",
                     CERTIFICATE_PERIOD,
-                    settings.alert_certificate_days,
+                    settings.alerts.alert_certificate_days,
                     "less_than",
                 )
             )
-            site["certificate_days"] = settings.alert_certificate_days
+            site["certificate_days"] = settings.alerts.alert_certificate_days
         for alert in site_alerts:
             digitalocean.UptimeAlert(
                 f"{name}-{alert.suffix}",
@@ -175,6 +175,6 @@ class Monitoring(pulumi.ComponentResource):
             )
 
         droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
-        droplet["window"] = settings.alert_window
+        droplet["window"] = settings.alerts.alert_window
         self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
         self.register_outputs({"alerts": self.alerts})

@@ -151,10 +151,10 @@ def render_backup_files(settings: Settings) -> dict[str, str]:
 
     Empty with `backupDays` 0.
     """
-    if not settings.backup_days:
+    if not settings.backups.backup_days:
         return {}
     layout = settings.layout
-    delay = BACKUP_RANDOM_DELAY[settings.backup_interval]
+    delay = BACKUP_RANDOM_DELAY[settings.backups.backup_interval]
     return {
         "state-backup.py": (AGENT_DIR / "backup.py").read_text(),
         f"{layout.backup_unit}.service": _render(
@@ -169,7 +169,7 @@ def render_offsite_files(settings: Settings) -> dict[str, str]:
 
     Empty without `offsiteRegion`.
     """
-    if not (settings.backup_days and settings.offsite_region):
+    if not (settings.backups.backup_days and settings.backups.offsite_region):
         return {}
     layout = settings.layout
     return {
@@ -217,14 +217,14 @@ def render_agent_settings(settings: Settings) -> str:
     """`settings.json` of the server agent: everything it knows of the stack, in one file."""
     layout = settings.layout
     values: dict[str, Any] = {
-        "app_name": settings.app_name,
+        "app_name": settings.app.app_name,
         "app_user": layout.app_user,
         "root": layout.root,
         "releases": layout.releases,
         "current": layout.current,
         "state_dir": layout.state_dir,
-        "state_device": volume_device(settings.volume_name) if settings.volume_name else "",
-        "state_volume_gib": settings.volume_size,
+        "state_device": volume_device(settings.server.volume_name) if settings.server.volume_name else "",
+        "state_volume_gib": settings.server.volume_size,
         "state_mount_unit": layout.state_mount_unit,
         "state_format_unit": layout.state_format_unit,
         "config_dir": layout.config_dir,
@@ -235,57 +235,57 @@ def render_agent_settings(settings: Settings) -> str:
         "candidate_socket": layout.candidate_socket_path,
         "candidate_port": layout.candidate_port,
         "nginx_site": layout.nginx_site,
-        "nginx_site_link": f"/etc/nginx/sites-enabled/{settings.app_name}.conf",
+        "nginx_site_link": f"/etc/nginx/sites-enabled/{settings.app.app_name}.conf",
         "access_log": layout.access_log,
-        "backup_days": settings.backup_days,
+        "backup_days": settings.backups.backup_days,
         "backup_unit": layout.backup_unit,
         "backup_script": layout.backup_script,
         "backups": layout.backups,
         "backup_incoming": layout.backup_incoming,
-        "offsite": bool(settings.backup_days and settings.offsite_region),
+        "offsite": bool(settings.backups.backup_days and settings.backups.offsite_region),
         "offsite_unit": layout.offsite_unit,
         "offsite_script": layout.offsite_script,
         "offsite_file": layout.offsite_file,
         "offsite_python": layout.offsite_python,
         "boto3_version": BOTO3_VERSION,
-        "static_dir": settings.static_dir or "",
+        "static_dir": settings.app.static_dir or "",
         "assets": layout.assets,
         "proxy_cache": layout.proxy_cache,
-        "wsgi_target": settings.wsgi_target,
-        "workers": settings.workers,
+        "wsgi_target": settings.app.wsgi_target,
+        "workers": settings.app.workers,
         "gunicorn_version": GUNICORN_VERSION,
         "uv_version": UV_VERSION,
-        "import_root": settings.app_source.import_root,
-        "release_command": list(settings.release_command),
-        "releases_to_keep": settings.releases_to_keep,
-        "sqlite_url": layout.sqlite_url if settings.database == "sqlite" else "",
-        "behind_balancer": settings.behind_balancer,
+        "import_root": settings.app.app_source.import_root,
+        "release_command": list(settings.app.release_command),
+        "releases_to_keep": settings.app.releases_to_keep,
+        "sqlite_url": layout.sqlite_url if settings.server.database == "sqlite" else "",
+        "behind_balancer": settings.server.behind_balancer,
         "balancer_port": BALANCER_CHECK.port,
         "balancer_drain": layout.balancer_drain,
         "out_of_rotation_seconds": BALANCER_CHECK.out_of_rotation_seconds,
         "into_rotation_seconds": BALANCER_CHECK.into_rotation_seconds,
         "https": settings.server_tls,
-        "domain": settings.domain or "",
-        "host_names": list(settings.host_names),
-        "dns_zone": settings.dns_zone or "",
-        "acme_server": settings.acme_server,
-        "acme_email": settings.acme_email or "",
+        "domain": settings.app.site.domain or "",
+        "host_names": list(settings.app.site.host_names),
+        "dns_zone": settings.app.site.dns_zone or "",
+        "acme_server": settings.app.site.acme_server,
+        "acme_email": settings.app.site.acme_email or "",
         "acme_webroot": layout.acme_webroot,
         "certificate_dir": layout.certificate_dir,
         "certbot_version": CERTBOT_VERSION,
         "certbot": layout.certbot,
         "renew_unit": layout.renew_unit,
-        "health_host": settings.domain or "127.0.0.1",
-        "health_path": settings.health_path,
+        "health_host": settings.app.site.domain or "127.0.0.1",
+        "health_path": settings.app.health_path,
         "nginx_worker_connections": NGINX_WORKER_CONNECTIONS,
         "ufw_allowed_ports": list(UFW_ALLOWED_PORTS),
-        "balancer_networks": list(PRIVATE_NETWORKS if settings.behind_balancer else ()),
+        "balancer_networks": list(PRIVATE_NETWORKS if settings.server.behind_balancer else ()),
         "ssh_choices_dir": SSH_CHOICES_DIR,
         "ssh_crypto_drop_in": SSH_CRYPTO_DROP_IN,
         "notify_file": layout.notify_file,
-        "notify_on_live": settings.notify_on_live,
+        "notify_on_live": settings.notifications.notify_on_live,
         "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
-        "build_packages": list(settings.build_packages),
+        "build_packages": list(settings.app.build_packages),
     }
     return json.dumps(values, indent=1) + "\n"
 
@@ -315,15 +315,15 @@ def render_offsite_file(bucket: Mapping[str, str]) -> str:
 
 def render_state_links(settings: Settings) -> str:
     """`server/state-links` of a release: a line `PATH_IN_APP PATH_IN_STATE_DIR` for each path linked there."""
-    return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.state_links)
+    return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.app.state_links)
 
 
 def render_state_volume_units(settings: Settings) -> dict[str, str]:
     """The Volume's units, by file name: a file system made only on an empty Volume, and its mount."""
-    if settings.volume_name is None:
+    if settings.server.volume_name is None:
         return {}
     layout = settings.layout
-    device = volume_device(settings.volume_name)
+    device = volume_device(settings.server.volume_name)
     return {
         layout.state_format_unit: _render(
             "state-format.service.j2",
@@ -350,7 +350,7 @@ def render_processes(settings: Settings) -> str:
     The agent installs the units of the release it makes live (and of the one a rollback returns to)."""
     layout = settings.layout
     processes, schedules, units = [], [], {}
-    for process in settings.processes:
+    for process in settings.app.processes:
         unit = layout.process_unit(process.name)
         units[unit] = _render(
             "app-process.service.j2",
@@ -370,7 +370,7 @@ def render_processes(settings: Settings) -> str:
                 "first_only": process.droplets == "first",
             }
         )
-    for schedule in settings.schedules:
+    for schedule in settings.app.schedules:
         unit = layout.schedule_unit(schedule.name)
         units[f"{unit}.service"] = _render(
             "app-schedule.service.j2",
@@ -500,7 +500,7 @@ def server_manifest(settings: Settings) -> list[Entry]:
 def render_authorized_keys(settings: Settings) -> str:
     """The deploy user's authorized_keys: `sshPublicKeys` and the keys named by `sshKeyFingerprints`."""
     header = "# The stack's SSH keys (sshPublicKeys, sshKeyFingerprints), put back by every deploy.\n"
-    return header + "".join(f"{key}\n" for key in settings.authorized_keys)
+    return header + "".join(f"{key}\n" for key in settings.server.authorized_keys)
 
 
 def sha256_text(text: str) -> str:

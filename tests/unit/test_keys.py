@@ -74,5 +74,5 @@ def test_lists_and_maps_may_come_as_json_text(good_config: dict[str, Any], tmp_p
 
     settings = parse_settings(config, PROJECT_DIR)
 
-    assert settings.alert_emails == ("ops@example.org",)
-    assert dict(settings.app_env) == {"SECRET_KEY": "x"}
+    assert settings.alerts.alert_emails == ("ops@example.org",)
+    assert dict(settings.app.app_env) == {"SECRET_KEY": "x"}

@@ -145,17 +145,17 @@ def test_processes_come_from_the_procfile_and_the_config(tmp_path: Path, good_co
 
     settings = settings_with(good_config, app, processes=processes)
 
-    assert settings.processes == (
+    assert settings.app.processes == (
         Process("mailer", "python -m mailer"),
         Process("worker", "huey_consumer tasks.huey", stop_timeout=90, stop_signal="SIGINT"),
     )
-    assert settings.release_command == ("flask", "db", "upgrade")
+    assert settings.app.release_command == ("flask", "db", "upgrade")
 
 
 def test_schedules_keep_what_was_written_and_its_calendar(good_config: dict[str, Any]) -> None:
     schedules = {"nightly": {"command": "flask report", "when": "0  3 * * *", "randomDelaySeconds": 600}}
 
-    (schedule,) = settings_with(good_config, schedules=schedules).schedules
+    (schedule,) = settings_with(good_config, schedules=schedules).app.schedules
 
     assert (schedule.name, schedule.when, schedule.calendar, schedule.random_delay) == (
         "nightly",
