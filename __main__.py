@@ -15,7 +15,7 @@ from components.offsite import OffsiteStorage, OffsiteStorageArgs, spaces_key_pr
 from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
 from core.cloudinit import render_user_data
 from core.layout import DEPLOY_USER
-from core.plan import logs_command, restore_offsite_command, rollout_plans
+from core.plan import logs_line, restore_offsite_line, rollout_plans
 from core.ssh_host_keys import known_hosts_line
 from core.sshagent import agent_problems
 
@@ -98,7 +98,7 @@ pulumi.export(
     ).apply(lambda lines: "\n".join(lines) + "\n"),
 )
 # The site's requests and the app's and nginx's journal, followed; without -t and -f, the last lines.
-pulumi.export("logs", server.ipv4_address.apply(lambda ip: f"ssh -t {DEPLOY_USER}@{ip} {logs_command(settings, True)}"))
+pulumi.export("logs", server.ipv4_address.apply(functools.partial(logs_line, settings)))
 pulumi.export("release_id", rollout.release_id)
 # What serves but needs a hand; with several droplets, each line starts with the droplet's address.
 pulumi.export("warnings", rollout.warnings)
@@ -109,11 +109,7 @@ pulumi.export("state_volume", server.state_volume)
 pulumi.export("offsite_bucket", offsite.bucket_name if offsite is not None else None)
 pulumi.export(
     "restore_offsite",
-    server.ipv4_address.apply(
-        lambda ip: f"pulumi config get offsiteIdentity | ssh {DEPLOY_USER}@{ip} {restore_offsite_command(settings)}"
-    )
-    if offsite is not None
-    else None,
+    server.ipv4_address.apply(functools.partial(restore_offsite_line, settings)) if offsite is not None else None,
 )
 # What DigitalOcean watches and whom it tells (or None without alertEmails).
 pulumi.export("alerts", monitoring.alerts)

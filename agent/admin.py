@@ -115,8 +115,8 @@ def restore_offsite(agent: Agent, wanted: str | None) -> None:
     identity = system.stdin_text() or ""
     if "AGE-SECRET-KEY-1" not in identity:
         agent.fail(
-            "no age identity on stdin: pulumi config get offsiteIdentity | ssh deploy@SERVER "
-            "sudo /bin/bash DEPLOY_SCRIPT restore --offsite [BACKUP]"
+            "no age identity on stdin: run the stack's restore_offsite output, which pipes `pulumi config get "
+            'offsiteIdentity` into this command: eval "$(pulumi stack output restore_offsite) [BACKUP]"'
         )
     offsite = [config.offsite_python, config.offsite_script]
     listed = system.run([*offsite, "list", config.offsite_file])

@@ -68,6 +68,8 @@ class Config:
     """Where the app's packages import from, inside the release's app directory ("" or src)."""
     release_command: tuple[str, ...]
     """Run once for each new release, before it goes live (releaseCommand); empty for none."""
+    web_commands: tuple[tuple[str, ...], ...]
+    """What the Procfile's web line runs before Gunicorn: once for each new release, after the release command."""
     releases_to_keep: int
     sqlite_url: str
     """With database sqlite, the app's DATABASE_URL; empty otherwise."""
@@ -127,6 +129,7 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> Config:
         values = dict(data)
         values["release_command"] = tuple(values["release_command"])
+        values["web_commands"] = tuple(tuple(command) for command in values.get("web_commands", ()))
         for name in ("host_names", "ufw_allowed_ports", "balancer_networks"):
             values[name] = tuple(values[name])
         values["sandbox"] = tuple((key, value) for key, value in values["sandbox"])

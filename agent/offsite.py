@@ -11,12 +11,21 @@ that reaches it: {"endpoint", "region", "bucket", "access_key_id", "secret_acces
 it with age to RECIPIENT (the droplet holds no identity that could read it back) and puts it in
 the bucket as STAMP.tar.gz.age, with its MD5 as Content-MD5 (the server refuses bytes that differ)
 and its SHA-256 in the object's metadata. It is then checked: the server must answer its size, its
-MD5 as the ETag and its SHA-256. Only then the mark is written: `state-backup.py keep` deletes no
-backup without one. Then the objects older than DAYS days go, the newest always kept (the bucket's
-lifecycle rule deletes them a day later, should this not run). An upload that fails leaves its backup
+MD5 as the ETag and its SHA-256; when its answer cannot say (no SHA-256 in the metadata it keeps,
+an ETag that is not the MD5, as an encrypting server's), the object is read back and hashed instead.
+Only then the mark is written: `state-backup.py keep` deletes no backup without one. Then the
+objects older than DAYS days go, the newest always kept (the bucket's lifecycle rule deletes them a
+day later, should this not run). An upload that fails leaves its backup
 and its mark as they were, and the command ends with 1, so the unit fails and the webhooks are told.
 
-`fetch` writes one object to TARGET once its size and SHA-256 match what its upload checked.
+`fetch` writes one object to TARGET once its size and SHA-256 match what its upload checked (or,
+where the server keeps no SHA-256, its MD5 the ETag; else its size alone, and age's own
+authentication of every chunk as it decrypts), and says which it checked.
+
+Every answer is read as S3 defines it, not as one server spells it: HTTP header names are
+case-insensitive, so `x-amz-meta-sha256` may come back as `X-Amz-Meta-Sha256` (Go's servers, MinIO's
+among them, answer so, and botocore keeps the name as received in `Metadata`). A check that fails says
+what was sent or expected and the headers the server answered, as it spelled them.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,8 +55,21 @@ USAGE = (
     "usage: offsite.py upload OFFSITE_FILE BACKUPS DAYS RECIPIENT | list OFFSITE_FILE | fetch OFFSITE_FILE NAME TARGET"
 )
 
+#: The object's metadata entry that holds its SHA-256 (sent as the header `x-amz-meta-sha256`).
+SHA256_METADATA = "sha256"
+#: An ETag that is an MD5: S3's for an object put in one request and not encrypted with a key of KMS or
+#: the client's. A multipart upload's is `MD5-PARTS`, an encrypted object's may be anything.
+MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
+#: What a check reports of an answer: the headers it reads.
+CHECKED_HEADERS = ("content-length", "etag", "x-amz-meta-")
+#: Where `connect`'s clients keep an answer's headers as the server spelled them (botocore's own
+#: `ResponseMetadata.HTTPHeaders` has them in lower case).
+RECEIVED = "ReceivedHeaders"
+
 Client = Any
 """boto3's S3 client (boto3 has no types of its own)."""
+Answer = dict[str, Any]
+"""A parsed answer of the client (`head_object`, `get_object`)."""
 
 
 class Mismatch(Exception):
@@ -72,7 +95,7 @@ def connect(target: dict[str, str]) -> Client:
         connect_timeout=10,
         read_timeout=120,
     )
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=target["endpoint"],
         region_name=target["region"],
@@ -80,17 +103,63 @@ def connect(target: dict[str, str]) -> Client:
         aws_secret_access_key=target["secret_access_key"],
         config=config,
     )
+    for operation in ("HeadObject", "GetObject"):
+        client.meta.events.register(f"after-call.s3.{operation}", keep_headers_as_received)
+    return client
+
+
+def keep_headers_as_received(http_response: Any, parsed: Answer, **_: Any) -> None:
+    """botocore's event after each call: the answer's headers, with their names as the server spelled them."""
+    parsed.setdefault("ResponseMetadata", {})[RECEIVED] = [(str(k), str(v)) for k, v in http_response.headers.items()]
+
+
+def metadata(answer: Answer) -> dict[str, str]:
+    """The object's metadata by lower-case name: its names are HTTP headers', which are case-insensitive."""
+    return {name.lower(): value for name, value in answer.get("Metadata", {}).items()}
+
+
+def etag_md5(answer: Answer) -> str | None:
+    """The MD5 that the ETag is (lower-case hex), or None when it is none (a multipart upload's, say)."""
+    found = MD5_ETAG.fullmatch(answer.get("ETag", "").strip())
+    return found.group(1).lower() if found else None
+
+
+def as_received(answer: Answer) -> str:
+    """The headers a check reads, as the server answered them: `Content-Length: 12, ETag: "...", ...`."""
+    meta = answer.get("ResponseMetadata", {})
+    headers = meta.get(RECEIVED) or sorted(meta.get("HTTPHeaders", {}).items())
+    shown = [f"{name}: {value}" for name, value in headers if name.lower().startswith(CHECKED_HEADERS)]
+    if not any(name.lower().startswith("x-amz-meta-") for name, _ in headers):
+        shown.append("no x-amz-meta-* header")
+    return ", ".join(shown)
+
+
+class Digests:
+    """The size, MD5 and SHA-256 of bytes as they pass."""
+
+    def __init__(self) -> None:
+        self.md5, self.sha256, self.size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+
+    def update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        self.sha256.update(chunk)
+        self.size += len(chunk)
+
+    def found(self) -> tuple[int, str, str]:
+        return self.size, self.md5.hexdigest(), self.sha256.hexdigest()
 
 
 def digests(path: Path) -> tuple[int, str, str]:
     """The file's size, MD5 and SHA-256 (hex)."""
-    md5, sha256, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+    seen = Digests()
     with open(path, "rb") as file:
         while chunk := file.read(CHUNK):
-            md5.update(chunk)
-            sha256.update(chunk)
-            size += len(chunk)
-    return size, md5.hexdigest(), sha256.hexdigest()
+            seen.update(chunk)
+    return seen.found()
+
+
+def described(size: int, md5: str, sha256: str) -> str:
+    return f"{size} bytes, MD5 {md5}, SHA-256 {sha256}"
 
 
 def stamp_of(name: str, suffix: str) -> datetime.datetime | None:
@@ -123,19 +192,43 @@ def upload_one(client: Client, bucket: str, archive: Path, recipient: str) -> st
                 Body=body,
                 ContentLength=size,
                 ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode(),
-                Metadata={"sha256": sha256},
+                Metadata={SHA256_METADATA: sha256},
             )
-        held = client.head_object(Bucket=bucket, Key=name)
-        found = (held["ContentLength"], held["ETag"].strip('"'), held.get("Metadata", {}).get("sha256"))
-        if found != (size, md5, sha256):
-            raise Mismatch(f"the bucket holds {found[0]} bytes, MD5 {found[1]}, SHA-256 {found[2]}")
+        how = check_upload(client, bucket, name, (size, md5, sha256))
     finally:
         encrypted.unlink(missing_ok=True)
     mark = archive.with_name(archive.name.removesuffix(ARCHIVE) + MARK)
     mark.write_text(f"{name} {size} {sha256}\n")
     mark.chmod(0o600)
-    print(f"uploaded {name} ({size} bytes, SHA-256 {sha256}), checked")
+    print(f"uploaded {name} ({size} bytes, SHA-256 {sha256}), checked by {how}")
     return name
+
+
+def check_upload(client: Client, bucket: str, name: str, sent: tuple[int, str, str]) -> str:
+    """How the object was found to hold the bytes sent (size, MD5, SHA-256); Mismatch when it does not.
+
+    The server's answer to HEAD is enough when it has the size, the MD5 as ETag and the SHA-256 sent; when
+    it lacks one of these (a server that keeps no metadata, an ETag that is not the MD5), the object is
+    read back and hashed."""
+    size, _, sha256 = sent
+    held = client.head_object(Bucket=bucket, Key=name)
+    length, etag, told = held.get("ContentLength"), etag_md5(held), metadata(held).get(SHA256_METADATA)
+    if (length is not None and length != size) or (told is not None and told != sha256):
+        raise Mismatch(f"{name}: sent {described(*sent)}; the server answered {as_received(held)}")
+    if (length, etag, told) == sent:
+        return "the server's answer (its size, its ETag the MD5, the SHA-256 in its metadata)"
+    why = "no SHA-256 in its metadata" if told is None else "no Content-Length" if length is None else ""
+    why = why or f"an ETag that is not the MD5 ({held.get('ETag')})"
+    got = client.get_object(Bucket=bucket, Key=name)
+    seen = Digests()
+    for chunk in got["Body"].iter_chunks(CHUNK):
+        seen.update(chunk)
+    if seen.found() != sent:
+        raise Mismatch(
+            f"{name}: sent {described(*sent)}, read back {described(*seen.found())}; "
+            f"the server answered {as_received(got)}"
+        )
+    return f"reading it back and hashing it (the server answered {why})"
 
 
 def objects(client: Client, bucket: str) -> dict[str, int]:
@@ -188,23 +281,32 @@ def upload(client: Client, bucket: str, backups: Path, days: int, recipient: str
 
 
 def fetch(client: Client, bucket: str, name: str, target: Path) -> None:
-    """One object into `target`, kept only when its size and SHA-256 are those its upload checked."""
+    """One object into `target`, kept only when its size and SHA-256 are those its upload checked.
+
+    Where the server keeps no SHA-256, the ETag is checked when it is an MD5, and else the size alone
+    (age authenticates every chunk as it decrypts); the line printed says which."""
     key = name + OBJECT
     got = client.get_object(Bucket=bucket, Key=key)
     partial = target.with_name(target.name + PARTIAL)
-    sha256, size = hashlib.sha256(), 0
+    seen = Digests()
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as file:
         for chunk in got["Body"].iter_chunks(CHUNK):
-            sha256.update(chunk)
-            size += len(chunk)
+            seen.update(chunk)
             file.write(chunk)
-    expected = got.get("Metadata", {}).get("sha256")
-    if size != got["ContentLength"] or sha256.hexdigest() != expected:
+    size, md5, sha256 = seen.found()
+    length, etag, told = got.get("ContentLength"), etag_md5(got), metadata(got).get(SHA256_METADATA)
+    if told is not None:
+        how = "its SHA-256, the one its upload checked"
+    elif etag == md5:
+        how = "its ETag, the MD5 (the server answered no SHA-256 in its metadata)"
+    else:
+        how = "its size alone (the server answered no SHA-256 in its metadata, and an ETag that is not the MD5)"
+    if (length is not None and length != size) or told not in (None, sha256):
         partial.unlink()
-        raise Mismatch(f"{key}: {size} bytes with SHA-256 {sha256.hexdigest()}, its upload checked {expected}")
+        raise Mismatch(f"{key}: read {described(size, md5, sha256)}; the server answered {as_received(got)}")
     partial.rename(target)
-    print(f"fetched {key} ({size} bytes, SHA-256 {expected})", file=sys.stderr)
+    print(f"fetched {key} ({size} bytes, SHA-256 {sha256}), checked by {how}", file=sys.stderr)
 
 
 def main(argv: list[str], connect_to: Callable[[dict[str, str]], Client] = connect) -> int:
@@ -218,8 +320,14 @@ def main(argv: list[str], connect_to: Callable[[dict[str, str]], Client] = conne
             print(f"{name.removesuffix(OBJECT)} {size}")
         return 0
     if len(argv) == 4 and argv[0] == "fetch" and stamp_of(argv[2], "") is not None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         target = read_target(Path(argv[1]))
-        fetch(connect_to(target), target["bucket"], argv[2], Path(argv[3]))
+        try:
+            fetch(connect_to(target), target["bucket"], argv[2], Path(argv[3]))
+        except (BotoCoreError, ClientError, Mismatch) as error:
+            print(f"the off-site backup {argv[2]} was not fetched ({type(error).__name__}: {error})", file=sys.stderr)
+            return 1
         return 0
     print(USAGE, file=sys.stderr)
     return 2

@@ -14,6 +14,7 @@ import tarfile
 from dataclasses import dataclass
 
 from agent import checks, wheels
+from agent.config import Config
 from agent.context import Agent
 from agent.manifest import Entry, loads
 
@@ -296,23 +297,38 @@ def check_config(agent: Agent, release_id: str, directory: str) -> None:
         agent.fail(f"release {release_id}: gunicorn --check-config {config.wsgi_target} failed (output above)")
 
 
+def release_commands(config: Config) -> list[tuple[str, tuple[str, ...]]]:
+    """What runs once for each release before it goes live, in order, each with where it comes from:
+    releaseCommand (or the Procfile's release:), then what the Procfile's web line runs before Gunicorn."""
+    named = [("releaseCommand", config.release_command)] if config.release_command else []
+    return named + [("Procfile web:", command) for command in config.web_commands]
+
+
 def run_release_command(agent: Agent, directory: str, live_release: str, skip: bool) -> None:
-    """releaseCommand, once for each release (a marker records it)."""
+    """releaseCommand and the Procfile web line's commands before Gunicorn, once for each release (a marker
+    records them), in order; the first that fails stops the deploy with the live release kept."""
     config, system = agent.config, agent.system
-    if not config.release_command:
+    commands = release_commands(config)
+    if not commands:
         return
     if skip:
         agent.log("release command: left to the droplet that ran it for this release")
         return
-    words = " ".join(config.release_command)
+    done = "\n".join(" ".join(argv) for _, argv in commands)
     marker = f"{directory}/.release-command-done"
-    if system.read_text(marker) == words:
+    if system.read_text(marker) == done:
         return
-    agent.log(f"running the release command: {words}")
-    status = run_in_release(agent, directory, list(config.release_command))
-    if status != 0:
-        still = f"{live_release} is still live" if live_release else ""
-        agent.fail(
-            f"release {directory.rsplit('/', 1)[-1]}: releaseCommand '{words}' exited {status} (output above); {still}"
-        )
-    system.write_file(marker, words)
+    for source, argv in commands:
+        words = " ".join(argv)
+        if source == "releaseCommand":
+            agent.log(f"running the release command: {words}")
+        else:
+            when = "once for this release before it goes live"
+            agent.log(f"running the Procfile's web command before Gunicorn, {when}: {words}")
+        status = run_in_release(agent, directory, list(argv))
+        if status != 0:
+            still = f"{live_release} is still live" if live_release else ""
+            agent.fail(
+                f"release {directory.rsplit('/', 1)[-1]}: {source} '{words}' exited {status} (output above); {still}"
+            )
+    system.write_file(marker, done)

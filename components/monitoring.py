@@ -92,10 +92,17 @@ class Monitoring(pulumi.ComponentResource):
         if not settings.alerts.alert_emails:
             self.register_outputs({"alerts": None})
             return
-        child = pulumi.ResourceOptions(parent=self)
+        self._name, self._args = name, args
+        droplet = self._droplet_alerts()
+        url = pulumi.Output.from_input(args.url)
+        site = self._site_alerts(self._uptime_check(url))
         emails = list(settings.alerts.alert_emails)
-        label = args.stack_tag
+        self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
+        self.register_outputs({"alerts": self.alerts})
 
+    def _droplet_alerts(self) -> dict[str, Any]:
+        """One policy per metric over every droplet of the stack; what they watch, as the `alerts` output says it."""
+        settings, args = self._args.settings, self._args
         thresholds = {
             "cpu": settings.alerts.alert_cpu_percent,
             "memory": settings.alerts.alert_memory_percent,
@@ -103,32 +110,40 @@ class Monitoring(pulumi.ComponentResource):
         }
         for metric, metric_type, measured in DROPLET_METRICS:
             digitalocean.MonitorAlert(
-                f"{name}-{metric}",
+                f"{self._name}-{metric}",
                 type=metric_type,
                 compare="GreaterThan",
                 value=thresholds[metric],
                 window=settings.alerts.alert_window,
                 # The droplets by id, not by tag: the project's tag is on every stack's droplet.
                 entities=list(args.droplet_ids),
-                alerts=digitalocean.MonitorAlertAlertsArgs(emails=emails),
+                alerts=digitalocean.MonitorAlertAlertsArgs(emails=list(settings.alerts.alert_emails)),
                 enabled=True,
-                description=f"{label}: {measured} above {thresholds[metric]}% for {settings.alerts.alert_window}",
-                opts=child,
+                description=(
+                    f"{args.stack_tag}: {measured} above {thresholds[metric]}% for {settings.alerts.alert_window}"
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
             )
+        droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
+        droplet["window"] = settings.alerts.alert_window
+        return droplet
 
-        url = pulumi.Output.from_input(args.url)
-        regions = list(uptime_regions(settings.server.region))
-        check = digitalocean.UptimeCheck(
-            f"{name}-uptime",
-            name=f"{label}: the site",
+    def _uptime_check(self, url: pulumi.Output[str]) -> digitalocean.UptimeCheck:
+        """The site's URL requested from the probe regions nearest the droplet."""
+        return digitalocean.UptimeCheck(
+            f"{self._name}-uptime",
+            name=f"{self._args.stack_tag}: the site",
             target=url,
             # A site with no certificate yet answers on http://; its check follows the URL there and back.
             type=url.apply(lambda target: "https" if target.startswith("https://") else "http"),
-            regions=regions,
+            regions=list(uptime_regions(self._args.settings.server.region)),
             enabled=True,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        notifications = [digitalocean.UptimeAlertNotificationArgs(emails=emails)]
+
+    def _site_alerts(self, check: digitalocean.UptimeCheck) -> dict[str, Any]:
+        """The uptime check's alerts: down, slow, and (over HTTPS) a certificate close to expiry."""
+        settings = self._args.settings
         site_alerts = [
             SiteAlert("down", "the site is down", "down", DOWN_PERIOD),
             SiteAlert(
@@ -141,7 +156,7 @@ class Monitoring(pulumi.ComponentResource):
             ),
         ]
         site: dict[str, Any] = {
-            "regions": regions,
+            "regions": list(uptime_regions(settings.server.region)),
             "down_for": DOWN_PERIOD,
             "latency_ms": settings.alerts.alert_latency_ms,
         }
@@ -160,9 +175,9 @@ class Monitoring(pulumi.ComponentResource):
             site["certificate_days"] = settings.alerts.alert_certificate_days
         for alert in site_alerts:
             digitalocean.UptimeAlert(
-                f"{name}-{alert.suffix}",
+                f"{self._name}-{alert.suffix}",
                 check_id=check.id,
-                name=f"{label}: {alert.said}",
+                name=f"{self._args.stack_tag}: {alert.said}",
                 type=alert.type,
                 threshold=alert.threshold,
                 comparison=alert.comparison,
@@ -170,11 +185,7 @@ class Monitoring(pulumi.ComponentResource):
                 # (digitalocean/openapi#828); the provider sends "" when it is unset
                 # (`resourceDigitalOceanUptimeAlertCreate`).
                 period=alert.period,
-                notifications=notifications,
-                opts=child,
+                notifications=[digitalocean.UptimeAlertNotificationArgs(emails=list(settings.alerts.alert_emails))],
+                opts=pulumi.ResourceOptions(parent=self),
             )
-
-        droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
-        droplet["window"] = settings.alerts.alert_window
-        self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
-        self.register_outputs({"alerts": self.alerts})
+        return site

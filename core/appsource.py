@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -63,24 +63,23 @@ class StackPackage:
     version: str
     """The stack's pin, added when the app declares none."""
     minimum: str
-    """The oldest release the stack works with."""
+    """The oldest release the stack works with; a requirement must admit it or a later one."""
     why: str
-    releases: tuple[str, ...]
-    """Its releases from `minimum` on, to tell a range that admits one of them from one that does not."""
 
 
 #: Gunicorn runs the app. 20.0 is the first to tell systemd it is ready (the service is Type=notify);
 #: before 21.0 it imports pkg_resources, which setuptools no longer ships (from 82.0) and a Python 3.12
 #: virtualenv does not have, so 20.x does not start. The rest the stack uses is older: socket activation
 #: (LISTEN_FDS), GUNICORN_CMD_ARGS with --config, --check-config, and the post_worker_init, pre_request
-#: and post_request(worker, req, environ, resp) hooks of the rendered gunicorn.conf.py.
+#: and post_request(worker, req, environ, resp) hooks of the rendered gunicorn.conf.py; 27.0.1 keeps every
+#: one of them (its changelog removes the eventlet worker, in 26.0, which the stack does not use) and
+#: brings 24 to 27's stricter request parsing (smuggling, malformed headers and chunks refused).
 GUNICORN = StackPackage(
     name="gunicorn",
-    version="23.0.0",
+    version="27.0.1",
     minimum="21.0.0",
     why="its service tells systemd when it is ready (20.0 and later) and 20.x imports pkg_resources, "
     "which current setuptools no longer ships",
-    releases=("21.0.0", "21.0.1", "21.1.0", "21.2.0", "22.0.0", "23.0.0", "24.0.0", "24.1.0", "24.1.1", "25.0.0"),
 )
 STACK_PACKAGES = (GUNICORN,)
 
@@ -239,16 +238,44 @@ def _check_declared(
     if requirement is None:
         stack.append(f"{package.name}=={package.version}")
         return
-    if requirement.url is None:
-        candidates = [*package.releases, "999"]
-        if not any(requirement.specifier.contains(v, prereleases=True) for v in candidates):
-            problems.append(
-                f"{where} pins {requirement}, older than {package.name} {package.minimum}, the oldest the stack "
-                f"runs the app with ({package.why}); {_accepted(package)}"
-            )
-            return
+    if requirement.url is None and not admits_from(requirement.specifier, Version(package.minimum)):
+        problems.append(
+            f"{where} pins {requirement}, older than {package.name} {package.minimum}, the oldest the stack "
+            f"runs the app with ({package.why}); {_accepted(package)}"
+        )
+        return
     # Never below the minimum, whatever else the app's range admits.
     stack.append(f"{package.name}>={package.minimum}")
+
+
+def admits_from(specifier: SpecifierSet, minimum: Version) -> bool:
+    """Whether `specifier` admits some version at or above `minimum`, whichever releases exist.
+
+    What a specifier admits is a union of ranges whose ends are its own versions (a `~=` or `.*` clause
+    ends where its prefix does). If any of it lies at or above `minimum`, then `minimum` itself, a version
+    of a clause, or one just past a clause's version (the next release at each of its places) is in it;
+    a version past every bound stands for the open end.
+    """
+    candidates = {minimum, Version("999999")}
+    for clause in specifier:
+        candidates |= _near(clause)
+    return any(v >= minimum and specifier.contains(v, prereleases=True) for v in candidates)
+
+
+def _near(clause: Specifier) -> set[Version]:
+    """A clause's own version and those just past it, at each place of its release number."""
+    text = clause.version.removesuffix(".*")
+    try:
+        version = Version(text)
+    except InvalidVersion:  # `===` takes any string
+        return set()
+    release = version.release
+    near = {version, Version(".".join(str(part) for part in (*release, 0, 1)))}
+    for place in range(len(release)):
+        bumped = (*release[:place], release[place] + 1)
+        near.add(Version(".".join(str(part) for part in bumped)))
+        near.add(Version(".".join(str(part) for part in (*release[: place + 1], 0, 1))))
+    return near
 
 
 def _check_locked(

@@ -202,3 +202,23 @@ def logs_command(settings: Settings, follow: bool = False, lines: int | None = N
     """The site's recent requests and the journal of the app and nginx; `follow` keeps showing new lines."""
     words = ["logs", *(["-f"] if follow else []), *(["-n", str(lines)] if lines is not None else [])]
     return deploy_script_command(settings, *words)
+
+
+# The admin's lines, typed on the machine that holds the stack: the stack's outputs, and the docs' commands
+# (tests/unit/test_doc_commands.py holds the docs to these).
+
+
+def over_ssh(address: str, command: str, *, terminal: bool = False) -> str:
+    """`command` (one of the above, quoted already) run on the server at `address` as the deploy user;
+    `terminal` for one that runs until Ctrl-C (`logs -f`)."""
+    return f"{shlex.join(['ssh', *(['-t'] if terminal else []), f'{DEPLOY_USER}@{address}'])} {command}"
+
+
+def logs_line(settings: Settings, address: str) -> str:
+    """The `logs` output: the site's logs, followed."""
+    return over_ssh(address, logs_command(settings, follow=True), terminal=True)
+
+
+def restore_offsite_line(settings: Settings, address: str) -> str:
+    """The `restore_offsite` output: the newest off-site backup restored, the stack's age identity on stdin."""
+    return f"pulumi config get offsiteIdentity | {over_ssh(address, restore_offsite_command(settings))}"

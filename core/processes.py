@@ -10,14 +10,54 @@ makes their systemd units.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 #: A process's or job's name: it names its systemd unit, so letters, digits, '-' and '_'.
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,29}$")
-#: Names a Procfile gives a meaning of its own: `web` is Gunicorn, `release` is releaseCommand.
+#: Names a Procfile gives a meaning of its own: `web` is Gunicorn (and the commands before it), `release` is
+#: releaseCommand.
 PROCFILE_WEB, PROCFILE_RELEASE = "web", "release"
+#: Gunicorn's options that take no value (Gunicorn 27.0.1's `config.py`, its store_true and store_const
+#: settings, with --help and --version): every other option takes the next word unless written `--name=value`.
+GUNICORN_FLAGS = frozenset(
+    {
+        "--capture-output",
+        "--casefold-http-method",
+        "--check-config",
+        "--daemon",
+        "--disable-redirect-access-to-syslog",
+        "--do-handshake-on-connect",
+        "--enable-backlog-metric",
+        "--enable-stdio-inheritance",
+        "--help",
+        "--initgroups",
+        "--log-syslog",
+        "--no-control-socket",
+        "--no-sendfile",
+        "--permit-obsolete-folding",
+        "--permit-unconventional-http-method",
+        "--permit-unconventional-http-version",
+        "--preload",
+        "--print-config",
+        "--proxy-protocol",
+        "--reload",
+        "--reuse-port",
+        "--spew",
+        "--strip-header-spaces",
+        "--suppress-ragged-eofs",
+        "--version",
+        "-D",
+        "-R",
+        "-h",
+        "-v",
+    }
+)
+#: What joins the commands of a web line, as a shell reads them: each runs after the one before.
+_SEQUENCE = (";", "&&")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 #: Signals a process may be stopped with (huey finishes its running task on SIGINT, Celery and RQ on SIGTERM).
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2")
 STOP_TIMEOUT_MIN, STOP_TIMEOUT_MAX, STOP_TIMEOUT_DEFAULT = 1, 3600, 30
@@ -49,6 +89,26 @@ class Schedule:
     """Seconds each run may start late, at random (`RandomizedDelaySec=`)."""
 
 
+@dataclass(frozen=True)
+class WebLine:
+    """A Procfile's `web:` line: the commands it runs first, then the server it starts.
+
+    `web: flask db upgrade; flask translate compile; gunicorn microblog:app` runs two commands before
+    Gunicorn: the deploy runs those once for each release, before it goes live, and runs Gunicorn itself.
+    """
+
+    before: tuple[tuple[str, ...], ...]
+    """The commands before the server, each as its words (an assignment `NAME=value` first becomes `env`'s)."""
+    server: str
+    """The program that serves: `gunicorn`, or what else the line starts (`waitress-serve`, `flask`, ...)."""
+    app_target: str | None
+    """Gunicorn's APP_MODULE (`module:callable`), when the server is Gunicorn and the line names it."""
+
+    @property
+    def is_gunicorn(self) -> bool:
+        return self.server == "gunicorn"
+
+
 class ProcfileError(ValueError):
     """A Procfile line that is not `NAME: COMMAND`."""
 
@@ -71,6 +131,82 @@ def parse_procfile(text: str) -> dict[str, str]:
             raise ProcfileError(f"line {number} names the process {name!r} a second time")
         processes[name] = command
     return processes
+
+
+def parse_web_line(command: str) -> WebLine:
+    """The commands of a `web:` line and the server it starts last, read as `sh` would split them.
+
+    Commands are joined by `;` or `&&`; a pipe, a redirection, a background `&` or a subshell is more than a
+    sequence of commands and raises `ProcfileError`, as does a line with unbalanced quotes.
+    """
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError as err:
+        raise ProcfileError(f"web: {command!r} does not split as a shell line ({err})") from None
+    commands: list[list[str]] = [[]]
+    for word in words:
+        if word in _SEQUENCE:
+            commands.append([])
+        elif word and set(word) <= set("();<>|&"):
+            raise ProcfileError(
+                f"web: {command!r} uses {word!r}; a web line is commands joined by ';' or '&&', the server last"
+            )
+        else:
+            commands[-1].append(word)
+    commands = [words for words in commands if words]
+    if not commands:
+        raise ProcfileError(f"web: {command!r} runs no command")
+    *before, last = commands
+    server_words = _program_words(last)
+    server = _server_name(server_words)
+    target = _gunicorn_app(server_words[_arguments_start(server_words) :]) if server == "gunicorn" else None
+    return WebLine(before=tuple(_as_argv(words) for words in before), server=server, app_target=target)
+
+
+def _program_words(words: list[str]) -> list[str]:
+    """The words of a command from its program on: `exec` and assignments before it left out."""
+    start = 0
+    while start < len(words) and (words[start] == "exec" or _ASSIGNMENT.match(words[start])):
+        start += 1
+    return words[start:] or words
+
+
+def _server_name(words: list[str]) -> str:
+    """The server a command starts: its program's name, or the module of `python -m MODULE`."""
+    program = words[0].rsplit("/", 1)[-1]
+    if re.fullmatch(r"python[0-9.]*", program) and len(words) > 2 and words[1] == "-m":
+        return words[2]
+    return program
+
+
+def _arguments_start(words: list[str]) -> int:
+    """Where the server's own arguments begin: after its program, or after `python -m MODULE`."""
+    return 3 if words[1:2] == ["-m"] else 1
+
+
+def _gunicorn_app(arguments: list[str]) -> str | None:
+    """The APP_MODULE of Gunicorn's arguments: the last word that is neither an option nor an option's value."""
+    found = None
+    skip = False
+    for word in arguments:
+        if skip:
+            skip = False
+        elif word.startswith("-") and word != "-":
+            skip = "=" not in word and word not in GUNICORN_FLAGS and not (word[1:2] != "-" and len(word) > 2)
+        else:
+            found = word
+    if found is None:
+        return None
+    return found if ":" in found else f"{found}:application"
+
+
+def _as_argv(words: list[str]) -> tuple[str, ...]:
+    """A command's words as a program runs them: `NAME=value ... program` becomes `env NAME=value ... program`."""
+    if words[0] == "exec":
+        words = words[1:] or words
+    return ("env", *words) if _ASSIGNMENT.match(words[0]) else tuple(words)
 
 
 # Calendars

@@ -257,6 +257,7 @@ def render_agent_settings(settings: Settings) -> str:
         "uv_version": UV_VERSION,
         "import_root": settings.app.app_source.import_root,
         "release_command": list(settings.app.release_command),
+        "web_commands": [list(command) for command in settings.app.web_commands],
         "releases_to_keep": settings.app.releases_to_keep,
         "sqlite_url": layout.sqlite_url if settings.server.database == "sqlite" else "",
         "behind_balancer": settings.server.behind_balancer,

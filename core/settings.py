@@ -44,7 +44,9 @@ from core.processes import (
     Process,
     ProcfileError,
     Schedule,
+    WebLine,
     parse_procfile,
+    parse_web_line,
     to_calendar,
 )
 from core.slugs import DATABASE_SIZES, DROPLET_SIZES
@@ -52,6 +54,9 @@ from core.slugs import DATABASE_SIZES, DROPLET_SIZES
 #: Images this project is written for: the Ubuntu 24.04 slug, or the numeric
 #: id of a snapshot built from it.
 UBUNTU_2404_IMAGE = "ubuntu-24-04-x64"
+
+#: What Gunicorn serves when neither wsgiTarget nor a Procfile's web line names it.
+DEFAULT_WSGI_TARGET = "wsgi:app"
 
 #: ACME servers by name; `acmeServer` takes one of these names or a directory URL.
 ACME_SERVERS = {
@@ -293,6 +298,9 @@ class AppSettings:
     """How many releases stay on the server for rollback."""
     release_command: tuple[str, ...]
     """Run once for each new release before it goes live (e.g. migrations); empty for none."""
+    web_commands: tuple[tuple[str, ...], ...]
+    """What the Procfile's `web:` line runs before Gunicorn: run once for each new release, after
+    `release_command` and before it goes live; a command equal to one run before it is left out."""
     linked_dirs: tuple[str, ...]
     """Paths inside the app kept in the state directory and shared by every release."""
     site: SiteSettings
@@ -595,6 +603,47 @@ def check_admin_cidrs(check: Check) -> tuple[str, ...]:
     return tuple(admin_cidrs)
 
 
+@dataclass(frozen=True)
+class AppProcfile:
+    """The app's Procfile, read once: its processes by name, and its `web:` line as commands and a server."""
+
+    processes: Mapping[str, str]
+    web: WebLine | None
+
+    @property
+    def release(self) -> str:
+        return self.processes.get(PROCFILE_RELEASE, "")
+
+
+def check_procfile(check: Check, project_dir: Path) -> AppProcfile:
+    """The app's Procfile, when it has one; its web line must start Gunicorn, or wsgiTarget say what to serve."""
+    app_dir = project_dir / str(check["appDir"])
+    processes = _procfile(app_dir, check.problem) if app_dir.is_dir() else {}
+    command = processes.get(PROCFILE_WEB)
+    if command is None:
+        return AppProcfile(processes, None)
+    try:
+        web = parse_web_line(command)
+    except ProcfileError as err:
+        check.problem(
+            "appDir",
+            f"Procfile web: {command}",
+            f"expected a web line of commands joined by ';' or '&&', Gunicorn last; {err}",
+        )
+        return AppProcfile(processes, None)
+    if not web.is_gunicorn and not check["wsgiTarget"]:
+        check.problem(
+            "appDir",
+            f"Procfile web: {command}",
+            f"expected a Procfile whose web process is gunicorn, after any commands it runs first (e.g. web: "
+            f"flask db upgrade; gunicorn myapp:app): the deploy serves the app with Gunicorn, so {web.server} "
+            f"would not be the one that serves. To keep the app as it is, set wsgiTarget to the WSGI callable "
+            f"{web.server} serves (pulumi config set wsgiTarget myapp:app): the stack serves it with Gunicorn, "
+            f"runs the commands before {web.server} once for each release, and leaves the rest of the line unused",
+        )
+    return AppProcfile(processes, web)
+
+
 def check_app(check: Check, project_dir: Path, server: ServerSettings, site: SiteSettings) -> AppSettings | None:
     """The app's part: its name on the server, its code, how it runs, its releases and its site; None when its
     code cannot be read (the problems say why)."""
@@ -607,7 +656,10 @@ def check_app(check: Check, project_dir: Path, server: ServerSettings, site: Sit
             f"and none of {', '.join(sorted(RESERVED_APP_NAMES))}",
         )
     app_dir = project_dir / str(check["appDir"])
-    wsgi_target = check["wsgiTarget"]
+    procfile = check_procfile(check, project_dir)
+    web = procfile.web
+    # Unset (empty, as Pulumi hands over its default): the Procfile's Gunicorn target, else wsgi:app.
+    wsgi_target = check["wsgiTarget"] or (web.app_target if web and web.app_target else DEFAULT_WSGI_TARGET)
     app_source = check_app_source(check, app_dir, wsgi_target)
     static_dir = check_static_dir(check, app_dir)
     health_path = check["healthPath"]
@@ -616,10 +668,9 @@ def check_app(check: Check, project_dir: Path, server: ServerSettings, site: Sit
     workers = check.whole_number("workers", WORKERS_FROM_SIZE, WORKERS_MAX)
     if workers == WORKERS_FROM_SIZE:
         workers = default_workers(server.size)
-    procfile = _procfile(app_dir, check.problem) if app_dir.is_dir() else {}
-    processes = _processes(check["processes"], procfile, wsgi_target, check.problem)
-    releases_to_keep, release_command, linked_dirs = check_releases(
-        check, static_dir, procfile.get(PROCFILE_RELEASE, ""), server.instances
+    processes = _processes(check["processes"], procfile.processes, check.problem)
+    releases_to_keep, release_command, web_commands, linked_dirs = check_releases(
+        check, static_dir, procfile, server.instances
     )
     app_env = check_app_environment(check, server.database)
     if app_source is None:
@@ -638,6 +689,7 @@ def check_app(check: Check, project_dir: Path, server: ServerSettings, site: Sit
         schedules=_schedules(check["schedules"], check.problem),
         releases_to_keep=releases_to_keep,
         release_command=release_command,
+        web_commands=web_commands,
         linked_dirs=linked_dirs,
         site=site,
     )
@@ -717,13 +769,14 @@ def check_app_environment(check: Check, database: str) -> dict[str, SecretStr]:
 
 
 def check_releases(
-    check: Check, static_dir: str | None, procfile_release: str, instances: int
-) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
-    """Releases: how many stay for rollback, the command each runs before it goes live (releaseCommand, else
-    the Procfile's `release:`), the paths they share (none when several droplets would each keep their own)."""
+    check: Check, static_dir: str | None, procfile: AppProcfile, instances: int
+) -> tuple[int, tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str, ...]]:
+    """Releases: how many stay for rollback, the commands each runs before it goes live (releaseCommand, else
+    the Procfile's `release:`; then what the Procfile's `web:` line runs before Gunicorn), the paths they share
+    (none when several droplets would each keep their own)."""
     releases_to_keep = check.whole_number("releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX)
     release_command: list[str] = []
-    raw_command = check["releaseCommand"] or procfile_release
+    raw_command = check["releaseCommand"] or procfile.release
     if not isinstance(raw_command, str):
         check.problem("releaseCommand", raw_command, "expected a command line as a string, e.g. 'flask db upgrade'")
     else:
@@ -739,7 +792,12 @@ def check_releases(
             f"expected none with instances = {instances}: each droplet would keep its own copy of these "
             "files; keep them in the database or in object storage (DigitalOcean Spaces)",
         )
-    return releases_to_keep, tuple(release_command), tuple(linked_dirs)
+    # Each command once: a web line that migrates, with the same migration as releaseCommand, migrates once.
+    web_commands: list[tuple[str, ...]] = []
+    for command in procfile.web.before if procfile.web else ():
+        if command != tuple(release_command) and command not in web_commands:
+            web_commands.append(command)
+    return releases_to_keep, tuple(release_command), tuple(web_commands), tuple(linked_dirs)
 
 
 def check_notifications(check: Check) -> NotifySettings:
@@ -1110,22 +1168,14 @@ def _procfile(app_dir: Path, problem: Problem) -> dict[str, str]:
         return {}
 
 
-def _processes(value: Any, procfile: dict[str, str], wsgi_target: Any, problem: Problem) -> tuple[Process, ...]:
+def _processes(value: Any, procfile: Mapping[str, str], problem: Problem) -> tuple[Process, ...]:
     """`processes`: NAME: COMMAND, or NAME: {command, stopTimeoutSeconds, stopSignal, droplets}; with the
-    Procfile's processes (whose options an entry without a command sets). Its `web` line must be Gunicorn."""
+    Procfile's processes (whose options an entry without a command sets), `web` and `release` apart."""
     name_rule = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
     accepted = (
         "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
         f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {name_rule}, none of web, release'
     )
-    web = procfile.get(PROCFILE_WEB)
-    if web is not None and web.split()[0].rsplit("/", 1)[-1] != "gunicorn":
-        problem(
-            "appDir",
-            f"Procfile web: {web}",
-            f"expected a Procfile whose web process is gunicorn (or no web line): the deploy runs Gunicorn with "
-            f"wsgiTarget ({wsgi_target}) and workers itself; another server would not be the one that serves",
-        )
     found: dict[str, Process] = {}
     for name, command in procfile.items():
         if name in (PROCFILE_WEB, PROCFILE_RELEASE):

@@ -355,6 +355,57 @@ def test_a_failing_release_command_leaves_the_live_release() -> None:
     )
 
 
+SEED = ("flask", "--app", "weather", "seed")
+
+
+def release_runs(server: object) -> list[str]:
+    """The commands run in a release, by their last word (upgrade, seed), in order."""
+    commands = server.commands  # type: ignore[attr-defined]
+    return [argv[-1] for argv in commands if argv[0] == "systemd-run" and argv[-1] in ("upgrade", "seed")]
+
+
+def test_the_procfile_web_commands_run_after_the_release_command_once_for_each_release() -> None:
+    server, config, _ = live_server("fleet")
+    config = dataclasses.replace(config, web_commands=(SEED,))
+    release = bundle_of("fleet", workers=4)
+
+    assert deploy(server, config, release) == 0, server.stderr
+
+    assert release_runs(server) == ["upgrade", "seed"]
+    assert any(
+        "running the Procfile's web command before Gunicorn, once for this release before it goes live: "
+        "flask --app weather seed" in line
+        for line in server.stderr
+    )
+    forget(server)
+    assert deploy(server, config, release) == 0
+    assert release_runs(server) == []
+
+
+def test_a_failing_procfile_web_command_leaves_the_live_release() -> None:
+    server, config, live = live_server("fleet")
+    config = dataclasses.replace(config, web_commands=(SEED,))
+    server.answer_with(("systemd-run",), lambda argv: Completed(4 if argv[-1] == "seed" else 0))
+
+    assert deploy(server, config, bundle_of("fleet", workers=4)) == 1
+
+    failure = next(line for line in server.stderr if "FAILED:" in line)
+    assert (
+        f"Procfile web: 'flask --app weather seed' exited 4 (output above); {live.release_id} is still live" in failure
+    )
+    assert "run: systemctl restart weather.service" not in server.events
+
+
+def test_procfile_web_commands_are_left_to_the_first_droplet() -> None:
+    server, config, _ = live_server("fleet")
+    config = dataclasses.replace(config, release_command=(), web_commands=(SEED,))
+
+    assert deploy(server, config, bundle_of("fleet", workers=4), "--skip-release-command") == 0
+
+    assert release_runs(server) == []
+    assert any("release command: left to the droplet that ran it" in line for line in server.stderr)
+
+
 def test_usage_errors_name_the_usage() -> None:
     server, config = first_booted(), config_of("ip")
 

@@ -8,9 +8,11 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import socket
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,12 +208,17 @@ def test_list_and_fetch_give_back_what_was_checked(target: Path, tmp_path: Path,
     assert fetched.read_bytes().startswith(b"age-encryption.org/v1\n")
     assert fetched.stat().st_mode & 0o777 == 0o600
 
-    # An object whose bytes are not those its upload checked is not kept.
+    # An object whose bytes are not those its upload checked is not kept, and the failure says what was read
+    # and what the server answered.
     client = s3(target)
     client.put_object(Bucket=bucket_of(target), Key="20261129T020000Z.tar.gz.age", Body=b"x", Metadata={"sha256": "0"})
-    with pytest.raises(offsite.Mismatch):
-        offsite.main(["fetch", str(target), "20261129T020000Z", str(tmp_path / "bad")])
+    capsys.readouterr()
+    assert offsite.main(["fetch", str(target), "20261129T020000Z", str(tmp_path / "bad")]) == 1
     assert not list(tmp_path.glob("bad*"))
+    err = capsys.readouterr().err
+    assert "the off-site backup 20261129T020000Z was not fetched (Mismatch: 20261129T020000Z.tar.gz.age: read 1 " in err
+    assert f"SHA-256 {hashlib.sha256(b'x').hexdigest()}; the server answered " in err
+    assert "x-amz-meta-sha256: 0" in err.lower()
     assert offsite.main(["fetch", str(target), "nope", "x"]) == 2
 
 
@@ -225,6 +232,207 @@ def test_old_copies_are_pruned_locally_only_once_checked_off_site(tmp_path: Path
     backup.main(["keep", str(incoming), str(backups), "7", "offsite"])
 
     assert sorted(p.name for p in backups.iterdir()) == ["20200102T020000Z.tar.gz", "20200103T020000Z.tar.gz"]
+
+
+# Other servers' answers: moto's, with the headers spelled as other S3-compatible servers spell them.
+
+Headers = list[tuple[str, str]]
+
+
+def go_canonical(headers: Headers) -> Headers:
+    """Go's net/http (MinIO, SeaweedFS, Garage's gateway...): `X-Amz-Meta-Sha256`, `Etag`."""
+    return [("-".join(part.capitalize() for part in name.split("-")), value) for name, value in headers]
+
+
+def upper_case_metadata(headers: Headers) -> Headers:
+    return [(name.upper() if name.lower().startswith("x-amz-meta-") else name, value) for name, value in headers]
+
+
+def mixed_case_metadata(headers: Headers) -> Headers:
+    return [("X-amz-Meta-SHA256" if name.lower() == "x-amz-meta-sha256" else name, value) for name, value in headers]
+
+
+def no_metadata(headers: Headers) -> Headers:
+    """A server that keeps no user metadata."""
+    return [(name, value) for name, value in headers if not name.lower().startswith("x-amz-meta-")]
+
+
+def multipart_etag(headers: Headers) -> Headers:
+    """An ETag as a multipart upload's (the MD5 of the parts' MD5s, and their count): not the object's MD5."""
+    return [
+        (
+            name,
+            f'"{hashlib.md5(value.encode(), usedforsecurity=False).hexdigest()}-2"'
+            if name.lower() == "etag"
+            else value,
+        )
+        for name, value in headers
+    ]
+
+
+def neither(headers: Headers) -> Headers:
+    return multipart_etag(no_metadata(go_canonical(headers)))
+
+
+class Respelled:
+    """A WSGI app around moto's, whose answers' headers `spelling` rewrites."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.spelling: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: Headers, exc_info: Any = None) -> Any:
+            return start_response(status, self.spelling(headers) if self.spelling else headers, exc_info)
+
+        return self.app(environ, start)
+
+
+@pytest.fixture(scope="module")
+def respelled_server() -> Iterator[tuple[str, Respelled]]:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = Respelled(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", app
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def respelled(respelled_server: tuple[str, Respelled], tmp_path: Path) -> Iterator[tuple[Path, Respelled]]:
+    """The bucket file of a bucket on the server whose answers a test respells."""
+    endpoint, app = respelled_server
+    bucket = f"r{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    given = {"endpoint": endpoint, "region": "us-east-1", "bucket": bucket}
+    given |= {"access_key_id": "testing", "secret_access_key": "testing"}
+    offsite.connect(given).create_bucket(Bucket=bucket)
+    path = tmp_path / "offsite.json"
+    path.write_text(json.dumps(given))
+    yield path, app
+    app.spelling = None
+
+
+def decrypted(data: bytes, tmp_path: Path) -> bytes:
+    identity = tmp_path / "identity"
+    identity.write_text(OFFSITE_IDENTITY + "\n")
+    return subprocess.run(["age", "-d", "-i", str(identity)], input=data, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("spelling", "upload_checked", "fetch_checked"),
+    [
+        (go_canonical, "the server's answer (its size, its ETag the MD5, the SHA-256 in its metadata)", "its SHA-256"),
+        (upper_case_metadata, "the server's answer", "its SHA-256, the one its upload checked"),
+        (mixed_case_metadata, "the server's answer", "its SHA-256, the one its upload checked"),
+        (
+            no_metadata,
+            "reading it back and hashing it (the server answered no SHA-256 in its metadata)",
+            "its ETag, the MD5 (the server answered no SHA-256 in its metadata)",
+        ),
+        (
+            multipart_etag,
+            "reading it back and hashing it (the server answered an ETag that is not the MD5 (",
+            "its SHA-256, the one its upload checked",
+        ),
+        (
+            neither,
+            "reading it back and hashing it (the server answered no SHA-256 in its metadata)",
+            "its size alone (the server answered no SHA-256 in its metadata, and an ETag that is not the MD5)",
+        ),
+    ],
+)
+def test_other_servers_spellings_are_uploaded_marked_and_restored(
+    respelled: tuple[Path, Respelled],
+    tmp_path: Path,
+    capsys: Any,
+    spelling: Any,
+    upload_checked: str,
+    fetch_checked: str,
+) -> None:
+    target, app = respelled
+    backups = tmp_path / "backups"
+    archive = a_backup(backups, "20261201T020000Z")
+    app.spelling = spelling
+
+    assert upload(target, backups) == 0, capsys.readouterr().err
+
+    out = capsys.readouterr().out
+    assert f"checked by {upload_checked}" in out
+    assert (backups / "20261201T020000Z.tar.gz.offsite").exists()
+    # The restore's part: listed, fetched, checked as the server's answers allow, and what decrypts is the backup.
+    assert offsite.main(["list", str(target)]) == 0
+    assert capsys.readouterr().out.split()[0] == "20261201T020000Z"
+    fetched = tmp_path / "fetched.age"
+    assert offsite.main(["fetch", str(target), "20261201T020000Z", str(fetched)]) == 0
+    assert f"checked by {fetch_checked}" in capsys.readouterr().err
+    assert decrypted(fetched.read_bytes(), tmp_path) == archive.read_bytes()
+
+
+def test_the_sha256_is_read_whatever_the_spelling_of_its_header(respelled: tuple[Path, Respelled]) -> None:
+    target, app = respelled
+    client, bucket = s3(target), bucket_of(target)
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", Metadata={"sha256": "abc"})
+    for spelling in (go_canonical, upper_case_metadata, mixed_case_metadata):
+        app.spelling = spelling
+        held = client.head_object(Bucket=bucket, Key="k")
+        # botocore keeps the name as the server spelled it: a plain lookup of "sha256" misses it.
+        assert "sha256" not in held["Metadata"]
+        assert offsite.metadata(held) == {"sha256": "abc"}
+
+
+def test_a_copy_that_differs_is_refused_saying_what_was_sent_and_the_headers_as_received(
+    respelled: tuple[Path, Respelled], tmp_path: Path, capsys: Any
+) -> None:
+    target, app = respelled
+    backups = tmp_path / "backups"
+    a_backup(backups, "20261201T020000Z")
+
+    def tampered(headers: Headers) -> Headers:
+        return [(n, "0" * 64 if n == "X-Amz-Meta-Sha256" else v) for n, v in go_canonical(headers)]
+
+    app.spelling = tampered
+    assert upload(target, backups) == 1
+
+    assert not (backups / "20261201T020000Z.tar.gz.offsite").exists()
+    err = capsys.readouterr().err
+    sent = re.search(r"sent (\d+) bytes, MD5 ([0-9a-f]{32}), SHA-256 ([0-9a-f]{64}); the server answered (.*)\)", err)
+    assert sent, err
+    answered = sent.group(4)
+    assert f"Content-Length: {sent.group(1)}" in answered
+    assert f'Etag: "{sent.group(2)}"' in answered
+    assert f"X-Amz-Meta-Sha256: {'0' * 64}" in answered
+
+    # Read back, the bytes that differ are said with the headers of the answer that carried them.
+    app.spelling = neither
+    client = s3(target)
+    client.put_object(Bucket=bucket_of(target), Key="20261201T020000Z.tar.gz.age", Body=b"other")
+    md5 = hashlib.md5(b"other", usedforsecurity=False).hexdigest()
+    read_back = rf"read back 5 bytes, MD5 {md5}, .*; the server answered .*Content-Length: 5"
+    with pytest.raises(offsite.Mismatch, match=read_back):
+        offsite.check_upload(client, bucket_of(target), "20261201T020000Z.tar.gz.age", (5, "0" * 32, "0" * 64))
+
+
+def test_a_fetch_whose_size_differs_is_refused_whatever_the_server_keeps(
+    respelled: tuple[Path, Respelled], tmp_path: Path
+) -> None:
+    class Longer:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def get_object(self, **asked: Any) -> Any:
+            return {**self.client.get_object(**asked), "ContentLength": 6}
+
+    target, app = respelled
+    s3(target).put_object(Bucket=bucket_of(target), Key="20261201T020000Z.tar.gz.age", Body=b"short")
+    app.spelling = neither
+
+    with pytest.raises(offsite.Mismatch, match=r"read 5 bytes, .*; the server answered .*Content-Length: 5"):
+        offsite.fetch(Longer(s3(target)), bucket_of(target), "20261201T020000Z", tmp_path / "bad")
+    assert not list(tmp_path.glob("bad*"))
 
 
 # The agent's part, under the fake.
@@ -359,8 +567,8 @@ def test_restore_from_off_site_says_what_is_missing() -> None:
 
     assert failures == [
         "off-site copies are off on this server (offsiteRegion is empty, or no release has been deployed)",
-        "no age identity on stdin: pulumi config get offsiteIdentity | ssh deploy@SERVER "
-        "sudo /bin/bash DEPLOY_SCRIPT restore --offsite [BACKUP]",
+        "no age identity on stdin: run the stack's restore_offsite output, which pipes `pulumi config get "
+        'offsiteIdentity` into this command: eval "$(pulumi stack output restore_offsite) [BACKUP]"',
         "no off-site backup '20250101T000000Z'; off-site backups: 20261130T020000Z 20261201T020000Z",
         "the off-site backup 20261201T020000Z could not be fetched whole (above); nothing has changed",
         "the off-site backup 20261201T020000Z does not decrypt with the identity given (); "

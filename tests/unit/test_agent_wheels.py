@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import tarfile
+import zipfile
 
 import pytest
 
@@ -192,7 +195,7 @@ def test_a_bundle_without_stack_requirements_gets_the_stacks_gunicorn() -> None:
     install_dependencies(agent(server), "r1", VENV, DEPS, bundle(requirements="flask\n"))
 
     assert server.ran("python3", "-m", "venv") == [["python3", "-m", "venv", VENV]]
-    assert server.ran(f"{VENV}/bin/pip")[0][-1] == "gunicorn==23.0.0"
+    assert server.ran(f"{VENV}/bin/pip")[0][-1] == f"gunicorn=={config_of('ip').gunicorn_version}"
 
 
 def test_build_packages_are_installed_before_the_dependencies() -> None:
@@ -224,3 +227,91 @@ def test_uv_that_does_not_install_stops_the_deploy() -> None:
 
     with pytest.raises(Failed, match=r"uv 0\.13\.8 did not install"):
         install_dependencies(agent(server), "r1", VENV, DEPS, bundle(requirements="x\n", python="3.13"))
+
+
+def sdist(name: str, files: dict[str, str]) -> bytes:
+    """A source archive (.tar.gz) of `files`, under NAME/ as sdists are."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(f"{name}/{path}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out.getvalue()
+
+
+SDISTS = {
+    "flask-mail": sdist("Flask-Mail-0.9.1", {"setup.py": "setup(py_modules=['flask_mail'])", "flask_mail.py": ""}),
+    "langdetect": sdist("langdetect-1.0.9", {"setup.py": "setup(packages=['langdetect'])", "langdetect/x.py": ""}),
+    "fastcore": sdist("fastcore-1.0", {"setup.py": "from setuptools import Extension", "src/speedup.c": ""}),
+    "ruster": sdist("ruster-1.0", {"pyproject.toml": "[build-system]\nbuild-backend = 'maturin'", "Cargo.toml": ""}),
+    "cythonic": sdist("cythonic-1.0", {"pyproject.toml": "", "cythonic/_fast.pyx": ""}),
+}
+
+
+def test_pins_built_from_source_are_named_by_what_their_source_needs() -> None:
+    server = FakeSystem()
+    listing = {name: [f"{name}-1.0.tar.gz"] for name in SDISTS}
+
+    def answer(argv: list[str]) -> Completed:
+        if "-o" in argv:
+            name = argv[-1].rsplit("/", 1)[-1].removesuffix("-1.0.tar.gz")
+            server.files[argv[argv.index("-o") + 1]] = SDISTS[name]
+            return Completed(0)
+        name = argv[-1].rstrip("/").rsplit("/", 1)[-1]
+        files = [{"filename": f, "url": f"https://files.example/{f}"} for f in listing[name]]
+        return Completed(0, json.dumps({"files": files}))
+
+    server.answer_with(["curl"], answer)
+    server.answer("mktemp", stdout="/tmp/flaskdroplet-sdist.000001\n")
+    deps = {"requirements.txt": "".join(f"{name}==1.0\n" for name in SDISTS).encode()}
+
+    missing = wheels.report(agent(server), deps, NOBLE, system_python=True)
+
+    assert [name for name, _ in missing] == list(SDISTS)
+    log = "\n".join(server.stderr)
+    for name in ("flask-mail", "langdetect"):
+        assert f"{name} 1.0 has no wheel for {NOBLE}: it is built from its source, which is pure Python: " in log
+    assert "fastcore 1.0 has no wheel" in log
+    assert "which has extension code in C: building it needs a compiler" in log
+    assert (
+        "extension code in Rust: building it needs a compiler, Python's headers and those of the libraries it "
+        "links (apt: build-essential cargo python3-dev)" in log
+    )
+    assert "extension code in Cython" in log
+    assert "C compiler" not in log.split("langdetect 1.0")[1].split("\n")[0]
+    assert not server.exists("/tmp/flaskdroplet-sdist.000001")
+    assert "no buildPackages are set" in log
+
+
+def test_only_pure_python_pins_built_from_source_ask_for_no_build_packages() -> None:
+    server = FakeSystem()
+    archive = SDISTS["langdetect"]
+
+    def answer(argv: list[str]) -> Completed:
+        if "-o" in argv:
+            server.files[argv[argv.index("-o") + 1]] = archive
+            return Completed(0)
+        files = [{"filename": "langdetect-1.0.9.tar.gz", "url": "https://files.example/langdetect-1.0.9.tar.gz"}]
+        return Completed(0, json.dumps({"files": files}))
+
+    server.answer_with(["curl"], answer)
+    server.answer("mktemp", stdout="/tmp/flaskdroplet-sdist.000001\n")
+
+    wheels.report(agent(server), {"requirements.txt": b"langdetect==1.0.9\n"}, NOBLE, system_python=True)
+
+    log = "\n".join(server.stderr)
+    assert "langdetect 1.0.9 has no wheel" in log
+    assert "pure Python: building it needs nothing more" in log
+    assert "buildPackages" not in log
+    assert "compiler" not in log
+
+
+def test_an_unreadable_source_is_said_to_be_unknown() -> None:
+    assert wheels.extension_languages(b"not an archive") is None
+    assert wheels.extension_languages(SDISTS["flask-mail"]) == set()
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("pkg-1.0/setup.py", "ext_modules=[Extension('pkg._x', ['pkg/_x.c'])]")
+    assert wheels.extension_languages(zipped.getvalue()) == {"C"}

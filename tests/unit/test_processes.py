@@ -10,9 +10,19 @@ from typing import Any
 
 import pytest
 
+from agent.config import Config
 from core import processes
-from core.processes import CalendarError, Process, ProcfileError, cron_to_calendar, parse_procfile, to_calendar
-from core.render import render_processes, systemd_exec_command
+from core.processes import (
+    CalendarError,
+    Process,
+    ProcfileError,
+    WebLine,
+    cron_to_calendar,
+    parse_procfile,
+    parse_web_line,
+    to_calendar,
+)
+from core.render import render_agent_settings, render_processes, systemd_exec_command
 from core.settings import SettingsError, parse_settings
 from tests.pulumi_harness import PROJECT_DIR
 
@@ -163,6 +173,111 @@ def test_schedules_keep_what_was_written_and_its_calendar(good_config: dict[str,
         ("*-*-* 03:00:00",),
         600,
     )
+
+
+# The web line
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("gunicorn wsgi:app", WebLine((), "gunicorn", "wsgi:app")),
+        (
+            "flask db upgrade; flask translate compile; gunicorn shop:app",
+            WebLine((("flask", "db", "upgrade"), ("flask", "translate", "compile")), "gunicorn", "shop:app"),
+        ),
+        (
+            'FLASK_APP=shop flask db upgrade && exec gunicorn -w 4 -b 0.0.0.0:$PORT --log-file - "shop:create_app()"',
+            WebLine((("env", "FLASK_APP=shop", "flask", "db", "upgrade"),), "gunicorn", "shop:create_app()"),
+        ),
+        ("python -m gunicorn --preload --bind=:8000 -w4 shop.wsgi", WebLine((), "gunicorn", "shop.wsgi:application")),
+        ("bin/gunicorn --reload --config gunicorn.conf.py shop:app", WebLine((), "gunicorn", "shop:app")),
+        (
+            "flask db upgrade; waitress-serve --port=$PORT shop:app",
+            WebLine((("flask", "db", "upgrade"),), "waitress-serve", None),
+        ),
+        ("flask run --host 0.0.0.0", WebLine((), "flask", None)),
+        ("python3 -m waitress shop:app", WebLine((), "waitress", None)),
+    ],
+)
+def test_a_web_line_is_commands_then_the_server_it_starts(line: str, expected: WebLine) -> None:
+    assert parse_web_line(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("gunicorn shop:app | tee log", "uses '|'; a web line is commands joined by ';' or '&&', the server last"),
+        ("flask db upgrade > log; gunicorn shop:app", "uses '>'"),
+        ("flask db upgrade & gunicorn shop:app", "uses '&'"),
+        ("gunicorn 'shop:app", "does not split as a shell line"),
+        (";", "runs no command"),
+    ],
+)
+def test_a_web_line_that_is_more_than_commands_in_a_row_is_refused(line: str, message: str) -> None:
+    with pytest.raises(ProcfileError, match=message.replace("|", "\\|")):
+        parse_web_line(line)
+
+
+def test_the_web_line_gives_the_wsgi_target_and_runs_its_commands_before_each_release(
+    tmp_path: Path, good_config: dict[str, Any]
+) -> None:
+    app = app_with(
+        tmp_path, "web: flask --app weather db upgrade; flask --app weather seed && gunicorn 'weather:create_app()'\n"
+    )
+
+    settings = settings_with(good_config, app)
+
+    assert settings.app.wsgi_target == "weather:create_app()"
+    assert settings.app.release_command == ()
+    assert settings.app.web_commands == (
+        ("flask", "--app", "weather", "db", "upgrade"),
+        ("flask", "--app", "weather", "seed"),
+    )
+    shipped = Config.from_dict(json.loads(render_agent_settings(settings)))
+    assert shipped.web_commands == settings.app.web_commands
+    assert shipped.wsgi_target == "weather:create_app()"
+
+
+def test_with_release_command_each_command_runs_once_release_command_first(
+    tmp_path: Path, good_config: dict[str, Any]
+) -> None:
+    app = app_with(tmp_path, "web: flask --app weather db upgrade; flask --app weather seed; gunicorn wsgi:app\n")
+
+    same = settings_with(good_config, app, releaseCommand="flask --app weather db upgrade")
+    other = settings_with(good_config, app, releaseCommand="flask --app weather check", wsgiTarget="wsgi:app")
+
+    assert same.app.release_command == ("flask", "--app", "weather", "db", "upgrade")
+    assert same.app.web_commands == (("flask", "--app", "weather", "seed"),)
+    assert other.app.release_command == ("flask", "--app", "weather", "check")
+    assert other.app.web_commands == (
+        ("flask", "--app", "weather", "db", "upgrade"),
+        ("flask", "--app", "weather", "seed"),
+    )
+
+
+def test_wsgi_target_in_the_config_wins_over_the_procfiles(tmp_path: Path, good_config: dict[str, Any]) -> None:
+    app = app_with(tmp_path, "web: gunicorn 'weather:create_app()'\n")
+
+    assert settings_with(good_config, app, wsgiTarget="wsgi:app").app.wsgi_target == "wsgi:app"
+
+
+def test_another_server_is_refused_by_name_and_the_message_says_how_to_keep_the_app(
+    tmp_path: Path, good_config: dict[str, Any]
+) -> None:
+    app = app_with(tmp_path, "web: flask --app weather db upgrade; waitress-serve --port=$PORT wsgi:app\n")
+
+    (problem,) = refusals(good_config, app)
+
+    assert problem.startswith(
+        "flask-droplet:appDir = 'Procfile web: flask --app weather db upgrade; waitress-serve --port=$PORT wsgi:app': "
+        "expected a Procfile whose web process is gunicorn, after any commands it runs first"
+    )
+    assert "so waitress-serve would not be the one that serves" in problem
+    assert "To keep the app as it is, set wsgiTarget to the WSGI callable waitress-serve serves" in problem
+    # With wsgiTarget, Gunicorn serves that callable and the commands before waitress still run.
+    settings = settings_with(good_config, app, wsgiTarget="wsgi:app")
+    assert settings.app.web_commands == (("flask", "--app", "weather", "db", "upgrade"),)
 
 
 # (Procfile, config change, text the message must contain, in full)

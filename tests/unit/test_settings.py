@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from core.appsource import GUNICORN
 from core.settings import DEFAULTS, SettingsError, parse_settings, volume_name
 from tests.conftest import example_public_key
 from tests.pulumi_harness import PROJECT_DIR, run_program
@@ -241,7 +242,7 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     source = parse_settings(config, tmp_path).app.app_source
     assert (source.dependency_file, dict(source.deps_files)) == (
         "requirements.txt",
-        {"requirements.txt": b"flask==3.1.3\n", "stack-requirements.txt": b"gunicorn==23.0.0\n"},
+        {"requirements.txt": b"flask==3.1.3\n", "stack-requirements.txt": f"gunicorn=={GUNICORN.version}\n".encode()},
     )
 
     (app / "uv.lock").write_text("version = 1\n")
@@ -250,7 +251,7 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     assert dict(source.deps_files) == {
         "pyproject.toml": pyproject.encode(),
         "uv.lock": b"version = 1\n",
-        "stack-requirements.txt": b"gunicorn==23.0.0\n",
+        "stack-requirements.txt": f"gunicorn=={GUNICORN.version}\n".encode(),
     }
 
 
@@ -289,10 +290,13 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
             "with (its service tells systemd when it is ready",
         ),
         ({"requirements.txt": "Gunicorn<21\n"}, "pins Gunicorn<21, older than gunicorn 21.0.0"),
+        ({"requirements.txt": "gunicorn~=20.1\n"}, "pins gunicorn~=20.1, older than gunicorn 21.0.0"),
+        ({"requirements.txt": "gunicorn==20.*\n"}, "pins gunicorn==20.*, older than gunicorn 21.0.0"),
+        ({"requirements.txt": "gunicorn>=19,!=21.*,<22\n"}, "older than gunicorn 21.0.0"),
         (
             {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps='["gunicorn==19.9.0"]')},
-            "accepted: gunicorn 21.0.0 or later (e.g. gunicorn==23.0.0), or no gunicorn at all "
-            "(the stack adds gunicorn==23.0.0)",
+            f"accepted: gunicorn 21.0.0 or later (e.g. gunicorn=={GUNICORN.version}), or no gunicorn at all "
+            f"(the stack adds gunicorn=={GUNICORN.version})",
         ),
         (
             {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps="[]"), "uv.lock": OLD_GUNICORN_LOCK},
@@ -315,6 +319,9 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
         "version-outside-requires",
         "old-gunicorn",
         "old-gunicorn-range",
+        "old-gunicorn-compatible",
+        "old-gunicorn-prefix",
+        "old-gunicorn-excluded",
         "old-gunicorn-pyproject",
         "old-gunicorn-locked",
     ],
@@ -335,12 +342,17 @@ def test_app_without_usable_dependencies_is_refused(
 @pytest.mark.parametrize(
     ("requirements", "added"),
     [
-        ("flask\n", "gunicorn==23.0.0\n"),
+        ("flask\n", f"gunicorn=={GUNICORN.version}\n"),
         ("flask\ngunicorn==21.2.0\n", "gunicorn>=21.0.0\n"),
         ("flask\nGunicorn[gevent] >= 20 ; sys_platform == 'linux'  # any\n", "gunicorn>=21.0.0\n"),
-        ("flask\n# gunicorn==19.0\n-r base.txt\n", "gunicorn==23.0.0\n"),
+        ("flask\n# gunicorn==19.0\n-r base.txt\n", f"gunicorn=={GUNICORN.version}\n"),
+        ("flask\ngunicorn==27.0.1\n", "gunicorn>=21.0.0\n"),
+        ("flask\ngunicorn~=26.1\n", "gunicorn>=21.0.0\n"),
+        ("flask\ngunicorn>=22\n", "gunicorn>=21.0.0\n"),
+        ("flask\ngunicorn==31.4.1\n", "gunicorn>=21.0.0\n"),
+        ("flask\ngunicorn>=20,<21.0.1\n", "gunicorn>=21.0.0\n"),
     ],
-    ids=["none", "pinned", "range", "commented-out"],
+    ids=["none", "pinned", "range", "commented-out", "27.0.1", "~=26.1", ">=22", "unreleased", "up-to-21.0.0"],
 )
 def test_the_apps_own_gunicorn_wins_with_the_minimum_under_it(
     tmp_path: Path, good_config: dict[str, Any], requirements: str, added: str
@@ -363,7 +375,7 @@ def test_a_locked_gunicorn_is_installed_as_locked(tmp_path: Path, good_config: d
     dev_only = lock.replace(', { name = "gunicorn" }]', "]")
     (tmp_path / "site/uv.lock").write_text(dev_only)
     source = parse_settings(site_config(good_config), tmp_path).app.app_source
-    assert dict(source.deps_files)["stack-requirements.txt"] == b"gunicorn==23.0.0\n"
+    assert dict(source.deps_files)["stack-requirements.txt"] == f"gunicorn=={GUNICORN.version}\n".encode()
 
 
 @pytest.mark.parametrize(
