@@ -317,7 +317,7 @@ def alert_problems(settings: Settings, account: Account) -> list[str]:
     """
     verified = account.email.lower() if account.email_verified else None
     problems = []
-    for address in settings.alerts.alert_emails:
+    for address in settings.alerts.emails:
         if address.lower() == verified:
             continue
         if address.lower() == account.email.lower():
@@ -428,7 +428,7 @@ def volume_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult
             f"flask-droplet:region = {settings.server.region!r}: expected {elsewhere[0]!r}, where this stack's droplet "
             f"and its Volume {settings.server.volume_name} are. A Volume cannot move between regions, and a new one "
             f"would start empty. To move: stand up a new stack in {settings.server.region}, stop the app on both "
-            f"(sudo systemctl stop {settings.app.app_name}.socket {settings.app.app_name}.service), copy {state_dir} "
+            f"(sudo systemctl stop {settings.app.name}.socket {settings.app.name}.service), copy {state_dir} "
             f"across (sudo tar -C {state_dir} -cpf - . on the old, sudo tar -C {state_dir} -xpf - on the new), "
             "deploy the new stack again, then move the domain and destroy the old stack."
         ]
@@ -436,7 +436,7 @@ def volume_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult
         # The Volume's name comes from appName and the stack, and the provider renames a Volume only by
         # replacing it (`name` is ForceNew in `resource_volume.go`).
         return [
-            f"flask-droplet:appName = {settings.app.app_name!r}: this stack's droplet holds a Volume, but none named "
+            f"flask-droplet:appName = {settings.app.name!r}: this stack's droplet holds a Volume, but none named "
             f"{settings.server.volume_name} is in {settings.server.region}: the Volume is named after appName, and a "
             "new "
             "name would replace it with an empty one, the app's data lost. Set appName back to the name the "

@@ -79,7 +79,7 @@ class Database(pulumi.ComponentResource):
         database = digitalocean.DatabaseDb(
             f"{name}-db",
             cluster_id=cluster.id,
-            name=settings.app.app_name,
+            name=settings.app.name,
             opts=pulumi.ResourceOptions(parent=self, protect=settings.server.production, ignore_changes=["name"]),
         )
         digitalocean.DatabaseFirewall(

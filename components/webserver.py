@@ -173,7 +173,7 @@ class WebServer(pulumi.ComponentResource):
             name=settings.server.volume_name,
             region=settings.server.region,
             size=settings.server.volume_size,
-            description=f"{settings.app.app_name}: {settings.layout.state_dir}",
+            description=f"{settings.app.name}: {settings.layout.state_dir}",
             tags=list(self._args.tags),
             opts=self._kept(ignore_changes=["description"], depends_on=keys),
         )

@@ -87,7 +87,7 @@ def render_user_data(settings: Settings, host_keys: HostKeys) -> str:
             "default",
             {
                 "name": layout.app_user,
-                "gecos": f"Runs {settings.app.app_name}",
+                "gecos": f"Runs {settings.app.name}",
                 "system": True,
                 "shell": "/usr/sbin/nologin",
                 "homedir": layout.root,

@@ -131,7 +131,7 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     bundle: Bundle = build_bundle(settings, build_dir / "bundles", server)
     agent = build_agent_archive(settings, build_dir, server)
     script = server.deploy_script
-    script_path = build_dir / f"deploy-{settings.app.app_name}.sh"
+    script_path = build_dir / f"deploy-{settings.app.name}.sh"
     script_path.parent.mkdir(parents=True, exist_ok=True)
     script_path.write_text(script)
     script_path.chmod(0o755)
@@ -152,8 +152,8 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     return DeployPlan(
         release_id=bundle.release_id,
         steps=steps,
-        app_env=dict(settings.app.app_env),
-        webhooks=settings.notifications.notify_webhooks,
+        app_env=dict(settings.app.env),
+        webhooks=settings.notifications.webhooks,
     )
 
 

@@ -151,10 +151,10 @@ def render_backup_files(settings: Settings) -> dict[str, str]:
 
     Empty with `backupDays` 0.
     """
-    if not settings.backups.backup_days:
+    if not settings.backups.days:
         return {}
     layout = settings.layout
-    delay = BACKUP_RANDOM_DELAY[settings.backups.backup_interval]
+    delay = BACKUP_RANDOM_DELAY[settings.backups.interval]
     return {
         "state-backup.py": (AGENT_DIR / "backup.py").read_text(),
         f"{layout.backup_unit}.service": _render(
@@ -169,7 +169,7 @@ def render_offsite_files(settings: Settings) -> dict[str, str]:
 
     Empty without `offsiteRegion`.
     """
-    if not (settings.backups.backup_days and settings.backups.offsite_region):
+    if not (settings.backups.days and settings.backups.offsite_region):
         return {}
     layout = settings.layout
     return {
@@ -217,7 +217,7 @@ def render_agent_settings(settings: Settings) -> str:
     """`settings.json` of the server agent: everything it knows of the stack, in one file."""
     layout = settings.layout
     values: dict[str, Any] = {
-        "app_name": settings.app.app_name,
+        "app_name": settings.app.name,
         "app_user": layout.app_user,
         "root": layout.root,
         "releases": layout.releases,
@@ -235,14 +235,14 @@ def render_agent_settings(settings: Settings) -> str:
         "candidate_socket": layout.candidate_socket_path,
         "candidate_port": layout.candidate_port,
         "nginx_site": layout.nginx_site,
-        "nginx_site_link": f"/etc/nginx/sites-enabled/{settings.app.app_name}.conf",
+        "nginx_site_link": f"/etc/nginx/sites-enabled/{settings.app.name}.conf",
         "access_log": layout.access_log,
-        "backup_days": settings.backups.backup_days,
+        "backup_days": settings.backups.days,
         "backup_unit": layout.backup_unit,
         "backup_script": layout.backup_script,
         "backups": layout.backups,
         "backup_incoming": layout.backup_incoming,
-        "offsite": bool(settings.backups.backup_days and settings.backups.offsite_region),
+        "offsite": bool(settings.backups.days and settings.backups.offsite_region),
         "offsite_unit": layout.offsite_unit,
         "offsite_script": layout.offsite_script,
         "offsite_file": layout.offsite_file,
@@ -255,7 +255,7 @@ def render_agent_settings(settings: Settings) -> str:
         "workers": settings.app.workers,
         "gunicorn_version": GUNICORN_VERSION,
         "uv_version": UV_VERSION,
-        "import_root": settings.app.app_source.import_root,
+        "import_root": settings.app.source.import_root,
         "release_command": list(settings.app.release_command),
         "web_commands": [list(command) for command in settings.app.web_commands],
         "releases_to_keep": settings.app.releases_to_keep,
@@ -284,7 +284,7 @@ def render_agent_settings(settings: Settings) -> str:
         "ssh_choices_dir": SSH_CHOICES_DIR,
         "ssh_crypto_drop_in": SSH_CRYPTO_DROP_IN,
         "notify_file": layout.notify_file,
-        "notify_on_live": settings.notifications.notify_on_live,
+        "notify_on_live": settings.notifications.on_live,
         "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
         "build_packages": list(settings.app.build_packages),
     }

@@ -272,23 +272,23 @@ class AppSettings:
     """The app's part: its code and how it runs (target, workers, environment, processes, schedules), its
     releases, and its site. Nothing server-wide: several apps could share one server."""
 
-    app_name: str
+    name: str
     """Name of the app: its system user, systemd units and directories."""
-    app_dir: Path
+    directory: Path
     """Directory of the Flask app, absolute."""
     wsgi_target: str
-    """Gunicorn's `module:callable`, importable from `app_dir`."""
-    app_source: AppSource
+    """Gunicorn's `module:callable`, importable from `directory`."""
+    source: AppSource
     """Where the app's dependencies are declared and where its code imports from."""
     static_dir: str | None
-    """Static files directory relative to `app_dir`, served by nginx at /static."""
+    """Static files directory relative to `directory`, served by nginx at /static."""
     health_path: str
     """Path that answers 2xx when the app is healthy; checked through nginx on every deploy."""
     workers: int
     """Number of Gunicorn worker processes."""
     build_packages: tuple[str, ...]
     """apt packages the deploy installs before a new virtualenv, for dependencies built from source."""
-    app_env: Mapping[str, SecretStr]
+    env: Mapping[str, SecretStr]
     """The app's environment variables; every value is treated as secret."""
     processes: tuple[Process, ...]
     """Long-running commands beside Gunicorn (workers), from `processes` and the app's Procfile."""
@@ -317,7 +317,7 @@ class AppSettings:
         Flask's instance folder first (beside the app's top-level packages, wherever they
         import from), then `linked_dirs` under their own names.
         """
-        root = self.app_source.import_root
+        root = self.source.import_root
         instance = f"{root}/{INSTANCE_DIR}" if root else INSTANCE_DIR
         links = [(instance, INSTANCE_DIR)]
         links += [(path, path) for path in self.linked_dirs if path != instance]
@@ -328,9 +328,9 @@ class AppSettings:
 class BackupSettings:
     """The server's backups of the state directory, and their encrypted off-site copies."""
 
-    backup_days: int
+    days: int
     """Days the server keeps its backups of the state directory; 0 for no backups."""
-    backup_interval: str
+    interval: str
     """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
     offsite_region: str | None
     """The Spaces region of the bucket that takes an encrypted copy of each backup; None for no off-site copies."""
@@ -346,19 +346,19 @@ class BackupSettings:
 class AlertSettings:
     """What DigitalOcean watches and whom it tells."""
 
-    alert_emails: tuple[str, ...]
+    emails: tuple[str, ...]
     """Where DigitalOcean sends alerts; empty for no alerts and no uptime check."""
-    alert_cpu_percent: int
-    """CPU use, in percent, above which the droplet alerts once it lasts `alert_window`."""
-    alert_memory_percent: int
-    """Memory use, in percent, above which the droplet alerts once it lasts `alert_window`."""
-    alert_disk_percent: int
-    """Use of the droplet's own disk, in percent, above which it alerts once it lasts `alert_window`."""
-    alert_window: str
+    cpu_percent: int
+    """CPU use, in percent, above which the droplet alerts once it lasts `window`."""
+    memory_percent: int
+    """Memory use, in percent, above which the droplet alerts once it lasts `window`."""
+    disk_percent: int
+    """Use of the droplet's own disk, in percent, above which it alerts once it lasts `window`."""
+    window: str
     """How long a droplet metric stays past its threshold, or the site slow, before it alerts (`ALERT_WINDOWS`)."""
-    alert_latency_ms: int
+    latency_ms: int
     """Milliseconds the site may take to answer the uptime check before it alerts as slow."""
-    alert_certificate_days: int
+    certificate_days: int
     """Days before the site's certificate expires at which the uptime check alerts."""
 
 
@@ -366,9 +366,9 @@ class AlertSettings:
 class NotifySettings:
     """Whom the droplet tells when something goes wrong."""
 
-    notify_webhooks: tuple[Webhook, ...]
-    """Where the droplet tells what went wrong (and, with `notify_on_live`, each release that went live)."""
-    notify_on_live: bool
+    webhooks: tuple[Webhook, ...]
+    """Where the droplet tells what went wrong (and, with `on_live`, each release that went live)."""
+    on_live: bool
     """Also tell the webhooks of each release that went live."""
 
 
@@ -385,7 +385,7 @@ class Settings:
     @functools.cached_property
     def layout(self) -> ServerLayout:
         """Where things live on the server for this app: built once, read by the renderers, plan and executors."""
-        return ServerLayout(self.app.app_name)
+        return ServerLayout(self.app.name)
 
     @property
     def server_tls(self) -> bool:
@@ -492,7 +492,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     if check.problems or app is None:
         raise SettingsError(check.problems)
     # The Volume is named for the app and the stack.
-    server = replace(server, volume_name=volume_name(app.app_name, server.stack_name) if server.volume_size else None)
+    server = replace(server, volume_name=volume_name(app.name, server.stack_name) if server.volume_size else None)
     return Settings(server=server, app=app, backups=backups, alerts=alerts, notifications=notifications)
 
 
@@ -676,15 +676,15 @@ def check_app(check: Check, project_dir: Path, server: ServerSettings, site: Sit
     if app_source is None:
         return None
     return AppSettings(
-        app_name=app_name,
-        app_dir=app_dir.resolve(),
+        name=app_name,
+        directory=app_dir.resolve(),
         wsgi_target=wsgi_target,
-        app_source=app_source,
+        source=app_source,
         static_dir=static_dir,
         health_path=health_path,
         workers=workers,
         build_packages=tuple(_build_packages(check["buildPackages"], check.problem)),
-        app_env=app_env,
+        env=app_env,
         processes=processes,
         schedules=_schedules(check["schedules"], check.problem),
         releases_to_keep=releases_to_keep,
@@ -803,8 +803,8 @@ def check_releases(
 def check_notifications(check: Check) -> NotifySettings:
     """Whom the droplet tells when something goes wrong (the webhooks are secrets), and whether of each release."""
     return NotifySettings(
-        notify_webhooks=_notify_webhooks(check["notifyWebhooks"], check.problems),
-        notify_on_live=check.boolean("notifyOnLive"),
+        webhooks=_notify_webhooks(check["notifyWebhooks"], check.problems),
+        on_live=check.boolean("notifyOnLive"),
     )
 
 
@@ -895,8 +895,8 @@ def check_backups(check: Check) -> BackupSettings:
         if backup_days == 0:
             check.problem("offsiteRegion", region, "expected empty with backupDays 0: there are no backups to copy")
     return BackupSettings(
-        backup_days=backup_days,
-        backup_interval=backup_interval,
+        days=backup_days,
+        interval=backup_interval,
         offsite_region=region,
         offsite_days=days,
         offsite_recipient=recipient if region is not None else None,
@@ -983,13 +983,13 @@ def check_alerts(check: Check, site: SiteSettings) -> AlertSettings:
             "renews with under 3 days left, so more would alert on healthy renewals",
         )
     return AlertSettings(
-        alert_emails=tuple(dict.fromkeys(alert_emails)),
-        alert_cpu_percent=cpu_percent,
-        alert_memory_percent=memory_percent,
-        alert_disk_percent=disk_percent,
-        alert_window=alert_window,
-        alert_latency_ms=latency_ms,
-        alert_certificate_days=certificate_days,
+        emails=tuple(dict.fromkeys(alert_emails)),
+        cpu_percent=cpu_percent,
+        memory_percent=memory_percent,
+        disk_percent=disk_percent,
+        window=alert_window,
+        latency_ms=latency_ms,
+        certificate_days=certificate_days,
     )
 
 

@@ -131,7 +131,7 @@ def running_machines() -> list[nspawn.Machine]:
 
 def database_env(settings: Settings) -> dict[str, str]:
     """With database postgres, DATABASE_URL: the rehearsal's PostgreSQL, as the cluster's would be."""
-    return {DATABASE_URL: fleet.database_url(settings.app.app_name)} if settings.server.database == "postgres" else {}
+    return {DATABASE_URL: fleet.database_url(settings.app.name)} if settings.server.database == "postgres" else {}
 
 
 def deploy(machine: nspawn.Machine, settings: Settings, plan: DeployPlan) -> tuple[str, dict[str, str]]:
@@ -190,7 +190,7 @@ def boot_all(
         image = nspawn.build_image(progress)
     with timings.step("boot"):
         if settings.server.database == "postgres":
-            fleet.start_database(settings.app.app_name, [machine.address for machine in machines], progress)
+            fleet.start_database(settings.app.name, [machine.address for machine in machines], progress)
         for machine in machines:
             machine.up(
                 image,

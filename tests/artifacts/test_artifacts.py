@@ -112,7 +112,7 @@ def test_nginx_accepts_the_site(variant: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_nginx_accepts_the_https_site(variant: str, tmp_path: Path) -> None:
     settings = golden_settings(variant)
-    layout = ServerLayout(settings.app.app_name)
+    layout = ServerLayout(settings.app.name)
     certificates = tmp_path / "live"
     certificates.mkdir()
     run(
@@ -190,7 +190,7 @@ def units_for_verify(settings: Settings, directory: Path) -> list[Path]:
     systemd-analyze verify insists that ExecStart= exists; on this host the
     release lives in a scratch directory instead of /srv.
     """
-    layout = ServerLayout(settings.app.app_name)
+    layout = ServerLayout(settings.app.name)
     fake_current = directory / "current"
     gunicorn = fake_current / "app/.venv/bin/gunicorn"
     gunicorn.parent.mkdir(parents=True)
@@ -213,7 +213,7 @@ def test_systemd_verifies_the_units(variant: str, tmp_path: Path) -> None:
 
 def test_systemd_verifies_the_renewal_and_backup_units_and_the_nginx_drop_in(tmp_path: Path) -> None:
     settings = golden_settings("ip")
-    layout = ServerLayout(settings.app.app_name)
+    layout = ServerLayout(settings.app.name)
     certbot = tmp_path / "certbot"
     certbot.write_text("#!/bin/sh\n")
     certbot.chmod(0o755)
@@ -272,8 +272,8 @@ def test_needrestart_leaves_nginx_and_the_app_alone(variant: str, tmp_path: Path
     settings = golden_settings(variant)
     conf = tmp_path / "flaskdroplet.conf"
     conf.write_text(render_needrestart_conf(settings))
-    units = ["nginx.service", f"{settings.app.app_name}.service", f"{settings.app.app_name}-candidate.service",
-             "ssh.service", "nginx-debug.service", f"{settings.app.app_name}x.service", "fail2ban.service"]  # fmt: skip
+    units = ["nginx.service", f"{settings.app.name}.service", f"{settings.app.name}-candidate.service",
+             "ssh.service", "nginx-debug.service", f"{settings.app.name}x.service", "fail2ban.service"]  # fmt: skip
     script = (
         "our %nrconf; do $ARGV[0]; die $@ if $@; "
         "for my $unit (@ARGV[1..$#ARGV]) { my $restart = 1; "
@@ -386,7 +386,7 @@ def test_every_dependency_has_a_wheel_for_the_droplets_python(app: str, tmp_path
 
     settings = parse_settings({**GOLDEN_CONFIGS["ip"], **SERVER_APPS[app]}, PROJECT_DIR)
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text(dict(settings.app.app_source.deps_files)["requirements.txt"].decode())
+    requirements.write_text(dict(settings.app.source.deps_files)["requirements.txt"].decode())
     extra = []
     if app == "flaskr":
         (tmp_path / "locked.txt").write_text(locked_requirements(PROJECT_DIR / "tests/e2e/apps/flaskr-uv.lock"))

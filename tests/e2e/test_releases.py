@@ -33,7 +33,7 @@ def rehearsal() -> Iterator[Rehearsal]:
 
 def app_copy(rehearsal: Rehearsal, tmp_path: Path, name: str, extra: str = "", css: str = "") -> Path:
     app = tmp_path / name
-    shutil.copytree(rehearsal.settings.app.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     (app / "wsgi.py").write_text((app / "wsgi.py").read_text() + extra)
     style = app / "weather/static/style.css"
     style.write_text(style.read_text() + f"\n/* {name} {css} */\n")

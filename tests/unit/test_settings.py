@@ -152,7 +152,7 @@ def test_good_config_gives_typed_settings(good_config: dict[str, Any]) -> None:
     assert settings.app.workers == 3
     assert settings.app.site.domain == "weather.example.org"
     assert settings.server.admin_cidrs == ("203.0.113.7/32", "2001:db8::/64")
-    assert settings.app.app_dir == PROJECT_DIR / "app"
+    assert settings.app.directory == PROJECT_DIR / "app"
     assert "correct-horse" not in repr(settings)
 
 
@@ -231,7 +231,7 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     app = app_dir_with(tmp_path, {"pyproject.toml": pyproject})
     config = site_config(good_config)
 
-    source = parse_settings(config, tmp_path).app.app_source
+    source = parse_settings(config, tmp_path).app.source
     assert source.dependency_file == "pyproject.toml"
     assert dict(source.deps_files)["requirements.txt"].decode().splitlines()[1:] == [
         "flask>=3.0",
@@ -239,14 +239,14 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     ]
 
     (app / "requirements.txt").write_text("flask==3.1.3\n")
-    source = parse_settings(config, tmp_path).app.app_source
+    source = parse_settings(config, tmp_path).app.source
     assert (source.dependency_file, dict(source.deps_files)) == (
         "requirements.txt",
         {"requirements.txt": b"flask==3.1.3\n", "stack-requirements.txt": f"gunicorn=={GUNICORN.version}\n".encode()},
     )
 
     (app / "uv.lock").write_text("version = 1\n")
-    source = parse_settings(config, tmp_path).app.app_source
+    source = parse_settings(config, tmp_path).app.source
     assert source.uses_uv
     assert dict(source.deps_files) == {
         "pyproject.toml": pyproject.encode(),
@@ -359,7 +359,7 @@ def test_the_apps_own_gunicorn_wins_with_the_minimum_under_it(
 ) -> None:
     app_dir_with(tmp_path, {"requirements.txt": requirements})
 
-    source = parse_settings(site_config(good_config), tmp_path).app.app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
 
     assert dict(source.deps_files)["stack-requirements.txt"] == added.encode()
 
@@ -368,13 +368,13 @@ def test_a_locked_gunicorn_is_installed_as_locked(tmp_path: Path, good_config: d
     lock = OLD_GUNICORN_LOCK.replace('version = "20.1.0"', 'version = "22.0.0"')
     app_dir_with(tmp_path, {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps="[]"), "uv.lock": lock})
 
-    source = parse_settings(site_config(good_config), tmp_path).app.app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
 
     assert dict(source.deps_files)["stack-requirements.txt"] == b""
     # Only in a dev group: `uv sync --no-dev` leaves it out, and the stack adds its own.
     dev_only = lock.replace(', { name = "gunicorn" }]', "]")
     (tmp_path / "site/uv.lock").write_text(dev_only)
-    source = parse_settings(site_config(good_config), tmp_path).app.app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
     assert dict(source.deps_files)["stack-requirements.txt"] == f"gunicorn=={GUNICORN.version}\n".encode()
 
 
@@ -400,7 +400,7 @@ def test_the_python_the_app_asks_for(
     """The server's python3 (3.12.3) where it satisfies the request; otherwise the request, for uv."""
     app_dir_with(tmp_path, {"requirements.txt": "flask\n", **files})
 
-    source = parse_settings(site_config(good_config), tmp_path).app.app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
 
     assert source.python_request == request_
     assert dict(source.deps_files).get("python-request.txt", b"").decode().strip() == request_
@@ -433,7 +433,7 @@ def test_src_layout_imports_from_src_and_keeps_its_instance_folder_there(
 
     settings = parse_settings(site_config(good_config, wsgiTarget="shop:create_app()"), tmp_path)
 
-    assert settings.app.app_source.import_root == "src"
+    assert settings.app.source.import_root == "src"
     assert settings.app.state_links == (("src/instance", "instance"),)
 
 
@@ -513,13 +513,13 @@ def test_workers_follow_the_droplet_size_unless_set(good_config: dict[str, Any])
 def test_alert_settings_default_to_no_alerts_and_sane_thresholds(good_config: dict[str, Any]) -> None:
     settings = parse_settings(good_config, PROJECT_DIR)
 
-    assert settings.alerts.alert_emails == ()
+    assert settings.alerts.emails == ()
     assert (
-        settings.alerts.alert_cpu_percent,
-        settings.alerts.alert_memory_percent,
-        settings.alerts.alert_disk_percent,
+        settings.alerts.cpu_percent,
+        settings.alerts.memory_percent,
+        settings.alerts.disk_percent,
     ) == (90, 90, 85)
-    assert (settings.alerts.alert_window, settings.alerts.alert_latency_ms, settings.alerts.alert_certificate_days) == (
+    assert (settings.alerts.window, settings.alerts.latency_ms, settings.alerts.certificate_days) == (
         "5m",
         2000,
         2,
@@ -541,13 +541,13 @@ def test_alert_settings_as_pulumi_config_hands_them_over(good_config: dict[str, 
 
     settings = parse_settings(config, PROJECT_DIR)
 
-    assert settings.alerts.alert_emails == ("ops@example.org", "oncall@example.org")
-    assert (settings.alerts.alert_cpu_percent, settings.alerts.alert_window, settings.alerts.alert_latency_ms) == (
+    assert settings.alerts.emails == ("ops@example.org", "oncall@example.org")
+    assert (settings.alerts.cpu_percent, settings.alerts.window, settings.alerts.latency_ms) == (
         75,
         "1h",
         800,
     )
-    assert settings.alerts.alert_certificate_days == 14
+    assert settings.alerts.certificate_days == 14
     assert settings.server.droplet_backups is True
 
 
@@ -657,7 +657,7 @@ def test_database_url_is_the_apps_own_with_sqlite(good_config: dict[str, Any]) -
     # Only the cluster's connection string is the deploy's to set.
     settings = parse_settings({**good_config, "appEnv": {"DATABASE_URL": "postgresql://elsewhere/db"}}, PROJECT_DIR)
 
-    assert settings.app.app_env["DATABASE_URL"] == "postgresql://elsewhere/db"
+    assert settings.app.env["DATABASE_URL"] == "postgresql://elsewhere/db"
 
 
 def test_each_topic_reports_its_problem_with_the_others(good_config: dict[str, Any]) -> None:
