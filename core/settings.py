@@ -498,17 +498,11 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
 
 def check_server(check: Check, stack: str) -> ServerSettings:
     """The server's part: the droplets and who reaches them, the state Volume, the fleet and its database."""
-    public_keys, fingerprints, admin_cidrs, private_key = check_access(check)
-    stack_name = check["stackName"] or stack
-    if check["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
-        check.problem(
-            "stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name"
-        )
-        stack_name = stack
-    instances, database, database_size, database_nodes = check_fleet_and_database(check)
+    public_keys, fingerprints = check_ssh_keys(check)
+    instances = check.whole_number("instances", 1, INSTANCES_MAX)
     # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
     volume_size = check.whole_number("volumeSize", 0, VOLUME_GIB_MAX)
-    return ServerSettings(
+    server = ServerSettings(
         region=check_droplet_region(check),
         size=check.choice(
             "size", DROPLET_SIZES, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb"
@@ -518,20 +512,25 @@ def check_server(check: Check, stack: str) -> ServerSettings:
         ssh_key_fingerprints=fingerprints,
         # What the account holds is read later, by the program (`components/account.py`).
         account_public_keys=(),
-        admin_cidrs=admin_cidrs,
-        ssh_private_key=private_key,
+        admin_cidrs=check_admin_cidrs(check),
+        ssh_private_key=check_ssh_private_key(check),
         production=check.boolean("production"),
         allow_replace=check.boolean("allowReplace"),
-        stack_name=stack_name,
+        stack_name=check_stack_name(check, stack),
         droplet_backups=check.boolean("dropletBackups"),
         # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
         volume_size=0 if instances > 1 else volume_size,
+        # Named for the app as well, once the app's part is checked.
         volume_name=None,
         instances=instances,
-        database=database,
-        database_size=database_size,
-        database_nodes=database_nodes,
+        database=check.choice("database", DATABASES, f"expected one of {', '.join(DATABASES)}"),
+        database_size=check.choice(
+            "databaseSize", DATABASE_SIZES, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}"
+        ),
+        database_nodes=check.whole_number("databaseNodes", 1, DATABASE_NODES_MAX),
     )
+    check_fleet_and_database(check, server)
+    return server
 
 
 def check_droplet_region(check: Check) -> str:
@@ -548,10 +547,18 @@ def check_droplet_image(check: Check) -> str:
     return str(image)
 
 
-def check_access(
-    check: Check,
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], SecretStr | None]:
-    """Who reaches the droplets: the SSH keys (public, registered, Pulumi's private one) and the admin networks."""
+def check_stack_name(check: Check, stack: str) -> str:
+    stack_name = check["stackName"] or stack
+    if check["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
+        check.problem(
+            "stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name"
+        )
+        return stack
+    return str(stack_name)
+
+
+def check_ssh_keys(check: Check) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The SSH keys that reach the droplets: OpenSSH public keys, and those the account holds by fingerprint."""
     public_keys = check.strings("sshPublicKeys")
     for key in public_keys:
         reason = _ssh_public_key_problem(key)
@@ -570,18 +577,18 @@ def check_access(
             "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
             "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
         )
+    return tuple(public_keys), tuple(fingerprints)
+
+
+def check_ssh_private_key(check: Check) -> SecretStr | None:
+    """The private key Pulumi reaches the droplets with, or None for the SSH agent; never shown in a problem."""
     private_key = check.optional("sshPrivateKey")
     if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
         check.problems.append(
             "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
             "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
         )
-    return (
-        tuple(public_keys),
-        tuple(fingerprints),
-        check_admin_cidrs(check),
-        SecretStr(private_key) if private_key else None,
-    )
+    return SecretStr(private_key) if private_key else None
 
 
 def check_admin_cidrs(check: Check) -> tuple[str, ...]:
@@ -917,18 +924,13 @@ def age_recipient(identity: Any) -> str | None:
         return None
 
 
-def check_fleet_and_database(check: Check) -> tuple[int, str, str, int]:
-    """How many droplets, where the app's data lives, and what several droplets rule out."""
-    instances = check.whole_number("instances", 1, INSTANCES_MAX)
-    database = check.choice("database", DATABASES, f"expected one of {', '.join(DATABASES)}")
-    database_size = check.choice(
-        "databaseSize", DATABASE_SIZES, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}"
-    )
-    database_nodes = check.whole_number("databaseNodes", 1, DATABASE_NODES_MAX)
-    if database == "postgres" and database_nodes > 1 and database_size == SMALLEST_DATABASE_SIZE:
+def check_fleet_and_database(check: Check, server: ServerSettings) -> None:
+    """What the database's plan and several droplets rule out."""
+    instances, database = server.instances, server.database
+    if database == "postgres" and server.database_nodes > 1 and server.database_size == SMALLEST_DATABASE_SIZE:
         check.problem(
             "databaseNodes",
-            database_nodes,
+            server.database_nodes,
             f"expected 1 with databaseSize = {SMALLEST_DATABASE_SIZE!r}: DigitalOcean offers standby nodes on "
             "every plan but the smallest, and would refuse the cluster; choose databaseSize db-s-1vcpu-2gb or larger",
         )
@@ -941,7 +943,6 @@ def check_fleet_and_database(check: Check) -> tuple[int, str, str, int]:
             "each droplet would keep its own SQLite file, and what a visitor saved would depend on "
             "which droplet the balancer sent them to",
         )
-    return instances, database, database_size, database_nodes
 
 
 def check_balanced_site(check: Check, server: ServerSettings, site: SiteSettings) -> None:
@@ -960,37 +961,31 @@ def check_balanced_site(check: Check, server: ServerSettings, site: SiteSettings
 def check_alerts(check: Check, site: SiteSettings) -> AlertSettings:
     """What DigitalOcean watches and whom it tells: the droplet's thresholds, the site's latency and certificate."""
     # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
-    alert_emails = check.strings("alertEmails")
-    for address in alert_emails:
+    emails = check.strings("alertEmails")
+    for address in emails:
         if not _EMAIL.match(address):
             check.problem("alertEmails", address, "expected email addresses such as ops@example.org")
-    cpu_percent, memory_percent, disk_percent = (
-        check.whole_number(key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX)
-        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
+    alerts = AlertSettings(
+        emails=tuple(dict.fromkeys(emails)),
+        cpu_percent=check.whole_number("alertCpuPercent", ALERT_PERCENT_MIN, ALERT_PERCENT_MAX),
+        memory_percent=check.whole_number("alertMemoryPercent", ALERT_PERCENT_MIN, ALERT_PERCENT_MAX),
+        disk_percent=check.whole_number("alertDiskPercent", ALERT_PERCENT_MIN, ALERT_PERCENT_MAX),
+        window=check.choice(
+            "alertWindow", ALERT_WINDOWS, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}"
+        ),
+        latency_ms=check.whole_number("alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX),
+        certificate_days=check.whole_number(
+            "alertCertificateDays", ALERT_CERTIFICATE_DAYS_MIN, ALERT_CERTIFICATE_DAYS_MAX
+        ),
     )
-    alert_window = check.choice(
-        "alertWindow", ALERT_WINDOWS, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}"
-    )
-    latency_ms = check.whole_number("alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX)
-    certificate_days = check.whole_number(
-        "alertCertificateDays", ALERT_CERTIFICATE_DAYS_MIN, ALERT_CERTIFICATE_DAYS_MAX
-    )
-    if site.https and site.domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
+    if site.https and site.domain is None and alerts.certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
         check.problem(
             "alertCertificateDays",
-            certificate_days,
+            alerts.certificate_days,
             f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
             "renews with under 3 days left, so more would alert on healthy renewals",
         )
-    return AlertSettings(
-        emails=tuple(dict.fromkeys(alert_emails)),
-        cpu_percent=cpu_percent,
-        memory_percent=memory_percent,
-        disk_percent=disk_percent,
-        window=alert_window,
-        latency_ms=latency_ms,
-        certificate_days=certificate_days,
-    )
+    return alerts
 
 
 def size_vcpus(size: str) -> int:
