@@ -1,12 +1,13 @@
-"""Stack settings: one frozen object, validated before any resource exists.
+"""Stack settings: one frozen object of typed parts, validated before any resource exists.
 
 `parse_settings` takes the plain config values (as Pulumi hands them over,
 keyed by the names `Pulumi.yaml` declares, `core/keys.py`) and either returns a
-`Settings` or raises `SettingsError` listing every problem at once. Each topic is
-checked by a function of its own: `check_droplet_and_network`, `check_app`,
-`check_app_environment`, `check_processes_and_schedules`, `check_releases`,
-`check_https_and_dns`, `check_state_and_backups`, `check_fleet_and_database`,
-`check_alerts` and `check_notifications`.
+`Settings` or raises `SettingsError` listing every problem at once. `Settings` is made of
+parts: the server's (`ServerSettings`: droplets, keys, networks, Volume, fleet and database),
+the app's (`AppSettings`, with its site, `SiteSettings`), the backups', the alerts' and the
+notifications'. Each part is returned by the check of its topic (`check_server`,
+`check_https_and_dns`, `check_app`, `check_backups`, `check_alerts`, `check_notifications`),
+which reads each key once through `Check` and reports against the same name.
 Nothing here imports Pulumi, so the rehearsal and the tests use the same validation.
 """
 
@@ -675,7 +676,7 @@ def check_app(check: Check, project_dir: Path, server: ServerSettings, site: Sit
     workers = check.whole_number("workers", WORKERS_FROM_SIZE, WORKERS_MAX)
     if workers == WORKERS_FROM_SIZE:
         workers = default_workers(server.size)
-    processes = _processes(check["processes"], procfile.processes, check.problem)
+    processes = _processes(check, procfile.processes)
     releases_to_keep, release_command, web_commands, linked_dirs = check_releases(
         check, static_dir, procfile, server.instances
     )
@@ -690,10 +691,10 @@ def check_app(check: Check, project_dir: Path, server: ServerSettings, site: Sit
         static_dir=static_dir,
         health_path=health_path,
         workers=workers,
-        build_packages=tuple(_build_packages(check["buildPackages"], check.problem)),
+        build_packages=tuple(_build_packages(check)),
         env=app_env,
         processes=processes,
-        schedules=_schedules(check["schedules"], check.problem),
+        schedules=_schedules(check),
         releases_to_keep=releases_to_keep,
         release_command=release_command,
         web_commands=web_commands,
@@ -791,7 +792,7 @@ def check_releases(
             release_command = shlex.split(raw_command)
         except ValueError as err:
             check.problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
-    linked_dirs = _linked_dirs(check["linkedDirs"], static_dir, check.problem)
+    linked_dirs = _linked_dirs(check, static_dir)
     if instances > 1 and linked_dirs:
         check.problem(
             "linkedDirs",
@@ -1073,14 +1074,15 @@ def _ssh_public_key_problem(key: str) -> str | None:
     return None
 
 
-def _linked_dirs(value: Any, static_dir: str | None, problem: Problem) -> list[str]:
+def _linked_dirs(check: Check, static_dir: str | None) -> list[str]:
+    key = "linkedDirs"
     accepted = (
         "expected relative paths inside appDir, e.g. uploads or myapp/media: parts of letters, digits, '.', "
         "'_' and '-', not inside staticDir (nginx serves that from the release), "
         f"none of {', '.join(sorted(UNLINKABLE))}"
     )
     paths: list[str] = []
-    for path in _string_list(value, "linkedDirs", problem):
+    for path in check.strings(key):
         parts = path.strip("/").split("/") if not path.startswith("/") else []
         static_parts = tuple(Path(static_dir).parts) if static_dir else ()
         if (
@@ -1090,7 +1092,7 @@ def _linked_dirs(value: Any, static_dir: str | None, problem: Problem) -> list[s
             or (static_parts and tuple(parts[: len(static_parts)]) == static_parts)
             or (static_parts and static_parts[: len(parts)] == tuple(parts))
         ):
-            problem("linkedDirs", path, accepted)
+            check.problem(key, path, accepted)
         elif "/".join(parts) not in paths:
             paths.append("/".join(parts))
     return paths
@@ -1132,13 +1134,14 @@ def _notify_webhooks(value: Any, problems: list[str]) -> tuple[Webhook, ...]:
 _APT_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
-def _build_packages(value: Any, problem: Problem) -> list[str]:
+def _build_packages(check: Check) -> list[str]:
     """buildPackages: apt package names, each once."""
+    key = "buildPackages"
     packages: list[str] = []
-    for name in _string_list(value, "buildPackages", problem):
+    for name in check.strings(key):
         if not _APT_PACKAGE.match(name):
-            problem(
-                "buildPackages",
+            check.problem(
+                key,
                 name,
                 "expected Ubuntu package names (lowercase letters, digits, '+', '-' and '.'), "
                 "e.g. build-essential, python3-dev, libpq-dev",
@@ -1163,9 +1166,11 @@ def _procfile(app_dir: Path, problem: Problem) -> dict[str, str]:
         return {}
 
 
-def _processes(value: Any, procfile: Mapping[str, str], problem: Problem) -> tuple[Process, ...]:
+def _processes(check: Check, procfile: Mapping[str, str]) -> tuple[Process, ...]:
     """`processes`: NAME: COMMAND, or NAME: {command, stopTimeoutSeconds, stopSignal, droplets}; with the
     Procfile's processes (whose options an entry without a command sets), `web` and `release` apart."""
+    key = "processes"
+    value = check[key]
     name_rule = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
     accepted = (
         "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
@@ -1176,58 +1181,60 @@ def _processes(value: Any, procfile: Mapping[str, str], problem: Problem) -> tup
         if name in (PROCFILE_WEB, PROCFILE_RELEASE):
             continue
         if not NAME.match(name):
-            problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {name_rule}")
+            check.problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {name_rule}")
             continue
         found[name] = Process(name, command)
     if not isinstance(value, Mapping):
-        problem("processes", value, accepted)
+        check.problem(key, value, accepted)
         return tuple(found.values())
     for name, entry in value.items():
         options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"command": entry}
         command = options.get("command", procfile.get(str(name)))
         unknown = set(options) - {"command", "stopTimeoutSeconds", "stopSignal", "droplets"}
         if not isinstance(name, str) or not NAME.match(name) or name in (PROCFILE_WEB, PROCFILE_RELEASE) or unknown:
-            problem("processes", {name: entry}, accepted)
+            check.problem(key, {name: entry}, accepted)
             continue
         if "command" in options and name in procfile:
-            problem(
-                "processes",
+            check.problem(
+                key,
                 {name: entry},
                 f"expected no command for {name!r}: the Procfile gives it one; set only its options here",
             )
             continue
         if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
-            problem("processes", {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
+            check.problem(key, {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
             continue
         stop_signal = str(options.get("stopSignal", "SIGTERM")).upper()
         stop_signal = stop_signal if stop_signal.startswith("SIG") else f"SIG{stop_signal}"
         if stop_signal not in STOP_SIGNALS:
-            problem("processes", {name: entry}, f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
+            check.problem(key, {name: entry}, f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
             continue
         droplets = options.get("droplets", "all")
         if droplets not in DROPLETS:
-            problem("processes", {name: entry}, "expected droplets all (every droplet) or first (the first only)")
+            check.problem(key, {name: entry}, "expected droplets all (every droplet) or first (the first only)")
             continue
         timeout = _bounded_int(
             options.get("stopTimeoutSeconds", STOP_TIMEOUT_DEFAULT),
-            f"processes.{name}.stopTimeoutSeconds",
+            f"{key}.{name}.stopTimeoutSeconds",
             STOP_TIMEOUT_MIN,
             STOP_TIMEOUT_MAX,
-            problem,
+            check.problem,
         )
         found[name] = Process(name, command.strip(), timeout, stop_signal, droplets)
     return tuple(found[name] for name in sorted(found))
 
 
-def _schedules(value: Any, problem: Problem) -> tuple[Schedule, ...]:
+def _schedules(check: Check) -> tuple[Schedule, ...]:
     """`schedules`: NAME: {command, when, randomDelaySeconds}, `when` a systemd calendar event or a cron expression."""
+    key = "schedules"
+    value = check[key]
     accepted = (
         'expected a map of job names to {command, when, randomDelaySeconds}, e.g. {"nightly": {"command": '
         '"flask --app myapp report", "when": "*-*-* 03:00:00"}} (or when: "0 3 * * *"); names of 1-30 '
         "lowercase letters, digits, '-' and '_'"
     )
     if not isinstance(value, Mapping):
-        problem("schedules", value, accepted)
+        check.problem(key, value, accepted)
         return ()
     found: list[Schedule] = []
     for name, entry in value.items():
@@ -1237,27 +1244,27 @@ def _schedules(value: Any, problem: Problem) -> tuple[Schedule, ...]:
             or not isinstance(entry, Mapping)
             or set(entry) - {"command", "when", "randomDelaySeconds"}
         ):
-            problem("schedules", {name: entry}, accepted)
+            check.problem(key, {name: entry}, accepted)
             continue
         command, when = entry.get("command"), entry.get("when")
         if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
-            problem("schedules", {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
+            check.problem(key, {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
             continue
         if not isinstance(when, str) or not when.strip():
-            problem("schedules", {name: entry}, f"expected when for {name!r}; {accepted}")
+            check.problem(key, {name: entry}, f"expected when for {name!r}; {accepted}")
             continue
         try:
             calendar = to_calendar(when)
         except CalendarError as err:
-            problem(
-                f"schedules.{name}.when",
+            check.problem(
+                f"{key}.{name}.when",
                 when,
                 f"expected a systemd calendar event ('*-*-* 03:00:00', 'Mon..Fri 09:00', daily) or a cron expression "
                 f"('0 3 * * *'): {err}",
             )
             continue
         delay = _bounded_int(
-            entry.get("randomDelaySeconds", 0), f"schedules.{name}.randomDelaySeconds", 0, RANDOM_DELAY_MAX, problem
+            entry.get("randomDelaySeconds", 0), f"{key}.{name}.randomDelaySeconds", 0, RANDOM_DELAY_MAX, check.problem
         )
         found.append(Schedule(name, command.strip(), " ".join(when.split()), calendar, delay))
     return tuple(sorted(found, key=lambda schedule: schedule.name))
