@@ -1166,62 +1166,68 @@ def _procfile(app_dir: Path, problem: Problem) -> dict[str, str]:
         return {}
 
 
+_PROCESS_NAME_RULE = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
+_PROCESSES_ACCEPTED = (
+    "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
+    f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {_PROCESS_NAME_RULE}, none of web, release'
+)
+
+
 def _processes(check: Check, procfile: Mapping[str, str]) -> tuple[Process, ...]:
     """`processes`: NAME: COMMAND, or NAME: {command, stopTimeoutSeconds, stopSignal, droplets}; with the
     Procfile's processes (whose options an entry without a command sets), `web` and `release` apart."""
     key = "processes"
     value = check[key]
-    name_rule = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
-    accepted = (
-        "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
-        f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {name_rule}, none of web, release'
-    )
     found: dict[str, Process] = {}
     for name, command in procfile.items():
         if name in (PROCFILE_WEB, PROCFILE_RELEASE):
             continue
         if not NAME.match(name):
-            check.problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {name_rule}")
+            check.problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {_PROCESS_NAME_RULE}")
             continue
         found[name] = Process(name, command)
     if not isinstance(value, Mapping):
-        check.problem(key, value, accepted)
+        check.problem(key, value, _PROCESSES_ACCEPTED)
         return tuple(found.values())
     for name, entry in value.items():
-        options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"command": entry}
-        command = options.get("command", procfile.get(str(name)))
-        unknown = set(options) - {"command", "stopTimeoutSeconds", "stopSignal", "droplets"}
-        if not isinstance(name, str) or not NAME.match(name) or name in (PROCFILE_WEB, PROCFILE_RELEASE) or unknown:
-            check.problem(key, {name: entry}, accepted)
-            continue
-        if "command" in options and name in procfile:
-            check.problem(
-                key,
-                {name: entry},
-                f"expected no command for {name!r}: the Procfile gives it one; set only its options here",
-            )
-            continue
-        if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
-            check.problem(key, {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
-            continue
-        stop_signal = str(options.get("stopSignal", "SIGTERM")).upper()
-        stop_signal = stop_signal if stop_signal.startswith("SIG") else f"SIG{stop_signal}"
-        if stop_signal not in STOP_SIGNALS:
-            check.problem(key, {name: entry}, f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
-            continue
-        droplets = options.get("droplets", "all")
-        if droplets not in DROPLETS:
-            check.problem(key, {name: entry}, "expected droplets all (every droplet) or first (the first only)")
-            continue
-        timeout = _bounded_int(
-            options.get("stopTimeoutSeconds", STOP_TIMEOUT_DEFAULT),
-            f"{key}.{name}.stopTimeoutSeconds",
-            STOP_TIMEOUT_MIN,
-            STOP_TIMEOUT_MAX,
-            check.problem,
-        )
-        found[name] = Process(name, command.strip(), timeout, stop_signal, droplets)
+        process = _process(check, key, name, entry, procfile)
+        if process is not None:
+            found[process.name] = process
     return tuple(found[name] for name in sorted(found))
+
+
+def _process(check: Check, key: str, name: Any, entry: Any, procfile: Mapping[str, str]) -> Process | None:
+    """One entry of `processes`, or None when it is refused (the problem says why)."""
+    refuse = functools.partial(check.problem, key, {name: entry})
+    options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"command": entry}
+    command = options.get("command", procfile.get(str(name)))
+    unknown = set(options) - {"command", "stopTimeoutSeconds", "stopSignal", "droplets"}
+    if not isinstance(name, str) or not NAME.match(name) or name in (PROCFILE_WEB, PROCFILE_RELEASE) or unknown:
+        refuse(_PROCESSES_ACCEPTED)
+        return None
+    if "command" in options and name in procfile:
+        refuse(f"expected no command for {name!r}: the Procfile gives it one; set only its options here")
+        return None
+    if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
+        refuse(f"expected a one-line command for {name!r}; {_PROCESSES_ACCEPTED}")
+        return None
+    stop_signal = str(options.get("stopSignal", "SIGTERM")).upper()
+    stop_signal = stop_signal if stop_signal.startswith("SIG") else f"SIG{stop_signal}"
+    if stop_signal not in STOP_SIGNALS:
+        refuse(f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
+        return None
+    droplets = options.get("droplets", "all")
+    if droplets not in DROPLETS:
+        refuse("expected droplets all (every droplet) or first (the first only)")
+        return None
+    timeout = _bounded_int(
+        options.get("stopTimeoutSeconds", STOP_TIMEOUT_DEFAULT),
+        f"{key}.{name}.stopTimeoutSeconds",
+        STOP_TIMEOUT_MIN,
+        STOP_TIMEOUT_MAX,
+        check.problem,
+    )
+    return Process(name, command.strip(), timeout, stop_signal, droplets)
 
 
 def _schedules(check: Check) -> tuple[Schedule, ...]:
