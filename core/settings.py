@@ -378,10 +378,15 @@ class Settings:
     """Everything a stack needs, checked and typed: the server's part, the app's, and what watches them."""
 
     server: ServerSettings
+    """The droplets, who reaches them, the state Volume, the fleet and its database."""
     app: AppSettings
+    """The app the server serves: its code, how it runs, its releases and its site."""
     backups: BackupSettings
+    """The server's backups of the state directory and their off-site copies."""
     alerts: AlertSettings
+    """What DigitalOcean watches and whom it tells."""
     notifications: NotifySettings
+    """Whom the droplet tells when something goes wrong."""
 
     @functools.cached_property
     def layout(self) -> ServerLayout:
