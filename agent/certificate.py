@@ -17,11 +17,11 @@ def names(agent: Agent, public_ipv4: str) -> tuple[str, ...]:
 def certificate_serves(agent: Agent, public_ipv4: str, any_server: bool = False) -> bool:
     """The certificate covers every name (or the address) for an hour more, from the ACME server (or any)."""
     config, system = agent.config, agent.system
-    cert = f"{config.certificate_dir}/fullchain.pem"
+    cert = f"{config.layout.certificate_dir}/fullchain.pem"
     if not system.exists(cert):
         return False
     if not any_server:
-        renewal = system.read_text(f"/etc/letsencrypt/renewal/{config.app_name}.conf") or ""
+        renewal = system.read_text(config.layout.certificate_renewal) or ""
         if f"server = {config.acme_server}" not in renewal.splitlines():
             return False
     if not system.run(["openssl", "x509", "-in", cert, "-noout", "-checkend", "3600"]).ok:
@@ -43,16 +43,16 @@ def request_certificate(agent: Agent, public_ipv4: str) -> bool:
         # Let's Encrypt issues IP-address certificates in its 6-day profile only.
         identity = ["--ip-address", public_ipv4, "--preferred-profile", "shortlived"]
     contact = ["--email", config.acme_email, "--no-eff-email"] if config.acme_email else []
-    agent.system.make_dirs(config.acme_webroot)
+    agent.system.make_dirs(config.layout.acme_webroot)
     agent.log(f"requesting a certificate for {' '.join(names(agent, public_ipv4))} from {config.acme_server}")
     command = [
-        config.certbot,
+        config.layout.certbot,
         "certonly",
         "--non-interactive",
         "--agree-tos",
         "--webroot",
         "--webroot-path",
-        config.acme_webroot,
+        config.layout.acme_webroot,
         "--cert-name",
         config.app_name,
         "--server",
@@ -76,7 +76,7 @@ def ensure_certificate(agent: Agent, public_ipv4: str) -> bool:
     if config.domain:
         check_dns(agent, public_ipv4)
     if (
-        install_tool(agent, "certbot", config.certbot_version, config.certbot)
+        install_tool(agent, "certbot", config.certbot_version, config.layout.certbot)
         and request_certificate(agent, public_ipv4)
         and certificate_serves(agent, public_ipv4)
     ):

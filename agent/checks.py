@@ -20,7 +20,7 @@ NO_LIMIT = 1 << 50
 def take_lock(agent: Agent) -> None:
     """One deploy at a time; a second one waits for the first."""
     system, waited = agent.system, 0
-    while not system.try_lock(agent.config.lock_file):
+    while not system.try_lock(agent.config.layout.lock_file):
         if waited >= LOCK_WAIT_SECONDS:
             agent.fail("another deploy has held the lock for 10 minutes")
         system.sleep(1)
@@ -66,7 +66,7 @@ def unit_rss_kib(agent: Agent, unit: str) -> list[int]:
 def check_memory(agent: Agent, release_id: str, process_units: list[str] | None = None) -> None:
     """The candidate and the release's processes as candidates, then `workers` new workers, fit beside what runs now."""
     config = agent.config
-    listing = unit_rss_kib(agent, config.service_unit)
+    listing = unit_rss_kib(agent, config.layout.service_unit)
     if not listing:
         return  # nothing live to measure a process by
     rss = sum(listing) // 1024
@@ -120,9 +120,9 @@ def disk_need(agent: Agent, unpacked_bytes: int, venv_is_new: bool) -> DiskNeed:
     venv = 0
     if venv_is_new:
         # A new virtualenv takes about what the live one does.
-        live_venv = agent.system.readlink(f"{config.current}/app/.venv")
+        live_venv = agent.system.readlink(f"{config.layout.current}/app/.venv")
         venv = tree_mib(agent, live_venv) if live_venv and agent.system.is_dir(live_venv) else NEW_VENV_MIB
-    return DiskNeed(free=free_mib(agent, config.releases), release=unpacked_bytes // 1048576 + 1, venv=venv)
+    return DiskNeed(free=free_mib(agent, config.layout.releases), release=unpacked_bytes // 1048576 + 1, venv=venv)
 
 
 def check_disk(agent: Agent, release_id: str, unpacked_bytes: int, venv_is_new: bool) -> None:
@@ -131,10 +131,11 @@ def check_disk(agent: Agent, release_id: str, unpacked_bytes: int, venv_is_new: 
     need = disk_need(agent, unpacked_bytes, venv_is_new)
     if need.total > need.free:
         agent.fail(
-            f"release {release_id}: the disk holding {config.root} has {need.free} MiB free, and this release "
+            f"release {release_id}: the disk holding {config.layout.root} has {need.free} MiB free, and this release "
             f"needs about {need.total} MiB (the release {need.release} MiB, a new virtualenv {need.venv} MiB, "
             f"{DISK_MARGIN_MIB} MiB to spare). Free some space (sudo journalctl --vacuum-size=100M; old backups "
-            f"in {config.backups}) or choose a larger size; nothing was unpacked and the live release keeps serving"
+            f"in {config.layout.backups}) or choose a larger size; nothing was unpacked and the live release keeps "
+            "serving"
         )
 
 

@@ -31,7 +31,7 @@ class Agent:
 
     def report_failure(self, failure: Failed) -> None:
         self.log(f"FAILED: {failure}")
-        self.log(f"logs: journalctl -u {self.config.service_unit} -n 50; /var/log/nginx/error.log")
+        self.log(f"logs: journalctl -u {self.config.layout.service_unit} -n 50; /var/log/nginx/error.log")
 
     def systemctl(self, *words: str) -> bool:
         """`systemctl WORDS...`, its output in the log; whether it succeeded."""
@@ -39,4 +39,4 @@ class Agent:
 
     def live_release(self) -> str:
         """The live release's directory, or "" before the first."""
-        return self.system.readlink(self.config.current) or ""
+        return self.system.readlink(self.config.layout.current) or ""

@@ -12,16 +12,15 @@ A failure stops it with the live release, its units and its site as they were.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
 from agent import certificate, checks, finish, manifest, notify, processes, publish, release, volume
 from agent.context import Agent
+from agent.inputs import DeployInput
 from agent.manifest import Applied, Entry, Rejected
+from agent.strict import InputError
 
-#: What the off-site bucket's part of the deploy's stdin holds (offsite.py reads it).
-OFFSITE_KEYS = ("endpoint", "region", "bucket", "access_key_id", "secret_access_key")
 RELEASE_ID = re.compile(r"[0-9a-f]{12}")
 IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 
@@ -49,11 +48,11 @@ def read_bundle(agent: Agent, request: DeployRequest) -> release.Bundle:
 
 
 def record_public_ipv4(agent: Agent, given: str) -> str:
-    path = f"{agent.config.root}/public-ipv4"
+    path = agent.config.layout.public_ipv4_file
     if given:
         if not IPV4.fullmatch(given):
             agent.fail(f"public address '{given}' is not an IPv4 address")
-        agent.system.make_dirs(agent.config.root)
+        agent.system.make_dirs(agent.config.layout.root)
         agent.system.write_file(path, given + "\n")
     recorded = finish.public_ipv4(agent)
     if not recorded:
@@ -61,61 +60,57 @@ def record_public_ipv4(agent: Agent, given: str) -> str:
     return recorded
 
 
-def read_stdin(agent: Agent) -> str | None:
-    """The deploy's stdin: the app's environment file, then (with notifyWebhooks or offsiteRegion) a NUL and
-    the webhooks, and (with offsiteRegion) another NUL and the off-site bucket with its key.
+def read_stdin(agent: Agent) -> DeployInput | None:
+    """The deploy's stdin: one JSON document (`DeployInput`) of the app's environment file, the webhooks
+    (notifyWebhooks) and the off-site bucket with its key (offsiteRegion).
 
     The webhooks take their place at once, so that a check that fails is told, and so does the bucket; the
-    environment is returned for the release phase. Empty stdin (a terminal, /dev/null) keeps them all as the
-    server has them.
+    input is returned for the release phase's environment. Empty stdin (a terminal, /dev/null) keeps them all
+    as the server has them.
     """
     given = agent.system.stdin_text()
     if not given:
         return None
-    environment, _, rest = given.partition(notify.STDIN_SEPARATOR)
-    webhooks, _, bucket = rest.partition(notify.STDIN_SEPARATOR)
-    agent.system.make_dirs(agent.config.config_dir, 0o750, f"root:{agent.config.app_user}")
-    notify.install(agent, webhooks)
-    install_offsite(agent, bucket)
-    return environment
+    try:
+        document = DeployInput.from_json(given)
+    except InputError as error:
+        agent.fail(f"{error}; nothing has changed")
+    agent.system.make_dirs(agent.config.layout.config_dir, 0o750, f"root:{agent.config.layout.app_user}")
+    notify.install(agent, document)
+    install_offsite(agent, document)
+    return document
 
 
-def install_offsite(agent: Agent, given: str) -> None:
+def install_offsite(agent: Agent, given: DeployInput) -> None:
     """The off-site bucket and its key from the deploy's stdin, root's alone; none without offsiteRegion.
 
     With it, the tools the off-site unit runs: age, from Ubuntu, and boto3 at its pinned version."""
     config, system = agent.config, agent.system
-    if not config.offsite_file:
+    if not config.layout.offsite_file:
         return
-    if not (config.offsite and given.strip()):
-        system.remove(config.offsite_file)
+    if not (config.offsite and given.offsite):
+        system.remove(config.layout.offsite_file)
         return
-    try:
-        bucket = json.loads(given)
-        valid = isinstance(bucket, dict) and all(isinstance(bucket.get(key), str) for key in OFFSITE_KEYS)
-    except ValueError:
-        valid = False
-    if not valid:
-        agent.fail(f"the off-site bucket on the deploy's stdin does not read as JSON with {', '.join(OFFSITE_KEYS)}")
-    if system.read_text(config.offsite_file) != given:
-        system.write_file(config.offsite_file, given, "root:root", 0o600)
+    text = given.offsite_file()
+    if system.read_text(config.layout.offsite_file) != text:
+        system.write_file(config.layout.offsite_file, text, "root:root", 0o600)
     if not system.exists("/usr/bin/age"):
         checks.wait_for_apt(agent)
         apt = ["apt-get", "install", "--yes", "--quiet", "--no-install-recommends", "age"]
         if not system.run(apt, output="stderr", env={"DEBIAN_FRONTEND": "noninteractive"}).ok:
             agent.fail("installing age (apt-get install age) failed (output above); the off-site copies need it")
-    if not checks.install_tool(agent, "boto3", config.boto3_version, config.offsite_python):
+    if not checks.install_tool(agent, "boto3", config.boto3_version, config.layout.offsite_python):
         agent.fail(f"installing boto3 {config.boto3_version} failed (output above); the off-site copies need it")
 
 
-def install_environment(agent: Agent, given: str | None) -> bool:
+def install_environment(agent: Agent, given: DeployInput | None) -> bool:
     """The app's environment file, as `read_stdin` read it (root's, readable by the app's group); whether
     it changed. None keeps the environment the server has."""
     config, system = agent.config, agent.system
-    system.make_dirs(config.config_dir, 0o750, f"root:{config.app_user}")
-    if not given or given == system.read_text(config.env_file):
+    system.make_dirs(config.layout.config_dir, 0o750, f"root:{config.layout.app_user}")
+    if not given or not given.environment or given.environment == system.read_text(config.layout.env_file):
         return False
-    system.write_file(config.env_file, given, f"root:{config.app_user}", 0o640)
+    system.write_file(config.layout.env_file, given.environment, f"root:{config.layout.app_user}", 0o640)
     return True
 
 
@@ -136,10 +131,12 @@ def prepare_directories(agent: Agent) -> None:
     """Where the backups are taken and kept, when they are on."""
     config = agent.config
     if config.backup_days > 0:
-        agent.system.make_dirs(config.backups, 0o710, f"root:{config.app_user}")
-        agent.system.make_dirs(config.backup_incoming, 0o700, f"{config.app_user}:{config.app_user}")
+        agent.system.make_dirs(config.layout.backups, 0o710, f"root:{config.layout.app_user}")
+        agent.system.make_dirs(
+            config.layout.backup_incoming, 0o700, f"{config.layout.app_user}:{config.layout.app_user}"
+        )
         # Readable by the app's user, who runs the script, whatever the umask of the deploy's session.
-        agent.system.make_dirs(config.backup_script.rsplit("/", 1)[0])
+        agent.system.make_dirs(config.layout.backup_script.rsplit("/", 1)[0])
 
 
 def publish_files(agent: Agent, release_id: str, entries: list[Entry], https: bool) -> Applied:
@@ -180,14 +177,14 @@ def deploy(agent: Agent, request: DeployRequest) -> None:
     prepare_directories(agent)
     set_worker_connections(agent)
     applied = publish_files(agent, request.release_id, [e for e in files if e.group != "volume"], certificate_ready)
-    agent.systemctl("enable", "--quiet", config.socket_unit, config.service_unit)
-    agent.systemctl("start", config.socket_unit)
+    agent.systemctl("enable", "--quiet", config.layout.socket_unit, config.layout.service_unit)
+    agent.systemctl("start", config.layout.socket_unit)
     https = publish.serves_https(agent)
     restart = manifest.RESTART_APP in applied.notified or environment_changed
     if (
         live == directory
         and not restart
-        and system.run(["systemctl", "is-active", "--quiet", config.service_unit]).ok
+        and system.run(["systemctl", "is-active", "--quiet", config.layout.service_unit]).ok
         and publish.health(agent)
     ):
         agent.log(f"release {request.release_id} is already live and healthy; nothing to change")

@@ -10,32 +10,40 @@ def prune(agent: Agent) -> None:
     """Keep the newest releases (and the live and the previous one); drop static files and virtualenvs
     that no kept release uses."""
     config, system = agent.config, agent.system
-    keep = {agent.live_release(), (system.read_text(f"{config.root}/previous") or "").strip()}
-    releases = [f"{config.releases}/{name}" for name in system.listdir(config.releases) if not name.startswith(".")]
+    keep = {agent.live_release(), (system.read_text(config.layout.previous) or "").strip()}
+    releases = [
+        f"{config.layout.releases}/{name}"
+        for name in system.listdir(config.layout.releases)
+        if not name.startswith(".")
+    ]
     releases = [path for path in releases if system.is_dir(path)]
     newest_first = sorted(releases, key=system.mtime, reverse=True)
     for old in newest_first[config.releases_to_keep :]:
         if old not in keep:
             system.remove(old)
-    kept = [f"{config.releases}/{name}" for name in system.listdir(config.releases) if not name.startswith(".")]
+    kept = [
+        f"{config.layout.releases}/{name}"
+        for name in system.listdir(config.layout.releases)
+        if not name.startswith(".")
+    ]
     # A page of any kept release finds its static files.
     digests = {
         line.split(" ", 1)[0]
         for release in kept
         for line in (system.read_text(f"{release}/server/static-manifest") or "").splitlines()
     }
-    for stored in system.listdir(config.assets):
-        if stored not in digests and system.is_dir(f"{config.assets}/{stored}"):
-            system.remove(f"{config.assets}/{stored}")
+    for stored in system.listdir(config.layout.assets):
+        if stored not in digests and system.is_dir(f"{config.layout.assets}/{stored}"):
+            system.remove(f"{config.layout.assets}/{stored}")
     used = {system.readlink(f"{release}/app/.venv") for release in kept}
-    for venv in system.listdir(f"{config.root}/venvs"):
-        path = f"{config.root}/venvs/{venv}"
+    for venv in system.listdir(config.layout.venvs):
+        path = f"{config.layout.root}/venvs/{venv}"
         if path not in used and system.is_dir(path):
             system.remove(path)
 
 
 def public_ipv4(agent: Agent) -> str:
-    return (agent.system.read_text(f"{agent.config.root}/public-ipv4") or "").strip()
+    return (agent.system.read_text(agent.config.layout.public_ipv4_file) or "").strip()
 
 
 def public_url(agent: Agent, https: bool) -> str:

@@ -43,7 +43,7 @@ def mount_state_volume(agent: Agent) -> None:
     if not agent.config.state_device:
         return
     must(agent, "systemctl", "daemon-reload")
-    must(agent, "systemctl", "enable", "--now", agent.config.state_mount_unit)
+    must(agent, "systemctl", "enable", "--now", agent.config.layout.state_mount_unit)
 
 
 def enable_firewall(agent: Agent) -> None:
@@ -88,10 +88,10 @@ def harden_sshd(agent: Agent) -> None:
     droplet is a lost server."""
     config, system = agent.config, agent.system
     choice = "post-quantum" if openssh_version(agent) >= POST_QUANTUM_OPENSSH else "classic"
-    choices = system.read_text(f"{config.ssh_choices_dir}/crypto-{choice}.conf")
+    choices = system.read_text(f"{config.layout.ssh_choices_dir}/crypto-{choice}.conf")
     if choices is None:
-        agent.fail(f"{config.ssh_choices_dir}/crypto-{choice}.conf is missing")
-    system.write_file(config.ssh_crypto_drop_in, choices, mode=0o644)
+        agent.fail(f"{config.layout.ssh_choices_dir}/crypto-{choice}.conf is missing")
+    system.write_file(config.layout.ssh_crypto_drop_in, choices, mode=0o644)
 
     rsa_key = "/etc/ssh/ssh_host_rsa_key"
     bits = system.run(["ssh-keygen", "-l", "-f", f"{rsa_key}.pub"]).stdout.split()[:1]
@@ -106,7 +106,7 @@ def harden_sshd(agent: Agent) -> None:
         system.write_file("/etc/ssh/moduli", moduli, mode=0o644)
 
     if not system.run(["sshd", "-t"], output="stderr").ok:
-        system.remove(config.ssh_crypto_drop_in)
+        system.remove(config.layout.ssh_crypto_drop_in)
         say(agent, f"WARNING: sshd refused the {choice} algorithms; they are not used")
         return
     must(agent, "systemctl", "try-restart", "ssh.service")
@@ -143,10 +143,10 @@ def nginx_conf(text: str, connections: int) -> str:
 def prepare_site(agent: Agent) -> None:
     """The app's directories, and nginx serving the app's site instead of its default one."""
     config, system = agent.config, agent.system
-    for directory in (config.root, config.releases, config.acme_webroot):
+    for directory in (config.layout.root, config.layout.releases, config.layout.acme_webroot):
         system.make_dirs(directory, mode=0o755)
     system.remove("/etc/nginx/sites-enabled/default")
-    system.symlink(config.nginx_site, config.nginx_site_link)
+    system.symlink(config.layout.nginx_site, config.layout.nginx_site_link)
     text = system.read_text(NGINX_CONF)
     if text is None:
         agent.fail(f"{NGINX_CONF} is missing: is nginx installed?")
@@ -174,8 +174,8 @@ def start_services(agent: Agent) -> None:
     config = agent.config
     must(agent, "systemctl", "daemon-reload")
     start_once_more_on_failure(agent, "nginx.service", "restart")
-    start_once_more_on_failure(agent, config.socket_unit, "enable", "--now")
-    must(agent, "systemctl", "enable", config.service_unit)
+    start_once_more_on_failure(agent, config.layout.socket_unit, "enable", "--now")
+    must(agent, "systemctl", "enable", config.layout.service_unit)
 
 
 def start_fail2ban(agent: Agent) -> None:

@@ -5,8 +5,8 @@
 
 The deploy tells them when it refuses a release or rolls one back (with the check that
 failed) and, with notifyOnLive, when a release goes live. The webhooks' addresses are
-secrets: they arrive on the deploy's stdin, after the app's environment and a NUL, and
-live in a file only root reads (`Config.notify_file`); no message, log line or command
+secrets: they arrive on the deploy's stdin (`inputs.DeployInput`), and
+live in a file only root reads (`ServerLayout.notify_file`); no message, log line or command
 line holds them. Each webhook is tried once, for `TIMEOUT_SECONDS`; one that cannot be
 reached is logged, and never fails what it reports on.
 """
@@ -18,12 +18,12 @@ import re
 from dataclasses import dataclass
 
 from agent.context import Agent
+from agent.inputs import DeployInput, Webhook
+from agent.strict import read
 
 TIMEOUT_SECONDS = 5
 #: Discord refuses a message of more characters than this.
 DISCORD_LIMIT = 2000
-#: Between the app's environment and the webhooks on the deploy's stdin: no environment holds one.
-STDIN_SEPARATOR = "\0"
 UNIT_NAME = re.compile(r"[A-Za-z0-9@._:\\-]{1,200}")
 USAGE = "usage: deploy.sh notify unit-failed UNIT | deploy.sh notify test"
 
@@ -49,50 +49,36 @@ class Event:
     unit: str = ""
 
 
-@dataclass(frozen=True)
-class Webhook:
-    form: str
-    """slack, discord or json: the body it takes."""
-    url: str
-
-
 def webhooks(agent: Agent) -> list[Webhook]:
     """The webhooks the last deploy gave; none without the file (or with one that does not read)."""
-    path = agent.config.notify_file
+    path = agent.config.layout.notify_file
     text = agent.system.read_text(path) if path else None
     if text is None:
         return []
     try:
-        listed = json.loads(text)["webhooks"]
-        return [Webhook(str(item["form"]), str(item["url"])) for item in listed]
+        return [read(Webhook, item, "a webhook") for item in json.loads(text)["webhooks"]]
     except (ValueError, KeyError, TypeError):
         agent.log(f"notify: {path} does not read as the deploy writes it; nobody is told")
         return []
 
 
-def install(agent: Agent, given: str) -> None:
-    """The webhooks from the deploy's stdin (its part after the NUL), or none: the file root's alone."""
-    path = agent.config.notify_file
+def install(agent: Agent, given: DeployInput) -> None:
+    """The webhooks from the deploy's stdin, or none: the file root's alone."""
+    path = agent.config.layout.notify_file
     if not path:
         return
-    if not given.strip():
+    if not given.webhooks:
         agent.system.remove(path)
         return
-    try:
-        listed = json.loads(given)["webhooks"]
-        valid = isinstance(listed, list) and all(isinstance(item, dict) and "url" in item for item in listed)
-    except (ValueError, KeyError, TypeError):
-        valid = False
-    if not valid:
-        agent.fail('the webhooks on the deploy\'s stdin do not read as JSON {"webhooks": [...]}; nothing has changed')
-    if agent.system.read_text(path) != given:
-        agent.system.write_file(path, given, "root:root", 0o600)
+    text = given.notify_file()
+    if agent.system.read_text(path) != text:
+        agent.system.write_file(path, text, "root:root", 0o600)
 
 
 def where(agent: Agent) -> str:
     """The site, as its visitors reach it."""
     config = agent.config
-    address = (agent.system.read_text(f"{config.root}/public-ipv4") or "").strip()
+    address = (agent.system.read_text(config.layout.public_ipv4_file) or "").strip()
     return config.domain or address or "(no address yet)"
 
 
@@ -170,12 +156,12 @@ def unit_failed(agent: Agent, unit: str) -> Event:
     result = agent.system.run(["systemctl", "show", "--property=Result", "--value", unit]).stdout.strip()
     logs = f"journalctl -u {unit} -n 50 (or deploy.sh logs)"
     why = f"result: {result}; {logs}" if result else logs
-    if unit == f"{config.renew_unit}.service":
+    if unit == f"{config.layout.renew_unit}.service":
         return Event(CERTIFICATE_NOT_RENEWED, "the certificate could not be renewed", why, unit=unit)
-    if unit == f"{config.backup_unit}.service":
-        return Event(BACKUP_FAILED, f"the backup of {config.state_dir} failed", why, unit=unit)
-    if config.offsite_unit and unit == f"{config.offsite_unit}.service":
-        summary = f"the off-site copy of a backup failed; the backup stays in {config.backups}"
+    if unit == f"{config.layout.backup_unit}.service":
+        return Event(BACKUP_FAILED, f"the backup of {config.layout.state_dir} failed", why, unit=unit)
+    if config.layout.offsite_unit and unit == f"{config.layout.offsite_unit}.service":
+        summary = f"the off-site copy of a backup failed; the backup stays in {config.layout.backups}"
         return Event(OFFSITE_FAILED, summary, why, unit=unit)
     return Event(UNIT_FAILED, f"{unit} failed", why, unit=unit)
 

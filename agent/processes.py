@@ -13,34 +13,18 @@ processes not marked `droplets: first`, and no jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import strict
 from agent.config import PROCESS_SETTLE_SECONDS
 from agent.context import Agent
+from agent.inputs import Process, Schedule
 from agent.release import release_properties
 
 UNIT_DIR = "/etc/systemd/system"
-
-
-@dataclass(frozen=True)
-class Process:
-    name: str
-    unit: str
-    command: str
-    stop_timeout: int = 30
-    stop_signal: str = "SIGTERM"
-    first_only: bool = False
-
-
-@dataclass(frozen=True)
-class Schedule:
-    name: str
-    unit: str
-    """The job's service and timer, without `.service` and `.timer`."""
-    command: str
-    calendar: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -57,21 +41,8 @@ class Spec:
             return cls()
         data: dict[str, Any] = json.loads(text)
         return cls(
-            processes=tuple(
-                Process(
-                    str(item["name"]),
-                    str(item["unit"]),
-                    str(item["command"]),
-                    int(item.get("stop_timeout", 30)),
-                    str(item.get("stop_signal", "SIGTERM")),
-                    bool(item.get("first_only", False)),
-                )
-                for item in data.get("processes", [])
-            ),
-            schedules=tuple(
-                Schedule(str(item["name"]), str(item["unit"]), str(item["command"]), tuple(item["calendar"]))
-                for item in data.get("schedules", [])
-            ),
+            processes=tuple(_process(item) for item in data.get("processes", [])),
+            schedules=tuple(_schedule(item) for item in data.get("schedules", [])),
             units={str(name): str(text) for name, text in data.get("units", {}).items()},
         )
 
@@ -88,6 +59,27 @@ class Spec:
         return [f"{schedule.unit}.timer" for schedule in self.schedules]
 
 
+def _defaults(cls: type[Process] | type[Schedule]) -> dict[str, object]:
+    return {item.name: item.default for item in dataclasses.fields(cls) if item.default is not dataclasses.MISSING}
+
+
+def _process(item: dict[str, Any]) -> Process:
+    """A process of `processes.json`; one of a release made before `droplets` (with `first_only`, or neither,
+    and the defaults left out) read as today's."""
+    if "droplets" not in item:
+        first_only = item.get("first_only", False)
+        rest = {key: value for key, value in item.items() if key != "first_only"}
+        item = {**_defaults(Process), **rest, "droplets": "first" if first_only else "all"}
+    return strict.read(Process, item, "a process")
+
+
+def _schedule(item: dict[str, Any]) -> Schedule:
+    """A job of `processes.json`; one of a release made before `when` read as today's."""
+    if "when" not in item:
+        item = {**_defaults(Schedule), **item, "when": " ".join(item.get("calendar", []))}
+    return strict.read(Schedule, item, "a scheduled job")
+
+
 def read(agent: Agent, directory: str) -> Spec:
     """The processes and jobs of the release in `directory`, as this droplet runs them."""
     return Spec.loads(agent.system.read_text(f"{directory}/server/processes.json")).for_droplet(is_first(agent))
@@ -97,7 +89,7 @@ def read(agent: Agent, directory: str) -> Spec:
 
 
 def role_file(agent: Agent) -> str:
-    return f"{agent.config.root}/droplet-role"
+    return agent.config.layout.role_file
 
 
 def is_first(agent: Agent) -> bool:
@@ -106,7 +98,7 @@ def is_first(agent: Agent) -> bool:
 
 
 def record_role(agent: Agent, secondary: bool) -> None:
-    agent.system.make_dirs(agent.config.root)
+    agent.system.make_dirs(agent.config.layout.root)
     agent.system.write_file(role_file(agent), "secondary\n" if secondary else "first\n")
 
 

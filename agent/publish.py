@@ -20,7 +20,7 @@ LIVE = 0
 
 def serves_https(agent: Agent) -> bool:
     """Whether nginx serves the site over HTTPS now (its installed site listens on 443)."""
-    site = agent.system.read_text(agent.config.nginx_site) or ""
+    site = agent.system.read_text(agent.config.layout.nginx_site) or ""
     return any(line.lstrip().startswith("listen 443") for line in site.splitlines())
 
 
@@ -48,7 +48,7 @@ def wait_healthy(agent: Agent, port: int = LIVE) -> bool:
 
 
 def stop_candidate(agent: Agent) -> None:
-    units = [f"{agent.config.candidate_unit}.socket", f"{agent.config.candidate_unit}.service"]
+    units = [f"{agent.config.layout.candidate_unit}.socket", f"{agent.config.layout.candidate_unit}.service"]
     agent.system.run(["systemctl", "stop", *units])
     agent.system.run(["systemctl", "reset-failed", *units])
 
@@ -61,8 +61,8 @@ def start_candidate(agent: Agent, directory: str) -> bool:
         "systemd-run",
         "--quiet",
         "--collect",
-        f"--unit={config.candidate_unit}",
-        f"--socket-property=ListenStream={config.candidate_socket}",
+        f"--unit={config.layout.candidate_unit}",
+        f"--socket-property=ListenStream={config.layout.candidate_socket_path}",
         "--socket-property=SocketUser=www-data",
         "--socket-property=SocketMode=0600",
         *release_properties(agent, directory),
@@ -79,7 +79,7 @@ def leave_rotation(agent: Agent) -> None:
     config = agent.config
     if not config.behind_balancer:
         return
-    agent.system.write_file(config.balancer_drain, "")
+    agent.system.write_file(config.layout.balancer_drain, "")
     agent.log(f"out of the balancer's rotation: waiting {config.out_of_rotation_seconds} s for its checks to notice")
     agent.system.sleep(config.out_of_rotation_seconds)
 
@@ -87,9 +87,9 @@ def leave_rotation(agent: Agent) -> None:
 def rejoin_rotation(agent: Agent) -> None:
     """The balancer's health check answers again (from the app); the deploy waits until it has seen that."""
     config, system = agent.config, agent.system
-    if not config.behind_balancer or not system.exists(config.balancer_drain):
+    if not config.behind_balancer or not system.exists(config.layout.balancer_drain):
         return
-    system.remove(config.balancer_drain)
+    system.remove(config.layout.balancer_drain)
     if not health(agent, config.balancer_port):
         agent.log(
             f"the balancer's check on port {config.balancer_port} does not answer 2xx "
@@ -102,16 +102,16 @@ def rejoin_rotation(agent: Agent) -> None:
 def end_drain(agent: Agent) -> None:
     """However the deploy ends, the drain ends with it: then the app's own health decides the check."""
     if agent.config.behind_balancer:
-        agent.system.remove(agent.config.balancer_drain)
+        agent.system.remove(agent.config.layout.balancer_drain)
 
 
 def go_live(agent: Agent, directory: str) -> None:
     """`current` points at the release (atomically), and the service restarts on it."""
     config = agent.config
-    agent.system.symlink(directory, config.current)
-    agent.systemctl("restart", config.service_unit)
+    agent.system.symlink(directory, config.layout.current)
+    agent.systemctl("restart", config.layout.service_unit)
     # nginx's cache holds the release before's answers; the restart waited for its last one.
-    agent.system.run(["find", config.proxy_cache, "-type", "f", "-delete"])
+    agent.system.run(["find", config.layout.proxy_cache, "-type", "f", "-delete"])
 
 
 def activate(agent: Agent, directory: str, on_failure: Callable[[], None] = lambda: None) -> None:
@@ -125,8 +125,10 @@ def activate(agent: Agent, directory: str, on_failure: Callable[[], None] = lamb
     live_before = agent.live_release()
     stop_candidate(agent)
     agent.log(f"starting release {release} as a candidate")
-    if not (start_candidate(agent, directory) and wait_healthy(agent, config.candidate_port)):
-        system.run(["journalctl", "-u", f"{config.candidate_unit}.service", "-n", "30", "--no-pager"], output="stderr")
+    if not (start_candidate(agent, directory) and wait_healthy(agent, config.layout.candidate_port)):
+        system.run(
+            ["journalctl", "-u", f"{config.layout.candidate_unit}.service", "-n", "30", "--no-pager"], output="stderr"
+        )
         stop_candidate(agent)
         on_failure()
         still = f"{live_before.rsplit('/', 1)[-1]} is still live" if live_before else ""
@@ -145,7 +147,7 @@ def activate(agent: Agent, directory: str, on_failure: Callable[[], None] = lamb
         leave_rotation(agent)
     agent.log(f"switching to release {release}")
     if live_before and live_before != directory:
-        system.write_file(f"{config.root}/previous", live_before + "\n")
+        system.write_file(config.layout.previous, live_before + "\n")
     go_live(agent, directory)
     if not wait_healthy(agent):
         rolled_back = False

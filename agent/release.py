@@ -69,21 +69,21 @@ class Bundle:
 
 
 def release_dir(agent: Agent, release_id: str) -> str:
-    return f"{agent.config.releases}/{release_id}"
+    return f"{agent.config.layout.releases}/{release_id}"
 
 
 def release_properties(agent: Agent, directory: str) -> list[str]:
     """systemd-run options that run a release as the live service runs."""
     config = agent.config
     return [
-        f"--uid={config.app_user}",
-        f"--gid={config.app_user}",
+        f"--uid={config.layout.app_user}",
+        f"--gid={config.layout.app_user}",
         f"--working-directory={directory}/app",
         f"--property=EnvironmentFile={directory}/release.env",
-        f"--property=EnvironmentFile=-{config.env_file}",
+        f"--property=EnvironmentFile=-{config.layout.env_file}",
         f"--property=StateDirectory={config.app_name}",
         "--property=StateDirectoryMode=0750",
-        f"--property=RequiresMountsFor={config.state_dir}",
+        f"--property=RequiresMountsFor={config.layout.state_dir}",
         *(f"--property={key}={value}" for key, value in config.sandbox),
     ]
 
@@ -126,14 +126,14 @@ def unpack(agent: Agent, release_id: str, bundle: Bundle) -> str:
     if system.is_dir(directory):
         return directory
     agent.log(f"unpacking release {release_id}")
-    system.make_dirs(config.releases)
-    system.make_dirs(f"{config.root}/venvs")
-    venv = f"{config.root}/venvs/{bundle.venv_key(config.gunicorn_version)}"
+    system.make_dirs(config.layout.releases)
+    system.make_dirs(config.layout.venvs)
+    venv = f"{config.layout.root}/venvs/{bundle.venv_key(config.gunicorn_version)}"
     venv_is_new = not system.exists(f"{venv}/.complete")
     checks.check_disk(agent, release_id, bundle.unpacked_bytes, venv_is_new)
-    staging = system.run(["mktemp", "-d", f"{config.releases}/.staging.XXXXXX"]).stdout.strip()
+    staging = system.run(["mktemp", "-d", f"{config.layout.releases}/.staging.XXXXXX"]).stdout.strip()
     if not staging:
-        agent.fail(f"could not make a staging directory in {config.releases}")
+        agent.fail(f"could not make a staging directory in {config.layout.releases}")
     try:
         untar = ["tar", "-xzf", bundle.path, "-C", staging, "--no-same-owner", "--no-same-permissions"]
         if not system.run(untar, output="stderr").ok:
@@ -180,7 +180,7 @@ def install_dependencies(agent: Agent, release_id: str, venv: str, deps: str, bu
     stack = stack_file.decode().split() if stack_file is not None else [f"gunicorn=={config.gunicorn_version}"]
     request = bundle.deps.get(PYTHON_REQUEST, b"").decode().strip()
     locked = "uv.lock" in bundle.deps
-    if (locked or request) and not checks.install_tool(agent, "uv", config.uv_version, config.uv):
+    if (locked or request) and not checks.install_tool(agent, "uv", config.uv_version, config.layout.uv):
         agent.fail(f"release {release_id}: uv {config.uv_version} did not install (output above)")
     # The system's certificate authorities, as pip uses them; a Python of uv's own only when the app asks.
     env = {"UV_PYTHON_DOWNLOADS": "never", "UV_SYSTEM_CERTS": "1", "UV_NO_CACHE": "1"}
@@ -188,22 +188,22 @@ def install_dependencies(agent: Agent, release_id: str, venv: str, deps: str, bu
         env |= {"UV_PYTHON_DOWNLOADS": "automatic", "UV_PYTHON_PREFERENCE": "system"}
         env |= {"UV_PYTHON_INSTALL_DIR": PYTHON_INSTALL_DIR}
         agent.log(f"the app asks for Python {request}: a system interpreter that satisfies it, else uv installs one")
-        made = [config.uv, "venv", "--quiet", "--python", request, *([] if locked else ["--seed"]), venv]
+        made = [config.layout.uv, "venv", "--quiet", "--python", request, *([] if locked else ["--seed"]), venv]
     elif locked:
-        made = [config.uv, "venv", "--quiet", "--python", "/usr/bin/python3", venv]
+        made = [config.layout.uv, "venv", "--quiet", "--python", "/usr/bin/python3", venv]
     else:
         made = ["python3", "-m", "venv", venv]
-    done = system.run(made, output="stderr", env=env if made[0] == config.uv else None).ok
+    done = system.run(made, output="stderr", env=env if made[0] == config.layout.uv else None).ok
     if done:
         prepare_build(agent, release_id, venv, bundle, system_python=not request)
     if done and locked:
         agent.log(f"installing the locked dependencies (uv.lock) into {venv}")
         # Exactly the lock: --locked fails when it no longer matches pyproject.toml.
-        sync = [config.uv, "sync", "--quiet", "--locked", "--no-dev", "--no-install-project"]
+        sync = [config.layout.uv, "sync", "--quiet", "--locked", "--no-dev", "--no-install-project"]
         sync += ["--python", f"{venv}/bin/python", "--project", deps]
         done = system.run(sync, output="stderr", env={**env, "UV_PROJECT_ENVIRONMENT": venv}).ok
         if done and stack:
-            install = [config.uv, "pip", "install", "--quiet", "--python", f"{venv}/bin/python", *stack]
+            install = [config.layout.uv, "pip", "install", "--quiet", "--python", f"{venv}/bin/python", *stack]
             done = system.run(install, output="stderr", env=env).ok
     elif done:
         agent.log(f"installing requirements into {venv}")
@@ -249,16 +249,16 @@ def _inside(path: str) -> bool:
 def link_state(agent: Agent, directory: str) -> None:
     """The paths in the release's server/state-links become links into the state directory."""
     config, system = agent.config, agent.system
-    owner = f"{config.app_user}:{config.app_user}"
-    system.make_dirs(config.state_dir, 0o750, owner)
+    owner = f"{config.layout.app_user}:{config.layout.app_user}"
+    system.make_dirs(config.layout.state_dir, 0o750, owner)
     for line in (system.read_text(f"{directory}/server/state-links") or "").splitlines():
         if not line.strip():
             continue
         app_path, _, state_path = line.partition(" ")
         if not (_inside(app_path) and _inside(state_path)):
             agent.fail(f"state link '{app_path}' leaves its directory")
-        made = f"{config.state_dir}/{state_path}"
-        system.run(["runuser", "-u", config.app_user, "--", "mkdir", "-p", made], umask=0o027)
+        made = f"{config.layout.state_dir}/{state_path}"
+        system.run(["runuser", "-u", config.layout.app_user, "--", "mkdir", "-p", made], umask=0o027)
         link = f"{directory}/app/{app_path}"
         system.remove(link)
         system.make_dirs(link.rsplit("/", 1)[0])
@@ -275,7 +275,7 @@ def store_static_files(agent: Agent, directory: str) -> None:
         digest, _, path = line.partition(" ")
         if len(digest) != 12 or any(c not in "0123456789abcdef" for c in digest) or not path or not _inside(path):
             agent.fail(f"static manifest line '{line}' is not HASH PATH")
-        stored, shipped = f"{config.assets}/{digest}/{path}", f"{directory}/app/{config.static_dir}/{path}"
+        stored, shipped = f"{config.layout.assets}/{digest}/{path}", f"{directory}/app/{config.static_dir}/{path}"
         if not system.exists(stored):
             content = system.read_bytes(shipped) or b""
             if hashlib.sha256(content).hexdigest()[:12] != digest:

@@ -18,7 +18,7 @@ def holds_data(agent: Agent, directory: str) -> bool:
 
 
 def is_mounted(agent: Agent) -> bool:
-    return agent.system.run(["mountpoint", "-q", agent.config.state_dir]).ok
+    return agent.system.run(["mountpoint", "-q", agent.config.layout.state_dir]).ok
 
 
 def unused_mib(agent: Agent) -> int:
@@ -54,23 +54,23 @@ def ensure_state_volume(agent: Agent, units: Sequence[Entry]) -> None:
     # The units come with the release: a droplet that predates its Volume gets them here.
     applied = manifest.apply(system, units)
     manifest.run_handlers(system, applied.notified)
-    mount = config.state_mount_unit
-    why = f"the Volume did not mount at {config.state_dir} (journalctl -u {mount} -u {config.state_format_unit})"
+    mount, formatting = config.layout.state_mount_unit, config.layout.state_format_unit
+    why = f"the Volume did not mount at {config.layout.state_dir} (journalctl -u {mount} -u {formatting})"
     if not is_mounted(agent):
-        if holds_data(agent, config.state_dir):
-            move_state_to_volume(agent, f"{config.state_dir}.before-volume", why)
+        if holds_data(agent, config.layout.state_dir):
+            move_state_to_volume(agent, f"{config.layout.state_dir}.before-volume", why)
         elif not agent.systemctl("enable", "--quiet", "--now", mount):
             agent.fail(why)
-    mounted_from = system.run(["stat", "-c", "%Hd:%Ld", config.state_dir]).stdout.strip()
+    mounted_from = system.run(["stat", "-c", "%Hd:%Ld", config.layout.state_dir]).stdout.strip()
     device_number = system.run(["stat", "-L", "-c", "%Hr:%Lr", device]).stdout.strip()
     if mounted_from != device_number:
-        agent.fail(f"{config.state_dir} is mounted, but not from the Volume {device}")
+        agent.fail(f"{config.layout.state_dir} is mounted, but not from the Volume {device}")
     # A Volume made larger (volumeSize) takes its file system along, online; a failure is reported, not fatal.
     if unused_mib(agent) > 0:
         agent.log(f"growing the file system on the Volume to {config.state_volume_gib} GiB")
-        system.run(["/usr/lib/systemd/systemd-growfs", config.state_dir], output="stderr")
-    size = system.run(["df", "-h", "--output=size", config.state_dir]).stdout.split()
-    agent.log(f"state: {config.state_dir} on the Volume ({size[-1] if size else '?'})")
+        system.run(["/usr/lib/systemd/systemd-growfs", config.layout.state_dir], output="stderr")
+    size = system.run(["df", "-h", "--output=size", config.layout.state_dir]).stdout.split()
+    agent.log(f"state: {config.layout.state_dir} on the Volume ({size[-1] if size else '?'})")
 
 
 def move_state_to_volume(agent: Agent, aside: str, why_not_mounted: str) -> None:
@@ -78,26 +78,26 @@ def move_state_to_volume(agent: Agent, aside: str, why_not_mounted: str) -> None
     config, system = agent.config, agent.system
     if system.exists(aside):
         agent.fail(f"{aside} exists from an earlier move to the Volume; move it away first")
-    agent.log(f"moving the state in {config.state_dir} onto the Volume; the app stops meanwhile")
-    agent.systemctl("stop", config.socket_unit, config.service_unit)
-    system.rename(config.state_dir, aside)
-    if not agent.systemctl("enable", "--quiet", "--now", config.state_mount_unit):
+    agent.log(f"moving the state in {config.layout.state_dir} onto the Volume; the app stops meanwhile")
+    agent.systemctl("stop", config.layout.socket_unit, config.layout.service_unit)
+    system.rename(config.layout.state_dir, aside)
+    if not agent.systemctl("enable", "--quiet", "--now", config.layout.state_mount_unit):
         problem = why_not_mounted
-    elif holds_data(agent, config.state_dir):
+    elif holds_data(agent, config.layout.state_dir):
         problem = (
-            f"the Volume already holds data and so does {config.state_dir} on the droplet's disk; keep one "
+            f"the Volume already holds data and so does {config.layout.state_dir} on the droplet's disk; keep one "
             "(copy what you need onto the Volume), then deploy again"
         )
     else:
-        system.run(["cp", "-a", f"{aside}/.", f"{config.state_dir}/"], output="stderr")
-        agent.systemctl("start", config.socket_unit)
+        system.run(["cp", "-a", f"{aside}/.", f"{config.layout.state_dir}/"], output="stderr")
+        agent.systemctl("start", config.layout.socket_unit)
         agent.log(f"the state is on the Volume now; the copy on the droplet's disk stays in {aside}")
         return
     # Back as it was, and the Volume's units gone, so that nothing mounts it over the state.
-    agent.systemctl("disable", "--quiet", "--now", config.state_mount_unit)
-    system.remove(f"/etc/systemd/system/{config.state_mount_unit}")
-    system.remove(f"/etc/systemd/system/{config.state_format_unit}")
+    agent.systemctl("disable", "--quiet", "--now", config.layout.state_mount_unit)
+    system.remove(f"/etc/systemd/system/{config.layout.state_mount_unit}")
+    system.remove(f"/etc/systemd/system/{config.layout.state_format_unit}")
     agent.systemctl("daemon-reload")
-    system.rename(aside, config.state_dir)
-    agent.systemctl("start", config.socket_unit)
-    agent.fail(f"{problem}. The app serves {config.state_dir} as it was")
+    system.rename(aside, config.layout.state_dir)
+    agent.systemctl("start", config.layout.socket_unit)
+    agent.fail(f"{problem}. The app serves {config.layout.state_dir} as it was")

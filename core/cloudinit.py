@@ -34,7 +34,7 @@ _CloudConfigDumper.add_representer(str, _represent_str)
 #: and the stack's settings; the user-data carries it, readable by root only, and runcmd runs it once.
 FIRST_BOOT_ARCHIVE = "/usr/local/lib/flaskdroplet/first-boot.pyz"
 FIRST_BOOT_COMMAND = ("/usr/bin/python3", "-I", FIRST_BOOT_ARCHIVE)
-FIRST_BOOT_MODULES = ("__init__.py", "config.py", "context.py", "firstboot.py", "system.py")
+FIRST_BOOT_MODULES = ("__init__.py", "config.py", "context.py", "firstboot.py", "layout.py", "strict.py", "system.py")
 FIRST_BOOT_ENTRY = "from agent.firstboot import main\n\nraise SystemExit(main())\n"
 
 

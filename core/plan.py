@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.notify import STDIN_SEPARATOR
+from agent.inputs import OFFSITE, DeployInput, OffsiteBucket, Webhook
+from agent.strict import read
 from core.bundle import Bundle, build_agent_archive, build_bundle
 from core.layout import DEPLOY_USER
-from core.render import render_env_file, render_notify_file, render_offsite_file, render_server_files, sha256_text
-from core.settings import Settings, Webhook
+from core.render import render_env_file, render_server_files, sha256_text
+from core.settings import Settings
 
 #: How long the first step waits for cloud-init; a cold Ubuntu droplet takes a few minutes.
 CLOUD_INIT_TIMEOUT_SECONDS = 900
@@ -111,15 +112,14 @@ class DeployPlan:
         return self.stdin_with({})
 
     def stdin_with(self, extra_env: Mapping[str, str], offsite: Mapping[str, str] | None = None) -> str:
-        """The environment file with `extra_env` added: what only exists once resources do (DATABASE_URL).
-
-        With webhooks, a NUL (which no environment holds) and the webhooks' file follow it; with `offsite`
-        (the off-site bucket and its key, which exist once the bucket does), a NUL and that bucket after them."""
-        environment = render_env_file({**self.app_env, **extra_env})
-        webhooks = render_notify_file(self.webhooks) if self.webhooks else ""
-        if offsite:
-            return environment + STDIN_SEPARATOR + webhooks + STDIN_SEPARATOR + render_offsite_file(offsite)
-        return environment + STDIN_SEPARATOR + webhooks if webhooks else environment
+        """The deploy's input as JSON (`DeployInput`): the environment file with `extra_env` added (what only
+        exists once resources do: DATABASE_URL), the webhooks, and `offsite` (the off-site bucket and its key,
+        which exist once the bucket does)."""
+        return DeployInput(
+            environment=render_env_file({**self.app_env, **extra_env}),
+            webhooks=self.webhooks,
+            offsite=read(OffsiteBucket, dict(offsite), OFFSITE) if offsite else None,
+        ).to_json()
 
 
 def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:

@@ -15,6 +15,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from agent.inputs import Process as Process
+from agent.inputs import Schedule as Schedule
+
 #: A process's or job's name: it names its systemd unit, so letters, digits, '-' and '_'.
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,29}$")
 #: Names a Procfile gives a meaning of its own: `web` is Gunicorn (and the commands before it), `release` is
@@ -64,29 +67,6 @@ STOP_TIMEOUT_MIN, STOP_TIMEOUT_MAX, STOP_TIMEOUT_DEFAULT = 1, 3600, 30
 RANDOM_DELAY_MAX = 86400
 #: Where a process runs with several droplets: every one, or the first (the one that runs releaseCommand).
 DROPLETS = ("all", "first")
-
-
-@dataclass(frozen=True)
-class Process:
-    name: str
-    command: str
-    """A shell command line, run as `sh -c 'exec COMMAND'` (as a Procfile's are run by a shell)."""
-    stop_timeout: int = STOP_TIMEOUT_DEFAULT
-    """Seconds the process has to finish after its stop signal, before it is killed."""
-    stop_signal: str = "SIGTERM"
-    droplets: str = "all"
-
-
-@dataclass(frozen=True)
-class Schedule:
-    name: str
-    command: str
-    when: str
-    """As the user wrote it: a systemd calendar expression, or a cron expression."""
-    calendar: tuple[str, ...]
-    """systemd `OnCalendar=` expressions; the job runs at each (cron's day-of-month OR day-of-week takes two)."""
-    random_delay: int = 0
-    """Seconds each run may start late, at random (`RandomizedDelaySec=`)."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ rehearsal.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import jinja2
 
 from agent import manifest
+from agent.config import Config
 from agent.manifest import Entry
 from core.balancer import BALANCER_CHECK, PRIVATE_NETWORKS
 from core.layout import (
@@ -30,7 +32,6 @@ from core.layout import (
     NGINX_MAIN_CONF,
     NGINX_SANDBOX_DROP_IN,
     SSH_CHOICES_DIR,
-    SSH_CRYPTO_DROP_IN,
     UFW_AFTER_INIT,
     systemd_escape_path,
     volume_device,
@@ -49,7 +50,7 @@ from core.policy import (
     UFW_ALLOWED_PORTS,
     UV_VERSION,
 )
-from core.settings import Settings, Webhook
+from core.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 #: The server agent's package, shipped to the server with each deploy.
@@ -214,81 +215,45 @@ def render_deploy_script(settings: Settings) -> str:
 
 
 def render_agent_settings(settings: Settings) -> str:
-    """`settings.json` of the server agent: everything it knows of the stack, in one file."""
+    """`settings.json` of the server agent: everything it knows of the stack, in one file (`agent.config.Config`)."""
     layout = settings.layout
-    values: dict[str, Any] = {
-        "app_name": settings.app.name,
-        "app_user": layout.app_user,
-        "root": layout.root,
-        "releases": layout.releases,
-        "current": layout.current,
-        "state_dir": layout.state_dir,
-        "state_device": volume_device(settings.server.volume_name) if settings.server.volume_name else "",
-        "state_volume_gib": settings.server.volume_size,
-        "state_mount_unit": layout.state_mount_unit,
-        "state_format_unit": layout.state_format_unit,
-        "config_dir": layout.config_dir,
-        "env_file": layout.env_file,
-        "service_unit": layout.service_unit,
-        "socket_unit": layout.socket_unit,
-        "candidate_unit": layout.candidate_unit,
-        "candidate_socket": layout.candidate_socket_path,
-        "candidate_port": layout.candidate_port,
-        "nginx_site": layout.nginx_site,
-        "nginx_site_link": f"/etc/nginx/sites-enabled/{settings.app.name}.conf",
-        "access_log": layout.access_log,
-        "backup_days": settings.backups.days,
-        "backup_unit": layout.backup_unit,
-        "backup_script": layout.backup_script,
-        "backups": layout.backups,
-        "backup_incoming": layout.backup_incoming,
-        "offsite": bool(settings.backups.days and settings.backups.offsite_region),
-        "offsite_unit": layout.offsite_unit,
-        "offsite_script": layout.offsite_script,
-        "offsite_file": layout.offsite_file,
-        "offsite_python": layout.offsite_python,
-        "boto3_version": BOTO3_VERSION,
-        "static_dir": settings.app.static_dir or "",
-        "assets": layout.assets,
-        "proxy_cache": layout.proxy_cache,
-        "wsgi_target": settings.app.wsgi_target,
-        "workers": settings.app.workers,
-        "gunicorn_version": GUNICORN_VERSION,
-        "uv_version": UV_VERSION,
-        "import_root": settings.app.source.import_root,
-        "release_command": list(settings.app.release_command),
-        "web_commands": [list(command) for command in settings.app.web_commands],
-        "releases_to_keep": settings.app.releases_to_keep,
-        "sqlite_url": layout.sqlite_url if settings.server.database == "sqlite" else "",
-        "behind_balancer": settings.server.behind_balancer,
-        "balancer_port": BALANCER_CHECK.port,
-        "balancer_drain": layout.balancer_drain,
-        "out_of_rotation_seconds": BALANCER_CHECK.out_of_rotation_seconds,
-        "into_rotation_seconds": BALANCER_CHECK.into_rotation_seconds,
-        "https": settings.server_tls,
-        "domain": settings.app.site.domain or "",
-        "host_names": list(settings.app.site.host_names),
-        "dns_zone": settings.app.site.dns_zone or "",
-        "acme_server": settings.app.site.acme_server,
-        "acme_email": settings.app.site.acme_email or "",
-        "acme_webroot": layout.acme_webroot,
-        "certificate_dir": layout.certificate_dir,
-        "certbot_version": CERTBOT_VERSION,
-        "certbot": layout.certbot,
-        "renew_unit": layout.renew_unit,
-        "health_host": settings.app.site.domain or "127.0.0.1",
-        "health_path": settings.app.health_path,
-        "nginx_worker_connections": NGINX_WORKER_CONNECTIONS,
-        "ufw_allowed_ports": list(UFW_ALLOWED_PORTS),
-        "balancer_networks": list(PRIVATE_NETWORKS if settings.server.behind_balancer else ()),
-        "ssh_choices_dir": SSH_CHOICES_DIR,
-        "ssh_crypto_drop_in": SSH_CRYPTO_DROP_IN,
-        "notify_file": layout.notify_file,
-        "notify_on_live": settings.notifications.on_live,
-        "sandbox": [list(pair) for pair in SERVICE_SANDBOX],
-        "build_packages": list(settings.app.build_packages),
-    }
-    return json.dumps(values, indent=1) + "\n"
+    return Config(
+        layout=layout,
+        state_device=volume_device(settings.server.volume_name) if settings.server.volume_name else "",
+        state_volume_gib=settings.server.volume_size,
+        backup_days=settings.backups.days,
+        offsite=bool(settings.backups.days and settings.backups.offsite_region),
+        boto3_version=BOTO3_VERSION,
+        static_dir=settings.app.static_dir or "",
+        wsgi_target=settings.app.wsgi_target,
+        workers=settings.app.workers,
+        gunicorn_version=GUNICORN_VERSION,
+        uv_version=UV_VERSION,
+        import_root=settings.app.source.import_root,
+        release_command=tuple(settings.app.release_command),
+        web_commands=tuple(tuple(command) for command in settings.app.web_commands),
+        releases_to_keep=settings.app.releases_to_keep,
+        sqlite_url=layout.sqlite_url if settings.server.database == "sqlite" else "",
+        behind_balancer=settings.server.behind_balancer,
+        balancer_port=BALANCER_CHECK.port,
+        out_of_rotation_seconds=BALANCER_CHECK.out_of_rotation_seconds,
+        into_rotation_seconds=BALANCER_CHECK.into_rotation_seconds,
+        https=settings.server_tls,
+        domain=settings.app.site.domain or "",
+        host_names=tuple(settings.app.site.host_names),
+        dns_zone=settings.app.site.dns_zone or "",
+        acme_server=settings.app.site.acme_server,
+        acme_email=settings.app.site.acme_email or "",
+        certbot_version=CERTBOT_VERSION,
+        health_host=settings.app.site.domain or "127.0.0.1",
+        health_path=settings.app.health_path,
+        nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
+        ufw_allowed_ports=tuple(UFW_ALLOWED_PORTS),
+        balancer_networks=tuple(PRIVATE_NETWORKS if settings.server.behind_balancer else ()),
+        notify_on_live=settings.notifications.on_live,
+        sandbox=tuple(SERVICE_SANDBOX),
+        build_packages=tuple(settings.app.build_packages),
+    ).to_json()
 
 
 def render_env_file(app_env: dict[str, str] | Any) -> str:
@@ -302,16 +267,6 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
         value = re.sub(r'(["\\`$])', r"\\\1", str(app_env[name]))
         lines.append(f'{name}="{value}"\n')
     return "".join(lines)
-
-
-def render_notify_file(webhooks: Sequence[Webhook]) -> str:
-    """The notify file (`ServerLayout.notify_file`): the webhooks and the body each takes, root's alone."""
-    return json.dumps({"webhooks": [{"form": hook.form, "url": str(hook.url)} for hook in webhooks]}, indent=1) + "\n"
-
-
-def render_offsite_file(bucket: Mapping[str, str]) -> str:
-    """The off-site file (`ServerLayout.offsite_file`): where the bucket is and its key, root's alone."""
-    return json.dumps(dict(bucket), indent=1, sort_keys=True) + "\n"
 
 
 def render_state_links(settings: Settings) -> str:
@@ -361,16 +316,7 @@ def render_processes(settings: Settings) -> str:
             process=process,
             exec_start=systemd_exec_command(process.command),
         )
-        processes.append(
-            {
-                "name": process.name,
-                "unit": unit,
-                "command": process.command,
-                "stop_timeout": process.stop_timeout,
-                "stop_signal": process.stop_signal,
-                "first_only": process.droplets == "first",
-            }
-        )
+        processes.append(dataclasses.asdict(dataclasses.replace(process, unit=unit)))
     for schedule in settings.app.schedules:
         unit = layout.schedule_unit(schedule.name)
         units[f"{unit}.service"] = _render(
@@ -382,9 +328,7 @@ def render_processes(settings: Settings) -> str:
             exec_start=systemd_exec_command(schedule.command),
         )
         units[f"{unit}.timer"] = _render("app-schedule.timer.j2", settings=settings, schedule=schedule)
-        schedules.append(
-            {"name": schedule.name, "unit": unit, "command": schedule.command, "calendar": list(schedule.calendar)}
-        )
+        schedules.append(dataclasses.asdict(dataclasses.replace(schedule, unit=unit)))
     return json.dumps({"processes": processes, "schedules": schedules, "units": units}, indent=1) + "\n"
 
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import pyrage
 
+from agent.inputs import Webhook
 from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
-from core.layout import ServerLayout
+from core.layout import ServerLayout, server_layout
 from core.processes import (
     DROPLETS,
     NAME,
@@ -162,16 +163,6 @@ WEBHOOK_FORMS = ("slack", "discord", "json")
 #: Webhooks told of one event, at most: each is tried once, for up to 5 s, by what it reports on.
 WEBHOOKS_MAX = 5
 _WEBHOOK_URL = re.compile(r"^https?://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^\s]*)?$")
-
-
-@dataclass(frozen=True)
-class Webhook:
-    """One address the droplet posts its notifications to, and the body it takes."""
-
-    form: str
-    """One of `WEBHOOK_FORMS`."""
-    url: SecretStr
-    """The address, a secret: whoever holds it may post to the channel."""
 
 
 def webhook_form(url: str) -> str:
@@ -391,7 +382,7 @@ class Settings:
     @functools.cached_property
     def layout(self) -> ServerLayout:
         """Where things live on the server for this app: built once, read by the renderers, plan and executors."""
-        return ServerLayout(self.app.name)
+        return server_layout(self.app.name)
 
     @property
     def server_tls(self) -> bool:

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from core.cloudinit import render_user_data
-from core.layout import ServerLayout
 from core.plan import WAIT_FOR_CLOUD_INIT
 from core.policy import SSH_CIPHERS, SSH_KEX, SSH_MACS
 from core.render import (
@@ -112,7 +111,7 @@ def test_nginx_accepts_the_site(variant: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_nginx_accepts_the_https_site(variant: str, tmp_path: Path) -> None:
     settings = golden_settings(variant)
-    layout = ServerLayout(settings.app.name)
+    layout = settings.layout
     certificates = tmp_path / "live"
     certificates.mkdir()
     run(
@@ -190,7 +189,7 @@ def units_for_verify(settings: Settings, directory: Path) -> list[Path]:
     systemd-analyze verify insists that ExecStart= exists; on this host the
     release lives in a scratch directory instead of /srv.
     """
-    layout = ServerLayout(settings.app.name)
+    layout = settings.layout
     fake_current = directory / "current"
     gunicorn = fake_current / "app/.venv/bin/gunicorn"
     gunicorn.parent.mkdir(parents=True)
@@ -213,7 +212,7 @@ def test_systemd_verifies_the_units(variant: str, tmp_path: Path) -> None:
 
 def test_systemd_verifies_the_renewal_and_backup_units_and_the_nginx_drop_in(tmp_path: Path) -> None:
     settings = golden_settings("ip")
-    layout = ServerLayout(settings.app.name)
+    layout = settings.layout
     certbot = tmp_path / "certbot"
     certbot.write_text("#!/bin/sh\n")
     certbot.chmod(0o755)

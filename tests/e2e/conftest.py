@@ -37,7 +37,7 @@ class Rehearsal:
 
     @property
     def layout(self) -> ServerLayout:
-        return ServerLayout(self.settings.app.name)
+        return self.settings.layout
 
     def host(self) -> Any:
         """pytest-testinfra over SSH, as the deploy user with sudo."""

@@ -13,6 +13,7 @@ from typing import Any
 from agent.cli import main
 from agent.config import Config
 from agent.fake import FakeSystem
+from agent.inputs import DeployInput
 from agent.system import Completed
 from core.bundle import bundle_bytes
 from core.render import render_agent_settings, server_manifest
@@ -32,7 +33,7 @@ def settings_of(variant: str, **overrides: Any) -> Any:
 
 
 def config_of(variant: str, **overrides: Any) -> Config:
-    return Config.from_dict(json.loads(render_agent_settings(settings_of(variant, **overrides))))
+    return Config.from_json_object(json.loads(render_agent_settings(settings_of(variant, **overrides))))
 
 
 @dataclasses.dataclass
@@ -88,14 +89,14 @@ def first_booted(variant: str = "ip", **overrides: Any) -> FakeSystem:
 
 def with_certificate(server: FakeSystem, config: Config, names: tuple[str, ...] = ()) -> None:
     """A certificate that serves for an hour more, from the stack's ACME server."""
-    server.files[f"{config.certificate_dir}/fullchain.pem"] = "-----BEGIN CERTIFICATE-----\n"
-    server.files[f"/etc/letsencrypt/renewal/{config.app_name}.conf"] = f"server = {config.acme_server}\n"
+    server.files[f"{config.layout.certificate_dir}/fullchain.pem"] = "-----BEGIN CERTIFICATE-----\n"
+    server.files[config.layout.certificate_renewal] = f"server = {config.acme_server}\n"
     sans = ", ".join([f"DNS:{name}" for name in names] or [f"IP Address:{PUBLIC_IPV4}"])
     server.answer(
         "openssl",
         "x509",
         "-in",
-        f"{config.certificate_dir}/fullchain.pem",
+        f"{config.layout.certificate_dir}/fullchain.pem",
         "-noout",
         "-ext",
         stdout=(f"X509v3 Subject Alternative Name: \n    {sans}\n"),
@@ -104,7 +105,7 @@ def with_certificate(server: FakeSystem, config: Config, names: tuple[str, ...] 
 
 def deploy(server: FakeSystem, config: Config, release: Release, *options: str) -> int:
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT
+    server.stdin = DeployInput(ENVIRONMENT).to_json()
     return main([*options, release.release_id, release.path, PUBLIC_IPV4], server, config)
 
 

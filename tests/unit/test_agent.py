@@ -9,6 +9,7 @@ import pytest
 from agent import checks, finish, manifest
 from agent.cli import main
 from agent.context import Agent, Failed
+from agent.inputs import DeployInput
 from agent.system import Completed
 from tests.unit.agent_server import (
     ENVIRONMENT,
@@ -42,7 +43,7 @@ def test_first_deploy_installs_the_release_and_reports_its_url() -> None:
     assert f"APP_VERSION={release.release_id}\n" in env
     assert "DATABASE_URL=sqlite:////var/lib/weather/database.sqlite3\n" in env
     # The certificate serves: the HTTPS site, and its renewal and the backups on their timers.
-    assert "listen 443" in (server.read_text(config.nginx_site) or "")
+    assert "listen 443" in (server.read_text(config.layout.nginx_site) or "")
     assert ["systemctl", "enable", "--quiet", "--now", "flaskdroplet-certbot-renew.timer"] in server.commands
     assert ["systemctl", "enable", "--quiet", "--now", "weather-backup.timer"] in server.commands
     assert server.ran(*SERVICE_RESTARTS)
@@ -72,7 +73,7 @@ def test_an_unchanged_configuration_runs_no_daemon_reload_and_restarts_nothing()
 
 def test_a_changed_nginx_site_reloads_nginx_and_nothing_else() -> None:
     server, config, release = live_server()
-    server.files[config.nginx_site] = "# edited by hand\n"
+    server.files[config.layout.nginx_site] = "# edited by hand\n"
 
     assert deploy(server, config, release) == 0, server.stderr
 
@@ -80,7 +81,7 @@ def test_a_changed_nginx_site_reloads_nginx_and_nothing_else() -> None:
     assert server.ran("systemctl", "reload", "nginx")
     assert not server.ran("systemctl", "daemon-reload")
     assert not server.ran("systemctl", "restart")
-    assert [path for path in server.written if path.startswith("/etc/")] == [config.nginx_site]
+    assert [path for path in server.written if path.startswith("/etc/")] == [config.layout.nginx_site]
 
 
 def test_a_changed_unit_reloads_systemd_and_the_release_goes_live_again() -> None:
@@ -99,7 +100,7 @@ def test_a_valid_certificate_is_not_requested_again() -> None:
 
     deploy(server, config, release)
 
-    assert not server.ran(config.certbot)
+    assert not server.ran(config.layout.certbot)
     assert not server.ran("getent")
 
 
@@ -107,18 +108,18 @@ def test_a_missing_certificate_is_requested_after_dns_points_here() -> None:
     config = config_of("domain")
     server = first_booted("domain")
     server.answer("getent", "ahostsv4", "weather.example.org", stdout=f"{PUBLIC_IPV4} STREAM weather.example.org\n")
-    server.executable.add(config.certbot)
-    server.files[config.certbot] = ""
+    server.executable.add(config.layout.certbot)
+    server.files[config.layout.certbot] = ""
 
     def issue(argv: list[str]) -> Completed:
         with_certificate(server, config, config.host_names)
         return Completed(0)
 
-    server.answer_with((config.certbot, "certonly"), issue)
+    server.answer_with((config.layout.certbot, "certonly"), issue)
 
     assert deploy(server, config, bundle_of("domain")) == 0, server.stderr
 
-    (request,) = server.ran(config.certbot)
+    (request,) = server.ran(config.layout.certbot)
     assert request[request.index("--domain") + 1] == "weather.example.org"
     assert "--preferred-profile" in request and "classic" in request
     assert server.stdout[1] == "https://weather.example.org/"
@@ -131,7 +132,7 @@ def test_a_domain_that_does_not_resolve_here_stops_the_deploy_before_any_order()
 
     assert deploy(server, config, bundle_of("domain")) == 1
 
-    assert not server.ran(config.certbot)
+    assert not server.ran(config.layout.certbot)
     assert any("resolves to 198.51.100.1, not to this server's address 203.0.113.10" in line for line in server.stderr)
     assert any("or set dnsZone to a zone DigitalOcean holds" in line for line in server.stderr)
     assert not server.exists("/srv/forecast/current")
@@ -153,14 +154,14 @@ def test_a_domain_whose_zone_the_stack_writes_is_told_to_wait_for_it_or_its_dele
 def test_an_address_certificate_that_fails_keeps_plain_http_and_says_so() -> None:
     config = config_of("ip")
     server = first_booted("ip")
-    server.files[config.certbot] = ""
-    server.answer(config.certbot, returncode=1)
+    server.files[config.layout.certbot] = ""
+    server.answer(config.layout.certbot, returncode=1)
 
     assert deploy(server, config, bundle_of("ip")) == 0, server.stderr
 
     assert server.stdout[1] == f"http://{PUBLIC_IPV4}/"
     assert any("the site stays on plain HTTP and the next deploy tries again" in line for line in server.stderr)
-    assert "listen 443" not in (server.read_text(config.nginx_site) or "")
+    assert "listen 443" not in (server.read_text(config.layout.nginx_site) or "")
 
 
 def test_300_mib_free_refuses_a_release_that_needs_more_and_names_both_figures() -> None:
@@ -199,7 +200,7 @@ def test_memory_too_small_for_the_workers_refuses_the_release() -> None:
 def test_a_failing_candidate_leaves_the_live_release_its_units_and_its_site() -> None:
     server, config, live = live_server()
     unit_before = server.read_text("/etc/systemd/system/weather.service")
-    site_before = server.read_text(config.nginx_site)
+    site_before = server.read_text(config.layout.nginx_site)
     server.answer("curl", "--silent", "--fail", "--max-time", "5", "-H", "Host: 127.0.0.1", returncode=22)
     broken = bundle_of("ip", workers=4, healthPath="/ready")
 
@@ -207,7 +208,7 @@ def test_a_failing_candidate_leaves_the_live_release_its_units_and_its_site() ->
 
     assert server.readlink("/srv/weather/current") == f"/srv/weather/releases/{live.release_id}"
     assert server.read_text("/etc/systemd/system/weather.service") == unit_before
-    assert server.read_text(config.nginx_site) == site_before
+    assert server.read_text(config.layout.nginx_site) == site_before
     assert not server.ran(*SERVICE_RESTARTS)
     # The units the failed release wrote are gone from systemd's view too.
     assert server.ran("systemctl", "daemon-reload")
@@ -234,12 +235,12 @@ def test_nginx_rejecting_the_site_puts_every_file_back() -> None:
     server, config, _ = live_server()
     unit_before = server.read_text("/etc/systemd/system/weather.service")
     server.answer("nginx", "-t", returncode=1)
-    server.files[config.nginx_site] = "# drifted\n"
+    server.files[config.layout.nginx_site] = "# drifted\n"
     release = bundle_of("ip", workers=4)
 
     assert deploy(server, config, release) == 1
 
-    assert server.read_text(config.nginx_site) == "# drifted\n"
+    assert server.read_text(config.layout.nginx_site) == "# drifted\n"
     assert server.read_text("/etc/systemd/system/weather.service") == unit_before
     assert any(
         f"release {release.release_id}: nginx rejects its site configuration (nginx -t)" in line
@@ -315,7 +316,7 @@ def test_behind_a_balancer_the_switch_happens_out_of_its_rotation() -> None:
 
     assert deploy(server, config, second, "--skip-release-command") == 0, server.stderr
 
-    drain = config.balancer_drain
+    drain = config.layout.balancer_drain
     assert server.events.index(f"write: {drain}") < server.events.index("run: systemctl restart weather.service")
     assert not server.exists(drain)
     assert server.slept >= config.out_of_rotation_seconds + config.into_rotation_seconds
@@ -432,7 +433,7 @@ def test_a_bundle_that_does_not_match_its_release_id_changes_nothing() -> None:
     server, config = first_booted(), config_of("ip")
     release = bundle_of("ip")
     server.files[release.path] = release.data + b"x"
-    server.stdin = ENVIRONMENT
+    server.stdin = DeployInput(ENVIRONMENT).to_json()
 
     assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 1
     assert main(["nothex", release.path], server, config) == 1
@@ -516,7 +517,7 @@ def test_a_feature_turned_off_removes_its_files_after_stopping_its_timer() -> No
     assert deploy(server, off, quiet) == 0, server.stderr
 
     assert not server.exists("/etc/systemd/system/weather-backup.timer")
-    assert not server.exists(off.backup_script)
+    assert not server.exists(off.layout.backup_script)
     disable = server.commands.index(["systemctl", "disable", "--quiet", "--now", "weather-backup.timer"])
     assert disable < server.commands.index(["systemctl", "daemon-reload"])
 

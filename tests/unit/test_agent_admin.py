@@ -81,13 +81,13 @@ def test_run_before_any_release_says_to_deploy_first() -> None:
 
 def test_logs_show_the_requests_the_errors_and_the_journal() -> None:
     server, config, _ = live_server()
-    server.answer("tail", "-n", "20", config.access_log, stdout="one\ntwo\n")
+    server.answer("tail", "-n", "20", config.layout.access_log, stdout="one\ntwo\n")
     server.answer("tail", "-n", "20", "/var/log/nginx/error.log", returncode=1)
 
     assert main(["logs", "-n", "20"], server, config) == 0
 
     assert server.stdout == [
-        f"== {config.access_log}: the last 20 requests (id= is the request id the app gets as X-Request-ID)",
+        f"== {config.layout.access_log}: the last 20 requests (id= is the request id the app gets as X-Request-ID)",
         "one\ntwo",
         "== /var/log/nginx/error.log: the last 20 lines",
         "(none yet)",
@@ -104,7 +104,7 @@ def test_logs_follow_every_source_at_once() -> None:
 
     assert main(["logs", "-f"], server, config) == 0
 
-    assert ["tail", "-n", "50", "-F", config.access_log] in server.commands
+    assert ["tail", "-n", "50", "-F", config.layout.access_log] in server.commands
     assert "--follow" in server.commands[-1]
 
 
@@ -278,9 +278,9 @@ def test_an_address_certificate_that_cannot_be_renewed_keeps_serving_the_one_the
     config = config_of("ip")
     server = first_booted("ip")
     with_certificate(server, config)
-    server.files[f"/etc/letsencrypt/renewal/{config.app_name}.conf"] = "server = https://elsewhere/dir\n"
-    server.files[config.certbot] = ""
-    server.answer(config.certbot, returncode=1)
+    server.files[config.layout.certificate_renewal] = "server = https://elsewhere/dir\n"
+    server.files[config.layout.certbot] = ""
+    server.answer(config.layout.certbot, returncode=1)
 
     assert deploy(server, config, bundle_of("ip")) == 0, server.stderr
 
@@ -305,11 +305,11 @@ def test_locked_dependencies_install_with_uv() -> None:
     with_certificate(server, config)
     release = bundle_of("ip")
     data = release.data
-    server.files[config.uv] = ""
+    server.files[config.layout.uv] = ""
 
     locked = relocked(data)
     assert deploy(server, config, Release(*locked)) == 0, server.stderr
 
-    (sync,) = server.ran(config.uv, "sync")
+    (sync,) = server.ran(config.layout.uv, "sync")
     assert "--locked" in sync
-    assert server.ran(config.uv, "pip", "install")
+    assert server.ran(config.layout.uv, "pip", "install")

@@ -68,7 +68,7 @@ def test_user_data_carries_the_first_boot_phase_and_runs_it_and_nothing_else() -
         ["__main__.py", "agent/settings.json", *(f"agent/{module}" for module in FIRST_BOOT_MODULES)]
     )
     assert archive.read("agent/firstboot.py") == Path(firstboot.__file__).read_bytes()
-    assert Config.from_dict(json.loads(archive.read("agent/settings.json"))) == config_of("ip")
+    assert Config.from_json_object(json.loads(archive.read("agent/settings.json"))) == config_of("ip")
     # The stack's settings and the agent's code: root's alone.
     assert (entry["encoding"], entry["owner"], entry["permissions"]) == ("b64", "root:root", "0600")
 
@@ -125,12 +125,12 @@ def test_the_volume_is_mounted_before_anything_else_and_only_with_one() -> None:
     assert firstboot.first_boot(agent) == 0, server.stderr
     assert server.commands[:2] == [
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", agent.config.state_mount_unit],
+        ["systemctl", "enable", "--now", agent.config.layout.state_mount_unit],
     ]
 
     server, agent = written_droplet("domain")
     assert firstboot.first_boot(agent) == 0, server.stderr
-    assert not server.ran("systemctl", "enable", "--now", agent.config.state_mount_unit)
+    assert not server.ran("systemctl", "enable", "--now", agent.config.layout.state_mount_unit)
     assert server.commands[0] == ["systemctl", "restart", "systemd-journald"]
 
 
@@ -147,8 +147,8 @@ def test_sshd_gets_the_algorithms_its_version_reads(openssh: str, choice: str) -
 
     assert firstboot.first_boot(agent) == 0, server.stderr
 
-    drop_in = server.read_text(agent.config.ssh_crypto_drop_in)
-    assert drop_in == server.read_text(f"{agent.config.ssh_choices_dir}/crypto-{choice}.conf")
+    drop_in = server.read_text(agent.config.layout.ssh_crypto_drop_in)
+    assert drop_in == server.read_text(f"{agent.config.layout.ssh_choices_dir}/crypto-{choice}.conf")
     assert f"flask-droplet: sshd uses the {choice} algorithms, an Ed25519 and an RSA 4096 host key" in server.stderr
     # Checked by sshd first, then restarted; no ECDSA key; groups under 3072 bits gone, the header kept.
     assert server.events.index("run: sshd -t") < server.events.index("run: systemctl try-restart ssh.service")
@@ -173,7 +173,7 @@ def test_algorithms_sshd_refuses_are_taken_back_and_sshd_keeps_running() -> None
 
     assert firstboot.first_boot(agent) == 0, server.stderr
 
-    assert not server.exists(agent.config.ssh_crypto_drop_in)
+    assert not server.exists(agent.config.layout.ssh_crypto_drop_in)
     assert not server.ran("systemctl", "try-restart", "ssh.service")
     assert "flask-droplet: WARNING: sshd refused the classic algorithms; they are not used" in server.stderr
 
@@ -204,15 +204,15 @@ def test_the_site_replaces_nginx_default_and_nginx_checks_it_before_it_restarts(
 
     config = agent.config
     assert not server.exists("/etc/nginx/sites-enabled/default")
-    assert server.readlink("/etc/nginx/sites-enabled/weather.conf") == config.nginx_site
-    assert {config.root, config.releases, config.acme_webroot} <= server.dirs
+    assert server.readlink("/etc/nginx/sites-enabled/weather.conf") == config.layout.nginx_site
+    assert {config.layout.root, config.layout.releases, config.layout.acme_webroot} <= server.dirs
     assert server.read_text("/etc/nginx/nginx.conf") == NGINX_CONF.replace("768", "4096")
     order = [event for event in server.events if event.startswith("run: ")]
     assert order.index("run: nginx -t") < order.index("run: systemctl restart nginx.service")
     assert order[-5:] == [
         "run: systemctl restart nginx.service",
-        f"run: systemctl enable --now {config.socket_unit}",
-        f"run: systemctl enable {config.service_unit}",
+        f"run: systemctl enable --now {config.layout.socket_unit}",
+        f"run: systemctl enable {config.layout.service_unit}",
         "run: fail2ban-client --test",
         "run: systemctl restart fail2ban",
     ]
@@ -233,15 +233,15 @@ def test_a_start_refused_once_is_said_with_its_journal_and_tried_again() -> None
 
 def test_a_start_refused_twice_stops_the_first_boot() -> None:
     server, agent = written_droplet()
-    server.answer("systemctl", "enable", "--now", agent.config.socket_unit, returncode=1)
+    server.answer("systemctl", "enable", "--now", agent.config.layout.socket_unit, returncode=1)
 
     assert firstboot.first_boot(agent) == 1
 
     assert server.stderr[-1] == (
-        f"flask-droplet: first boot FAILED: {agent.config.socket_unit} did not start "
-        f"(journalctl -b -u {agent.config.socket_unit})"
+        f"flask-droplet: first boot FAILED: {agent.config.layout.socket_unit} did not start "
+        f"(journalctl -b -u {agent.config.layout.socket_unit})"
     )
-    assert not server.ran("systemctl", "enable", agent.config.service_unit)
+    assert not server.ran("systemctl", "enable", agent.config.layout.service_unit)
 
 
 def test_a_failed_step_stops_the_first_boot_and_names_the_command() -> None:

@@ -12,8 +12,8 @@ from agent.cli import main
 from agent.config import Config
 from agent.context import Agent
 from agent.fake import FakeSystem
-from core.render import render_notify_file
-from core.settings import SecretStr, Webhook
+from agent.inputs import DeployInput, Webhook
+from core.settings import SecretStr
 from tests.unit.agent_server import (
     ENVIRONMENT,
     PUBLIC_IPV4,
@@ -29,9 +29,11 @@ from tests.unit.agent_server import (
 SLACK = "https://hooks.slack.com/services/T000/B000/sl4ck-t0ken"
 DISCORD = "https://discord.com/api/webhooks/123/d1sc0rd-t0ken"
 PLAIN = "https://ops.example.org/hooks/pl41n-t0ken"
-WEBHOOKS = render_notify_file(
-    [Webhook("slack", SecretStr(SLACK)), Webhook("discord", SecretStr(DISCORD)), Webhook("json", SecretStr(PLAIN))]
+GIVEN = DeployInput(
+    ENVIRONMENT,
+    (Webhook("slack", SecretStr(SLACK)), Webhook("discord", SecretStr(DISCORD)), Webhook("json", SecretStr(PLAIN))),
 )
+WEBHOOKS = GIVEN.notify_file()
 NOTIFY_FILE = "/etc/weather/notify.json"
 
 
@@ -53,7 +55,7 @@ def notifying(variant: str = "ip", **overrides: Any) -> tuple[FakeSystem, Config
 def deploy_with_webhooks(server: FakeSystem, config: Config, variant: str = "ip", **overrides: Any) -> int:
     release = bundle_of(variant, **overrides)
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT + notify.STDIN_SEPARATOR + WEBHOOKS
+    server.stdin = GIVEN.to_json()
     return main([release.release_id, release.path, PUBLIC_IPV4], server, config)
 
 
@@ -73,7 +75,7 @@ def test_the_first_deploy_installs_the_webhooks_root_only_and_keeps_them_out_of_
 
     assert server.read_text(NOTIFY_FILE) == WEBHOOKS
     assert server.modes[NOTIFY_FILE] == ("root:root", 0o600)
-    assert server.read_text(config.env_file) == ENVIRONMENT
+    assert server.read_text(config.layout.env_file) == ENVIRONMENT
     assert server.posts == []  # notifyOnLive is off
     assert_no_address_in_output(server)
 
@@ -102,7 +104,7 @@ def test_a_deploy_without_webhooks_removes_them_and_empty_stdin_keeps_them() -> 
 def test_webhooks_that_do_not_read_refuse_the_deploy_before_anything_changes() -> None:
     server, config, release = live_server()
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT + notify.STDIN_SEPARATOR + "not json"
+    server.stdin = json.dumps({"environment": ENVIRONMENT, "webhooks": ["not json"], "offsite": None})
 
     assert main([release.release_id, release.path], server, config) == 1
 
@@ -112,7 +114,7 @@ def test_webhooks_that_do_not_read_refuse_the_deploy_before_anything_changes() -
 
 def test_a_refused_deploy_tells_each_webhook_which_check_failed() -> None:
     server, config = notifying()
-    live = server.readlink(config.current)
+    live = server.readlink(config.layout.current)
     server.answer("curl", "--silent", "--fail", "--max-time", "5", "-H", "Host: 127.0.0.1", returncode=22)
     broken = bundle_of("ip", workers=4, healthPath="/ready")
 
@@ -144,7 +146,7 @@ def test_a_check_before_the_release_is_told_too() -> None:
     server, config = notifying()
     release = bundle_of("ip")
     server.files[release.path] = b"not the bundle"
-    server.stdin = ENVIRONMENT + notify.STDIN_SEPARATOR + WEBHOOKS
+    server.stdin = GIVEN.to_json()
 
     assert main([release.release_id, release.path], server, config) == 1
 
@@ -266,8 +268,8 @@ def test_notify_usage_errors_name_the_usage(words: list[str]) -> None:
 def test_an_address_certificate_that_fails_is_told() -> None:
     config = config_of("ip")
     server = first_booted("ip")
-    server.files[config.certbot] = ""
-    server.answer(config.certbot, returncode=1)
+    server.files[config.layout.certbot] = ""
+    server.answer(config.layout.certbot, returncode=1)
     server.files[NOTIFY_FILE] = WEBHOOKS
 
     assert deploy_with_webhooks(server, config) == 0

@@ -455,36 +455,38 @@ def test_the_deploy_keeps_the_bucket_root_alone_and_installs_age_and_boto3() -> 
     with_certificate(server, config, config.host_names)
     release = bundle_of("ip")
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT + "\0\0" + bucket_stdin()
+    server.stdin = json.dumps({"environment": ENVIRONMENT, "webhooks": [], "offsite": json.loads(bucket_stdin())})
 
     assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 0, server.stderr
 
-    assert json.loads(server.files[config.offsite_file]) == json.loads(bucket_stdin())
-    assert server.modes[config.offsite_file] == ("root:root", 0o600)
+    assert json.loads(server.files[config.layout.offsite_file]) == json.loads(bucket_stdin())
+    assert server.modes[config.layout.offsite_file] == ("root:root", 0o600)
     assert server.ran("apt-get", "install", "--yes", "--quiet", "--no-install-recommends", "age")
     pip = server.ran(f"/opt/flaskdroplet/boto3-{config.boto3_version}/bin/pip")
     assert pip and pip[0][-1] == f"boto3=={config.boto3_version}"
-    assert not server.exists(config.notify_file)
+    assert not server.exists(config.layout.notify_file)
     # The unit and its script are there, and the backup starts the unit once it succeeds.
     assert "OnSuccess=weather-offsite.service" in str(server.files["/etc/systemd/system/weather-backup.service"])
-    assert server.exists(config.offsite_script)
+    assert server.exists(config.layout.offsite_script)
 
 
 def test_a_deploy_without_the_bucket_removes_it_and_a_bad_one_is_refused() -> None:
     server, config, release = live_server()
-    server.files[config.offsite_file] = bucket_stdin()
+    server.files[config.layout.offsite_file] = bucket_stdin()
     assert deploy(server, config, release) == 0
-    assert not server.exists(config.offsite_file)
+    assert not server.exists(config.layout.offsite_file)
 
     server.files[release.path] = release.data
-    server.stdin = ENVIRONMENT + "\0\0" + '{"bucket": 1}'
+    server.stdin = json.dumps({"environment": ENVIRONMENT, "webhooks": [], "offsite": {"bucket": 1}})
     assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 1
     assert "the off-site bucket on the deploy's stdin does not read as JSON" in "".join(server.stderr)
 
 
 def test_a_failed_upload_is_told_as_itself() -> None:
     server, config, _ = live_server()
-    server.files[config.notify_file] = json.dumps({"webhooks": [{"form": "json", "url": "https://hooks.example/x"}]})
+    server.files[config.layout.notify_file] = json.dumps(
+        {"webhooks": [{"form": "json", "url": "https://hooks.example/x"}]}
+    )
     server.answer("systemctl", "show", "--property=Result", "--value", stdout="exit-code\n")
 
     assert main(["notify", "unit-failed", "weather-offsite.service"], server, config) == 0
@@ -496,8 +498,8 @@ def test_a_failed_upload_is_told_as_itself() -> None:
 
 
 def restorable(server: Any, config: Any, names: str = "20261130T020000Z 10\n20261201T020000Z 12\n") -> None:
-    server.files[config.offsite_file] = bucket_stdin()
-    script = [config.offsite_python, config.offsite_script]
+    server.files[config.layout.offsite_file] = bucket_stdin()
+    script = [config.layout.offsite_python, config.layout.offsite_script]
     server.answer(*script, "list", stdout=names)
     server.stdin = OFFSITE_IDENTITY + "\n"
 
@@ -522,7 +524,13 @@ def test_restore_from_off_site_fetches_the_newest_decrypts_it_with_the_identity_
     assert main(["restore", "--offsite"], server, config) == 0, server.stderr
 
     assert server.stdout == ["20261201T020000Z"]
-    fetch = [config.offsite_python, config.offsite_script, "fetch", config.offsite_file, "20261201T020000Z"]
+    fetch = [
+        config.layout.offsite_python,
+        config.layout.offsite_script,
+        "fetch",
+        config.layout.offsite_file,
+        "20261201T020000Z",
+    ]
     assert server.ran(*fetch)
     (age,) = server.ran("age", "--decrypt")
     assert age[:4] == ["age", "--decrypt", "--identity", "-"]
@@ -551,17 +559,17 @@ def test_restore_from_off_site_says_what_is_missing() -> None:
     server.stdin = OFFSITE_IDENTITY
     assert main(["restore", "--offsite", "20250101T000000Z"], server, config) == 1
     failures.append(failure())
-    server.answer(config.offsite_python, config.offsite_script, "fetch", returncode=1)
+    server.answer(config.layout.offsite_python, config.layout.offsite_script, "fetch", returncode=1)
     assert main(["restore", "--offsite"], server, config) == 1
     failures.append(failure())
-    server.answer(config.offsite_python, config.offsite_script, "fetch")
+    server.answer(config.layout.offsite_python, config.layout.offsite_script, "fetch")
     server.answer("age", "--decrypt", returncode=1)
     assert main(["restore", "--offsite"], server, config) == 1
     failures.append(failure())
-    server.answer(config.offsite_python, config.offsite_script, "list", stdout="")
+    server.answer(config.layout.offsite_python, config.layout.offsite_script, "list", stdout="")
     assert main(["restore", "--offsite"], server, config) == 1
     failures.append(failure())
-    server.answer(config.offsite_python, config.offsite_script, "list", returncode=1)
+    server.answer(config.layout.offsite_python, config.layout.offsite_script, "list", returncode=1)
     assert main(["restore", "--offsite"], server, config) == 1
     failures.append(failure())
 

@@ -143,7 +143,7 @@ wheels = [{ url = "https://files/flask-3.1.3-py3-none-any.whl" }]
 def test_a_python_the_system_lacks_is_made_by_uv_with_the_apps_gunicorn() -> None:
     server = FakeSystem()
     config = config_of("ip")
-    server.files[config.uv] = ""
+    server.files[config.layout.uv] = ""
     server.answer(f"{VENV}/bin/python", stdout="3 13 2.41 x86_64\n")
     release = bundle(
         requirements="flask\ngunicorn==21.2.0\n",
@@ -153,8 +153,8 @@ def test_a_python_the_system_lacks_is_made_by_uv_with_the_apps_gunicorn() -> Non
 
     install_dependencies(agent(server), "r1", VENV, DEPS, release)
 
-    (made,) = server.ran(config.uv, "venv")
-    assert made == [config.uv, "venv", "--quiet", "--python", "3.13", "--seed", VENV]
+    (made,) = server.ran(config.layout.uv, "venv")
+    assert made == [config.layout.uv, "venv", "--quiet", "--python", "3.13", "--seed", VENV]
     (pip,) = server.ran(f"{VENV}/bin/pip")
     assert pip[-3:] == ["-r", f"{DEPS}/requirements.txt", "gunicorn>=21.0.0"]
     assert not server.ran("python3", "-m", "venv")
@@ -166,27 +166,29 @@ def test_a_python_the_system_lacks_is_made_by_uv_with_the_apps_gunicorn() -> Non
 def test_locked_dependencies_on_the_system_python_get_the_stacks_gunicorn_after_the_lock() -> None:
     server = FakeSystem()
     config = config_of("ip")
-    server.files[config.uv] = ""
+    server.files[config.layout.uv] = ""
     release = bundle(pyproject="[project]\n", lock="version = 1\n", stack="gunicorn==23.0.0\n")
 
     install_dependencies(agent(server), "r1", VENV, DEPS, release)
 
-    assert server.ran(config.uv, "venv") == [[config.uv, "venv", "--quiet", "--python", "/usr/bin/python3", VENV]]
-    (sync,) = server.ran(config.uv, "sync")
+    assert server.ran(config.layout.uv, "venv") == [
+        [config.layout.uv, "venv", "--quiet", "--python", "/usr/bin/python3", VENV]
+    ]
+    (sync,) = server.ran(config.layout.uv, "sync")
     assert sync[sync.index("--python") + 1] == f"{VENV}/bin/python"
-    assert server.ran(config.uv, "pip", "install")[0][-1] == "gunicorn==23.0.0"
+    assert server.ran(config.layout.uv, "pip", "install")[0][-1] == "gunicorn==23.0.0"
 
 
 def test_a_lock_that_has_gunicorn_gets_nothing_added() -> None:
     server = FakeSystem()
     config = config_of("ip")
-    server.files[config.uv] = ""
+    server.files[config.layout.uv] = ""
     release = bundle(pyproject="[project]\n", lock="version = 1\n", stack="")
 
     install_dependencies(agent(server), "r1", VENV, DEPS, release)
 
-    assert server.ran(config.uv, "sync")
-    assert not server.ran(config.uv, "pip", "install")
+    assert server.ran(config.layout.uv, "sync")
+    assert not server.ran(config.layout.uv, "pip", "install")
 
 
 def test_a_bundle_without_stack_requirements_gets_the_stacks_gunicorn() -> None:

@@ -56,7 +56,8 @@ def server_paths(settings: Settings) -> set[str]:
     """Every path on the server the program renders: the layout's, the fixed ones, a release's bundle and
     those of the deploy script's command line."""
     layout = settings.layout
-    values = [getattr(layout, name) for name, member in vars(ServerLayout).items() if isinstance(member, property)]
+    values = [value for value in dataclasses.asdict(layout).values() if isinstance(value, str)]
+    values += [getattr(layout, name) for name, member in vars(ServerLayout).items() if isinstance(member, property)]
     values += [value for name, value in vars(core.layout).items() if name.isupper() and isinstance(value, str)]
     values += [layout.bundle("RELEASE_ID"), *shlex.split(deploy_script_command(settings))]
     return {value for value in values if isinstance(value, str) and value.startswith("/")}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent.inputs import DeployInput
 from components.webserver import key_name
 from core.balancer import BALANCER_CHECK
 from core.cloudinit import render_user_data
@@ -178,7 +179,7 @@ def test_database_url_reaches_the_app_only_on_the_deploys_stdin(one_postgres: Pr
     deploy = one_postgres.named("app-deploy")
 
     assert is_secret(deploy.inputs["stdin"])
-    stdin = reveal(deploy.inputs["stdin"])
+    stdin = DeployInput.from_json(reveal(deploy.inputs["stdin"])).environment
     assert f'DATABASE_URL="{EXPECTED_DATABASE_URL}"' in stdin
     # appEnv is still there beside it.
     assert 'SECRET_KEY="correct-horse-battery-staple-7f3a"' in stdin
@@ -399,7 +400,8 @@ def test_only_the_first_droplet_runs_the_release_command(fleet: ProgramRun) -> N
 
 def test_every_droplet_gets_the_database_url(fleet: ProgramRun) -> None:
     for deploy in deploy_commands(fleet):
-        assert f'DATABASE_URL="{EXPECTED_DATABASE_URL}"' in reveal(deploy.inputs["stdin"]), deploy.name
+        environment = DeployInput.from_json(reveal(deploy.inputs["stdin"])).environment
+        assert f'DATABASE_URL="{EXPECTED_DATABASE_URL}"' in environment, deploy.name
     assert_password_only_on_stdin(fleet)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.notify import STDIN_SEPARATOR
+from agent.inputs import DeployInput
 from core.cloudinit import render_user_data
 from core.plan import build_deploy_plan
 from core.render import render_agent_settings, render_processes, server_manifest
@@ -89,10 +89,11 @@ def test_the_addresses_travel_on_the_deploys_stdin_only(good_config: dict[str, A
     settings = parse_settings({**good_config, "notifyWebhooks": [SLACK, PLAIN]}, PROJECT_DIR)
     plan = build_deploy_plan(settings, tmp_path)
 
-    environment, separator, webhooks = plan.stdin.partition(STDIN_SEPARATOR)
-    assert separator
-    assert 'SECRET_KEY="' in environment
-    assert json.loads(webhooks) == {"webhooks": [{"form": "slack", "url": SLACK}, {"form": "json", "url": PLAIN}]}
+    given = DeployInput.from_json(plan.stdin)
+    assert 'SECRET_KEY="' in given.environment
+    assert json.loads(given.notify_file()) == {
+        "webhooks": [{"form": "slack", "url": SLACK}, {"form": "json", "url": PLAIN}]
+    }
     rendered = [render_agent_settings(settings), render_user_data(settings, TEST_HOST_KEYS[0])]
     rendered += [entry.content or "" for entry in server_manifest(settings)]
     rendered += [path.read_bytes().decode("latin-1") for path in tmp_path.rglob("*") if path.is_file()]
@@ -103,7 +104,8 @@ def test_the_addresses_travel_on_the_deploys_stdin_only(good_config: dict[str, A
 def test_without_addresses_the_stdin_is_the_environment_alone(good_config: dict[str, Any], tmp_path: Path) -> None:
     plan = build_deploy_plan(parse_settings(good_config, PROJECT_DIR), tmp_path)
 
-    assert STDIN_SEPARATOR not in plan.stdin
+    given = DeployInput.from_json(plan.stdin)
+    assert given.webhooks == () and given.offsite is None and 'SECRET_KEY="' in given.environment
 
 
 def test_every_unit_that_may_fail_for_good_tells_the_webhooks(good_config: dict[str, Any]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
+from agent.inputs import DeployInput
 from core.settings import SettingsError, age_recipient, parse_settings
 from tests.conftest import OFFSITE_CONFIG, OFFSITE_IDENTITY, OFFSITE_RECIPIENT
 from tests.pulumi_harness import (
@@ -54,9 +56,9 @@ def test_the_droplets_key_reaches_that_bucket_alone_and_reaches_it_as_a_secret(c
     (key,) = copied.of_type(SPACES_KEY)
     assert key.inputs["grants"] == [{"bucket": "offsite-bucket-a1b2c3d", "permission": "readwrite"}]
 
-    _, webhooks, bucket = deploy_stdin(copied).split("\0")
-    assert webhooks == ""
-    assert json.loads(bucket) == {
+    given = DeployInput.from_json(deploy_stdin(copied))
+    assert given.webhooks == ()
+    assert given.offsite and dataclasses.asdict(given.offsite) == {
         "endpoint": "https://fra1.digitaloceanspaces.com",
         "region": "fra1",
         "bucket": "offsite-bucket-a1b2c3d",
@@ -88,7 +90,7 @@ def test_without_an_offsite_region_nothing_is_made(good_config: dict[str, Any]) 
 
     assert not run.of_type(BUCKET) and not run.of_type(SPACES_KEY) and not run.of_type(OFFSITE)
     assert run.outputs["offsite_bucket"] is None and run.outputs["restore_offsite"] is None
-    assert "\0" not in deploy_stdin(run)
+    assert DeployInput.from_json(deploy_stdin(run)).offsite is None
 
 
 def test_without_the_accounts_spaces_key_nothing_is_made_and_the_message_says_how(

@@ -234,7 +234,7 @@ def test_the_web_line_gives_the_wsgi_target_and_runs_its_commands_before_each_re
         ("flask", "--app", "weather", "db", "upgrade"),
         ("flask", "--app", "weather", "seed"),
     )
-    shipped = Config.from_dict(json.loads(render_agent_settings(settings)))
+    shipped = Config.from_json_object(json.loads(render_agent_settings(settings)))
     assert shipped.web_commands == settings.app.web_commands
     assert shipped.wsgi_target == "weather:create_app()"
 
@@ -350,7 +350,7 @@ def test_the_release_s_units_run_from_the_live_release_in_the_web_service_s_sand
             "command": "huey_consumer tasks.huey",
             "stop_timeout": 30,
             "stop_signal": "SIGINT",
-            "first_only": True,
+            "droplets": "first",
         }
     ]
     assert rendered["schedules"][0]["calendar"] == ["Fri *-*-* 00:00:00", "*-*-13 00:00:00"]

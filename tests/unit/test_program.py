@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.inputs import DeployInput
 from components.monitoring import UPTIME_REGIONS, uptime_regions
 from core.cloudinit import render_user_data
 from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
@@ -159,7 +160,7 @@ def test_secrets_stay_secret(good_config: dict[str, Any]) -> None:
     deploy = run.named("app-deploy")
 
     assert is_secret(deploy.inputs["stdin"])
-    assert f'SECRET_KEY="{secret}"' in reveal(deploy.inputs["stdin"])
+    assert f'SECRET_KEY="{secret}"' in DeployInput.from_json(reveal(deploy.inputs["stdin"])).environment
     for name in STEPS:
         assert is_secret(run.named(name).inputs["connection"]), name
     assert is_secret(deploy.inputs["triggers"])

@@ -185,7 +185,7 @@ def test_agent_settings_name_what_the_server_layout_does() -> None:
     assert shipped["health_host"] == "weather.example.org"
     assert shipped["behind_balancer"] is True
     assert shipped["sandbox"][0] == ["UMask", "0027"]
-    assert Config.from_dict(shipped).release_command == ("flask", "--app", "weather", "db", "upgrade")
+    assert Config.from_json_object(shipped).release_command == ("flask", "--app", "weather", "db", "upgrade")
 
 
 def worker_of(wsgi: Any, error_log: logging.Logger | None = None) -> Any:
