@@ -6,8 +6,9 @@ keyed by the names `Pulumi.yaml` declares, `core/keys.py`) and either returns a
 parts: the server's (`ServerSettings`: droplets, keys, networks, Volume, fleet and database),
 the app's (`AppSettings`, with its site, `SiteSettings`), the backups', the alerts' and the
 notifications'. Each part is returned by the check of its topic (`check_server`,
-`check_https_and_dns`, `check_app`, `check_backups`, `check_alerts`, `check_notifications`),
-which reads each key once through `Check` and reports against the same name.
+`check_https_and_dns` with `check_balancer_certificate`, `check_app`, `check_backups`,
+`check_alerts`, `check_notifications`), which reads each key once through `Check` and
+reports against the same name.
 Nothing here imports Pulumi, so the rehearsal and the tests use the same validation.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import functools
 import hashlib
 import ipaddress
@@ -30,6 +32,7 @@ import pyrage
 
 from agent.inputs import Webhook
 from core.appsource import DEPENDENCY_FILES, SRC_LAYOUT_DIR, AppSource, AppSourceError, inspect_app, module_root
+from core.certificates import CertificateChain, CertificateError, check_brought_certificate
 from core.keys import DEFAULTS, KEYS, SECRET_KEYS
 from core.layout import ServerLayout, server_layout
 from core.processes import (
@@ -250,6 +253,11 @@ class SiteSettings:
     """Also answer, and hold a certificate for, www.DOMAIN."""
     dns_zone: str | None
     """The domain's zone, when DigitalOcean manages it: the program creates the records."""
+    balancer_certificate: CertificateChain | None
+    """The certificate brought for the Load Balancer's HTTPS, split as DigitalOcean's certificate store takes it;
+    None for the Let's Encrypt certificate DigitalOcean issues (with `dns_zone`), or without a balancer's HTTPS."""
+    balancer_certificate_key: SecretStr | None
+    """The brought certificate's private key (PEM); None without `balancer_certificate`."""
 
     @property
     def host_names(self) -> tuple[str, ...]:
@@ -480,8 +488,7 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     """
     check = Check(raw)
     server = check_server(check, stack)
-    site = check_https_and_dns(check)
-    check_balanced_site(check, server, site)
+    site = check_balancer_certificate(check, server.instances, check_https_and_dns(check))
     app = check_app(check, project_dir, server, site)
     backups = check_backups(check)
     alerts = check_alerts(check, site)
@@ -852,6 +859,9 @@ def check_https_and_dns(check: Check) -> SiteSettings:
         hsts_preload=hsts_preload,
         www_alias=www_alias,
         dns_zone=dns_zone,
+        # Brought for a Load Balancer only, once the fleet is known: `check_balancer_certificate`.
+        balancer_certificate=None,
+        balancer_certificate_key=None,
     )
 
 
@@ -942,17 +952,68 @@ def check_fleet_and_database(check: Check, server: ServerSettings) -> None:
         )
 
 
-def check_balanced_site(check: Check, server: ServerSettings, site: SiteSettings) -> None:
-    """What a Load Balancer rules out for the site: a certificate DigitalOcean cannot issue."""
-    instances = server.instances
-    if instances > 1 and site.https and site.dns_zone is None:
+def check_balancer_certificate(check: Check, instances: int, site: SiteSettings) -> SiteSettings:
+    """The certificate of the Load Balancer's HTTPS: DigitalOcean's Let's Encrypt one, or one the user brings.
+
+    DigitalOcean issues its certificate only for a domain whose DNS it hosts (`dnsZone`); for a
+    domain whose DNS is elsewhere the user brings one (`balancerCertificate` and its key). A fleet
+    with HTTPS and neither is refused here, naming what to set, before any resource exists.
+    """
+    pem = check.optional("balancerCertificate")
+    key = check.optional("balancerCertificateKey")
+    https, domain = site.https, site.domain
+    if not (https and instances > 1):
+        for name, value in (("balancerCertificate", pem), ("balancerCertificateKey", key)):
+            if value is not None:
+                check.problems.append(
+                    f"flask-droplet:{name} is set: expected empty with instances = {instances} and https = "
+                    f"{str(https).lower()}: it is the certificate of a Load Balancer's HTTPS (instances over 1, "
+                    "https true); one droplet gets its own from acmeServer"
+                )
+        return site
+    if domain is None:
         check.problem(
             "https",
-            site.https,
-            f"expected false, or a domain with its dnsZone in DigitalOcean, with instances = {instances}: "
-            "the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
-            "domain whose zone it manages",
+            https,
+            f"expected a domain with instances = {instances}: the Load Balancer's certificate is for a domain "
+            "name. Set domain (with dnsZone when DigitalOcean hosts its DNS, or with balancerCertificate and "
+            "balancerCertificateKey when it is elsewhere), or https false for plain HTTP at the balancer's address",
         )
+        return site
+    if pem is None and key is None:
+        if site.dns_zone is None:
+            check.problem(
+                "https",
+                https,
+                f"expected a certificate the Load Balancer can serve for {domain}, with instances = {instances}: "
+                "DigitalOcean issues its Let's Encrypt certificate only for a domain whose DNS it hosts. Set "
+                "dnsZone to the domain's zone at DigitalOcean, or bring a certificate: balancerCertificate (PEM, "
+                "e.g. certbot's fullchain.pem) and balancerCertificateKey (with --secret, its privkey.pem); "
+                "or set https false",
+            )
+        return site
+    if pem is None or key is None:
+        given, missing = (
+            ("balancerCertificate", "balancerCertificateKey")
+            if key is None
+            else (
+                "balancerCertificateKey",
+                "balancerCertificate",
+            )
+        )
+        check.problems.append(
+            f"flask-droplet:{missing} is not set, and {given} is: the Load Balancer needs both the certificate "
+            "(balancerCertificate, PEM) and its private key (pulumi config set --secret balancerCertificateKey "
+            "< privkey.pem)"
+        )
+        return site
+    try:
+        chain = check_brought_certificate(str(pem), str(key), site.host_names, datetime.datetime.now(datetime.UTC))
+    except CertificateError as error:
+        check.problems.extend(f"flask-droplet:balancerCertificate: {reason}" for reason in error.certificate)
+        check.problems.extend(f"flask-droplet:balancerCertificateKey = ********: {reason}" for reason in error.key)
+        return site
+    return replace(site, balancer_certificate=chain, balancer_certificate_key=SecretStr(str(key)))
 
 
 def check_alerts(check: Check, site: SiteSettings) -> AlertSettings:

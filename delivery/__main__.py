@@ -93,12 +93,15 @@ def review_prune(pulumi: Pulumi, args: argparse.Namespace) -> int:
         down = argparse.Namespace(**{**vars(args), "number": number, "comment": None})
         if review_down(pulumi, down) != 0:
             failed.append(review_stack(number))
-    print(f"review stacks of closed pull requests: {len(closed)} removed" + (f", failed: {failed}" if failed else ""))
+    removed = len(closed) - len(failed)
+    print(f"review stacks of closed pull requests: {removed} removed" + (f", failed: {failed}" if failed else ""))
     return 1 if failed else 0
 
 
 def up(pulumi: Pulumi, args: argparse.Namespace) -> int:
-    done = pulumi.update("up", "--yes", "--diff", stack=args.stack)
+    # Refreshed first, as the pull request's preview was: what it showed is what the merge does, and a
+    # change made by hand is put back.
+    done = pulumi.update("up", "--yes", "--diff", "--refresh", stack=args.stack)
     if done.returncode != 0:
         write(args.summary, f"## `pulumi up` of `{args.stack}` failed\n\n```\n{tail(done.text)}\n```\n", append=True)
         return 1

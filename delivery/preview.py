@@ -9,6 +9,7 @@ the CLI masks them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,15 @@ SYMBOLS = {
     "read": "> ",
     "import": "= ",
 }
+#: How the engine refuses to replace a protected resource (`production: true`), and how the program refuses
+#: a droplet's replacement without `allowReplace` (components/account.py): the update would replace them.
+PROTECTED_REPLACEMENT = re.compile(
+    r'unable to replace resource "(?P<urn>[^"]+)"\s+as it is currently marked for protection'
+)
+REFUSED_REPLACEMENT = re.compile(
+    r"allowReplace = false: DigitalOcean cannot change these droplets in place, only "
+    r"replace them: (?P<droplets>.*?)\. Each new droplet"
+)
 #: GitHub refuses a comment longer than 65536 characters; the diff is cut well before.
 DIFF_LIMIT = 60_000
 #: The longest value shown in the diff.
@@ -66,6 +76,9 @@ class Preview:
     summary: dict[str, int]
     failure: str | None = None
     """What the CLI printed when the preview itself failed."""
+    refused: tuple[str, ...] = ()
+    """What the update would replace, as the failure says it was refused: the engine (protected) or the
+    program (without allowReplace) stopped the preview there."""
 
     @property
     def losses(self) -> tuple[Step, ...]:
@@ -104,7 +117,26 @@ def read_preview(stack: str, stdout: str, stderr: str, returncode: int, expect_n
     failure = None
     if errors or not data or (returncode != 0 and not changes_alone):
         failure = "\n".join(errors) or stderr.strip() or stdout.strip() or f"pulumi preview exited {returncode}"
-    return Preview(stack, production, steps, dict(data.get("changeSummary") or {}), failure)
+    return Preview(
+        stack, production, steps, dict(data.get("changeSummary") or {}), failure, refused_replacements(failure)
+    )
+
+
+def refused_replacements(failure: str | None) -> tuple[str, ...]:
+    """What a failed preview says it refused to replace, each as the comment names it."""
+    if failure is None:
+        return ()
+    named = []
+    for found in PROTECTED_REPLACEMENT.finditer(failure):
+        token, name = found["urn"].split("::")[-2:]
+        kind = token.rsplit(":", 1)[-1]
+        named.append(f"the {STATEFUL_KINDS.get(kind, kind)} `{name}` (protected: `production: true`)")
+    for found in REFUSED_REPLACEMENT.finditer(failure):
+        named += [
+            f"the droplet `{reason.split(' ', 1)[0]}` (without `allowReplace`)"
+            for reason in found["droplets"].split("; ")
+        ]
+    return tuple(dict.fromkeys(named))
 
 
 def read_step(step: dict[str, Any]) -> Step:
@@ -112,11 +144,25 @@ def read_step(step: dict[str, Any]) -> Step:
     old_state = step.get("oldState") or {}
     old = old_state.get("inputs") or {}
     new = (step.get("newState") or {}).get("inputs") or {}
-    changed = {key for key in set(old) | set(new) if not key.startswith("__") and old.get(key) != new.get(key)}
+    changed = {
+        key
+        for key in set(old) | set(new)
+        if not key.startswith("__") and readable(old.get(key)) != readable(new.get(key))
+    }
     # What the provider found different, when the inputs are not (a change made outside Pulumi, read back
     # by the refresh): the value the resource has now against the one the program declares.
     found = old_state.get("outputs") or {}
-    reasons = {str(key) for key in (step.get("replaceReasons") or []) + (step.get("diffReasons") or [])} - changed
+    # A dynamic provider's update names its changes only in the detailed diff, by property path.
+    detailed = [str(path).split(".", 1)[0].split("[", 1)[0] for path in step.get("detailedDiff") or {}]
+    listed = (step.get("replaceReasons") or []) + (step.get("diffReasons") or []) + detailed
+    reasons = {str(key) for key in listed if not str(key).startswith("__")} - changed
+    if not changed and not reasons:
+        # Nothing named: what the refresh read back (a change made by hand) against what the program declares.
+        reasons = {
+            key
+            for key in new
+            if not key.startswith("__") and key in found and readable(found[key]) != readable(new[key])
+        }
     changes = tuple(
         (key, shown(found.get(key) if key in reasons else old.get(key)), shown(new.get(key)))
         for key in sorted(changed | reasons)
@@ -124,18 +170,31 @@ def read_step(step: dict[str, Any]) -> Step:
     return Step(str(step["op"]), urn.split("::")[-2].rsplit("$", 1)[-1], urn.split("::")[-1], changes)
 
 
+def readable(value: object) -> object:
+    """VALUE as a reader takes it: unknowns said as such wherever they are, the provider's `__defaults` out."""
+    if value == UNKNOWN:
+        return "(known after the update)"
+    if isinstance(value, dict):
+        return {key: readable(item) for key, item in value.items() if key != "__defaults"}
+    if isinstance(value, list):
+        return [readable(item) for item in value]
+    return value
+
+
 def shown(value: object) -> str:
     if value is None:
         return "(none)"
     if value == UNKNOWN:
         return "(known after the update)"
-    text = json.dumps(value, sort_keys=True)
+    text = json.dumps(readable(value), sort_keys=True)
     return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 3] + "..."
 
 
 def verdict(preview: Preview) -> str:
     """The comment's first line."""
     stack = f"`{preview.stack}`"
+    if preview.refused:
+        return f"**{stack}: replaces {', '.join(preview.refused)}**, which the update refuses: this check fails."
     if preview.failure is not None:
         return f"**{stack}: the preview failed**, so nothing here says what an update would do."
     if not preview.losses:

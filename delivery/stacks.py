@@ -24,7 +24,8 @@ def review_number(stack: str) -> int | None:
 
 
 def read_template(template: Path) -> dict[str, object]:
-    """The config values a review stack takes over the production stack's, from TEMPLATE's `config:`."""
+    """The config values a review stack takes over the production stack's, from TEMPLATE's `config:`; None
+    takes a key out, so that it has its default."""
     loaded = yaml.safe_load(template.read_text()) or {}
     config = loaded.get("config") if isinstance(loaded, dict) else None
     if not isinstance(config, dict) or not config:
@@ -46,12 +47,15 @@ def configure_review_stack(pulumi: Pulumi, stack: str, source: str, template: Pa
     """
     values = read_template(template)
     if stack not in pulumi.stacks():
-        pulumi.ok("stack", "init", stack)
+        # Not selected: the stack a user has selected stays so, whoever runs this.
+        pulumi.ok("stack", "init", "--no-select", stack)
     pulumi.ok("config", "cp", "--dest", stack, stack=source)
     stack_file = pulumi.project / f"Pulumi.{stack}.yaml"
     settings = yaml.safe_load(stack_file.read_text()) if stack_file.exists() else None
     settings = settings if isinstance(settings, dict) else {}
-    settings["config"] = {**(settings.get("config") or {}), **values}
+    config = {**(settings.get("config") or {}), **values}
+    # A key the template sets to null is taken out: the review stack has its default.
+    settings["config"] = {key: value for key, value in config.items() if value is not None}
     stack_file.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 

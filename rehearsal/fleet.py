@@ -1,9 +1,13 @@
 """What several droplets share, on the host: DigitalOcean's Load Balancer and Managed PostgreSQL, stood in for.
 
 The balancer is HAProxy, with what matters here of DigitalOcean's: round robin, no
-sticky sessions, X-Forwarded-For added, and an active health check of each
-machine on the port and path the droplets answer it on, at the same interval and
-thresholds (`BALANCER_CHECK`). The database is Debian's PostgreSQL in a network
+sticky sessions, X-Forwarded-For and X-Forwarded-Proto added, and an active health
+check of each machine on the port and path the droplets answer it on, at the same
+interval and thresholds (`BALANCER_CHECK`). With `https` it ends HTTPS as the
+balancer's rules do (`components/fleet.py`): HTTP/2, TLS 1.2 and 1.3 only, plain HTTP
+redirected, with the certificate brought (`balancerCertificate`) or, standing in for
+the one DigitalOcean issues for a domain in its DNS, one the rehearsal makes for the
+site's names. HAProxy here has no QUIC, so no HTTP/3. The database is Debian's PostgreSQL in a network
 namespace of its own, with TLS and a password, on a subnet that only the
 machines' addresses may reach (a firewall inside the namespace), as a managed
 cluster's trusted sources are only the app's droplets. What `up` creates is
@@ -24,12 +28,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.balancer import BALANCER_CHECK
+from core.settings import Settings
 from rehearsal.nspawn import STATE_DIR, Progress, RehearsalError, kept_secret, run, start_process, stop_process
 
 #: Where the balancer takes visitors' requests: the site's address in a rehearsal of several droplets.
 BALANCER_ADDRESS = "127.0.0.1"
 BALANCER_PORT = 8800
 BALANCER_URL = f"http://{BALANCER_ADDRESS}:{BALANCER_PORT}/"
+#: Where it takes HTTPS, with `https`: the site's 443 at DigitalOcean's balancer.
+BALANCER_TLS_PORT = 8443
 BALANCER_DIR = STATE_DIR / "balancer"
 
 DATABASE_DIR = STATE_DIR / "database"
@@ -70,8 +77,11 @@ def _write(state: FleetState) -> None:
     _state_file().write_text(json.dumps(asdict(state), indent=2))
 
 
-def haproxy_config(servers: dict[str, str], health_path: str) -> str:
-    """HAProxy in front of the machines (name -> address), checking each as DigitalOcean's balancer does."""
+def haproxy_config(servers: dict[str, str], health_path: str, certificate: Path | None = None) -> str:
+    """HAProxy in front of the machines (name -> address), checking each as DigitalOcean's balancer does.
+
+    With a `certificate` (PEM: the chain, then its key), it also ends HTTPS and redirects plain HTTP to it.
+    """
     check = BALANCER_CHECK
     lines = [
         "# The rehearsal's stand-in for DigitalOcean's Load Balancer. Rendered by flask-droplet.",
@@ -89,7 +99,25 @@ def haproxy_config(servers: dict[str, str], health_path: str) -> str:
         "    option forwardfor",
         "frontend site",
         f"    bind {BALANCER_ADDRESS}:{BALANCER_PORT}",
+        "    # The scheme the visitor used, for the droplets' nginx (HSTS goes with HTTPS only), whatever they sent.",
+        "    http-request set-header X-Forwarded-Proto http",
+        # As DigitalOcean's redirect: to HTTPS on its default port (443), whatever port the visitor came in on.
+        *(
+            ["    http-request redirect location https://%[req.hdr(host),field(1,:)]%[capture.req.uri] code 301"]
+            if certificate is not None
+            else []
+        ),
         "    default_backend droplets",
+    ]
+    if certificate is not None:
+        lines += [
+            "frontend site-tls",
+            f"    bind {BALANCER_ADDRESS}:{BALANCER_TLS_PORT} ssl crt {certificate} alpn h2,http/1.1 "
+            "ssl-min-ver TLSv1.2",
+            "    http-request set-header X-Forwarded-Proto https",
+            "    default_backend droplets",
+        ]
+    lines += [
         "backend droplets",
         "    # Round robin and no sticky sessions: any droplet may answer any request.",
         "    balance roundrobin",
@@ -103,23 +131,58 @@ def haproxy_config(servers: dict[str, str], health_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_balancer(servers: dict[str, str], health_path: str, progress: Progress) -> str:
-    """Start the balancer in front of `servers` (name -> address); returns its URL once it accepts connections."""
+def site_certificate(settings: Settings) -> Path:
+    """The balancer's certificate and key in one PEM file (mode 0600), as HAProxy takes them.
+
+    The brought certificate and its key when the stack has them; otherwise one made here for the
+    site's names, as DigitalOcean issues one for a domain whose DNS it hosts (its own, self-signed,
+    in `site.crt`, for a client to trust).
+    """
+    BALANCER_DIR.mkdir(parents=True, exist_ok=True)
+    combined = BALANCER_DIR / "site.pem"
+    combined.touch(mode=0o600)
+    brought = settings.app.site.balancer_certificate
+    if brought is not None:
+        combined.write_text(brought.leaf + brought.intermediates + str(settings.app.site.balancer_certificate_key))
+        return combined
+    names = ",".join(f"DNS:{name}" for name in settings.app.site.host_names)
+    run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "90", "-subj", f"/CN={settings.app.site.host_names[0]}", "-addext", f"subjectAltName={names}",
+            "-keyout", str(BALANCER_DIR / "site.key"), "-out", str(BALANCER_DIR / "site.crt"),
+        ]
+    )  # fmt: skip
+    combined.write_text((BALANCER_DIR / "site.crt").read_text() + (BALANCER_DIR / "site.key").read_text())
+    return combined
+
+
+def start_balancer(servers: dict[str, str], settings: Settings, progress: Progress) -> str:
+    """Start the balancer in front of `servers` (name -> address); returns the site's URL once it accepts connections.
+
+    With `https`, the URL is the site's domain at the balancer's HTTPS port (the domain resolves only where
+    the visitor says so, e.g. curl's --resolve).
+    """
     state = _read()
     BALANCER_DIR.mkdir(parents=True, exist_ok=True)
     state.directories.append(str(BALANCER_DIR))
     _write(state)
+    tls = settings.app.site.https
+    certificate = site_certificate(settings) if tls else None
     config = BALANCER_DIR / "haproxy.cfg"
-    config.write_text(haproxy_config(servers, health_path))
+    config.write_text(haproxy_config(servers, settings.app.health_path, certificate))
     run(["haproxy", "-c", "-q", "-f", str(config)])
     progress(f"balancer: HAProxy at {BALANCER_URL}, checking {', '.join(servers)} on :{BALANCER_CHECK.port}")
     state.balancer_pid = start_process(["haproxy", "-db", "-f", str(config)], BALANCER_DIR / "haproxy.log")
     _write(state)
+    port = BALANCER_TLS_PORT if tls else BALANCER_PORT
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while run(["bash", "-c", f"exec 3<>/dev/tcp/{BALANCER_ADDRESS}/{BALANCER_PORT}"], check=False).returncode:
+    while run(["bash", "-c", f"exec 3<>/dev/tcp/{BALANCER_ADDRESS}/{port}"], check=False).returncode:
         if time.monotonic() > deadline:
             raise RehearsalError(f"HAProxy did not listen within {START_TIMEOUT_SECONDS} s; see {BALANCER_DIR}")
         time.sleep(0.2)
+    if tls:
+        return f"https://{settings.app.site.domain}:{BALANCER_TLS_PORT}/"
     return BALANCER_URL
 
 

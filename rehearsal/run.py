@@ -236,11 +236,19 @@ def up(stack: str, overrides: Mapping[str, Any], replace: bool = False) -> tuple
     url = report.url
     if settings.server.behind_balancer:
         servers = {machine.slot.name: machine.address for machine in machines}
-        url = fleet.start_balancer(servers, settings.app.health_path, progress)
+        url = fleet.start_balancer(servers, settings, progress)
     progress(f"release {release_id} is live at {url}")
     for warning in report.warnings:
         progress(f"warning: {warning}")
-    if url.startswith("https:"):
+    if url.startswith("https:") and settings.server.behind_balancer:
+        resolve = f"--resolve {settings.app.site.domain}:{fleet.BALANCER_TLS_PORT}:{fleet.BALANCER_ADDRESS}"
+        trust = (
+            "--cacert YOUR-CA.pem"
+            if settings.app.site.balancer_certificate
+            else f"--cacert {fleet.BALANCER_DIR / 'site.crt'}"
+        )
+        progress(f"the balancer holds its certificate: curl {resolve} {trust} {url}")
+    elif url.startswith("https:"):
         progress(f"its certificate comes from Pebble: curl --cacert {acme.PEBBLE_DIR / 'roots.pem'} {url}")
     return url, release_id, timings
 

@@ -407,7 +407,8 @@ def _run_mocked(config: dict[str, Any], *, preview: bool, account: Account, depl
     ROOT.set(None)  # a fresh stack resource for every run
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=preview, monitor=monitor)
-    pulumi.runtime.set_all_config(config_values(config), secret_keys=[f"{PROJECT}:appEnv", f"{PROJECT}:sshPrivateKey"])
+    secret_keys = [f"{PROJECT}:{key}" for key in ("appEnv", "sshPrivateKey", "balancerCertificateKey")]
+    pulumi.runtime.set_all_config(config_values(config), secret_keys=secret_keys)
     run = ProgramRun()
 
     try:

@@ -29,7 +29,8 @@ from core.render import (
     render_ufw_after_init,
 )
 from core.settings import Settings, parse_settings
-from rehearsal import nspawn
+from rehearsal import fleet, nspawn
+from tests.certificates import make_certificate
 from tests.pulumi_harness import PROJECT_DIR, TEST_HOST_KEYS
 from tests.unit.test_render import GOLDEN_CONFIGS, golden_settings
 
@@ -441,3 +442,21 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "nope" in result.stdout
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_haproxy_accepts_the_balancers_stand_in(tls: bool, tmp_path: Path) -> None:
+    certificate = None
+    if tls:
+        brought = make_certificate(("weather.example.org",))
+        certificate = tmp_path / "site.pem"
+        certificate.write_text(brought.fullchain + brought.key)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(fleet.haproxy_config({"dev": "10.213.7.2", "dev-2": "10.213.7.6"}, "/healthz", certificate))
+
+    checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = config.read_text()
+    assert ("redirect location https://" in text) is tls
+    assert "http-request set-header X-Forwarded-Proto http\n" in text

@@ -240,20 +240,36 @@ def test_the_preview_comment_of_a_redeploy_passes(repository: Repository) -> Non
 
 
 def test_the_preview_comment_names_a_replaced_droplet_and_fails_for_production(repository: Repository) -> None:
-    repository.space.ok("config", "set", "size", "s-4vcpu-8gb", "--stack", "production")
+    repository.space.ok("config", "set", "image", "170000001", "--stack", "production")
     comment = repository.project.parent / "preview.md"
 
     previewed = repository.step("preview-comment", "--stack", "production", "--comment", str(comment))
 
     assert previewed.returncode == 1, previewed.stderr
-    lines = comment.read_text().splitlines()
-    assert lines[0] == (
-        "**`production`: replaces or deletes the droplet `web` (replace)**, on a stack with `production: true`: "
+    text = comment.read_text()
+    # The engine stops at the protected droplet: the replacement is named from its refusal.
+    assert text.splitlines()[0] == (
+        "**`production`: replaces the droplet `web` (protected: `production: true`)**, which the update refuses: "
         "this check fails."
     )
+    assert "currently marked for protection" in text
+    assert droplet(repository.tagged("production"))["image"] == "ubuntu-24-04-x64"
+
+
+def test_a_replacement_is_shown_in_the_diff_once_production_is_lifted(repository: Repository) -> None:
+    # The way to go ahead on purpose: production lifted by an update of its own, then the change.
+    repository.space.ok("config", "set", "production", "false", "--stack", "production")
+    assert repository.step("stack-up", "--stack", "production").returncode == 0
+    repository.space.ok("config", "set", "image", "170000001", "--stack", "production")
+    comment = repository.project.parent / "preview.md"
+
+    previewed = repository.step("preview-comment", "--stack", "production", "--comment", str(comment))
+
+    assert previewed.returncode == 0, previewed.stderr
+    lines = comment.read_text().splitlines()
+    assert lines[0] == "**`production`: replaces or deletes the droplet `web` (replace)**."
     assert "+ +- pulumi-python:dynamic:Droplet web (replace)" in lines
-    assert '      size: "s-2vcpu-4gb" => "s-4vcpu-8gb"' in lines
-    assert droplet(repository.tagged("production"))["size"] == "s-2vcpu-4gb"
+    assert '      image: "ubuntu-24-04-x64" => "170000001"' in lines
 
 
 def test_the_same_replacement_on_a_stack_that_is_not_production_is_named_and_passes(repository: Repository) -> None:
@@ -261,11 +277,11 @@ def test_the_same_replacement_on_a_stack_that_is_not_production_is_named_and_pas
     repository.fresh_checkout()
     template = repository.project / "review/Pulumi.pr.yaml"
     values = yaml.safe_load(template.read_text())
-    values["config"]["shop:size"] = "s-1vcpu-1gb"
+    values["config"]["shop:image"] = "170000001"
     template.write_text(yaml.safe_dump(values))
     # The review stack's file as the step makes it, then its preview.
     assert repository.step("review-stack", "up", "9").returncode == 0
-    repository.space.ok("config", "set", "size", "s-1vcpu-2gb", "--stack", "pr-9")
+    repository.space.ok("config", "set", "image", "170000002", "--stack", "pr-9")
     comment = repository.project.parent / "preview.md"
 
     previewed = repository.step("preview-comment", "--stack", "pr-9", "--comment", str(comment))

@@ -13,6 +13,7 @@ from components.webserver import key_name
 from core.balancer import BALANCER_CHECK
 from core.cloudinit import render_user_data
 from core.settings import SettingsError, parse_settings, ssh_key_fingerprint
+from tests.certificates import Brought, make_certificate
 from tests.pulumi_harness import (
     BALANCER_IPV4,
     DATABASE_ADMIN_PASSWORD,
@@ -265,27 +266,38 @@ def test_the_health_check_follows_health_path(good_config: dict[str, Any]) -> No
     assert run.one(BALANCER).inputs["healthcheck"]["path"] == "/up"
 
 
+def https_rules(certificate_name: str) -> list[dict[str, Any]]:
+    """The balancer's rules with HTTPS: HTTP/2 and HTTP/3 on 443 ending at the balancer, plain HTTP to the droplets."""
+    return [
+        {"entryPort": 80, "entryProtocol": "http", "targetPort": 80, "targetProtocol": "http"},
+        *(
+            {
+                "entryPort": 443,
+                "entryProtocol": protocol,
+                "targetPort": 80,
+                "targetProtocol": "http",
+                "certificateName": certificate_name,
+            }
+            for protocol in ("http2", "http3")
+        ),
+    ]
+
+
 def test_https_ends_at_the_balancer_with_its_lets_encrypt_certificate(good_config: dict[str, Any]) -> None:
     run = ran(fleet_config(good_config, wwwAlias=True))
     certificate = run.one(CERTIFICATE)
     inputs = run.one(BALANCER).inputs
 
+    assert certificate.parent_types[-1] == WEB_SERVER
     assert certificate.inputs == {
         "type": "lets_encrypt",
         "domains": [DOMAIN, f"www.{DOMAIN}"],
         "name": "web-certificate-a1b2c3d",  # what the mocked provider named it
     }
-    assert inputs["forwardingRules"] == [
-        {"entryPort": 80, "entryProtocol": "http", "targetPort": 80, "targetProtocol": "http"},
-        {
-            "entryPort": 443,
-            "entryProtocol": "https",
-            "targetPort": 80,
-            "targetProtocol": "http",
-            "certificateName": "web-certificate-a1b2c3d",
-        },
-    ]
+    # HTTP/2 over TCP and HTTP/3 over UDP share 443, each with the certificate, as DigitalOcean asks.
+    assert inputs["forwardingRules"] == https_rules("web-certificate-a1b2c3d")
     assert inputs["redirectHttpToHttps"] is True
+    assert inputs["tlsCipherPolicy"] == "STRONG"
     # The program writes the domain's records; DigitalOcean's own would be a second set.
     assert inputs["disableLetsEncryptDnsRecords"] is True
     assert "certificateId" not in repr(inputs)
@@ -301,8 +313,74 @@ def test_plain_http_at_the_balancer_needs_no_certificate(good_config: dict[str, 
         {"entryPort": 80, "entryProtocol": "http", "targetPort": 80, "targetProtocol": "http"}
     ]
     assert inputs["redirectHttpToHttps"] is False
+    # The policy is there before any certificate: adding HTTPS later changes no other setting.
+    assert inputs["tlsCipherPolicy"] == "STRONG"
     assert run.of_type(DNS_RECORD) == []
     assert run.outputs["url"] == f"http://{BALANCER_IPV4}/"
+
+
+def brought_config(good_config: dict[str, Any], brought: Brought, **extra: Any) -> dict[str, Any]:
+    """Three droplets behind a balancer for a domain whose DNS is elsewhere, with the certificate the user brings."""
+    return postgres_config(
+        good_config,
+        instances=3,
+        domain=DOMAIN,
+        balancerCertificate=brought.fullchain,
+        balancerCertificateKey=brought.key,
+        **extra,
+    )
+
+
+def test_a_brought_certificate_serves_a_domain_whose_dns_is_elsewhere(good_config: dict[str, Any]) -> None:
+    brought = make_certificate((DOMAIN, f"www.{DOMAIN}"))
+    run = ran(brought_config(good_config, brought, wwwAlias=True, alertEmails=["ops@example.org"]))
+    certificate = run.one(CERTIFICATE)
+    inputs = certificate.inputs
+
+    assert certificate.parent_types[-1] == WEB_SERVER
+    assert (inputs["type"], inputs["leafCertificate"], inputs["certificateChain"]) == (
+        "custom",
+        brought.leaf,
+        brought.intermediate,
+    )
+    assert "domains" not in inputs
+    assert is_secret(inputs["privateKey"]) and reveal(inputs["privateKey"]) == brought.key
+    balancer = run.one(BALANCER).inputs
+    assert balancer["forwardingRules"] == https_rules("web-certificate-a1b2c3d")
+    assert (balancer["redirectHttpToHttps"], balancer["tlsCipherPolicy"]) == (True, "STRONG")
+    # No zone at DigitalOcean: the user points the domain at the balancer, whose address is exported.
+    assert run.of_type(DNS_RECORD) == []
+    assert run.outputs["url"] == f"https://{DOMAIN}/"
+    assert run.outputs["balancer_address"] == BALANCER_IPV4
+    assert run.one(UPTIME_CHECK).inputs["target"] == f"https://{DOMAIN}/"
+
+
+def test_the_brought_key_stays_a_secret_of_the_certificate_alone(good_config: dict[str, Any]) -> None:
+    brought = make_certificate((DOMAIN,))
+    run = ran(brought_config(good_config, brought))
+    key_body = "".join(brought.key.splitlines()[1:-1])
+
+    def flat(value: Any) -> str:
+        return repr(value).replace("\\n", "")
+
+    assert key_body in flat(reveal(run.one(CERTIFICATE).inputs["privateKey"]))
+    for resource in run.resources:
+        if resource.type != CERTIFICATE:
+            assert key_body not in flat(resource.inputs), resource.name
+    for deploy in deploy_commands(run):
+        assert key_body not in flat(reveal(deploy.inputs["stdin"])), deploy.name
+    assert key_body not in flat(run.outputs)
+
+
+def test_a_new_brought_certificate_replaces_the_balancers_one(good_config: dict[str, Any]) -> None:
+    first, renewed = make_certificate((DOMAIN,)), make_certificate((DOMAIN,))
+    before = ran(brought_config(good_config, first)).one(CERTIFICATE)
+    after = ran(brought_config(good_config, renewed)).one(CERTIFICATE)
+
+    # The same resource, given the new certificate: the provider replaces it (its fields are ForceNew) under a
+    # new name, and the balancer takes it by that name.
+    assert before.urn == after.urn
+    assert after.inputs["leafCertificate"] == renewed.leaf != before.inputs["leafCertificate"]
 
 
 def test_the_droplets_take_web_traffic_only_from_the_balancer(fleet: ProgramRun) -> None:
@@ -492,14 +570,23 @@ def test_preview_declares_the_same_fleet(good_config: dict[str, Any]) -> None:
         (
             {"instances": 2, "database": "postgres"},
             "https",
-            "flask-droplet:https = True: expected false, or a domain with its dnsZone in DigitalOcean",
+            "flask-droplet:https = True: expected a domain with instances = 2: the Load Balancer's certificate is "
+            "for a domain name. Set domain (with dnsZone when DigitalOcean hosts its DNS, or with "
+            "balancerCertificate and balancerCertificateKey when it is elsewhere)",
+        ),
+        (
+            {"instances": 2, "database": "postgres", "domain": DOMAIN},
+            "https",
+            f"flask-droplet:https = True: expected a certificate the Load Balancer can serve for {DOMAIN}, with "
+            "instances = 2: DigitalOcean issues its Let's Encrypt certificate only for a domain whose DNS it hosts. "
+            "Set dnsZone to the domain's zone at DigitalOcean, or bring a certificate: balancerCertificate",
         ),
         ({"instances": 11, "database": "postgres"}, "instances", "expected a whole number from 1 to 10"),
         ({"database": "mysql"}, "database", "expected one of sqlite, postgres, none"),
         ({"database": "postgres", "databaseNodes": 4}, "databaseNodes", "expected a whole number from 1 to 3"),
         ({"database": "postgres", "databaseSize": "db-huge"}, "databaseSize", "expected a Managed PostgreSQL size"),
     ],
-    ids=["sqlite", "linked-dirs", "https-without-zone", "too-many", "engine", "nodes", "size"],
+    ids=["sqlite", "linked-dirs", "https-without-domain", "https-without-zone", "too-many", "engine", "nodes", "size"],
 )
 def test_bad_fleet_config_stops_the_program_first(
     good_config: dict[str, Any], change: dict[str, Any], key: str, expected: str

@@ -37,7 +37,7 @@ def test_every_declaration_has_a_type_a_description_and_a_default_of_its_type() 
         expected = (dict, list) if key.structured and key.type == "string" else PYTHON_TYPES[key.type]
         assert isinstance(key.default, expected) and not (expected is int and isinstance(key.default, bool)), key.name
     assert [name for name, key in KEYS.items() if key.required] == ["adminCidrs"]
-    assert {"appEnv", "notifyWebhooks", "offsiteIdentity", "sshPrivateKey"} == SECRET_KEYS
+    assert {"appEnv", "balancerCertificateKey", "notifyWebhooks", "offsiteIdentity", "sshPrivateKey"} == SECRET_KEYS
 
 
 def test_validation_reads_every_declared_key_and_no_other(

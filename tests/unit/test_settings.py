@@ -94,11 +94,11 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
         "linkedDirs",
         "['uploads']: expected none with instances = 2",
     ),
-    ({"instances": 2, "database": "none"}, "https", "True: expected false, or a domain with its dnsZone"),
+    ({"instances": 2, "database": "none"}, "https", "True: expected a domain with instances = 2"),
     (
         {"instances": 2, "database": "none", "domain": "weather.example.org"},
         "https",
-        "DigitalOcean issues it only for a domain whose zone it manages",
+        "DigitalOcean issues its Let's Encrypt certificate only for a domain whose DNS it hosts",
     ),
     ({"database": "postgres", "appEnv": {"DATABASE_URL": "x"}}, "appEnv", "the deploy sets it to the cluster's"),
 ]
@@ -638,9 +638,9 @@ def test_sqlite_on_several_droplets_is_refused_saying_why(good_config: dict[str,
         "flask-droplet:database = 'sqlite': expected postgres (or none, for an app that keeps no data) with "
         "instances = 3: each droplet would keep its own SQLite file, and what a visitor saved would depend on "
         "which droplet the balancer sent them to",
-        "flask-droplet:https = True: expected false, or a domain with its dnsZone in DigitalOcean, with "
-        "instances = 3: the Load Balancer holds the site's certificate, and DigitalOcean issues it only for a "
-        "domain whose zone it manages",
+        "flask-droplet:https = True: expected a domain with instances = 3: the Load Balancer's certificate is for "
+        "a domain name. Set domain (with dnsZone when DigitalOcean hosts its DNS, or with balancerCertificate and "
+        "balancerCertificateKey when it is elsewhere), or https false for plain HTTP at the balancer's address",
     ]
 
 

@@ -53,13 +53,13 @@ class Cloud(ResourceProvider):
 
 
 class Droplet(Resource, name="Droplet"):
-    def __init__(self, name: str, props: dict[str, Any]) -> None:
-        super().__init__(Cloud(replace_on=("size",)), name, props)
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(Cloud(replace_on=("image",)), name, props, opts)
 
 
 class Volume(Resource, name="Volume"):
-    def __init__(self, name: str, props: dict[str, Any]) -> None:
-        super().__init__(Cloud(replace_on=("size_gib",)), name, props)
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(Cloud(replace_on=("size_gib",)), name, props, opts)
 
 
 class Deploy(Cloud):
@@ -79,8 +79,12 @@ class Release(Resource, name="Release"):
 
 config = pulumi.Config()
 stack = pulumi.get_stack()
-droplet = Droplet("web", {"size": config.require("size"), "tag": f"shop:{stack}"})
-volume = Volume("state", {"size_gib": 10, "droplet": droplet.id, "tag": f"shop:{stack}"})
+# As the project's production stack: what holds the site and its data refuses to be deleted or replaced.
+kept = pulumi.ResourceOptions(protect=config.get_bool("production") or False)
+droplet = Droplet(
+    "web", {"size": config.require("size"), "image": config.require("image"), "tag": f"shop:{stack}"}, kept
+)
+volume = Volume("state", {"size_gib": 10, "droplet": droplet.id, "tag": f"shop:{stack}"}, kept)
 release = Release(
     "release",
     {
