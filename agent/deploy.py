@@ -62,7 +62,7 @@ def record_public_ipv4(agent: Agent, given: str) -> str:
 
 def read_stdin(agent: Agent) -> DeployInput | None:
     """The deploy's stdin: one JSON document (`DeployInput`) of the app's environment file, the webhooks
-    (notifyWebhooks) and the off-site bucket with its key (offsiteRegion).
+    (notifyWebhooks) and the off-site bucket with its key (offsiteRegion); or the environment file alone.
 
     The webhooks take their place at once, so that a check that fails is told, and so does the bucket; the
     input is returned for the release phase's environment. Empty stdin (a terminal, /dev/null) keeps them all
@@ -72,7 +72,7 @@ def read_stdin(agent: Agent) -> DeployInput | None:
     if not given:
         return None
     try:
-        document = DeployInput.from_json(given)
+        document = DeployInput.from_stdin(given)
     except InputError as error:
         agent.fail(f"{error}; nothing has changed")
     agent.system.make_dirs(agent.config.layout.config_dir, 0o750, f"root:{agent.config.layout.app_user}")

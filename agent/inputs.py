@@ -98,6 +98,12 @@ class DeployInput:
         return json.dumps(dataclasses.asdict(self.offsite), indent=1, sort_keys=True) + "\n" if self.offsite else ""
 
     @classmethod
+    def from_stdin(cls, text: str) -> DeployInput:
+        """What a deploy reads on stdin: the JSON document `to_json` writes, or an environment file alone (as
+        `deploy.sh RELEASE BUNDLE < /etc/APP/env` gives it), with no webhooks and no bucket."""
+        return cls.from_json(text) if text.lstrip().startswith("{") else cls(text)
+
+    @classmethod
     def from_json(cls, text: str) -> DeployInput:
         """The document `to_json` writes; `InputError` for anything else."""
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.cli import main
 from agent.config import Config
 from agent.inputs import DeployInput, OffsiteBucket, Process, Schedule, Webhook
 from agent.layout import ServerLayout
@@ -20,6 +21,7 @@ from core.plan import build_deploy_plan
 from core.render import render_agent_settings, render_processes
 from core.settings import parse_settings
 from tests.conftest import PROJECT_DIR
+from tests.unit.agent_server import ENVIRONMENT, PUBLIC_IPV4, live_server
 from tests.unit.test_render import GOLDEN, GOLDEN_CONFIGS, golden_settings
 
 BUCKET = {
@@ -151,3 +153,22 @@ def test_the_deploys_stdin_reads_back_as_what_the_plan_wrote(good_config: dict[s
 def test_a_deploy_input_of_another_shape_is_refused(text: str, refusal: str) -> None:
     with pytest.raises(InputError, match=refusal):
         DeployInput.from_json(text)
+
+
+def test_an_environment_file_alone_on_stdin_reads_as_the_environment_without_webhooks_or_bucket() -> None:
+    environment = '# The app\'s environment.\nSECRET_KEY="s3cret"\n'
+
+    assert DeployInput.from_stdin(environment) == DeployInput(environment)
+    assert DeployInput.from_stdin(DeployInput(environment, (Webhook("json", "https://x"),)).to_json()).webhooks
+
+
+def test_a_deploy_given_the_environment_file_alone_installs_it_and_keeps_no_webhooks() -> None:
+    server, config, release = live_server()
+    server.files[config.layout.notify_file] = DeployInput("", (Webhook("json", "https://x"),)).notify_file()
+    server.files[release.path] = release.data
+    server.stdin = ENVIRONMENT.replace("s3cret", "n3w")
+
+    assert main([release.release_id, release.path, PUBLIC_IPV4], server, config) == 0, server.stderr
+
+    assert server.read_text(config.layout.env_file) == ENVIRONMENT.replace("s3cret", "n3w")
+    assert not server.exists(config.layout.notify_file)
