@@ -7,10 +7,11 @@ each file written, in order. A program with no rule succeeds and prints nothing.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Unpack
 
-from agent.system import Completed, Output
+from agent.system import Completed, RunOptions
 
 Answer = Completed | Callable[[list[str]], Completed]
 
@@ -57,16 +58,7 @@ class FakeSystem:
 
     # System
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        output: Output = "capture",
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        inherit_stdin: bool = False,
-        umask: int | None = None,
-    ) -> Completed:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> Completed:
         command = list(argv)
         self.commands.append(command)
         self.events.append("run: " + " ".join(command))
@@ -76,7 +68,7 @@ class FakeSystem:
                 break
         else:
             result = Completed(0)
-        if output != "capture":
+        if options.get("output", "capture") != "capture":
             return Completed(result.returncode)
         return result
 

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypedDict, Unpack
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,24 @@ class Completed:
 Output = str
 
 
-class System(Protocol):
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        output: Output = "capture",
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        inherit_stdin: bool = False,
-        umask: int | None = None,
-    ) -> Completed:
-        """Run a program; `stdin` None reads nothing (unless `inherit_stdin`, which passes the agent's own).
+class RunOptions(TypedDict, total=False):
+    """How `System.run` runs a program."""
 
-        `umask`, when given, is the program's own, for the files it makes."""
+    output: Output
+    """"capture" (the default), "stderr" or "inherit"."""
+    stdin: str | None
+    """What the program reads; None reads nothing, unless `inherit_stdin`."""
+    env: Mapping[str, str] | None
+    """Variables added to the agent's own environment."""
+    inherit_stdin: bool
+    """The program reads the agent's own stdin."""
+    umask: int | None
+    """The program's own umask, for the files it makes."""
+
+
+class System(Protocol):
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> Completed:
+        """Run a program, as `options` say."""
         ...
 
     def read_text(self, path: str) -> str | None:
@@ -157,31 +161,24 @@ class RealSystem:
         self._locks: list[IO[str]] = []
         self._children: list[subprocess.Popen[str]] = []
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        output: Output = "capture",
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        inherit_stdin: bool = False,
-        umask: int | None = None,
-    ) -> Completed:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> Completed:
         sys.stdout.flush()
         sys.stderr.flush()
+        stdin, env, umask = options.get("stdin"), options.get("env"), options.get("umask")
+        output = options.get("output", "capture")
         full_env = {**os.environ, **env} if env else None
-        stdin_from = None if inherit_stdin or stdin is not None else subprocess.DEVNULL
-        options: dict[str, Any] = {"input": stdin, "text": True, "env": full_env, "check": False}
+        stdin_from = None if options.get("inherit_stdin") or stdin is not None else subprocess.DEVNULL
+        given: dict[str, Any] = {"input": stdin, "text": True, "env": full_env, "check": False}
         if stdin is None:
-            options["stdin"] = stdin_from
+            given["stdin"] = stdin_from
         if umask is not None:
-            options["umask"] = umask
+            given["umask"] = umask
         try:
             if output == "capture":
-                result = subprocess.run(list(argv), capture_output=True, **options)
+                result = subprocess.run(list(argv), capture_output=True, **given)
                 return Completed(result.returncode, result.stdout, result.stderr)
             stdout = sys.stderr if output == "stderr" else None
-            result = subprocess.run(list(argv), stdout=stdout, **options)
+            result = subprocess.run(list(argv), stdout=stdout, **given)
             return Completed(result.returncode)
         except FileNotFoundError as err:
             return Completed(127, "", f"{argv[0]}: {err.strerror}\n")

@@ -4,6 +4,7 @@ and the agent's first-boot phase that runcmd runs once.
 
 from __future__ import annotations
 
+import ast
 import base64
 from typing import Any
 
@@ -40,8 +41,26 @@ FIRST_BOOT_ENTRY = "from agent.firstboot import main\n\nraise SystemExit(main())
 
 def first_boot_archive(settings: Settings) -> bytes:
     files = {"__main__.py": FIRST_BOOT_ENTRY.encode(), "agent/settings.json": render_agent_settings(settings).encode()}
-    files |= {f"agent/{name}": (AGENT_DIR / name).read_bytes() for name in FIRST_BOOT_MODULES}
+    files |= {
+        f"agent/{name}": without_docstrings((AGENT_DIR / name).read_text()).encode() for name in FIRST_BOOT_MODULES
+    }
     return zip_application(files)
+
+
+def without_docstrings(source: str) -> str:
+    """The module's code as Python reads it, without its docstrings and comments: DigitalOcean takes at most
+    64 KiB of user-data, and the first boot's modules are most of it. The deploy ships them whole."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
 
 
 def _write_file(entry: Entry) -> dict[str, Any]:

@@ -306,27 +306,21 @@ def render_processes(settings: Settings) -> str:
     The agent installs the units of the release it makes live (and of the one a rollback returns to)."""
     layout = settings.layout
     processes, schedules, units = [], [], {}
+
+    def service(template: str, command: str, **extra: object) -> str:
+        """A service of the release, run as the app in its sandbox."""
+        exec_start = systemd_exec_command(command)
+        return _render(
+            template, settings=settings, layout=layout, sandbox=SERVICE_SANDBOX, exec_start=exec_start, **extra
+        )
+
     for process in settings.app.processes:
         unit = layout.process_unit(process.name)
-        units[unit] = _render(
-            "app-process.service.j2",
-            settings=settings,
-            layout=layout,
-            sandbox=SERVICE_SANDBOX,
-            process=process,
-            exec_start=systemd_exec_command(process.command),
-        )
+        units[unit] = service("app-process.service.j2", process.command, process=process)
         processes.append(dataclasses.asdict(dataclasses.replace(process, unit=unit)))
     for schedule in settings.app.schedules:
         unit = layout.schedule_unit(schedule.name)
-        units[f"{unit}.service"] = _render(
-            "app-schedule.service.j2",
-            settings=settings,
-            layout=layout,
-            sandbox=SERVICE_SANDBOX,
-            schedule=schedule,
-            exec_start=systemd_exec_command(schedule.command),
-        )
+        units[f"{unit}.service"] = service("app-schedule.service.j2", schedule.command, schedule=schedule)
         units[f"{unit}.timer"] = _render("app-schedule.timer.j2", settings=settings, schedule=schedule)
         schedules.append(dataclasses.asdict(dataclasses.replace(schedule, unit=unit)))
     return json.dumps({"processes": processes, "schedules": schedules, "units": units}, indent=1) + "\n"
