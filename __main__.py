@@ -22,12 +22,12 @@ from core.sshagent import agent_problems
 PROJECT_DIR = Path(__file__).resolve().parent
 
 settings = load_settings(PROJECT_DIR, also=token_problems)
-tags = droplet_tags(pulumi.get_project(), settings.stack_name)
+tags = droplet_tags(pulumi.get_project(), settings.server.stack_name)
 # What the account and this machine hold already, checked before any resource: every problem at once.
 account = survey_account(
     settings,
     stack_tag=tags[-1],
-    droplet_names=[droplet_name("web", index) for index in range(settings.instances)],
+    droplet_names=[droplet_name("web", index) for index in range(settings.server.instances)],
     problems=agent_problems(settings) + spaces_key_problems(settings),
     default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
 )
@@ -49,7 +49,7 @@ server = WebServer(
     ),
 )
 database = None
-if settings.database == "postgres":
+if settings.server.database == "postgres":
     assert network is not None  # a cluster always has the stack's VPC
     database = Database(
         "database",
@@ -59,7 +59,7 @@ if settings.database == "postgres":
 # The bucket for the backups' off-site copies (with offsiteRegion), and the droplets' key to it.
 offsite = (
     OffsiteStorage("offsite", OffsiteStorageArgs(settings=settings, stack_tag=tags[-1]))
-    if settings.offsite_region is not None
+    if settings.backups.offsite_region is not None
     else None
 )
 

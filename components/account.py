@@ -252,9 +252,9 @@ def _survey(
     problems += key_problems
     problems += alert_problems(settings, account)
     problems += volume_problems(settings, droplets)
-    if not droplets and default_stack_tag not in (None, stack_tag) and settings.volume_name is not None:
+    if not droplets and default_stack_tag not in (None, stack_tag) and settings.server.volume_name is not None:
         problems += renamed_stack_problems(settings, stack_tag, default_stack_tag or "")
-    default_vpc = region_default_vpc(settings.region) if needs_private_network(settings) else None
+    default_vpc = region_default_vpc(settings.server.region) if needs_private_network(settings) else None
     problems += default_vpc_problems(settings, stack_tag, default_vpc)
     replacing, replacement_problems = replacements(settings, droplets, droplet_names, default_vpc)
     problems += replacement_problems
@@ -262,7 +262,9 @@ def _survey(
     if problems:
         raise ConfigError(problems)
     return AccountState(
-        settings=dataclasses.replace(settings, account_public_keys=public_keys),
+        settings=dataclasses.replace(
+            settings, server=dataclasses.replace(settings.server, account_public_keys=public_keys)
+        ),
         droplets=droplets,
         replaced=replacing,
         registered_keys=registered,
@@ -283,14 +285,14 @@ def survey_keys(
     by_fingerprint = {key.fingerprint: key for key in held}
     by_id = {str(key.id): key for key in held}
     registered = set()
-    for public_key in settings.ssh_public_keys:
+    for public_key in settings.server.ssh_public_keys:
         fingerprint = ssh_key_fingerprint(public_key)
         found = by_fingerprint.get(fingerprint)
         if found is None or found.name == account_key_name(stack_tag, fingerprint):
             registered.add(fingerprint)
     public_keys: list[str] = []
     problems = []
-    for wanted in settings.ssh_key_fingerprints:
+    for wanted in settings.server.ssh_key_fingerprints:
         found = by_id.get(wanted) if wanted.isdigit() else by_fingerprint.get(wanted)
         if found is None:
             listed = ", ".join(f"{key.fingerprint} ({key.name})" for key in held) or "none"
@@ -315,7 +317,7 @@ def alert_problems(settings: Settings, account: Account) -> list[str]:
     """
     verified = account.email.lower() if account.email_verified else None
     problems = []
-    for address in settings.alert_emails:
+    for address in settings.alerts.emails:
         if address.lower() == verified:
             continue
         if address.lower() == account.email.lower():
@@ -341,10 +343,10 @@ def region_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult
     """
     regions = digitalocean.get_regions().regions
     available = sorted(region.slug for region in regions if region.available)
-    if settings.region in available or any(droplet.region == settings.region for droplet in droplets):
+    if settings.server.region in available or any(droplet.region == settings.server.region for droplet in droplets):
         return []
     return [
-        f"flask-droplet:region = {settings.region!r}: expected a region that takes new droplets now, one of "
+        f"flask-droplet:region = {settings.server.region!r}: expected a region that takes new droplets now, one of "
         f"{', '.join(available)}"
     ]
 
@@ -377,18 +379,20 @@ def default_vpc_problems(
         return []
     if default_vpc is None:
         return [
-            f"flask-droplet:region = {settings.region!r}: this account has no VPC in {settings.region} yet, and "
+            f"flask-droplet:region = {settings.server.region!r}: this account has no VPC in {settings.server.region} "
+            "yet, and "
             "the first VPC of a region becomes its default, which DigitalOcean never deletes: this stack's VPC "
             "would be it, and pulumi destroy could not finish. Make the region's default first (doctl vpcs "
-            f"create --name default-{settings.region} --region {settings.region}, or any droplet created there "
+            f"create --name default-{settings.server.region} --region {settings.server.region}, or any droplet "
+            "created there "
             "without a VPC), then run pulumi up again"
         ]
     if (default_vpc.description or "").startswith(f"{stack_tag}:"):
         return [
-            f"flask-droplet:region = {settings.region!r}: this stack's VPC ({default_vpc.name}) is the region's "
+            f"flask-droplet:region = {settings.server.region!r}: this stack's VPC ({default_vpc.name}) is the region's "
             "default, which DigitalOcean never deletes, so pulumi destroy could not finish. Make another VPC of "
-            f"{settings.region} the default (doctl vpcs create --name default-{settings.region} --region "
-            f"{settings.region}, then doctl vpcs update ITS_ID --default=true), then run pulumi up again"
+            f"{settings.server.region} the default (doctl vpcs create --name default-{settings.server.region} --region "
+            f"{settings.server.region}, then doctl vpcs update ITS_ID --default=true), then run pulumi up again"
         ]
     return []
 
@@ -397,42 +401,44 @@ def volume_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult
     """A Volume moves nowhere, is never deleted while attached, and is renamed only by replacing it, empty."""
     attached = [volume_id for droplet in droplets for volume_id in (droplet.volume_ids or [])]
     state_dir = settings.layout.state_dir
-    if settings.behind_balancer and attached:
+    if settings.server.behind_balancer and attached:
         return [
-            f"flask-droplet:instances = {settings.instances}: expected 1 while this stack's droplet keeps "
+            f"flask-droplet:instances = {settings.server.instances}: expected 1 while this stack's droplet keeps "
             f"{state_dir} on a Volume. Droplets behind a balancer have none: this update would delete it, "
             "and the data on it. To grow: back the data up (deploy.sh backup), stand up the new stack with "
             "instances and database postgres, move the data into its database, then move the domain and "
             "destroy the old stack."
         ]
-    if settings.volume_name is None:
+    if settings.server.volume_name is None:
         if attached:
             # Leaving out volume_ids changes nothing (Optional and Computed in `resource_droplet.go`), so the
             # Volume stays attached and its delete is refused (409): the update would fail half done.
             return [
-                f"flask-droplet:volumeSize = {settings.volume_size}: this stack's droplet keeps {state_dir} on a "
+                f"flask-droplet:volumeSize = {settings.server.volume_size}: this stack's droplet keeps {state_dir} "
+                "on a "
                 "Volume, and 0 would delete it with the app's data; DigitalOcean also refuses to delete a Volume "
                 "still attached. To keep the data on the droplet's own disk instead: back it up (deploy.sh "
                 "backup), detach the Volume (doctl compute volume-action detach VOLUME_ID DROPLET_ID), then run "
                 "pulumi up again; or set volumeSize back to its size"
             ]
         return []
-    elsewhere = sorted({droplet.region for droplet in droplets} - {settings.region})
+    elsewhere = sorted({droplet.region for droplet in droplets} - {settings.server.region})
     if elsewhere:
         return [
-            f"flask-droplet:region = {settings.region!r}: expected {elsewhere[0]!r}, where this stack's droplet "
-            f"and its Volume {settings.volume_name} are. A Volume cannot move between regions, and a new one "
-            f"would start empty. To move: stand up a new stack in {settings.region}, stop the app on both "
-            f"(sudo systemctl stop {settings.app_name}.socket {settings.app_name}.service), copy {state_dir} "
+            f"flask-droplet:region = {settings.server.region!r}: expected {elsewhere[0]!r}, where this stack's droplet "
+            f"and its Volume {settings.server.volume_name} are. A Volume cannot move between regions, and a new one "
+            f"would start empty. To move: stand up a new stack in {settings.server.region}, stop the app on both "
+            f"(sudo systemctl stop {settings.app.name}.socket {settings.app.name}.service), copy {state_dir} "
             f"across (sudo tar -C {state_dir} -cpf - . on the old, sudo tar -C {state_dir} -xpf - on the new), "
             "deploy the new stack again, then move the domain and destroy the old stack."
         ]
-    if attached and not volume_named(settings.volume_name, settings.region):
+    if attached and not volume_named(settings.server.volume_name, settings.server.region):
         # The Volume's name comes from appName and the stack, and the provider renames a Volume only by
         # replacing it (`name` is ForceNew in `resource_volume.go`).
         return [
-            f"flask-droplet:appName = {settings.app_name!r}: this stack's droplet holds a Volume, but none named "
-            f"{settings.volume_name} is in {settings.region}: the Volume is named after appName, and a new "
+            f"flask-droplet:appName = {settings.app.name!r}: this stack's droplet holds a Volume, but none named "
+            f"{settings.server.volume_name} is in {settings.server.region}: the Volume is named after appName, and a "
+            "new "
             "name would replace it with an empty one, the app's data lost. Set appName back to the name the "
             "stack was created with"
         ]
@@ -446,12 +452,12 @@ def renamed_stack_problems(settings: Settings, stack_tag: str, default_stack_tag
     none of them, and would replace the Volume with an empty one. Droplets under the default tag
     may also be another checkout's (the reason for `stackName`), so `allowReplace` goes ahead.
     """
-    if settings.allow_replace or not any(droplet.volume_ids for droplet in stack_droplets(default_stack_tag)):
+    if settings.server.allow_replace or not any(droplet.volume_ids for droplet in stack_droplets(default_stack_tag)):
         return []
     return [
-        f"flask-droplet:stackName = {settings.stack_name!r}: no droplet is tagged {stack_tag}, but droplets "
+        f"flask-droplet:stackName = {settings.server.stack_name!r}: no droplet is tagged {stack_tag}, but droplets "
         f"tagged {default_stack_tag} hold a Volume. If they are this stack's, a new stackName would replace "
-        f"its Volume with an empty {settings.volume_name}, the app's data lost: leave stackName empty. If they "
+        f"its Volume with an empty {settings.server.volume_name}, the app's data lost: leave stackName empty. If they "
         "are another checkout's, set allowReplace to true for this first run"
     ]
 
@@ -487,17 +493,17 @@ def replacements(
             continue
         changes = []
         # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace says.
-        if existing.region and existing.region != settings.region and settings.volume_name is None:
-            changes.append(f"region {existing.region} -> {settings.region}")
+        if existing.region and existing.region != settings.server.region and settings.server.volume_name is None:
+            changes.append(f"region {existing.region} -> {settings.server.region}")
         # The data source names the image by its slug, or by its id when the image has none
         # (`flattenDigitalOceanDroplet` in `droplet/droplets.go`): an id against the program's slug
         # cannot be compared, so it counts as no change.
         if (
             existing.image
-            and existing.image != settings.image
-            and not (existing.image.isdigit() and not settings.image.isdigit())
+            and existing.image != settings.server.image
+            and not (existing.image.isdigit() and not settings.server.image.isdigit())
         ):
-            changes.append(f"image {existing.image} -> {settings.image}")
+            changes.append(f"image {existing.image} -> {settings.server.image}")
         if (
             needs_private_network(settings)
             and default_vpc is not None
@@ -508,12 +514,12 @@ def replacements(
         if changes:
             replaced.add(index)
             reasons.append(f"{logical_name} ({', '.join(changes)})")
-    if not replaced or settings.allow_replace:
+    if not replaced or settings.server.allow_replace:
         return frozenset(replaced), []
     lost = "what is on their own disks is lost"
-    if settings.volume_name is not None:
-        lost += f" (the Volume {settings.volume_name} stays)"
-    if settings.database == "postgres" and any("region" in reason for reason in reasons):
+    if settings.server.volume_name is not None:
+        lost += f" (the Volume {settings.server.volume_name} stays)"
+    if settings.server.database == "postgres" and any("region" in reason for reason in reasons):
         lost += "; the stack's VPC and its database cluster are replaced with them, and the database is lost"
     return frozenset(replaced), [
         "flask-droplet:allowReplace = false: DigitalOcean cannot change these droplets in place, only replace "
@@ -538,11 +544,11 @@ def dns_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, .
     which DigitalOcean keeps, unassigned, when the droplet goes; the next `pulumi up` points the
     AAAA record at the new droplet.
     """
-    if settings.dns_zone is None:
+    if settings.app.site.dns_zone is None:
         return []
-    names = [record_name(host, settings.dns_zone) for host in settings.host_names]
+    names = [record_name(host, settings.app.site.dns_zone) for host in settings.app.site.host_names]
     found = digitalocean.get_records(
-        domain=settings.dns_zone, filters=[digitalocean.GetRecordsFilterArgs(key="name", values=names)]
+        domain=settings.app.site.dns_zone, filters=[digitalocean.GetRecordsFilterArgs(key="name", values=names)]
     ).records
     own_ipv6 = {droplet.ipv6_address for droplet in droplets if droplet.ipv6_address}
     problems = []
@@ -555,16 +561,19 @@ def dns_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, .
             own = a_records[:1] + [record for record in aaaa_records if record.value in own_ipv6]
         else:
             # One with none made nothing, unless its droplet was lost and its Reserved IP kept.
-            lost = [record for record in a_records if is_unassigned_reserved_ip(record.value, settings.region)][:1]
-            own = lost + (aaaa_records[:1] if lost and not settings.behind_balancer else [])
+            lost = [record for record in a_records if is_unassigned_reserved_ip(record.value, settings.server.region)][
+                :1
+            ]
+            own = lost + (aaaa_records[:1] if lost and not settings.server.behind_balancer else [])
         foreign = [record for record in here if record not in own]
         if foreign:
             shown = ", ".join(f"{record.type} {record.value}" for record in foreign)
             problems.append(
-                f"flask-droplet:dnsZone = {settings.dns_zone!r}: the zone already has {shown} at {name!r}, which "
+                f"flask-droplet:dnsZone = {settings.app.site.dns_zone!r}: the zone already has {shown} at {name!r}, "
+                "which "
                 "the site's records would sit beside (a second address is round-robin DNS, and a CNAME makes "
                 "DigitalOcean refuse the record). Delete them (doctl compute domain records delete "
-                f"{settings.dns_zone} RECORD_ID), then run pulumi up again"
+                f"{settings.app.site.dns_zone} RECORD_ID), then run pulumi up again"
             )
     return problems
 

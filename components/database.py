@@ -61,15 +61,15 @@ class Database(pulumi.ComponentResource):
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
         # What holds the app's data refuses `pulumi destroy` on a production stack.
-        kept = pulumi.ResourceOptions(parent=self, protect=settings.production)
+        kept = pulumi.ResourceOptions(parent=self, protect=settings.server.production)
 
         cluster = digitalocean.DatabaseCluster(
             f"{name}-cluster",
             engine="pg",
             version=POSTGRES_VERSION,
-            size=settings.database_size,
-            node_count=settings.database_nodes,
-            region=settings.region,
+            size=settings.server.database_size,
+            node_count=settings.server.database_nodes,
+            region=settings.server.region,
             private_network_uuid=args.vpc_id,
             tags=list(args.tags),
             opts=kept,
@@ -79,8 +79,8 @@ class Database(pulumi.ComponentResource):
         database = digitalocean.DatabaseDb(
             f"{name}-db",
             cluster_id=cluster.id,
-            name=settings.app_name,
-            opts=pulumi.ResourceOptions(parent=self, protect=settings.production, ignore_changes=["name"]),
+            name=settings.app.name,
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.server.production, ignore_changes=["name"]),
         )
         digitalocean.DatabaseFirewall(
             f"{name}-firewall",

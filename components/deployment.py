@@ -148,9 +148,9 @@ def site_url(settings: Settings, address: pulumi.Input[str], after: AppDeploymen
     site has one: with `https` (which needs a domain in DigitalOcean's DNS with several
     droplets) it is https://DOMAIN/, without it http:// at the domain or the balancer's address.
     """
-    scheme = "https" if settings.https else "http"
+    scheme = "https" if settings.app.site.https else "http"
     return pulumi.Output.all(after.release_id, address).apply(
-        lambda values: f"{scheme}://{settings.domain or values[1]}/"
+        lambda values: f"{scheme}://{settings.app.site.domain or values[1]}/"
     )
 
 
@@ -213,7 +213,7 @@ def roll_out(
                     server_id=target.droplet_id,
                     public_ipv4=public_ipv4,
                     plan=plan,
-                    private_key=settings.ssh_private_key,
+                    private_key=settings.server.ssh_private_key,
                     extra_env=extra_env,
                     offsite=offsite,
                 ),
@@ -221,7 +221,7 @@ def roll_out(
             )
         )
     first, last = deployments[0], deployments[-1]
-    url = first.url if not settings.behind_balancer else site_url(settings, public_ipv4, after=last)
+    url = first.url if not settings.server.behind_balancer else site_url(settings, public_ipv4, after=last)
     warnings = rollout_warnings(deployments, [target.address for target in targets])
     return Rollout(tuple(deployments), url, warnings)
 

@@ -38,7 +38,7 @@ HTTPS_ENTRY_PROTOCOLS = ("http2", "http3")
 
 def needs_private_network(settings: Settings) -> bool:
     """A VPC whenever droplets stand behind a balancer or talk to a database cluster; one droplet alone needs none."""
-    return settings.behind_balancer or settings.database == "postgres"
+    return settings.server.behind_balancer or settings.server.database == "postgres"
 
 
 def private_network(settings: Settings, stack_tag: str) -> digitalocean.Vpc | None:
@@ -52,7 +52,7 @@ def private_network(settings: Settings, stack_tag: str) -> digitalocean.Vpc | No
         return None
     return digitalocean.Vpc(
         "network",
-        region=settings.region,
+        region=settings.server.region,
         description=f"{stack_tag}: the app's droplets, their balancer and database",
         # A deleted cluster (or balancer) leaves the VPC some minutes after its delete returns, and until then the
         # VPC's delete answers 403/409 ("Can not delete VPC with members", pulumi/pulumi-digitalocean#105). The
@@ -71,22 +71,24 @@ def site_certificate(name: str, settings: Settings, opts: pulumi.ResourceOptions
     changes (its names, or the brought one) is replaced, the new one created (under a new
     name, as the provider asks) and put on the balancer before the old one is deleted.
     """
-    brought = settings.balancer_certificate
+    brought = settings.app.site.balancer_certificate
     if brought is None:
         return digitalocean.Certificate(
             name,
             type=digitalocean.CertificateType.LETS_ENCRYPT,
-            domains=list(settings.host_names),
+            domains=list(settings.app.site.host_names),
             opts=opts,
         )
-    assert settings.balancer_certificate_key is not None, "the settings take a brought certificate with its key"
+    assert settings.app.site.balancer_certificate_key is not None, (
+        "the settings take a brought certificate with its key"
+    )
     return digitalocean.Certificate(
         name,
         type=digitalocean.CertificateType.CUSTOM,
         leaf_certificate=brought.leaf,
         certificate_chain=brought.intermediates or None,
         # A Pulumi secret in the state and the preview; the provider keeps only its hash (`resource_certificate.go`).
-        private_key=pulumi.Output.secret(str(settings.balancer_certificate_key)),
+        private_key=pulumi.Output.secret(str(settings.app.site.balancer_certificate_key)),
         opts=opts,
     )
 
@@ -128,14 +130,14 @@ def load_balancer(
         ]
     return digitalocean.LoadBalancer(
         name,
-        region=settings.region,
+        region=settings.server.region,
         vpc_uuid=vpc_id,
         size_unit=BALANCER_SIZE_UNIT,
         droplet_ids=[pulumi.Output.from_input(droplet_id).apply(int) for droplet_id in droplet_ids],
         healthcheck=digitalocean.LoadBalancerHealthcheckArgs(
             protocol="http",
             port=BALANCER_CHECK.port,
-            path=settings.health_path,
+            path=settings.app.health_path,
             check_interval_seconds=BALANCER_CHECK.interval_seconds,
             response_timeout_seconds=BALANCER_CHECK.timeout_seconds,
             unhealthy_threshold=BALANCER_CHECK.unhealthy_threshold,

@@ -89,14 +89,14 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("flaskdroplet:ops:Monitoring", name, None, opts)
         settings = args.settings
         self.alerts = None
-        if not settings.alert_emails:
+        if not settings.alerts.emails:
             self.register_outputs({"alerts": None})
             return
         self._name, self._args = name, args
         droplet = self._droplet_alerts()
         url = pulumi.Output.from_input(args.url)
         site = self._site_alerts(self._uptime_check(url))
-        emails = list(settings.alert_emails)
+        emails = list(settings.alerts.emails)
         self.alerts = url.apply(lambda target: {"emails": emails, "droplet": droplet, "site": {"url": target, **site}})
         self.register_outputs({"alerts": self.alerts})
 
@@ -104,9 +104,9 @@ class Monitoring(pulumi.ComponentResource):
         """One policy per metric over every droplet of the stack; what they watch, as the `alerts` output says it."""
         settings, args = self._args.settings, self._args
         thresholds = {
-            "cpu": settings.alert_cpu_percent,
-            "memory": settings.alert_memory_percent,
-            "disk": settings.alert_disk_percent,
+            "cpu": settings.alerts.cpu_percent,
+            "memory": settings.alerts.memory_percent,
+            "disk": settings.alerts.disk_percent,
         }
         for metric, metric_type, measured in DROPLET_METRICS:
             digitalocean.MonitorAlert(
@@ -114,16 +114,16 @@ class Monitoring(pulumi.ComponentResource):
                 type=metric_type,
                 compare="GreaterThan",
                 value=thresholds[metric],
-                window=settings.alert_window,
+                window=settings.alerts.window,
                 # The droplets by id, not by tag: the project's tag is on every stack's droplet.
                 entities=list(args.droplet_ids),
-                alerts=digitalocean.MonitorAlertAlertsArgs(emails=list(settings.alert_emails)),
+                alerts=digitalocean.MonitorAlertAlertsArgs(emails=list(settings.alerts.emails)),
                 enabled=True,
-                description=f"{args.stack_tag}: {measured} above {thresholds[metric]}% for {settings.alert_window}",
+                description=(f"{args.stack_tag}: {measured} above {thresholds[metric]}% for {settings.alerts.window}"),
                 opts=pulumi.ResourceOptions(parent=self),
             )
         droplet: dict[str, Any] = {f"{metric}_percent": value for metric, value in thresholds.items()}
-        droplet["window"] = settings.alert_window
+        droplet["window"] = settings.alerts.window
         return droplet
 
     def _uptime_check(self, url: pulumi.Output[str]) -> digitalocean.UptimeCheck:
@@ -134,7 +134,7 @@ class Monitoring(pulumi.ComponentResource):
             target=url,
             # A site with no certificate yet answers on http://; its check follows the URL there and back.
             type=url.apply(lambda target: "https" if target.startswith("https://") else "http"),
-            regions=list(uptime_regions(self._args.settings.region)),
+            regions=list(uptime_regions(self._args.settings.server.region)),
             enabled=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -148,17 +148,17 @@ class Monitoring(pulumi.ComponentResource):
                 "latency",
                 "the site is slow",
                 "latency",
-                settings.alert_window,
-                settings.alert_latency_ms,
+                settings.alerts.window,
+                settings.alerts.latency_ms,
                 "greater_than",
             ),
         ]
         site: dict[str, Any] = {
-            "regions": list(uptime_regions(settings.region)),
+            "regions": list(uptime_regions(settings.server.region)),
             "down_for": DOWN_PERIOD,
-            "latency_ms": settings.alert_latency_ms,
+            "latency_ms": settings.alerts.latency_ms,
         }
-        if settings.https:
+        if settings.app.site.https:
             # Fewer days left than the threshold; days left change slowly: the longest period offered.
             site_alerts.append(
                 SiteAlert(
@@ -166,11 +166,11 @@ class Monitoring(pulumi.ComponentResource):
                     "the certificate expires soon",
                     "ssl_expiry",
                     CERTIFICATE_PERIOD,
-                    settings.alert_certificate_days,
+                    settings.alerts.certificate_days,
                     "less_than",
                 )
             )
-            site["certificate_days"] = settings.alert_certificate_days
+            site["certificate_days"] = settings.alerts.certificate_days
         for alert in site_alerts:
             digitalocean.UptimeAlert(
                 f"{self._name}-{alert.suffix}",
@@ -183,7 +183,7 @@ class Monitoring(pulumi.ComponentResource):
                 # (digitalocean/openapi#828); the provider sends "" when it is unset
                 # (`resourceDigitalOceanUptimeAlertCreate`).
                 period=alert.period,
-                notifications=[digitalocean.UptimeAlertNotificationArgs(emails=list(settings.alert_emails))],
+                notifications=[digitalocean.UptimeAlertNotificationArgs(emails=list(settings.alerts.emails))],
                 opts=pulumi.ResourceOptions(parent=self),
             )
         return site

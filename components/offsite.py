@@ -26,7 +26,7 @@ def spaces_endpoint(region: str) -> str:
 
 def spaces_key_problems(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Why the bucket could not be made: with offsiteRegion, the provider needs a Spaces key."""
-    if settings.offsite_region is None:
+    if settings.backups.offsite_region is None:
         return []
     environ = os.environ if environ is None else environ
     config = pulumi.Config("digitalocean")
@@ -38,7 +38,8 @@ def spaces_key_problems(settings: Settings, environ: Mapping[str, str] | None = 
     if not missing:
         return []
     return [
-        f"flask-droplet:offsiteRegion = {settings.offsite_region!r} needs a Spaces key of the account to make its "
+        f"flask-droplet:offsiteRegion = {settings.backups.offsite_region!r} needs a Spaces key of the account to "
+        "make its "
         f"bucket, and {' and '.join(missing)} is not set: make one at cloud.digitalocean.com/spaces/access_keys, "
         "then pulumi config set digitalocean:spacesAccessId DO00... and "
         "pulumi config set --secret digitalocean:spacesSecretKey ..."
@@ -66,7 +67,7 @@ class OffsiteStorage(pulumi.ComponentResource):
     def __init__(self, name: str, args: OffsiteStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("flaskdroplet:ops:OffsiteStorage", name, None, opts)
         settings = args.settings
-        region = settings.offsite_region
+        region = settings.backups.offsite_region
         assert region is not None, "OffsiteStorage is made only with offsiteRegion"
         # Named by Pulumi with a random suffix: a bucket's name is unique across all of Spaces.
         bucket = digitalocean.SpacesBucket(
@@ -78,12 +79,12 @@ class OffsiteStorage(pulumi.ComponentResource):
                     id="expire-backups",
                     enabled=True,
                     expiration=digitalocean.SpacesBucketLifecycleRuleExpirationArgs(
-                        days=settings.offsite_days + LIFECYCLE_GRACE_DAYS
+                        days=settings.backups.offsite_days + LIFECYCLE_GRACE_DAYS
                     ),
                     abort_incomplete_multipart_upload_days=1,
                 )
             ],
-            opts=pulumi.ResourceOptions(parent=self, protect=settings.production),
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.server.production),
         )
         key = digitalocean.SpacesKey(
             f"{name}-key",

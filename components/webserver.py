@@ -126,7 +126,7 @@ class WebServer(pulumi.ComponentResource):
 
     def _kept(self, **options: Any) -> pulumi.ResourceOptions:
         """On a production stack, what holds the app, its address and its data refuses `pulumi destroy`."""
-        return self._child(protect=self._settings.production, **options)
+        return self._child(protect=self._settings.server.production, **options)
 
     def _account_keys(self) -> list[digitalocean.SshKey]:
         """The `sshPublicKeys` this stack registers in the account: those it does not hold already.
@@ -140,7 +140,7 @@ class WebServer(pulumi.ComponentResource):
         registered again: DigitalOcean would refuse it.
         """
         registered = self._args.registered_keys
-        fingerprints = [ssh_key_fingerprint(key) for key in self._settings.ssh_public_keys]
+        fingerprints = [ssh_key_fingerprint(key) for key in self._settings.server.ssh_public_keys]
         return [
             digitalocean.SshKey(
                 key_name(self._name, fingerprint),
@@ -150,7 +150,9 @@ class WebServer(pulumi.ComponentResource):
                     aliases=[pulumi.Alias(name=f"{self._name}-key-{index}")], ignore_changes=["publicKey"]
                 ),
             )
-            for index, (key, fingerprint) in enumerate(zip(self._settings.ssh_public_keys, fingerprints, strict=True))
+            for index, (key, fingerprint) in enumerate(
+                zip(self._settings.server.ssh_public_keys, fingerprints, strict=True)
+            )
             if registered is None or fingerprint in registered
         ]
 
@@ -164,14 +166,14 @@ class WebServer(pulumi.ComponentResource):
         nothing that is paid for.
         """
         settings = self._settings
-        if settings.volume_name is None:
+        if settings.server.volume_name is None:
             return None
         return digitalocean.Volume(
             f"{self._name}-state",
-            name=settings.volume_name,
-            region=settings.region,
-            size=settings.volume_size,
-            description=f"{settings.app_name}: {settings.layout.state_dir}",
+            name=settings.server.volume_name,
+            region=settings.server.region,
+            size=settings.server.volume_size,
+            description=f"{settings.app.name}: {settings.layout.state_dir}",
             tags=list(self._args.tags),
             opts=self._kept(ignore_changes=["description"], depends_on=keys),
         )
@@ -182,7 +184,7 @@ class WebServer(pulumi.ComponentResource):
         """Each droplet with the host keys made for it before it, the first first."""
         droplets: list[digitalocean.Droplet] = []
         host_keys: list[SshHostKey] = []
-        for index in range(self._settings.instances):
+        for index in range(self._settings.server.instances):
             replaced = index in self._args.replaced
             host_key = self._host_key(index, replaced)
             host_keys.append(host_key)
@@ -207,25 +209,25 @@ class WebServer(pulumi.ComponentResource):
         volume: digitalocean.Volume | None,
     ) -> digitalocean.Droplet:
         settings = self._settings
-        fingerprints = [ssh_key_fingerprint(key) for key in settings.ssh_public_keys]
+        fingerprints = [ssh_key_fingerprint(key) for key in settings.server.ssh_public_keys]
         return digitalocean.Droplet(
             droplet_name(self._name, index),
-            image=settings.image,
-            size=settings.size,
+            image=settings.server.image,
+            size=settings.server.size,
             # A new size is a resize in place with the droplet powered off for a few minutes, not a
             # replacement; without the disk's resize it can be undone (`resize_disk` defaults to true in
             # `resource_droplet.go`, and a disk that grew never shrinks: a smaller size then fails with 422).
             resize_disk=False,
-            region=settings.region,
+            region=settings.server.region,
             ipv6=True,
             monitoring=True,
             # Turned on and off in place; turning them off deletes the backups taken so far.
-            backups=settings.droplet_backups,
+            backups=settings.server.droplet_backups,
             # The provider refuses a policy without backups.
-            backup_policy=WEEKLY_BACKUPS if settings.droplet_backups else None,
+            backup_policy=WEEKLY_BACKUPS if settings.server.droplet_backups else None,
             # The fingerprints as computed here, not the keys' outputs: the same list whatever the keys'
             # order or names, known in preview.
-            ssh_keys=fingerprints + list(settings.ssh_key_fingerprints),
+            ssh_keys=fingerprints + list(settings.server.ssh_key_fingerprints),
             tags=list(self._args.tags),
             user_data=host_key.keys.apply(self._args.user_data_for),
             # Attached from the first boot, so cloud-init mounts it before anything writes there.
@@ -250,11 +252,13 @@ class WebServer(pulumi.ComponentResource):
     def _balancer(self, droplet_ids: list[pulumi.Output[str]]) -> digitalocean.LoadBalancer | None:
         """With several droplets, the Load Balancer in front of them (and its certificate); None for one."""
         settings = self._settings
-        if not settings.behind_balancer:
+        if not settings.server.behind_balancer:
             return None
         assert self._args.vpc_id is not None, "droplets behind a balancer share its VPC"
         certificate = (
-            fleet.site_certificate(f"{self._name}-certificate", settings, self._child()) if settings.https else None
+            fleet.site_certificate(f"{self._name}-certificate", settings, self._child())
+            if settings.app.site.https
+            else None
         )
         return fleet.load_balancer(
             f"{self._name}-balancer", settings, droplet_ids, self._args.vpc_id, certificate, self._kept()
@@ -280,7 +284,7 @@ class WebServer(pulumi.ComponentResource):
             droplet_ids=[droplet_id.apply(int) for droplet_id in droplet_ids],
             inbound_rules=[
                 digitalocean.FirewallInboundRuleArgs(
-                    protocol="tcp", port_range="22", source_addresses=list(self._settings.admin_cidrs)
+                    protocol="tcp", port_range="22", source_addresses=list(self._settings.server.admin_cidrs)
                 ),
                 *web_rules,
                 digitalocean.FirewallInboundRuleArgs(protocol="icmp", source_addresses=ANYWHERE),
@@ -304,7 +308,9 @@ class WebServer(pulumi.ComponentResource):
         """
         if balancer is not None:
             return balancer.ip, None
-        reserved_ip = digitalocean.ReservedIp(f"{self._name}-address", region=self._settings.region, opts=self._kept())
+        reserved_ip = digitalocean.ReservedIp(
+            f"{self._name}-address", region=self._settings.server.region, opts=self._kept()
+        )
         digitalocean.ReservedIpAssignment(
             f"{self._name}-address-assignment",
             ip_address=reserved_ip.ip_address,
@@ -316,17 +322,17 @@ class WebServer(pulumi.ComponentResource):
     def _dns_records(self, site_ipv4: pulumi.Output[str], site_ipv6: pulumi.Output[str] | None) -> None:
         """With `dnsZone`, the site's names at its address (`components/account.py` checks the zone first)."""
         settings = self._settings
-        if settings.dns_zone is None:
+        if settings.app.site.dns_zone is None:
             return
         records: list[tuple[str, pulumi.Output[str]]] = [("A", site_ipv4)]
         if site_ipv6 is not None:
             records.append(("AAAA", site_ipv6))
-        for host in settings.host_names:
-            record = record_name(host, settings.dns_zone)
+        for host in settings.app.site.host_names:
+            record = record_name(host, settings.app.site.dns_zone)
             for kind, value in records:
                 digitalocean.DnsRecord(
                     f"{self._name}-dns-{kind.lower()}-{record.replace('@', 'apex')}",
-                    domain=settings.dns_zone,
+                    domain=settings.app.site.dns_zone,
                     type=kind,
                     name=record,
                     value=value,
@@ -341,7 +347,7 @@ def droplet_generation(settings: Settings, vpc_id: pulumi.Input[str] | None) -> 
     It differs for every replacement that `components/account.py` finds (a new image, region or VPC);
     a droplet kept as it is ignores it, as it ignores its user-data.
     """
-    return pulumi.Output.all(settings.image, settings.region, vpc_id or "").apply(
+    return pulumi.Output.all(settings.server.image, settings.server.region, vpc_id or "").apply(
         lambda values: sha256_text(json.dumps(values))[:16]
     )
 

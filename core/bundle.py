@@ -51,13 +51,13 @@ def static_manifest(settings: Settings, files: list[Path]) -> str:
     """`server/static-manifest`: a line `HASH PATH` for each static file, HASH the first 12 hex digits of
     its content's sha256 and PATH relative to `static_dir`. The server keeps each content at
     /static/_v/HASH/PATH, and the app's `url_for('static', ...)` links there."""
-    if settings.static_dir is None:
+    if settings.app.static_dir is None:
         return ""
-    static = Path(settings.static_dir)
+    static = Path(settings.app.static_dir)
     lines = []
     for relative in files:
         if relative.parts[: len(static.parts)] == static.parts and " " not in relative.as_posix():
-            digest = hashlib.sha256((settings.app_dir / relative).read_bytes()).hexdigest()[:12]
+            digest = hashlib.sha256((settings.app.directory / relative).read_bytes()).hexdigest()[:12]
             lines.append(f"{digest} {relative.relative_to(static).as_posix()}\n")
     return "".join(lines)
 
@@ -69,13 +69,13 @@ def bundle_bytes(settings: Settings, server: ServerFiles | None = None) -> bytes
     """
     server = server or render_server_files(settings)
     entries: list[tuple[str, bytes, int]] = []
-    files = app_files(settings.app_dir, settings.linked_dirs)
+    files = app_files(settings.app.directory, settings.app.linked_dirs)
     for relative in files:
-        source = settings.app_dir / relative
+        source = settings.app.directory / relative
         mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
         entries.append((f"app/{relative.as_posix()}", source.read_bytes(), mode))
     entries.append(("server/static-manifest", static_manifest(settings, files).encode(), 0o644))
-    for name, data in settings.app_source.deps_files:
+    for name, data in settings.app.source.deps_files:
         entries.append((f"deps/{name}", data, 0o644))
     for name, text in sorted(server.config.items()):
         entries.append((f"server/{name}", text.encode(), 0o644))
@@ -125,7 +125,7 @@ def agent_archive_bytes(settings: Settings, server: ServerFiles | None = None) -
 def build_agent_archive(settings: Settings, out_dir: Path, server: ServerFiles | None = None) -> AgentArchive:
     data = agent_archive_bytes(settings, server)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"agent-{settings.app_name}.pyz"
+    path = out_dir / f"agent-{settings.app.name}.pyz"
     if not path.exists() or path.read_bytes() != data:
         path.write_bytes(data)
     return AgentArchive(path=path, sha256=hashlib.sha256(data).hexdigest())

@@ -110,7 +110,7 @@ def render_user_data(settings: Settings, host_keys: HostKeys) -> str:
             "default",
             {
                 "name": layout.app_user,
-                "gecos": f"Runs {settings.app_name}",
+                "gecos": f"Runs {settings.app.name}",
                 "system": True,
                 "shell": "/usr/sbin/nologin",
                 "homedir": layout.root,
@@ -118,7 +118,7 @@ def render_user_data(settings: Settings, host_keys: HostKeys) -> str:
                 "lock_passwd": True,
             },
         ],
-        "ssh_authorized_keys": list(settings.ssh_public_keys),
+        "ssh_authorized_keys": list(settings.server.ssh_public_keys),
         # The manifest's first-boot files; each deploy keeps those it owns as rendered.
         "write_files": [
             *(_write_file(entry) for entry in server_manifest(settings) if entry.first_boot),

@@ -131,7 +131,7 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     bundle: Bundle = build_bundle(settings, build_dir / "bundles", server)
     agent = build_agent_archive(settings, build_dir, server)
     script = server.deploy_script
-    script_path = build_dir / f"deploy-{settings.app_name}.sh"
+    script_path = build_dir / f"deploy-{settings.app.name}.sh"
     script_path.parent.mkdir(parents=True, exist_ok=True)
     script_path.write_text(script)
     script_path.chmod(0o755)
@@ -152,8 +152,8 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
     return DeployPlan(
         release_id=bundle.release_id,
         steps=steps,
-        app_env=dict(settings.app_env),
-        webhooks=settings.notify_webhooks,
+        app_env=dict(settings.app.env),
+        webhooks=settings.notifications.webhooks,
     )
 
 
@@ -169,7 +169,7 @@ def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
     assert isinstance(deploy, RemoteCommand), "a deploy plan ends with the deploy command"
     skipping = release_deploy_command(settings, first.release_id, "--skip-release-command", "--secondary")
     rest = dataclasses.replace(first, steps=(*before, dataclasses.replace(deploy, command=skipping)))
-    return [first] + [rest] * (settings.instances - 1)
+    return [first] + [rest] * (settings.server.instances - 1)
 
 
 def release_deploy_command(settings: Settings, release_id: str, *options: str) -> str:

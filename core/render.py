@@ -152,10 +152,10 @@ def render_backup_files(settings: Settings) -> dict[str, str]:
 
     Empty with `backupDays` 0.
     """
-    if not settings.backup_days:
+    if not settings.backups.days:
         return {}
     layout = settings.layout
-    delay = BACKUP_RANDOM_DELAY[settings.backup_interval]
+    delay = BACKUP_RANDOM_DELAY[settings.backups.interval]
     return {
         "state-backup.py": (AGENT_DIR / "backup.py").read_text(),
         f"{layout.backup_unit}.service": _render(
@@ -170,7 +170,7 @@ def render_offsite_files(settings: Settings) -> dict[str, str]:
 
     Empty without `offsiteRegion`.
     """
-    if not (settings.backup_days and settings.offsite_region):
+    if not (settings.backups.days and settings.backups.offsite_region):
         return {}
     layout = settings.layout
     return {
@@ -219,40 +219,40 @@ def render_agent_settings(settings: Settings) -> str:
     layout = settings.layout
     return Config(
         layout=layout,
-        state_device=volume_device(settings.volume_name) if settings.volume_name else "",
-        state_volume_gib=settings.volume_size,
-        backup_days=settings.backup_days,
-        offsite=bool(settings.backup_days and settings.offsite_region),
+        state_device=volume_device(settings.server.volume_name) if settings.server.volume_name else "",
+        state_volume_gib=settings.server.volume_size,
+        backup_days=settings.backups.days,
+        offsite=bool(settings.backups.days and settings.backups.offsite_region),
         boto3_version=BOTO3_VERSION,
-        static_dir=settings.static_dir or "",
-        wsgi_target=settings.wsgi_target,
-        workers=settings.workers,
+        static_dir=settings.app.static_dir or "",
+        wsgi_target=settings.app.wsgi_target,
+        workers=settings.app.workers,
         gunicorn_version=GUNICORN_VERSION,
         uv_version=UV_VERSION,
-        import_root=settings.app_source.import_root,
-        release_command=tuple(settings.release_command),
-        web_commands=tuple(tuple(command) for command in settings.web_commands),
-        releases_to_keep=settings.releases_to_keep,
-        sqlite_url=layout.sqlite_url if settings.database == "sqlite" else "",
-        behind_balancer=settings.behind_balancer,
+        import_root=settings.app.source.import_root,
+        release_command=tuple(settings.app.release_command),
+        web_commands=tuple(tuple(command) for command in settings.app.web_commands),
+        releases_to_keep=settings.app.releases_to_keep,
+        sqlite_url=layout.sqlite_url if settings.server.database == "sqlite" else "",
+        behind_balancer=settings.server.behind_balancer,
         balancer_port=BALANCER_CHECK.port,
         out_of_rotation_seconds=BALANCER_CHECK.out_of_rotation_seconds,
         into_rotation_seconds=BALANCER_CHECK.into_rotation_seconds,
         https=settings.server_tls,
-        domain=settings.domain or "",
-        host_names=tuple(settings.host_names),
-        dns_zone=settings.dns_zone or "",
-        acme_server=settings.acme_server,
-        acme_email=settings.acme_email or "",
+        domain=settings.app.site.domain or "",
+        host_names=tuple(settings.app.site.host_names),
+        dns_zone=settings.app.site.dns_zone or "",
+        acme_server=settings.app.site.acme_server,
+        acme_email=settings.app.site.acme_email or "",
         certbot_version=CERTBOT_VERSION,
-        health_host=settings.domain or "127.0.0.1",
-        health_path=settings.health_path,
+        health_host=settings.app.site.domain or "127.0.0.1",
+        health_path=settings.app.health_path,
         nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
         ufw_allowed_ports=tuple(UFW_ALLOWED_PORTS),
-        balancer_networks=tuple(PRIVATE_NETWORKS if settings.behind_balancer else ()),
-        notify_on_live=settings.notify_on_live,
+        balancer_networks=tuple(PRIVATE_NETWORKS if settings.server.behind_balancer else ()),
+        notify_on_live=settings.notifications.on_live,
         sandbox=tuple(SERVICE_SANDBOX),
-        build_packages=tuple(settings.build_packages),
+        build_packages=tuple(settings.app.build_packages),
     ).to_json()
 
 
@@ -271,15 +271,15 @@ def render_env_file(app_env: dict[str, str] | Any) -> str:
 
 def render_state_links(settings: Settings) -> str:
     """`server/state-links` of a release: a line `PATH_IN_APP PATH_IN_STATE_DIR` for each path linked there."""
-    return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.state_links)
+    return "".join(f"{app_path} {state_path}\n" for app_path, state_path in settings.app.state_links)
 
 
 def render_state_volume_units(settings: Settings) -> dict[str, str]:
     """The Volume's units, by file name: a file system made only on an empty Volume, and its mount."""
-    if settings.volume_name is None:
+    if settings.server.volume_name is None:
         return {}
     layout = settings.layout
-    device = volume_device(settings.volume_name)
+    device = volume_device(settings.server.volume_name)
     return {
         layout.state_format_unit: _render(
             "state-format.service.j2",
@@ -314,11 +314,11 @@ def render_processes(settings: Settings) -> str:
             template, settings=settings, layout=layout, sandbox=SERVICE_SANDBOX, exec_start=exec_start, **extra
         )
 
-    for process in settings.processes:
+    for process in settings.app.processes:
         unit = layout.process_unit(process.name)
         units[unit] = service("app-process.service.j2", process.command, process=process)
         processes.append(dataclasses.asdict(dataclasses.replace(process, unit=unit)))
-    for schedule in settings.schedules:
+    for schedule in settings.app.schedules:
         unit = layout.schedule_unit(schedule.name)
         units[f"{unit}.service"] = service("app-schedule.service.j2", schedule.command, schedule=schedule)
         units[f"{unit}.timer"] = _render("app-schedule.timer.j2", settings=settings, schedule=schedule)
@@ -439,7 +439,7 @@ def server_manifest(settings: Settings) -> list[Entry]:
 def render_authorized_keys(settings: Settings) -> str:
     """The deploy user's authorized_keys: `sshPublicKeys` and the keys named by `sshKeyFingerprints`."""
     header = "# The stack's SSH keys (sshPublicKeys, sshKeyFingerprints), put back by every deploy.\n"
-    return header + "".join(f"{key}\n" for key in settings.authorized_keys)
+    return header + "".join(f"{key}\n" for key in settings.server.authorized_keys)
 
 
 def sha256_text(text: str) -> str:

@@ -1,12 +1,14 @@
-"""Stack settings: one frozen object, validated before any resource exists.
+"""Stack settings: one frozen object of typed parts, validated before any resource exists.
 
 `parse_settings` takes the plain config values (as Pulumi hands them over,
 keyed by the names `Pulumi.yaml` declares, `core/keys.py`) and either returns a
-`Settings` or raises `SettingsError` listing every problem at once. Each topic is
-checked by a function of its own: `check_droplet_and_network`, `check_app`,
-`check_app_environment`, `check_processes_and_schedules`, `check_releases`,
-`check_https_and_dns`, `check_state_and_backups`, `check_fleet_and_database`,
-`check_balancer_certificate`, `check_alerts` and `check_notifications`.
+`Settings` or raises `SettingsError` listing every problem at once. `Settings` is made of
+parts: the server's (`ServerSettings`: droplets, keys, networks, Volume, fleet and database),
+the app's (`AppSettings`, with its site, `SiteSettings`), the backups', the alerts' and the
+notifications'. Each part is returned by the check of its topic (`check_server`,
+`check_https_and_dns` with `check_balancer_certificate`, `check_app`, `check_backups`,
+`check_alerts`, `check_notifications`), which reads each key once through `Check` and
+reports against the same name.
 Nothing here imports Pulumi, so the rehearsal and the tests use the same validation.
 """
 
@@ -21,8 +23,8 @@ import ipaddress
 import re
 import shlex
 import urllib.parse
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +180,10 @@ def webhook_form(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a stack needs, checked and typed."""
+class ServerSettings:
+    """The server's part: the droplets (region, size, image), the keys and networks that reach them, the Volume
+    that holds the state, the fleet and its database, and what the stack may do to them."""
 
-    app_name: str
-    """Name of the app: its system user, systemd units and directories."""
     region: str
     """DigitalOcean region slug, e.g. `nyc3`."""
     size: str
@@ -193,20 +194,51 @@ class Settings:
     """OpenSSH public keys: given to the deploy user, and registered with DigitalOcean unless it holds them."""
     ssh_key_fingerprints: tuple[str, ...]
     """MD5 fingerprints of keys already registered with DigitalOcean."""
+    account_public_keys: tuple[str, ...]
+    """The public keys `ssh_key_fingerprints` name, as the DigitalOcean account holds them (read by the
+    program before any resource; none in the rehearsal, which has no account)."""
     admin_cidrs: tuple[str, ...]
     """Networks allowed to reach SSH through the Cloud Firewall."""
-    app_dir: Path
-    """Directory of the Flask app, absolute."""
-    wsgi_target: str
-    """Gunicorn's `module:callable`, importable from `app_dir`."""
-    static_dir: str | None
-    """Static files directory relative to `app_dir`, served by nginx at /static."""
-    health_path: str
-    """Path that answers 2xx when the app is healthy; checked through nginx on every deploy."""
-    workers: int
-    """Number of Gunicorn worker processes."""
-    releases_to_keep: int
-    """How many releases stay on the server for rollback."""
+    ssh_private_key: SecretStr | None
+    """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
+    production: bool
+    """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
+    allow_replace: bool
+    """Let this update replace what DigitalOcean can only replace (droplets on a new image or region, say);
+    without it such an update is refused before any resource changes."""
+    stack_name: str
+    """The stack's name in the DigitalOcean account: in its droplets' tag (PROJECT:NAME) and its Volume's name."""
+    droplet_backups: bool
+    """DigitalOcean's weekly backups of the droplet's disk (its Volume is not in them)."""
+    volume_size: int
+    """GiB of the DigitalOcean Volume that holds the app's state directory; 0 for none (the droplet's disk)."""
+    volume_name: str | None
+    """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
+    instances: int
+    """Droplets serving the app: more than one stand behind a DigitalOcean Load Balancer."""
+    database: str
+    """Where the app's data lives, one of `DATABASES`; the app finds it in DATABASE_URL."""
+    database_size: str
+    """Size slug of each node of the Managed PostgreSQL cluster."""
+    database_nodes: int
+    """Nodes of the Managed PostgreSQL cluster (1 to 3)."""
+
+    @property
+    def authorized_keys(self) -> tuple[str, ...]:
+        """The keys the deploy user accepts, put in place by every deploy: `sshPublicKeys`, then those named by
+        `sshKeyFingerprints`, each once."""
+        return tuple(dict.fromkeys(key.strip() for key in (*self.ssh_public_keys, *self.account_public_keys)))
+
+    @property
+    def behind_balancer(self) -> bool:
+        """More than one droplet, behind a Load Balancer that holds the site's address and its TLS."""
+        return self.instances > 1
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """The app's site: the names it answers to, its certificate (HTTPS, the ACME server, HSTS), its DNS zone."""
+
     domain: str | None
     """Public hostname of the app, or None to answer on the droplet's address."""
     https: bool
@@ -221,38 +253,84 @@ class Settings:
     """Also answer, and hold a certificate for, www.DOMAIN."""
     dns_zone: str | None
     """The domain's zone, when DigitalOcean manages it: the program creates the records."""
-    app_source: AppSource
+    balancer_certificate: CertificateChain | None
+    """The certificate brought for the Load Balancer's HTTPS, split as DigitalOcean's certificate store takes it;
+    None for the Let's Encrypt certificate DigitalOcean issues (with `dns_zone`), or without a balancer's HTTPS."""
+    balancer_certificate_key: SecretStr | None
+    """The brought certificate's private key (PEM); None without `balancer_certificate`."""
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The names the site answers to (and its certificate covers); empty when it answers on its address."""
+        if self.domain is None:
+            return ()
+        return (self.domain, f"www.{self.domain}") if self.www_alias else (self.domain,)
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """The app's part: its code and how it runs (target, workers, environment, processes, schedules), its
+    releases, and its site. Nothing server-wide: several apps could share one server."""
+
+    name: str
+    """Name of the app: its system user, systemd units and directories."""
+    directory: Path
+    """Directory of the Flask app, absolute."""
+    wsgi_target: str
+    """Gunicorn's `module:callable`, importable from `directory`."""
+    source: AppSource
     """Where the app's dependencies are declared and where its code imports from."""
-    alert_emails: tuple[str, ...]
-    """Where DigitalOcean sends alerts; empty for no alerts and no uptime check."""
-    alert_cpu_percent: int
-    """CPU use, in percent, above which the droplet alerts once it lasts `alert_window`."""
-    alert_memory_percent: int
-    """Memory use, in percent, above which the droplet alerts once it lasts `alert_window`."""
-    alert_disk_percent: int
-    """Use of the droplet's own disk, in percent, above which it alerts once it lasts `alert_window`."""
-    alert_window: str
-    """How long a droplet metric stays past its threshold, or the site slow, before it alerts (`ALERT_WINDOWS`)."""
-    alert_latency_ms: int
-    """Milliseconds the site may take to answer the uptime check before it alerts as slow."""
-    alert_certificate_days: int
-    """Days before the site's certificate expires at which the uptime check alerts."""
-    droplet_backups: bool
-    """DigitalOcean's weekly backups of the droplet's disk (its Volume is not in them)."""
-    volume_size: int
-    """GiB of the DigitalOcean Volume that holds the app's state directory; 0 for none (the droplet's disk)."""
-    volume_name: str | None
-    """The Volume's name, unique to the app and stack; the droplet sees it as `/dev/disk/by-id/scsi-0DO_Volume_NAME`."""
-    production: bool
-    """A production stack: `pulumi destroy` refuses to delete the droplet, its address and its Volume."""
-    stack_name: str
-    """The stack's name in the DigitalOcean account: in its droplets' tag (PROJECT:NAME) and its Volume's name."""
-    allow_replace: bool
-    """Let this update replace what DigitalOcean can only replace (droplets on a new image or region, say);
-    without it such an update is refused before any resource changes."""
-    backup_days: int
+    static_dir: str | None
+    """Static files directory relative to `directory`, served by nginx at /static."""
+    health_path: str
+    """Path that answers 2xx when the app is healthy; checked through nginx on every deploy."""
+    workers: int
+    """Number of Gunicorn worker processes."""
+    build_packages: tuple[str, ...]
+    """apt packages the deploy installs before a new virtualenv, for dependencies built from source."""
+    env: Mapping[str, SecretStr]
+    """The app's environment variables; every value is treated as secret."""
+    processes: tuple[Process, ...]
+    """Long-running commands beside Gunicorn (workers), from `processes` and the app's Procfile."""
+    schedules: tuple[Schedule, ...]
+    """Commands run at calendar times, on one droplet (the first)."""
+    releases_to_keep: int
+    """How many releases stay on the server for rollback."""
+    release_command: tuple[str, ...]
+    """Run once for each new release before it goes live (e.g. migrations); empty for none."""
+    web_commands: tuple[tuple[str, ...], ...]
+    """What the Procfile's `web:` line runs before Gunicorn: run once for each new release, after
+    `release_command` and before it goes live; a command equal to one run before it is left out."""
+    linked_dirs: tuple[str, ...]
+    """Paths inside the app kept in the state directory and shared by every release."""
+    site: SiteSettings
+    """The names the app answers to and its certificate."""
+
+    @property
+    def wsgi_module(self) -> str:
+        return self.wsgi_target.split(":", 1)[0]
+
+    @property
+    def state_links(self) -> tuple[tuple[str, str], ...]:
+        """(path inside the app, path inside the state directory) for every path a release links there.
+
+        Flask's instance folder first (beside the app's top-level packages, wherever they
+        import from), then `linked_dirs` under their own names.
+        """
+        root = self.source.import_root
+        instance = f"{root}/{INSTANCE_DIR}" if root else INSTANCE_DIR
+        links = [(instance, INSTANCE_DIR)]
+        links += [(path, path) for path in self.linked_dirs if path != instance]
+        return tuple(links)
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """The server's backups of the state directory, and their encrypted off-site copies."""
+
+    days: int
     """Days the server keeps its backups of the state directory; 0 for no backups."""
-    backup_interval: str
+    interval: str
     """How often the state directory is backed up: one of `BACKUP_INTERVALS`."""
     offsite_region: str | None
     """The Spaces region of the bucket that takes an encrypted copy of each backup; None for no off-site copies."""
@@ -262,88 +340,62 @@ class Settings:
     """The age recipient (age1...) each off-site copy is encrypted to, derived from `offsite_identity`."""
     offsite_identity: SecretStr | None
     """The age identity that reads the off-site copies: sent to the droplet only by a restore from off-site."""
-    linked_dirs: tuple[str, ...]
-    """Paths inside the app kept in the state directory and shared by every release."""
-    build_packages: tuple[str, ...]
-    """apt packages the deploy installs before a new virtualenv, for dependencies built from source."""
-    release_command: tuple[str, ...]
-    """Run once for each new release before it goes live (e.g. migrations); empty for none."""
-    web_commands: tuple[tuple[str, ...], ...]
-    """What the Procfile's `web:` line runs before Gunicorn: run once for each new release, after
-    `release_command` and before it goes live; a command equal to one run before it is left out."""
-    instances: int
-    """Droplets serving the app: more than one stand behind a DigitalOcean Load Balancer."""
-    database: str
-    """Where the app's data lives, one of `DATABASES`; the app finds it in DATABASE_URL."""
-    database_size: str
-    """Size slug of each node of the Managed PostgreSQL cluster."""
-    database_nodes: int
-    """Nodes of the Managed PostgreSQL cluster (1 to 3)."""
-    balancer_certificate: CertificateChain | None
-    """The certificate brought for the Load Balancer's HTTPS, split as DigitalOcean's certificate store takes it;
-    None for the Let's Encrypt certificate DigitalOcean issues (with `dns_zone`), or without a balancer's HTTPS."""
-    balancer_certificate_key: SecretStr | None
-    """The brought certificate's private key (PEM); None without `balancer_certificate`."""
-    app_env: Mapping[str, SecretStr]
-    """The app's environment variables; every value is treated as secret."""
-    ssh_private_key: SecretStr | None
-    """Private key Pulumi uses to reach the droplet; None means the SSH agent."""
-    processes: tuple[Process, ...]
-    """Long-running commands beside Gunicorn (workers), from `processes` and the app's Procfile."""
-    schedules: tuple[Schedule, ...]
-    """Commands run at calendar times, on one droplet (the first)."""
-    notify_webhooks: tuple[Webhook, ...]
-    """Where the droplet tells what went wrong (and, with `notify_on_live`, each release that went live)."""
-    notify_on_live: bool
-    """Also tell the webhooks of each release that went live."""
-    account_public_keys: tuple[str, ...]
-    """The public keys `ssh_key_fingerprints` name, as the DigitalOcean account holds them (read by the
-    program before any resource; none in the rehearsal, which has no account)."""
 
-    @property
-    def authorized_keys(self) -> tuple[str, ...]:
-        """The keys the deploy user accepts, put in place by every deploy: `sshPublicKeys`, then those named by
-        `sshKeyFingerprints`, each once."""
-        return tuple(dict.fromkeys(key.strip() for key in (*self.ssh_public_keys, *self.account_public_keys)))
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """What DigitalOcean watches and whom it tells."""
+
+    emails: tuple[str, ...]
+    """Where DigitalOcean sends alerts; empty for no alerts and no uptime check."""
+    cpu_percent: int
+    """CPU use, in percent, above which the droplet alerts once it lasts `window`."""
+    memory_percent: int
+    """Memory use, in percent, above which the droplet alerts once it lasts `window`."""
+    disk_percent: int
+    """Use of the droplet's own disk, in percent, above which it alerts once it lasts `window`."""
+    window: str
+    """How long a droplet metric stays past its threshold, or the site slow, before it alerts (`ALERT_WINDOWS`)."""
+    latency_ms: int
+    """Milliseconds the site may take to answer the uptime check before it alerts as slow."""
+    certificate_days: int
+    """Days before the site's certificate expires at which the uptime check alerts."""
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Whom the droplet tells when something goes wrong."""
+
+    webhooks: tuple[Webhook, ...]
+    """Where the droplet tells what went wrong (and, with `on_live`, each release that went live)."""
+    on_live: bool
+    """Also tell the webhooks of each release that went live."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a stack needs, checked and typed: the server's part, the app's, and what watches them."""
+
+    server: ServerSettings
+    """The droplets, who reaches them, the state Volume, the fleet and its database."""
+    app: AppSettings
+    """The app the server serves: its code, how it runs, its releases and its site."""
+    backups: BackupSettings
+    """The server's backups of the state directory and their off-site copies."""
+    alerts: AlertSettings
+    """What DigitalOcean watches and whom it tells."""
+    notifications: NotifySettings
+    """Whom the droplet tells when something goes wrong."""
 
     @functools.cached_property
     def layout(self) -> ServerLayout:
         """Where things live on the server for this app: built once, read by the renderers, plan and executors."""
-        return server_layout(self.app_name)
-
-    @property
-    def wsgi_module(self) -> str:
-        return self.wsgi_target.split(":", 1)[0]
-
-    @property
-    def behind_balancer(self) -> bool:
-        """More than one droplet, behind a Load Balancer that holds the site's address and its TLS."""
-        return self.instances > 1
+        return server_layout(self.app.name)
 
     @property
     def server_tls(self) -> bool:
         """The droplet's own nginx holds the site's certificate; behind a balancer, the balancer does."""
-        return self.https and not self.behind_balancer
-
-    @property
-    def host_names(self) -> tuple[str, ...]:
-        """The names the site answers to (and its certificate covers); empty when it answers on its address."""
-        if self.domain is None:
-            return ()
-        return (self.domain, f"www.{self.domain}") if self.www_alias else (self.domain,)
-
-    @property
-    def state_links(self) -> tuple[tuple[str, str], ...]:
-        """(path inside the app, path inside the state directory) for every path a release links there.
-
-        Flask's instance folder first (beside the app's top-level packages, wherever they
-        import from), then `linked_dirs` under their own names.
-        """
-        root = self.app_source.import_root
-        instance = f"{root}/{INSTANCE_DIR}" if root else INSTANCE_DIR
-        links = [(instance, INSTANCE_DIR)]
-        links += [(path, path) for path in self.linked_dirs if path != instance]
-        return tuple(links)
+        return self.app.site.https and not self.server.behind_balancer
 
 
 class SettingsError(ValueError):
@@ -385,8 +437,14 @@ class ConfigValues(Mapping[str, Any]):
         return len(self._values)
 
 
+#: Reports one problem: the key, the value given, what is accepted.
+Problem = Callable[[str, Any, str], None]
+
+
 class Check:
-    """The stack's values, and every problem found in them: each names the key, the value and what is accepted."""
+    """The stack's values, and every problem found in them: each names the key, the value and what is accepted.
+
+    The typed readers below read a key and report against the same name, so each key is written once."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.values = ConfigValues(raw)
@@ -398,6 +456,26 @@ class Check:
     def problem(self, key: str, value: Any, accepted: str) -> None:
         self.problems.append(f"flask-droplet:{key} = {_show(key, value)}: {accepted}")
 
+    def optional(self, key: str) -> Any:
+        """The key's value, None when it is empty."""
+        return self[key] or None
+
+    def boolean(self, key: str) -> bool:
+        return _boolean(self[key], key, self.problem)
+
+    def whole_number(self, key: str, low: int, high: int) -> int:
+        return _bounded_int(self[key], key, low, high, self.problem)
+
+    def strings(self, key: str) -> list[str]:
+        return _string_list(self[key], key, self.problem)
+
+    def choice(self, key: str, choices: Collection[str], accepted: str) -> str:
+        """The key's value when it is one of `choices`; otherwise a problem (and the value as it is)."""
+        value = self[key]
+        if value not in choices:
+            self.problem(key, value, accepted)
+        return str(value)
+
 
 def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev") -> Settings:
     """Validate config values and build `Settings`, or raise `SettingsError` listing all problems.
@@ -405,66 +483,92 @@ def parse_settings(raw: Mapping[str, Any], project_dir: Path, stack: str = "dev"
     `raw` maps config keys (without the project namespace) to the values Pulumi
     read from the stack (a list or map may be its JSON text); missing keys take the
     defaults `Pulumi.yaml` declares. `stack` names the stack, which names its Volume.
-    Each topic below checks its own keys, and every problem is collected before any is reported.
+    Each topic below checks its own keys and returns its part, and every problem is collected before any is
+    reported.
     """
     check = Check(raw)
-    droplet = check_droplet_and_network(check, stack)
-    procfile = check_procfile(check, project_dir)
-    app = check_app(check, project_dir, droplet["size"], procfile.web)
-    work = check_processes_and_schedules(check, procfile)
-    releases = check_releases(check, app["static_dir"], procfile)
-    web = check_https_and_dns(check)
-    state = check_state_and_backups(check)
-    offsite = check_offsite(check, state["backup_days"])
-    fleet = check_fleet_and_database(check, linked_dirs=releases["linked_dirs"])
-    balancer_tls = check_balancer_certificate(check, fleet["instances"], web)
-    app_env = check_app_environment(check, fleet["database"])
-    alerts = check_alerts(check, https=web["https"], domain=web["domain"])
+    server = check_server(check, stack)
+    site = check_balancer_certificate(check, server.instances, check_https_and_dns(check))
+    app = check_app(check, project_dir, server, site)
+    backups = check_backups(check)
+    alerts = check_alerts(check, site)
     notifications = check_notifications(check)
-    if check.problems:
+    if check.problems or app is None:
         raise SettingsError(check.problems)
-    # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
-    volume_size = state.pop("volume_size")
-    if fleet["instances"] > 1:
-        volume_size = 0
-    return Settings(
-        **droplet,
-        **app,
-        **releases,
-        **web,
-        **state,
-        **offsite,
-        **fleet,
-        **balancer_tls,
-        **alerts,
-        **work,
-        **notifications,
-        app_env=app_env,
-        volume_size=volume_size,
-        volume_name=volume_name(app["app_name"], droplet["stack_name"]) if volume_size else None,
+    # The Volume is named for the app and the stack.
+    server = replace(server, volume_name=volume_name(app.name, server.stack_name) if server.volume_size else None)
+    return Settings(server=server, app=app, backups=backups, alerts=alerts, notifications=notifications)
+
+
+def check_server(check: Check, stack: str) -> ServerSettings:
+    """The server's part: the droplets and who reaches them, the state Volume, the fleet and its database."""
+    public_keys, fingerprints = check_ssh_keys(check)
+    instances = check.whole_number("instances", 1, INSTANCES_MAX)
+    # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
+    volume_size = check.whole_number("volumeSize", 0, VOLUME_GIB_MAX)
+    server = ServerSettings(
+        region=check_droplet_region(check),
+        size=check.choice(
+            "size", DROPLET_SIZES, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb"
+        ),
+        image=check_droplet_image(check),
+        ssh_public_keys=public_keys,
+        ssh_key_fingerprints=fingerprints,
+        # What the account holds is read later, by the program (`components/account.py`).
+        account_public_keys=(),
+        admin_cidrs=check_admin_cidrs(check),
+        ssh_private_key=check_ssh_private_key(check),
+        production=check.boolean("production"),
+        allow_replace=check.boolean("allowReplace"),
+        stack_name=check_stack_name(check, stack),
+        droplet_backups=check.boolean("dropletBackups"),
+        # Droplets behind a balancer keep no state of their own; a Volume serves one droplet only.
+        volume_size=0 if instances > 1 else volume_size,
+        # Named for the app as well, once the app's part is checked.
+        volume_name=None,
+        instances=instances,
+        database=check.choice("database", DATABASES, f"expected one of {', '.join(DATABASES)}"),
+        database_size=check.choice(
+            "databaseSize", DATABASE_SIZES, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}"
+        ),
+        database_nodes=check.whole_number("databaseNodes", 1, DATABASE_NODES_MAX),
     )
+    check_fleet_and_database(check, server)
+    return server
 
 
-def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
-    """The droplet (region, size, image), the SSH keys that reach it, the networks that may, and the stack's name."""
+def check_droplet_region(check: Check) -> str:
     region = check["region"]
     if not (isinstance(region, str) and _REGION_SLUG.match(region)):
         check.problem("region", region, "expected a DigitalOcean region slug such as nyc3, ams3, fra1")
+    return str(region)
 
-    size = check["size"]
-    if size not in DROPLET_SIZES:
-        check.problem("size", size, "expected a DigitalOcean droplet size slug such as s-1vcpu-1gb, s-2vcpu-2gb")
 
+def check_droplet_image(check: Check) -> str:
     image = check["image"]
     if not (image == UBUNTU_2404_IMAGE or (isinstance(image, str) and image.isdigit())):
         check.problem("image", image, f"expected {UBUNTU_2404_IMAGE} or the numeric id of a snapshot of it")
+    return str(image)
 
-    public_keys = _string_list(check["sshPublicKeys"], "sshPublicKeys", check.problem)
+
+def check_stack_name(check: Check, stack: str) -> str:
+    stack_name = check["stackName"] or stack
+    if check["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
+        check.problem(
+            "stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name"
+        )
+        return stack
+    return str(stack_name)
+
+
+def check_ssh_keys(check: Check) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The SSH keys that reach the droplets: OpenSSH public keys, and those the account holds by fingerprint."""
+    public_keys = check.strings("sshPublicKeys")
     for key in public_keys:
         reason = _ssh_public_key_problem(key)
         if reason:
             check.problem("sshPublicKeys", key, reason)
-    fingerprints = _string_list(check["sshKeyFingerprints"], "sshKeyFingerprints", check.problem)
+    fingerprints = check.strings("sshKeyFingerprints")
     for fingerprint in fingerprints:
         if not (_MD5_FINGERPRINT.match(fingerprint) or fingerprint.isdigit()):
             check.problem(
@@ -477,7 +581,21 @@ def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
             "flask-droplet:sshPublicKeys and flask-droplet:sshKeyFingerprints are both empty: "
             "give at least one OpenSSH public key or the fingerprint of a key registered with DigitalOcean"
         )
+    return tuple(public_keys), tuple(fingerprints)
 
+
+def check_ssh_private_key(check: Check) -> SecretStr | None:
+    """The private key Pulumi reaches the droplets with, or None for the SSH agent; never shown in a problem."""
+    private_key = check.optional("sshPrivateKey")
+    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
+        check.problems.append(
+            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
+            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
+        )
+    return SecretStr(private_key) if private_key else None
+
+
+def check_admin_cidrs(check: Check) -> tuple[str, ...]:
     admin_cidrs: list[str] = []
     raw_cidrs = check.values.get("adminCidrs")
     if raw_cidrs is None:
@@ -485,44 +603,15 @@ def check_droplet_and_network(check: Check, stack: str) -> dict[str, Any]:
             "flask-droplet:adminCidrs is not set: list the networks allowed to reach SSH, "
             'e.g. ["203.0.113.7/32"]; there is no default, so SSH is never open to the world by accident'
         )
-    else:
-        for cidr in _string_list(raw_cidrs, "adminCidrs", check.problem):
-            try:
-                admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
-            except ValueError as err:
-                check.problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
-        if isinstance(raw_cidrs, list) and not raw_cidrs:
-            check.problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
-
-    private_key = check["sshPrivateKey"] or None
-    if private_key is not None and "PRIVATE KEY-----" not in str(private_key):
-        check.problems.append(
-            "flask-droplet:sshPrivateKey = ********: expected the contents of an OpenSSH private key file "
-            "(-----BEGIN OPENSSH PRIVATE KEY-----...), or leave it unset to use the SSH agent"
-        )
-
-    production = _boolean(check["production"], "production", check.problem)
-    allow_replace = _boolean(check["allowReplace"], "allowReplace", check.problem)
-    stack_name = check["stackName"] or stack
-    if check["stackName"] and not (isinstance(stack_name, str) and _STACK_NAME.match(stack_name)):
-        check.problem(
-            "stackName", stack_name, "expected 1-40 letters, digits, '-' and '_', or empty for the stack's name"
-        )
-        stack_name = stack
-    return {
-        "region": region,
-        "size": size,
-        "image": image,
-        "ssh_public_keys": tuple(public_keys),
-        "ssh_key_fingerprints": tuple(fingerprints),
-        # What the account holds is read later, by the program (`components/account.py`).
-        "account_public_keys": (),
-        "admin_cidrs": tuple(admin_cidrs),
-        "ssh_private_key": SecretStr(private_key) if private_key else None,
-        "production": production,
-        "allow_replace": allow_replace,
-        "stack_name": stack_name,
-    }
+        return ()
+    for cidr in _string_list(raw_cidrs, "adminCidrs", check.problem):
+        try:
+            admin_cidrs.append(str(ipaddress.ip_network(cidr, strict=True)))
+        except ValueError as err:
+            check.problem("adminCidrs", cidr, f"expected an IPv4 or IPv6 network such as 203.0.113.7/32 ({err})")
+    if isinstance(raw_cidrs, list) and not raw_cidrs:
+        check.problem("adminCidrs", raw_cidrs, "expected at least one network allowed to reach SSH")
+    return tuple(admin_cidrs)
 
 
 @dataclass(frozen=True)
@@ -566,9 +655,9 @@ def check_procfile(check: Check, project_dir: Path) -> AppProcfile:
     return AppProcfile(processes, web)
 
 
-def check_app(check: Check, project_dir: Path, size: Any, web: WebLine | None = None) -> dict[str, Any]:
-    """The app: its name on the server, its directory and WSGI target (wsgiTarget, else the Procfile's
-    Gunicorn target), static files, health path and workers."""
+def check_app(check: Check, project_dir: Path, server: ServerSettings, site: SiteSettings) -> AppSettings | None:
+    """The app's part: its name on the server, its code, how it runs, its releases and its site; None when its
+    code cannot be read (the problems say why)."""
     app_name = check["appName"]
     if not (isinstance(app_name, str) and _APP_NAME.match(app_name)) or app_name in RESERVED_APP_NAMES:
         check.problem(
@@ -577,10 +666,48 @@ def check_app(check: Check, project_dir: Path, size: Any, web: WebLine | None = 
             "expected 1-31 characters of lowercase letters, digits and '-', starting with a letter, "
             f"and none of {', '.join(sorted(RESERVED_APP_NAMES))}",
         )
-
     app_dir = project_dir / str(check["appDir"])
+    procfile = check_procfile(check, project_dir)
+    web = procfile.web
     # Unset (empty, as Pulumi hands over its default): the Procfile's Gunicorn target, else wsgi:app.
     wsgi_target = check["wsgiTarget"] or (web.app_target if web and web.app_target else DEFAULT_WSGI_TARGET)
+    app_source = check_app_source(check, app_dir, wsgi_target)
+    static_dir = check_static_dir(check, app_dir)
+    health_path = check["healthPath"]
+    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
+        check.problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
+    workers = check.whole_number("workers", WORKERS_FROM_SIZE, WORKERS_MAX)
+    if workers == WORKERS_FROM_SIZE:
+        workers = default_workers(server.size)
+    processes = _processes(check, procfile.processes)
+    releases_to_keep, release_command, web_commands, linked_dirs = check_releases(
+        check, static_dir, procfile, server.instances
+    )
+    app_env = check_app_environment(check, server.database)
+    if app_source is None:
+        return None
+    return AppSettings(
+        name=app_name,
+        directory=app_dir.resolve(),
+        wsgi_target=wsgi_target,
+        source=app_source,
+        static_dir=static_dir,
+        health_path=health_path,
+        workers=workers,
+        build_packages=tuple(_build_packages(check)),
+        env=app_env,
+        processes=processes,
+        schedules=_schedules(check),
+        releases_to_keep=releases_to_keep,
+        release_command=release_command,
+        web_commands=web_commands,
+        linked_dirs=linked_dirs,
+        site=site,
+    )
+
+
+def check_app_source(check: Check, app_dir: Path, wsgi_target: Any) -> AppSource | None:
+    """What the app's directory holds: its dependency files and where its WSGI target's module imports from."""
     target = _WSGI_TARGET.match(wsgi_target) if isinstance(wsgi_target, str) else None
     app_source: AppSource | None = None
     if not app_dir.is_dir():
@@ -606,35 +733,21 @@ def check_app(check: Check, project_dir: Path, size: Any, web: WebLine | None = 
             wsgi_target,
             "expected module:callable or module:factory(), e.g. wsgi:app or myproject:create_app()",
         )
+    return app_source
 
-    static_dir = check["staticDir"] or None
+
+def check_static_dir(check: Check, app_dir: Path) -> str | None:
+    static_dir = check.optional("staticDir")
     if static_dir is not None:
         static_path = Path(str(static_dir))
         if static_path.is_absolute() or ".." in static_path.parts:
             check.problem("staticDir", static_dir, "expected a path inside appDir, relative to it")
         elif app_dir.is_dir() and not (app_dir / static_path).is_dir():
             check.problem("staticDir", static_dir, f"expected a directory; {app_dir / static_path} does not exist")
-
-    health_path = check["healthPath"]
-    if not (isinstance(health_path, str) and re.fullmatch(r"/[A-Za-z0-9._~/-]*", health_path)):
-        check.problem("healthPath", health_path, "expected a URL path starting with '/', e.g. /healthz")
-
-    workers = _bounded_int(check["workers"], "workers", WORKERS_FROM_SIZE, WORKERS_MAX, check.problem)
-    if workers == WORKERS_FROM_SIZE:
-        workers = default_workers(size if isinstance(size, str) else "")
-    return {
-        "app_name": app_name,
-        "app_dir": app_dir.resolve(),
-        "wsgi_target": wsgi_target,
-        "app_source": app_source,
-        "static_dir": static_dir,
-        "health_path": health_path,
-        "workers": workers,
-        "build_packages": tuple(_build_packages(check["buildPackages"], check.problem)),
-    }
+    return None if static_dir is None else str(static_dir)
 
 
-def check_app_environment(check: Check, database: Any) -> dict[str, SecretStr]:
+def check_app_environment(check: Check, database: str) -> dict[str, SecretStr]:
     """The app's environment variables: names it may set, single-line values (never shown in a problem)."""
     app_env: dict[str, SecretStr] = {}
     raw_env = check["appEnv"]
@@ -666,12 +779,13 @@ def check_app_environment(check: Check, database: Any) -> dict[str, SecretStr]:
     return app_env
 
 
-def check_releases(check: Check, static_dir: str | None, procfile: AppProcfile) -> dict[str, Any]:
+def check_releases(
+    check: Check, static_dir: str | None, procfile: AppProcfile, instances: int
+) -> tuple[int, tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str, ...]]:
     """Releases: how many stay for rollback, the commands each runs before it goes live (releaseCommand, else
-    the Procfile's `release:`; then what the Procfile's `web:` line runs before Gunicorn), the paths they share."""
-    releases_to_keep = _bounded_int(
-        check["releasesToKeep"], "releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX, check.problem
-    )
+    the Procfile's `release:`; then what the Procfile's `web:` line runs before Gunicorn), the paths they share
+    (none when several droplets would each keep their own)."""
+    releases_to_keep = check.whole_number("releasesToKeep", RELEASES_TO_KEEP_MIN, RELEASES_TO_KEEP_MAX)
     release_command: list[str] = []
     raw_command = check["releaseCommand"] or procfile.release
     if not isinstance(raw_command, str):
@@ -681,47 +795,41 @@ def check_releases(check: Check, static_dir: str | None, procfile: AppProcfile) 
             release_command = shlex.split(raw_command)
         except ValueError as err:
             check.problem("releaseCommand", raw_command, f"expected a command line with balanced quotes ({err})")
-    linked_dirs = _linked_dirs(check["linkedDirs"], static_dir, check.problem)
+    linked_dirs = _linked_dirs(check, static_dir)
+    if instances > 1 and linked_dirs:
+        check.problem(
+            "linkedDirs",
+            linked_dirs,
+            f"expected none with instances = {instances}: each droplet would keep its own copy of these "
+            "files; keep them in the database or in object storage (DigitalOcean Spaces)",
+        )
     # Each command once: a web line that migrates, with the same migration as releaseCommand, migrates once.
     web_commands: list[tuple[str, ...]] = []
     for command in procfile.web.before if procfile.web else ():
         if command != tuple(release_command) and command not in web_commands:
             web_commands.append(command)
-    return {
-        "releases_to_keep": releases_to_keep,
-        "release_command": tuple(release_command),
-        "web_commands": tuple(web_commands),
-        "linked_dirs": tuple(linked_dirs),
-    }
+    return releases_to_keep, tuple(release_command), tuple(web_commands), tuple(linked_dirs)
 
 
-def check_processes_and_schedules(check: Check, procfile: AppProcfile) -> dict[str, Any]:
-    """Work beside the web process: long-running processes (`processes`, the Procfile's) and scheduled jobs."""
-    return {
-        "processes": _processes(check["processes"], procfile.processes, check.problem),
-        "schedules": _schedules(check["schedules"], check.problem),
-    }
-
-
-def check_notifications(check: Check) -> dict[str, Any]:
+def check_notifications(check: Check) -> NotifySettings:
     """Whom the droplet tells when something goes wrong (the webhooks are secrets), and whether of each release."""
-    return {
-        "notify_webhooks": _notify_webhooks(check["notifyWebhooks"], check.problems),
-        "notify_on_live": _boolean(check["notifyOnLive"], "notifyOnLive", check.problem),
-    }
+    return NotifySettings(
+        webhooks=_notify_webhooks(check["notifyWebhooks"], check.problems),
+        on_live=check.boolean("notifyOnLive"),
+    )
 
 
-def check_https_and_dns(check: Check) -> dict[str, Any]:
+def check_https_and_dns(check: Check) -> SiteSettings:
     """The site's names, its certificate (HTTPS, the ACME server, HSTS) and the DNS zone DigitalOcean manages."""
-    domain = check["domain"] or None
+    domain = check.optional("domain")
     if isinstance(domain, str):
         domain = domain.lower()
     if domain is not None and not _is_hostname(domain):
         check.problem("domain", domain, "expected a fully qualified hostname such as weather.example.org, or empty")
 
-    https = _boolean(check["https"], "https", check.problem)
-    hsts_preload = _boolean(check["hstsPreload"], "hstsPreload", check.problem)
-    www_alias = _boolean(check["wwwAlias"], "wwwAlias", check.problem)
+    https = check.boolean("https")
+    hsts_preload = check.boolean("hstsPreload")
+    www_alias = check.boolean("wwwAlias")
     acme_server = check["acmeServer"]
     acme_url = ACME_SERVERS.get(acme_server) if isinstance(acme_server, str) else None
     if acme_url is None:
@@ -733,10 +841,32 @@ def check_https_and_dns(check: Check) -> dict[str, Any]:
             check.problem(
                 "acmeServer", acme_server, f"expected {' or '.join(ACME_SERVERS)}, or an ACME directory https:// URL"
             )
-    acme_email = check["acmeEmail"] or None
+    acme_email = check.optional("acmeEmail")
     if acme_email is not None and not (isinstance(acme_email, str) and _EMAIL.match(acme_email)):
         check.problem("acmeEmail", acme_email, "expected an email address such as admin@example.org, or empty")
-    dns_zone = check["dnsZone"] or None
+    dns_zone = check_dns_zone(check, domain)
+    if domain is None:
+        for key, value in (("wwwAlias", www_alias), ("hstsPreload", hsts_preload)):
+            if value:
+                check.problem(key, value, "expected false without a domain: it applies to a domain's names only")
+    if hsts_preload and not https:
+        check.problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
+    return SiteSettings(
+        domain=domain,
+        https=https,
+        acme_server=acme_url or "",
+        acme_email=acme_email,
+        hsts_preload=hsts_preload,
+        www_alias=www_alias,
+        dns_zone=dns_zone,
+        # Brought for a Load Balancer only, once the fleet is known: `check_balancer_certificate`.
+        balancer_certificate=None,
+        balancer_certificate_key=None,
+    )
+
+
+def check_dns_zone(check: Check, domain: Any) -> str | None:
+    dns_zone = check.optional("dnsZone")
     if isinstance(dns_zone, str):
         dns_zone = dns_zone.lower().rstrip(".")
     if dns_zone is not None:
@@ -748,45 +878,17 @@ def check_https_and_dns(check: Check) -> dict[str, Any]:
             check.problem(
                 "dnsZone", dns_zone, f"expected the zone that holds domain ({domain!r}); set domain to a name in it"
             )
-    if domain is None:
-        for key, value in (("wwwAlias", www_alias), ("hstsPreload", hsts_preload)):
-            if value:
-                check.problem(key, value, "expected false without a domain: it applies to a domain's names only")
-    if hsts_preload and not https:
-        check.problem("hstsPreload", hsts_preload, "expected false when https is false: HSTS needs HTTPS")
-    return {
-        "domain": domain,
-        "https": https,
-        "acme_server": acme_url or "",
-        "acme_email": acme_email,
-        "hsts_preload": hsts_preload,
-        "www_alias": www_alias,
-        "dns_zone": dns_zone,
-    }
+    return None if dns_zone is None else str(dns_zone)
 
 
-def check_state_and_backups(check: Check) -> dict[str, Any]:
-    """The app's state: the Volume that holds it, the server's backups of it, DigitalOcean's of the disk."""
-    # 0 keeps the state on the droplet's disk; a Volume holds at least 1 GiB.
-    volume_size = _bounded_int(check["volumeSize"], "volumeSize", 0, VOLUME_GIB_MAX, check.problem)
-    backup_days = _bounded_int(check["backupDays"], "backupDays", 0, BACKUP_DAYS_MAX, check.problem)
-    backup_interval = check["backupInterval"]
-    if backup_interval not in BACKUP_INTERVALS:
-        check.problem("backupInterval", backup_interval, f"expected one of {', '.join(BACKUP_INTERVALS)}")
-    droplet_backups = _boolean(check["dropletBackups"], "dropletBackups", check.problem)
-    return {
-        "volume_size": volume_size,
-        "backup_days": backup_days,
-        "backup_interval": backup_interval,
-        "droplet_backups": droplet_backups,
-    }
-
-
-def check_offsite(check: Check, backup_days: int) -> dict[str, Any]:
-    """Off-site copies of the backups: the Spaces region of their bucket, how long they stay, the age identity."""
-    region = check["offsiteRegion"] or None
-    days = _bounded_int(check["offsiteDays"], "offsiteDays", 1, OFFSITE_DAYS_MAX, check.problem)
-    identity = check["offsiteIdentity"] or None
+def check_backups(check: Check) -> BackupSettings:
+    """The server's backups of the app's state, and their off-site copies: the Spaces region of their bucket,
+    how long they stay, the age identity."""
+    backup_days = check.whole_number("backupDays", 0, BACKUP_DAYS_MAX)
+    backup_interval = check.choice("backupInterval", BACKUP_INTERVALS, f"expected one of {', '.join(BACKUP_INTERVALS)}")
+    region = check.optional("offsiteRegion")
+    days = check.whole_number("offsiteDays", 1, OFFSITE_DAYS_MAX)
+    identity = check.optional("offsiteIdentity")
     recipient = None
     if region is not None and region not in SPACES_REGIONS:
         check.problem("offsiteRegion", region, f"expected a Spaces region ({', '.join(SPACES_REGIONS)}), or empty")
@@ -806,12 +908,14 @@ def check_offsite(check: Check, backup_days: int) -> dict[str, Any]:
             )
         if backup_days == 0:
             check.problem("offsiteRegion", region, "expected empty with backupDays 0: there are no backups to copy")
-    return {
-        "offsite_region": region,
-        "offsite_days": days,
-        "offsite_recipient": recipient if region is not None else None,
-        "offsite_identity": SecretStr(identity) if region is not None and identity is not None else None,
-    }
+    return BackupSettings(
+        days=backup_days,
+        interval=backup_interval,
+        offsite_region=region,
+        offsite_days=days,
+        offsite_recipient=recipient if region is not None else None,
+        offsite_identity=SecretStr(identity) if region is not None and identity is not None else None,
+    )
 
 
 def age_recipient(identity: Any) -> str | None:
@@ -827,61 +931,38 @@ def age_recipient(identity: Any) -> str | None:
         return None
 
 
-def check_fleet_and_database(check: Check, *, linked_dirs: tuple[str, ...]) -> dict[str, Any]:
-    """How many droplets, where the app's data lives, and what several droplets rule out."""
-    instances = _bounded_int(check["instances"], "instances", 1, INSTANCES_MAX, check.problem)
-    database = check["database"]
-    if database not in DATABASES:
-        check.problem("database", database, f"expected one of {', '.join(DATABASES)}")
-    database_size = check["databaseSize"]
-    if database_size not in DATABASE_SIZES:
-        check.problem("databaseSize", database_size, f"expected a Managed PostgreSQL size: {', '.join(DATABASE_SIZES)}")
-    database_nodes = _bounded_int(check["databaseNodes"], "databaseNodes", 1, DATABASE_NODES_MAX, check.problem)
-    if database == "postgres" and database_nodes > 1 and database_size == SMALLEST_DATABASE_SIZE:
+def check_fleet_and_database(check: Check, server: ServerSettings) -> None:
+    """What the database's plan and several droplets rule out."""
+    instances, database = server.instances, server.database
+    if database == "postgres" and server.database_nodes > 1 and server.database_size == SMALLEST_DATABASE_SIZE:
         check.problem(
             "databaseNodes",
-            database_nodes,
+            server.database_nodes,
             f"expected 1 with databaseSize = {SMALLEST_DATABASE_SIZE!r}: DigitalOcean offers standby nodes on "
             "every plan but the smallest, and would refuse the cluster; choose databaseSize db-s-1vcpu-2gb or larger",
         )
-    if instances > 1:
-        # Checked before any resource exists: each of these would split the app's data between droplets.
-        if database == "sqlite":
-            check.problem(
-                "database",
-                database,
-                f"expected postgres (or none, for an app that keeps no data) with instances = {instances}: "
-                "each droplet would keep its own SQLite file, and what a visitor saved would depend on "
-                "which droplet the balancer sent them to",
-            )
-        if linked_dirs:
-            check.problem(
-                "linkedDirs",
-                list(linked_dirs),
-                f"expected none with instances = {instances}: each droplet would keep its own copy of these "
-                "files; keep them in the database or in object storage (DigitalOcean Spaces)",
-            )
-    return {
-        "instances": instances,
-        "database": database,
-        "database_size": database_size,
-        "database_nodes": database_nodes,
-    }
+    # Checked before any resource exists: each of these would split the app's data between droplets.
+    if instances > 1 and database == "sqlite":
+        check.problem(
+            "database",
+            database,
+            f"expected postgres (or none, for an app that keeps no data) with instances = {instances}: "
+            "each droplet would keep its own SQLite file, and what a visitor saved would depend on "
+            "which droplet the balancer sent them to",
+        )
 
 
-def check_balancer_certificate(check: Check, instances: int, web: Mapping[str, Any]) -> dict[str, Any]:
+def check_balancer_certificate(check: Check, instances: int, site: SiteSettings) -> SiteSettings:
     """The certificate of the Load Balancer's HTTPS: DigitalOcean's Let's Encrypt one, or one the user brings.
 
     DigitalOcean issues its certificate only for a domain whose DNS it hosts (`dnsZone`); for a
     domain whose DNS is elsewhere the user brings one (`balancerCertificate` and its key). A fleet
     with HTTPS and neither is refused here, naming what to set, before any resource exists.
     """
-    pem = check["balancerCertificate"] or None
-    key = check["balancerCertificateKey"] or None
-    none: dict[str, Any] = {"balancer_certificate": None, "balancer_certificate_key": None}
-    https, domain = web["https"], web["domain"]
-    balancer_https = https and instances > 1
-    if not balancer_https:
+    pem = check.optional("balancerCertificate")
+    key = check.optional("balancerCertificateKey")
+    https, domain = site.https, site.domain
+    if not (https and instances > 1):
         for name, value in (("balancerCertificate", pem), ("balancerCertificateKey", key)):
             if value is not None:
                 check.problems.append(
@@ -889,7 +970,7 @@ def check_balancer_certificate(check: Check, instances: int, web: Mapping[str, A
                     f"{str(https).lower()}: it is the certificate of a Load Balancer's HTTPS (instances over 1, "
                     "https true); one droplet gets its own from acmeServer"
                 )
-        return none
+        return site
     if domain is None:
         check.problem(
             "https",
@@ -898,9 +979,9 @@ def check_balancer_certificate(check: Check, instances: int, web: Mapping[str, A
             "name. Set domain (with dnsZone when DigitalOcean hosts its DNS, or with balancerCertificate and "
             "balancerCertificateKey when it is elsewhere), or https false for plain HTTP at the balancer's address",
         )
-        return none
+        return site
     if pem is None and key is None:
-        if web["dns_zone"] is None:
+        if site.dns_zone is None:
             check.problem(
                 "https",
                 https,
@@ -910,7 +991,7 @@ def check_balancer_certificate(check: Check, instances: int, web: Mapping[str, A
                 "e.g. certbot's fullchain.pem) and balancerCertificateKey (with --secret, its privkey.pem); "
                 "or set https false",
             )
-        return none
+        return site
     if pem is None or key is None:
         given, missing = (
             ("balancerCertificate", "balancerCertificateKey")
@@ -925,59 +1006,44 @@ def check_balancer_certificate(check: Check, instances: int, web: Mapping[str, A
             "(balancerCertificate, PEM) and its private key (pulumi config set --secret balancerCertificateKey "
             "< privkey.pem)"
         )
-        return none
-    names = (domain, f"www.{domain}") if web["www_alias"] else (domain,)
+        return site
     try:
-        chain = check_brought_certificate(str(pem), str(key), names, datetime.datetime.now(datetime.UTC))
+        chain = check_brought_certificate(str(pem), str(key), site.host_names, datetime.datetime.now(datetime.UTC))
     except CertificateError as error:
         check.problems.extend(f"flask-droplet:balancerCertificate: {reason}" for reason in error.certificate)
         check.problems.extend(f"flask-droplet:balancerCertificateKey = ********: {reason}" for reason in error.key)
-        return none
-    return {"balancer_certificate": chain, "balancer_certificate_key": SecretStr(str(key))}
+        return site
+    return replace(site, balancer_certificate=chain, balancer_certificate_key=SecretStr(str(key)))
 
 
-def check_alerts(check: Check, *, https: bool, domain: str | None) -> dict[str, Any]:
+def check_alerts(check: Check, site: SiteSettings) -> AlertSettings:
     """What DigitalOcean watches and whom it tells: the droplet's thresholds, the site's latency and certificate."""
     # Thresholds are checked even without alertEmails, so adding an address later cannot fail on them.
-    alert_emails = _string_list(check["alertEmails"], "alertEmails", check.problem)
-    for address in alert_emails:
+    emails = check.strings("alertEmails")
+    for address in emails:
         if not _EMAIL.match(address):
             check.problem("alertEmails", address, "expected email addresses such as ops@example.org")
-    cpu_percent, memory_percent, disk_percent = (
-        _bounded_int(check[key], key, ALERT_PERCENT_MIN, ALERT_PERCENT_MAX, check.problem)
-        for key in ("alertCpuPercent", "alertMemoryPercent", "alertDiskPercent")
+    alerts = AlertSettings(
+        emails=tuple(dict.fromkeys(emails)),
+        cpu_percent=check.whole_number("alertCpuPercent", ALERT_PERCENT_MIN, ALERT_PERCENT_MAX),
+        memory_percent=check.whole_number("alertMemoryPercent", ALERT_PERCENT_MIN, ALERT_PERCENT_MAX),
+        disk_percent=check.whole_number("alertDiskPercent", ALERT_PERCENT_MIN, ALERT_PERCENT_MAX),
+        window=check.choice(
+            "alertWindow", ALERT_WINDOWS, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}"
+        ),
+        latency_ms=check.whole_number("alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX),
+        certificate_days=check.whole_number(
+            "alertCertificateDays", ALERT_CERTIFICATE_DAYS_MIN, ALERT_CERTIFICATE_DAYS_MAX
+        ),
     )
-    alert_window = check["alertWindow"]
-    if alert_window not in ALERT_WINDOWS:
-        check.problem(
-            "alertWindow", alert_window, f"expected one of DigitalOcean's alert windows {', '.join(ALERT_WINDOWS)}"
-        )
-    latency_ms = _bounded_int(
-        check["alertLatencyMs"], "alertLatencyMs", ALERT_LATENCY_MS_MIN, ALERT_LATENCY_MS_MAX, check.problem
-    )
-    certificate_days = _bounded_int(
-        check["alertCertificateDays"],
-        "alertCertificateDays",
-        ALERT_CERTIFICATE_DAYS_MIN,
-        ALERT_CERTIFICATE_DAYS_MAX,
-        check.problem,
-    )
-    if https and domain is None and certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
+    if site.https and site.domain is None and alerts.certificate_days > ADDRESS_CERTIFICATE_DAYS_MAX:
         check.problem(
             "alertCertificateDays",
-            certificate_days,
+            alerts.certificate_days,
             f"expected at most {ADDRESS_CERTIFICATE_DAYS_MAX} without a domain: the address's 6-day certificate "
             "renews with under 3 days left, so more would alert on healthy renewals",
         )
-    return {
-        "alert_emails": tuple(dict.fromkeys(alert_emails)),
-        "alert_cpu_percent": cpu_percent,
-        "alert_memory_percent": memory_percent,
-        "alert_disk_percent": disk_percent,
-        "alert_window": alert_window,
-        "alert_latency_ms": latency_ms,
-        "alert_certificate_days": certificate_days,
-    }
+    return alerts
 
 
 def size_vcpus(size: str) -> int:
@@ -1022,14 +1088,14 @@ def _show(key: str, value: Any) -> str:
     return repr(value)
 
 
-def _string_list(value: Any, key: str, problem: Any) -> list[str]:
+def _string_list(value: Any, key: str, problem: Problem) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         problem(key, value, "expected a list of strings")
         return []
     return [v.strip() for v in value]
 
 
-def _boolean(value: Any, key: str, problem: Any) -> bool:
+def _boolean(value: Any, key: str, problem: Problem) -> bool:
     # `pulumi config set` hands booleans over as the strings "true" and "false".
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
@@ -1039,7 +1105,7 @@ def _boolean(value: Any, key: str, problem: Any) -> bool:
     return value
 
 
-def _bounded_int(value: Any, key: str, low: int, high: int, problem: Any) -> int:
+def _bounded_int(value: Any, key: str, low: int, high: int, problem: Problem) -> int:
     # YAML and `pulumi config set` hand numbers over as strings; bool is an int subclass.
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
@@ -1065,14 +1131,15 @@ def _ssh_public_key_problem(key: str) -> str | None:
     return None
 
 
-def _linked_dirs(value: Any, static_dir: str | None, problem: Any) -> list[str]:
+def _linked_dirs(check: Check, static_dir: str | None) -> list[str]:
+    key = "linkedDirs"
     accepted = (
         "expected relative paths inside appDir, e.g. uploads or myapp/media: parts of letters, digits, '.', "
         "'_' and '-', not inside staticDir (nginx serves that from the release), "
         f"none of {', '.join(sorted(UNLINKABLE))}"
     )
     paths: list[str] = []
-    for path in _string_list(value, "linkedDirs", problem):
+    for path in check.strings(key):
         parts = path.strip("/").split("/") if not path.startswith("/") else []
         static_parts = tuple(Path(static_dir).parts) if static_dir else ()
         if (
@@ -1082,7 +1149,7 @@ def _linked_dirs(value: Any, static_dir: str | None, problem: Any) -> list[str]:
             or (static_parts and tuple(parts[: len(static_parts)]) == static_parts)
             or (static_parts and static_parts[: len(parts)] == tuple(parts))
         ):
-            problem("linkedDirs", path, accepted)
+            check.problem(key, path, accepted)
         elif "/".join(parts) not in paths:
             paths.append("/".join(parts))
     return paths
@@ -1124,13 +1191,14 @@ def _notify_webhooks(value: Any, problems: list[str]) -> tuple[Webhook, ...]:
 _APT_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
-def _build_packages(value: Any, problem: Any) -> list[str]:
+def _build_packages(check: Check) -> list[str]:
     """buildPackages: apt package names, each once."""
+    key = "buildPackages"
     packages: list[str] = []
-    for name in _string_list(value, "buildPackages", problem):
+    for name in check.strings(key):
         if not _APT_PACKAGE.match(name):
-            problem(
-                "buildPackages",
+            check.problem(
+                key,
                 name,
                 "expected Ubuntu package names (lowercase letters, digits, '+', '-' and '.'), "
                 "e.g. build-essential, python3-dev, libpq-dev",
@@ -1143,7 +1211,7 @@ def _build_packages(value: Any, problem: Any) -> list[str]:
 PROCFILE = "Procfile"
 
 
-def _procfile(app_dir: Path, problem: Any) -> dict[str, str]:
+def _procfile(app_dir: Path, problem: Problem) -> dict[str, str]:
     """The app's Procfile, when it has one: its processes by name (`web` and `release` among them)."""
     path = app_dir / PROCFILE
     if not path.is_file():
@@ -1155,71 +1223,81 @@ def _procfile(app_dir: Path, problem: Any) -> dict[str, str]:
         return {}
 
 
-def _processes(value: Any, procfile: Mapping[str, str], problem: Any) -> tuple[Process, ...]:
+_PROCESS_NAME_RULE = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
+_PROCESSES_ACCEPTED = (
+    "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
+    f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {_PROCESS_NAME_RULE}, none of web, release'
+)
+
+
+def _processes(check: Check, procfile: Mapping[str, str]) -> tuple[Process, ...]:
     """`processes`: NAME: COMMAND, or NAME: {command, stopTimeoutSeconds, stopSignal, droplets}; with the
     Procfile's processes (whose options an entry without a command sets), `web` and `release` apart."""
-    name_rule = "names of 1-30 lowercase letters, digits, '-' and '_', starting with a letter or digit"
-    accepted = (
-        "expected a map of process names to a command line, or to {command, stopTimeoutSeconds, stopSignal, "
-        f'droplets}}, e.g. {{"worker": "huey_consumer myapp.tasks.huey"}}; {name_rule}, none of web, release'
-    )
+    key = "processes"
+    value = check[key]
     found: dict[str, Process] = {}
     for name, command in procfile.items():
         if name in (PROCFILE_WEB, PROCFILE_RELEASE):
             continue
         if not NAME.match(name):
-            problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {name_rule}")
+            check.problem("appDir", f"Procfile {name}: {command}", f"expected Procfile process {_PROCESS_NAME_RULE}")
             continue
         found[name] = Process(name, command)
     if not isinstance(value, Mapping):
-        problem("processes", value, accepted)
+        check.problem(key, value, _PROCESSES_ACCEPTED)
         return tuple(found.values())
     for name, entry in value.items():
-        options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"command": entry}
-        command = options.get("command", procfile.get(str(name)))
-        unknown = set(options) - {"command", "stopTimeoutSeconds", "stopSignal", "droplets"}
-        if not isinstance(name, str) or not NAME.match(name) or name in (PROCFILE_WEB, PROCFILE_RELEASE) or unknown:
-            problem("processes", {name: entry}, accepted)
-            continue
-        if "command" in options and name in procfile:
-            problem(
-                "processes",
-                {name: entry},
-                f"expected no command for {name!r}: the Procfile gives it one; set only its options here",
-            )
-            continue
-        if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
-            problem("processes", {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
-            continue
-        stop_signal = str(options.get("stopSignal", "SIGTERM")).upper()
-        stop_signal = stop_signal if stop_signal.startswith("SIG") else f"SIG{stop_signal}"
-        if stop_signal not in STOP_SIGNALS:
-            problem("processes", {name: entry}, f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
-            continue
-        droplets = options.get("droplets", "all")
-        if droplets not in DROPLETS:
-            problem("processes", {name: entry}, "expected droplets all (every droplet) or first (the first only)")
-            continue
-        timeout = _bounded_int(
-            options.get("stopTimeoutSeconds", STOP_TIMEOUT_DEFAULT),
-            f"processes.{name}.stopTimeoutSeconds",
-            STOP_TIMEOUT_MIN,
-            STOP_TIMEOUT_MAX,
-            problem,
-        )
-        found[name] = Process(name, command.strip(), timeout, stop_signal, droplets)
+        process = _process(check, key, name, entry, procfile)
+        if process is not None:
+            found[process.name] = process
     return tuple(found[name] for name in sorted(found))
 
 
-def _schedules(value: Any, problem: Any) -> tuple[Schedule, ...]:
+def _process(check: Check, key: str, name: Any, entry: Any, procfile: Mapping[str, str]) -> Process | None:
+    """One entry of `processes`, or None when it is refused (the problem says why)."""
+    refuse = functools.partial(check.problem, key, {name: entry})
+    options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"command": entry}
+    command = options.get("command", procfile.get(str(name)))
+    unknown = set(options) - {"command", "stopTimeoutSeconds", "stopSignal", "droplets"}
+    if not isinstance(name, str) or not NAME.match(name) or name in (PROCFILE_WEB, PROCFILE_RELEASE) or unknown:
+        refuse(_PROCESSES_ACCEPTED)
+        return None
+    if "command" in options and name in procfile:
+        refuse(f"expected no command for {name!r}: the Procfile gives it one; set only its options here")
+        return None
+    if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
+        refuse(f"expected a one-line command for {name!r}; {_PROCESSES_ACCEPTED}")
+        return None
+    stop_signal = str(options.get("stopSignal", "SIGTERM")).upper()
+    stop_signal = stop_signal if stop_signal.startswith("SIG") else f"SIG{stop_signal}"
+    if stop_signal not in STOP_SIGNALS:
+        refuse(f"expected stopSignal one of {', '.join(STOP_SIGNALS)}")
+        return None
+    droplets = options.get("droplets", "all")
+    if droplets not in DROPLETS:
+        refuse("expected droplets all (every droplet) or first (the first only)")
+        return None
+    timeout = _bounded_int(
+        options.get("stopTimeoutSeconds", STOP_TIMEOUT_DEFAULT),
+        f"{key}.{name}.stopTimeoutSeconds",
+        STOP_TIMEOUT_MIN,
+        STOP_TIMEOUT_MAX,
+        check.problem,
+    )
+    return Process(name, command.strip(), timeout, stop_signal, droplets)
+
+
+def _schedules(check: Check) -> tuple[Schedule, ...]:
     """`schedules`: NAME: {command, when, randomDelaySeconds}, `when` a systemd calendar event or a cron expression."""
+    key = "schedules"
+    value = check[key]
     accepted = (
         'expected a map of job names to {command, when, randomDelaySeconds}, e.g. {"nightly": {"command": '
         '"flask --app myapp report", "when": "*-*-* 03:00:00"}} (or when: "0 3 * * *"); names of 1-30 '
         "lowercase letters, digits, '-' and '_'"
     )
     if not isinstance(value, Mapping):
-        problem("schedules", value, accepted)
+        check.problem(key, value, accepted)
         return ()
     found: list[Schedule] = []
     for name, entry in value.items():
@@ -1229,27 +1307,27 @@ def _schedules(value: Any, problem: Any) -> tuple[Schedule, ...]:
             or not isinstance(entry, Mapping)
             or set(entry) - {"command", "when", "randomDelaySeconds"}
         ):
-            problem("schedules", {name: entry}, accepted)
+            check.problem(key, {name: entry}, accepted)
             continue
         command, when = entry.get("command"), entry.get("when")
         if not isinstance(command, str) or not command.strip() or any(c in command for c in "\n\r\0"):
-            problem("schedules", {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
+            check.problem(key, {name: entry}, f"expected a one-line command for {name!r}; {accepted}")
             continue
         if not isinstance(when, str) or not when.strip():
-            problem("schedules", {name: entry}, f"expected when for {name!r}; {accepted}")
+            check.problem(key, {name: entry}, f"expected when for {name!r}; {accepted}")
             continue
         try:
             calendar = to_calendar(when)
         except CalendarError as err:
-            problem(
-                f"schedules.{name}.when",
+            check.problem(
+                f"{key}.{name}.when",
                 when,
                 f"expected a systemd calendar event ('*-*-* 03:00:00', 'Mon..Fri 09:00', daily) or a cron expression "
                 f"('0 3 * * *'): {err}",
             )
             continue
         delay = _bounded_int(
-            entry.get("randomDelaySeconds", 0), f"schedules.{name}.randomDelaySeconds", 0, RANDOM_DELAY_MAX, problem
+            entry.get("randomDelaySeconds", 0), f"{key}.{name}.randomDelaySeconds", 0, RANDOM_DELAY_MAX, check.problem
         )
         found.append(Schedule(name, command.strip(), " ".join(when.split()), calendar, delay))
     return tuple(sorted(found, key=lambda schedule: schedule.name))

@@ -91,10 +91,12 @@ def agent_problems(settings: Settings, environ: Mapping[str, str] | None = None)
     A key given by its id in `sshKeyFingerprints` cannot be matched to a public key here: with
     one, only a missing agent is refused.
     """
-    accepted = {ssh_key_fingerprint(key) for key in settings.ssh_public_keys} | set(settings.ssh_key_fingerprints)
-    comparable = not any(fingerprint.isdigit() for fingerprint in settings.ssh_key_fingerprints)
-    if settings.ssh_private_key is not None:
-        public = private_key_public_line(settings.ssh_private_key)
+    accepted = {ssh_key_fingerprint(key) for key in settings.server.ssh_public_keys} | set(
+        settings.server.ssh_key_fingerprints
+    )
+    comparable = not any(fingerprint.isdigit() for fingerprint in settings.server.ssh_key_fingerprints)
+    if settings.server.ssh_private_key is not None:
+        public = private_key_public_line(settings.server.ssh_private_key)
         if public is None or not comparable or ssh_key_fingerprint(public) in accepted:
             return []
         return [

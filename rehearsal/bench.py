@@ -561,10 +561,10 @@ def main() -> int:
     settings = run.rehearsal_settings("dev", overrides, machine.public_key())
     bench = Bench(machine, settings.layout)
     try:
-        bench.start_stacks(settings.wsgi_target, settings.workers)
-        if settings.static_dir:
+        bench.start_stacks(settings.app.wsgi_target, settings.app.workers)
+        if settings.app.static_dir:
             for endpoint, name in STATIC_COPIES:
-                bench.static_copy(settings.static_dir, endpoint, name)
+                bench.static_copy(settings.app.static_dir, endpoint, name)
         report.answer_bytes = {endpoint: len(bench.answer(endpoint)) for _, endpoint, _ in CACHED_ROWS}
         with tempfile.TemporaryDirectory() as tmp, load_hosts(LOAD_HOSTS) as hosts:
             script = Path(tmp) / "report.lua"

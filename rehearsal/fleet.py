@@ -141,15 +141,15 @@ def site_certificate(settings: Settings) -> Path:
     BALANCER_DIR.mkdir(parents=True, exist_ok=True)
     combined = BALANCER_DIR / "site.pem"
     combined.touch(mode=0o600)
-    brought = settings.balancer_certificate
+    brought = settings.app.site.balancer_certificate
     if brought is not None:
-        combined.write_text(brought.leaf + brought.intermediates + str(settings.balancer_certificate_key))
+        combined.write_text(brought.leaf + brought.intermediates + str(settings.app.site.balancer_certificate_key))
         return combined
-    names = ",".join(f"DNS:{name}" for name in settings.host_names)
+    names = ",".join(f"DNS:{name}" for name in settings.app.site.host_names)
     run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-days", "90", "-subj", f"/CN={settings.host_names[0]}", "-addext", f"subjectAltName={names}",
+            "-days", "90", "-subj", f"/CN={settings.app.site.host_names[0]}", "-addext", f"subjectAltName={names}",
             "-keyout", str(BALANCER_DIR / "site.key"), "-out", str(BALANCER_DIR / "site.crt"),
         ]
     )  # fmt: skip
@@ -167,10 +167,10 @@ def start_balancer(servers: dict[str, str], settings: Settings, progress: Progre
     BALANCER_DIR.mkdir(parents=True, exist_ok=True)
     state.directories.append(str(BALANCER_DIR))
     _write(state)
-    tls = settings.https
+    tls = settings.app.site.https
     certificate = site_certificate(settings) if tls else None
     config = BALANCER_DIR / "haproxy.cfg"
-    config.write_text(haproxy_config(servers, settings.health_path, certificate))
+    config.write_text(haproxy_config(servers, settings.app.health_path, certificate))
     run(["haproxy", "-c", "-q", "-f", str(config)])
     progress(f"balancer: HAProxy at {BALANCER_URL}, checking {', '.join(servers)} on :{BALANCER_CHECK.port}")
     state.balancer_pid = start_process(["haproxy", "-db", "-f", str(config)], BALANCER_DIR / "haproxy.log")
@@ -182,7 +182,7 @@ def start_balancer(servers: dict[str, str], settings: Settings, progress: Progre
             raise RehearsalError(f"HAProxy did not listen within {START_TIMEOUT_SECONDS} s; see {BALANCER_DIR}")
         time.sleep(0.2)
     if tls:
-        return f"https://{settings.domain}:{BALANCER_TLS_PORT}/"
+        return f"https://{settings.app.site.domain}:{BALANCER_TLS_PORT}/"
     return BALANCER_URL
 
 

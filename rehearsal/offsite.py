@@ -24,13 +24,13 @@ REGION = "us-east-1"
 
 
 def bucket_name(settings: Settings) -> str:
-    return f"{settings.app_name}-{settings.stack_name}-backups".lower()
+    return f"{settings.app.name}-{settings.server.stack_name}-backups".lower()
 
 
 def bucket_for(settings: Settings) -> dict[str, str] | None:
     """What the machine's off-site file holds, as `OffsiteStorage.target` is on DigitalOcean; None without
     offsiteRegion."""
-    if not (settings.offsite_region and settings.backup_days):
+    if not (settings.backups.offsite_region and settings.backups.days):
         return None
     endpoint = os.environ.get(ENDPOINT_VARIABLE)
     if not endpoint:

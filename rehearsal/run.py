@@ -88,21 +88,24 @@ def rehearsal_settings(stack: str, overrides: Mapping[str, Any], public_key: str
     if not raw.get("sshPublicKeys") and not raw.get("sshKeyFingerprints"):
         raw["sshPublicKeys"] = [public_key]
     settings = parse_settings(raw, PROJECT_DIR, stack)
-    if settings.instances > nspawn.MAX_MACHINES:
+    if settings.server.instances > nspawn.MAX_MACHINES:
         raise nspawn.RehearsalError(
-            f"instances = {settings.instances}: the rehearsal boots at most {nspawn.MAX_MACHINES} machines on this host"
+            f"instances = {settings.server.instances}: the rehearsal boots at most {nspawn.MAX_MACHINES} machines on "
+            "this host"
         )
     # The machine's own key reaches it (the stack's keys are for droplets); keys given with --set join it.
-    extra_keys = settings.ssh_public_keys if "sshPublicKeys" in overrides else ()
-    return dataclasses.replace(
-        settings,
+    extra_keys = settings.server.ssh_public_keys if "sshPublicKeys" in overrides else ()
+    server = dataclasses.replace(
+        settings.server,
         ssh_public_keys=tuple(dict.fromkeys((public_key, *extra_keys))),
         ssh_key_fingerprints=(),
         # Several machines reach the host from several addresses: all of them are the admin's.
-        admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",) if settings.instances == 1 else (nspawn.MACHINES_NETWORK,),
-        # An ACME server named by --set is taken as it is (to try one that fails, say).
-        acme_server=settings.acme_server if "acmeServer" in overrides else acme.DIRECTORY_URL,
+        admin_cidrs=(f"{nspawn.HOST_ADDRESS}/32",) if settings.server.instances == 1 else (nspawn.MACHINES_NETWORK,),
     )
+    # An ACME server named by --set is taken as it is (to try one that fails, say).
+    acme_server = settings.app.site.acme_server if "acmeServer" in overrides else acme.DIRECTORY_URL
+    site = dataclasses.replace(settings.app.site, acme_server=acme_server)
+    return dataclasses.replace(settings, server=server, app=dataclasses.replace(settings.app, site=site))
 
 
 def ssh_target(machine: nspawn.Machine) -> SshTarget:
@@ -128,7 +131,7 @@ def running_machines() -> list[nspawn.Machine]:
 
 def database_env(settings: Settings) -> dict[str, str]:
     """With database postgres, DATABASE_URL: the rehearsal's PostgreSQL, as the cluster's would be."""
-    return {DATABASE_URL: fleet.database_url(settings.app_name)} if settings.database == "postgres" else {}
+    return {DATABASE_URL: fleet.database_url(settings.app.name)} if settings.server.database == "postgres" else {}
 
 
 def deploy(machine: nspawn.Machine, settings: Settings, plan: DeployPlan) -> tuple[str, dict[str, str]]:
@@ -157,7 +160,9 @@ def roll_out(machines: list[nspawn.Machine], settings: Settings) -> tuple[str, d
 
 
 def volume_of(settings: Settings) -> nspawn.Volume | None:
-    return nspawn.Volume(settings.volume_name, settings.volume_size) if settings.volume_name else None
+    return (
+        nspawn.Volume(settings.server.volume_name, settings.server.volume_size) if settings.server.volume_name else None
+    )
 
 
 def boot_all(
@@ -176,16 +181,16 @@ def boot_all(
     down_all(keep_volumes=replace)
     first = nspawn.Machine()
     settings = rehearsal_settings(stack, overrides, first.public_key())
-    if replace and settings.instances > 1:
+    if replace and settings.server.instances > 1:
         raise nspawn.RehearsalError(
             "replace moves one droplet's Volume to a new droplet; droplets behind a balancer have none"
         )
-    machines = [first, *(nspawn.Machine(nspawn.Slot(index)) for index in range(1, settings.instances))]
+    machines = [first, *(nspawn.Machine(nspawn.Slot(index)) for index in range(1, settings.server.instances))]
     with timings.step("build"):
         image = nspawn.build_image(progress)
     with timings.step("boot"):
-        if settings.database == "postgres":
-            fleet.start_database(settings.app_name, [machine.address for machine in machines], progress)
+        if settings.server.database == "postgres":
+            fleet.start_database(settings.app.name, [machine.address for machine in machines], progress)
         for machine in machines:
             machine.up(
                 image,
@@ -193,9 +198,9 @@ def boot_all(
                 render_user_data(settings, machine.new_host_keys()),
                 progress,
                 trusted_ca=acme.api_certificate() if settings.server_tls else None,
-                hosts=dict.fromkeys(settings.host_names, machine.address),
+                hosts=dict.fromkeys(settings.app.site.host_names, machine.address),
                 vendor_data=vendor_data,
-                size=nspawn.droplet_size(settings.size),
+                size=nspawn.droplet_size(settings.server.size),
                 volume=volume_of(settings),
             )
         if settings.server_tls:
@@ -229,16 +234,18 @@ def up(stack: str, overrides: Mapping[str, Any], replace: bool = False) -> tuple
         release_id, ran = roll_out(machines, settings)
     report = parse_deploy_output(ran["deploy"])
     url = report.url
-    if settings.behind_balancer:
+    if settings.server.behind_balancer:
         servers = {machine.slot.name: machine.address for machine in machines}
         url = fleet.start_balancer(servers, settings, progress)
     progress(f"release {release_id} is live at {url}")
     for warning in report.warnings:
         progress(f"warning: {warning}")
-    if url.startswith("https:") and settings.behind_balancer:
-        resolve = f"--resolve {settings.domain}:{fleet.BALANCER_TLS_PORT}:{fleet.BALANCER_ADDRESS}"
+    if url.startswith("https:") and settings.server.behind_balancer:
+        resolve = f"--resolve {settings.app.site.domain}:{fleet.BALANCER_TLS_PORT}:{fleet.BALANCER_ADDRESS}"
         trust = (
-            "--cacert YOUR-CA.pem" if settings.balancer_certificate else f"--cacert {fleet.BALANCER_DIR / 'site.crt'}"
+            "--cacert YOUR-CA.pem"
+            if settings.app.site.balancer_certificate
+            else f"--cacert {fleet.BALANCER_DIR / 'site.crt'}"
         )
         progress(f"the balancer holds its certificate: curl {resolve} {trust} {url}")
     elif url.startswith("https:"):
@@ -254,9 +261,9 @@ def redeploy(stack: str, overrides: Mapping[str, Any]) -> tuple[str, dict[str, s
     machines = running_machines()
     machine = machines[0]
     settings = rehearsal_settings(stack, overrides, machine.public_key())
-    if settings.instances != len(machines):
+    if settings.server.instances != len(machines):
         raise nspawn.RehearsalError(
-            f"instances = {settings.instances}, but {len(machines)} machine(s) are up: "
+            f"instances = {settings.server.instances}, but {len(machines)} machine(s) are up: "
             "scripts/rehearse up boots the stack's machines afresh"
         )
     volume = volume_of(settings)

@@ -272,8 +272,8 @@ def test_needrestart_leaves_nginx_and_the_app_alone(variant: str, tmp_path: Path
     settings = golden_settings(variant)
     conf = tmp_path / "flaskdroplet.conf"
     conf.write_text(render_needrestart_conf(settings))
-    units = ["nginx.service", f"{settings.app_name}.service", f"{settings.app_name}-candidate.service",
-             "ssh.service", "nginx-debug.service", f"{settings.app_name}x.service", "fail2ban.service"]  # fmt: skip
+    units = ["nginx.service", f"{settings.app.name}.service", f"{settings.app.name}-candidate.service",
+             "ssh.service", "nginx-debug.service", f"{settings.app.name}x.service", "fail2ban.service"]  # fmt: skip
     script = (
         "our %nrconf; do $ARGV[0]; die $@ if $@; "
         "for my $unit (@ARGV[1..$#ARGV]) { my $restart = 1; "
@@ -386,7 +386,7 @@ def test_every_dependency_has_a_wheel_for_the_droplets_python(app: str, tmp_path
 
     settings = parse_settings({**GOLDEN_CONFIGS["ip"], **SERVER_APPS[app]}, PROJECT_DIR)
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text(dict(settings.app_source.deps_files)["requirements.txt"].decode())
+    requirements.write_text(dict(settings.app.source.deps_files)["requirements.txt"].decode())
     extra = []
     if app == "flaskr":
         (tmp_path / "locked.txt").write_text(locked_requirements(PROJECT_DIR / "tests/e2e/apps/flaskr-uv.lock"))
@@ -415,8 +415,8 @@ def test_sample_stack_file_is_valid_config() -> None:
 
     settings = parse_settings(raw, PROJECT_DIR)
 
-    assert settings.admin_cidrs
-    assert settings.ssh_public_keys
+    assert settings.server.admin_cidrs
+    assert settings.server.ssh_public_keys
 
 
 def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:

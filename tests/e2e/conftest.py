@@ -112,7 +112,7 @@ def bring_up(overrides: dict[str, Any]) -> Iterator[Rehearsal]:
         url, release_id, timings = run.up("dev", overrides)
         machine = nspawn.Machine()
         settings = run.rehearsal_settings("dev", overrides, machine.public_key())
-        print(f"\nrehearsal {settings.app_name}: {timings}")
+        print(f"\nrehearsal {settings.app.name}: {timings}")
         yield Rehearsal(machine, settings, release_id, url, timings)
     finally:
         run.down()

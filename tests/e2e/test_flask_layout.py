@@ -72,8 +72,8 @@ def flaskr_copy(tmp_path: Path, name: str, lock: bool = False) -> Path:
 
 
 def test_goes_live_from_pyproject_with_config_keys_only(rehearsal: Rehearsal) -> None:
-    assert not (rehearsal.settings.app_dir / "requirements.txt").exists()
-    assert rehearsal.settings.app_source.dependency_file == "pyproject.toml"
+    assert not (rehearsal.settings.app.directory / "requirements.txt").exists()
+    assert rehearsal.settings.app.source.dependency_file == "pyproject.toml"
 
     assert live_version(rehearsal) == rehearsal.release_id
     status, headers, body = rehearsal.get("/static/style.css")

@@ -71,7 +71,7 @@ def curl(rehearsal: Rehearsal, url: str, *options: str) -> subprocess.CompletedP
 
 def renewal_count(rehearsal: Rehearsal) -> int:
     """How many certificates the app's lineage has held: one more for each one issued."""
-    listing = rehearsal.machine.guest(["ls", f"/etc/letsencrypt/archive/{rehearsal.settings.app_name}"]).stdout
+    listing = rehearsal.machine.guest(["ls", f"/etc/letsencrypt/archive/{rehearsal.settings.app.name}"]).stdout
     return sum(1 for name in listing.split() if name.startswith("cert"))
 
 
@@ -200,7 +200,7 @@ def test_redeploy_requests_no_new_certificate(rehearsal: Rehearsal, tmp_path: Pa
     serial = served_certificate(rehearsal.machine.address)["serialNumber"]
     issued = renewal_count(rehearsal)
     app = tmp_path / "app"
-    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     (app / "wsgi.py").write_text((app / "wsgi.py").read_text() + "\n# a new release\n")
 
     release_id, ran = run.redeploy("dev", {"appDir": str(app)})

@@ -80,7 +80,7 @@ def test_static_files_come_from_nginx(rehearsal: Rehearsal) -> None:
     status, headers, body = rehearsal.get("/static/notes.css")
 
     assert status == 200
-    assert body == (rehearsal.settings.app_dir / "notes/assets/notes.css").read_bytes()
+    assert body == (rehearsal.settings.app.directory / "notes/assets/notes.css").read_bytes()
     assert headers["Cache-Control"] == "no-cache"
 
 
@@ -224,7 +224,7 @@ def test_a_deploy_onto_a_nearly_full_disk_fails_before_unpacking_and_the_site_ke
     rehearsal: Rehearsal, tmp_path: Path
 ) -> None:
     app = tmp_path / "notes-changed"
-    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     (app / "notes/__init__.py").write_text((app / "notes/__init__.py").read_text() + "\n# changed\n")
     root = rehearsal.layout.root
     live = json.loads(rehearsal.get("/health")[2])["version"]

@@ -54,7 +54,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
 
 
 def test_the_web_lines_migration_ran_before_the_first_release_went_live(rehearsal: Rehearsal) -> None:
-    assert rehearsal.settings.wsgi_target == "inventory:create_app()"
+    assert rehearsal.settings.app.wsgi_target == "inventory:create_app()"
     assert rehearsal.post_json("/api/items", {"name": "bolt"})[0] == 201
 
     assert items(rehearsal) == [{"id": 1, "name": "bolt"}]

@@ -33,7 +33,7 @@ def rehearsal() -> Iterator[Rehearsal]:
 
 def app_copy(rehearsal: Rehearsal, tmp_path: Path, name: str, extra: str = "", css: str = "") -> Path:
     app = tmp_path / name
-    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     (app / "wsgi.py").write_text((app / "wsgi.py").read_text() + extra)
     style = app / "weather/static/style.css"
     style.write_text(style.read_text() + f"\n/* {name} {css} */\n")
@@ -255,7 +255,7 @@ def test_deploy_waits_for_apt_to_finish(rehearsal: Rehearsal, tmp_path: Path, fi
     log = (nspawn.STATE_DIR / "deploy.log").read_text()
     figures.append(f"deploy while apt held its lock for {hold_seconds} s: live after {seconds:.1f} s")
     figures.append(
-        f"peak memory of the whole {rehearsal.settings.size} machine during a deploy with a new virtualenv "
+        f"peak memory of the whole {rehearsal.settings.server.size} machine during a deploy with a new virtualenv "
         f"(pip, the live and the candidate Gunicorn): {peak / 1024**2:.0f} MiB"
         if peak
         else "peak memory of a deploy: this host gives the machine no memory cgroup"

@@ -199,7 +199,7 @@ def test_slow_clients_against_bare_gunicorn_for_comparison(rehearsal: Rehearsal,
     host.run_test(
         "systemd-run --unit=bare-gunicorn --uid=weather --gid=weather "
         f"--working-directory={current}/app --property=EnvironmentFile={current}/release.env "
-        f"{current}/app/.venv/bin/gunicorn --workers {rehearsal.settings.workers} --bind 0.0.0.0:8000 wsgi:app"
+        f"{current}/app/.venv/bin/gunicorn --workers {rehearsal.settings.app.workers} --bind 0.0.0.0:8000 wsgi:app"
     )
     host.run_test("ufw allow 8000/tcp")
     try:
@@ -213,7 +213,7 @@ def test_slow_clients_against_bare_gunicorn_for_comparison(rehearsal: Rehearsal,
 
     figures.append(
         f"{slow.opened} slow-header clients for {SLOW_SECONDS} s, bare Gunicorn (sync, "
-        f"{rehearsal.settings.workers} workers): {success_rate(result)}"
+        f"{rehearsal.settings.app.workers} workers): {success_rate(result)}"
     )
     # The comparison is reported, not asserted: this is what nginx in front prevents.
     assert result.sent > 0

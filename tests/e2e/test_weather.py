@@ -52,7 +52,7 @@ def test_page_api_and_static_answer_through_nginx(rehearsal: Rehearsal) -> None:
 
     status, headers, body = rehearsal.get("/static/style.css")
     assert status == 200
-    assert body == (rehearsal.settings.app_dir / "weather/static/style.css").read_bytes()
+    assert body == (rehearsal.settings.app.directory / "weather/static/style.css").read_bytes()
     assert headers["Cache-Control"] == "no-cache"
 
 
@@ -83,7 +83,7 @@ def test_gunicorn_runs_as_the_app_user_behind_a_socket_only_nginx_can_use(rehear
     assert service.is_enabled
     assert host.service(layout.socket_unit).is_enabled
     workers = host.process.filter(comm="gunicorn")
-    assert len(workers) == 1 + rehearsal.settings.workers
+    assert len(workers) == 1 + rehearsal.settings.app.workers
     assert {p.user for p in workers} == {layout.app_user}
     sock = host.file(layout.socket_path)
     assert sock.is_socket
@@ -162,7 +162,7 @@ def test_unchanged_app_deploys_nothing(rehearsal: Rehearsal) -> None:
 
 def test_changed_app_serves_the_new_version(rehearsal: Rehearsal, tmp_path: Path) -> None:
     app = tmp_path / "app"
-    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     css = app / "weather/static/style.css"
     css.write_text(css.read_text() + "\n/* changed */\n")
 
@@ -180,7 +180,7 @@ def test_changed_app_serves_the_new_version(rehearsal: Rehearsal, tmp_path: Path
 
 def test_a_browser_sees_changed_static_files_at_once_and_keeps_the_rest(rehearsal: Rehearsal, tmp_path: Path) -> None:
     before = tmp_path / "before"
-    shutil.copytree(rehearsal.settings.app_dir, before, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, before, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     run.redeploy("dev", {"appDir": str(before)})
     browser = Browser(rehearsal.url.rstrip("/"), rehearsal.open)
     old_page = browser.load("/")
@@ -243,7 +243,7 @@ def test_cacheable_answers_come_from_nginx_until_the_next_deploy(rehearsal: Rehe
     assert [cache_status(rehearsal, "/healthz") for _ in range(2)] == ["MISS", "MISS"]
 
     app = tmp_path / "app"
-    shutil.copytree(rehearsal.settings.app_dir, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copytree(rehearsal.settings.app.directory, app, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     (app / "weather/views.py").write_text((app / "weather/views.py").read_text() + "\n# Another release.\n")
     release_id, _ = run.redeploy("dev", {"appDir": str(app)})
 

@@ -104,10 +104,11 @@ def test_a_releases_processes_read_back_as_the_settings_processes(good_config: d
     spec = Spec.loads(render_processes(settings))
 
     assert spec.processes == tuple(
-        dataclasses.replace(process, unit=settings.layout.process_unit(process.name)) for process in settings.processes
+        dataclasses.replace(process, unit=settings.layout.process_unit(process.name))
+        for process in settings.app.processes
     )
     assert spec.schedules == tuple(
-        dataclasses.replace(job, unit=settings.layout.schedule_unit(job.name)) for job in settings.schedules
+        dataclasses.replace(job, unit=settings.layout.schedule_unit(job.name)) for job in settings.app.schedules
     )
     assert spec.processes[0].first_only and spec.for_droplet(False).processes == ()
 

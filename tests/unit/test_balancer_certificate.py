@@ -38,18 +38,18 @@ def test_a_brought_certificate_is_split_as_digitalocean_takes_it(good_config: di
         PROJECT_DIR,
     )
 
-    assert settings.balancer_certificate is not None
-    assert settings.balancer_certificate.leaf == brought.leaf
-    assert settings.balancer_certificate.intermediates == brought.intermediate
-    assert settings.balancer_certificate.names == (DOMAIN, f"www.{DOMAIN}")
-    assert settings.balancer_certificate_key == brought.key
+    assert settings.app.site.balancer_certificate is not None
+    assert settings.app.site.balancer_certificate.leaf == brought.leaf
+    assert settings.app.site.balancer_certificate.intermediates == brought.intermediate
+    assert settings.app.site.balancer_certificate.names == (DOMAIN, f"www.{DOMAIN}")
+    assert settings.app.site.balancer_certificate_key == brought.key
     assert brought.key not in repr(settings)
 
 
 def test_dns_at_digitalocean_needs_no_brought_certificate(good_config: dict[str, Any]) -> None:
     settings = parse_settings(fleet(good_config, dnsZone="example.org"), PROJECT_DIR)
 
-    assert settings.balancer_certificate is None and settings.balancer_certificate_key is None
+    assert settings.app.site.balancer_certificate is None and settings.app.site.balancer_certificate_key is None
 
 
 def test_a_wildcard_certificate_covers_the_domain_and_www(good_config: dict[str, Any]) -> None:
@@ -58,7 +58,7 @@ def test_a_wildcard_certificate_covers_the_domain_and_www(good_config: dict[str,
         good_config, wwwAlias=True, balancerCertificate=brought.fullchain, balancerCertificateKey=brought.key
     )
 
-    assert parse_settings(config, PROJECT_DIR).balancer_certificate is not None
+    assert parse_settings(config, PROJECT_DIR).app.site.balancer_certificate is not None
     assert covers("*.example.org", DOMAIN)
     assert not covers("*.example.org", "example.org")
     assert not covers("*.example.org", f"www.{DOMAIN}")

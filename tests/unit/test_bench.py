@@ -42,7 +42,7 @@ def test_each_piece_switches_off_what_it_names_and_nothing_else(piece: Piece) ->
     assert (edited_site != site) == bool(piece.site)
     assert (edited_conf != conf) == bool(piece.gunicorn)
     # What the uncached path needs stays: the proxying to Gunicorn, the candidate's server block.
-    assert f"proxy_pass http://{SETTINGS.app_name}_gunicorn;" in edited_site
+    assert f"proxy_pass http://{SETTINGS.app.name}_gunicorn;" in edited_site
     assert edited_site.count("server {") == site.count("server {")
     compile(edited_conf, "gunicorn.conf.py", "exec")
 

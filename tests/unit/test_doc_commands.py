@@ -32,7 +32,8 @@ PLACEHOLDER = re.compile(r"\[?[A-Z][A-Z_]*\]?")
 @pytest.fixture
 def settings(good_config: dict[str, Any]) -> Settings:
     # The docs write the app's name as APP; the program derives every path from the name alone.
-    return dataclasses.replace(parse_settings(good_config, PROJECT_DIR), app_name=APP)
+    settings = parse_settings(good_config, PROJECT_DIR)
+    return dataclasses.replace(settings, app=dataclasses.replace(settings.app, name=APP))
 
 
 def code_of(doc: str) -> tuple[list[str], list[str]]:

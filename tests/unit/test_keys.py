@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +58,22 @@ def test_validation_reads_every_declared_key_and_no_other(
         seen[0]["undeclaredKey"]
 
 
-def test_the_settings_have_no_defaults_of_their_own() -> None:
-    """Defaults are the declarations': a default on the dataclass would be a second one."""
-    fields = dataclasses.fields(Settings)
+def setting_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any]]]:
+    """Every field of the settings, its parts' own included, by its path (`app.site.domain`)."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        yield f"{prefix}{field.name}", field
+        if dataclasses.is_dataclass(hints[field.name]) and hints[field.name].__module__ == cls.__module__:
+            yield from setting_fields(hints[field.name], f"{prefix}{field.name}.")
 
-    assert [f.name for f in fields if f.default is not dataclasses.MISSING] == []
-    assert [f.name for f in fields if f.default_factory is not dataclasses.MISSING] == []
+
+def test_the_settings_have_no_defaults_of_their_own() -> None:
+    """Defaults are the declarations': a default on the dataclass, or on one of its parts, would be a second one."""
+    fields = list(setting_fields(Settings))
+
+    assert {"server.region", "app.workers", "app.site.domain", "alerts.window"} <= {path for path, _ in fields}
+    assert [path for path, f in fields if f.default is not dataclasses.MISSING] == []
+    assert [path for path, f in fields if f.default_factory is not dataclasses.MISSING] == []
 
 
 def test_the_constants_that_name_a_default_are_the_declared_ones() -> None:
@@ -74,5 +86,5 @@ def test_lists_and_maps_may_come_as_json_text(good_config: dict[str, Any], tmp_p
 
     settings = parse_settings(config, PROJECT_DIR)
 
-    assert settings.alert_emails == ("ops@example.org",)
-    assert dict(settings.app_env) == {"SECRET_KEY": "x"}
+    assert settings.alerts.emails == ("ops@example.org",)
+    assert dict(settings.app.env) == {"SECRET_KEY": "x"}

@@ -47,15 +47,15 @@ def test_one_address_or_a_list_with_forms_named_or_found(good_config: dict[str, 
         PROJECT_DIR,
     )
 
-    assert [(hook.form, hook.url) for hook in one.notify_webhooks] == [("slack", SLACK)]
-    assert [(hook.form, hook.url) for hook in many.notify_webhooks] == [
+    assert [(hook.form, hook.url) for hook in one.notifications.webhooks] == [("slack", SLACK)]
+    assert [(hook.form, hook.url) for hook in many.notifications.webhooks] == [
         ("discord", DISCORD),
         ("slack", "http://10.0.0.2:8080/in"),
         ("json", SLACK),
     ]
-    assert many.notify_on_live
+    assert many.notifications.on_live
     assert "t0ken" not in repr(many)
-    assert not parse_settings(good_config, PROJECT_DIR).notify_webhooks
+    assert not parse_settings(good_config, PROJECT_DIR).notifications.webhooks
 
 
 @pytest.mark.parametrize(

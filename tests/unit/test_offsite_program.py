@@ -108,7 +108,7 @@ def test_without_the_accounts_spaces_key_nothing_is_made_and_the_message_says_ho
 def test_the_recipient_is_the_identitys_and_the_settings_hold_no_more(good_config: dict[str, Any]) -> None:
     settings = parse_settings({**good_config, **OFFSITE_CONFIG}, PROJECT_DIR)
 
-    assert age_recipient(OFFSITE_IDENTITY) == OFFSITE_RECIPIENT == settings.offsite_recipient
+    assert age_recipient(OFFSITE_IDENTITY) == OFFSITE_RECIPIENT == settings.backups.offsite_recipient
     # age-keygen's whole file reads too.
     assert age_recipient(f"# created: today\n# public key: {OFFSITE_RECIPIENT}\n{OFFSITE_IDENTITY}\n") == (
         OFFSITE_RECIPIENT

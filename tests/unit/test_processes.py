@@ -155,17 +155,17 @@ def test_processes_come_from_the_procfile_and_the_config(tmp_path: Path, good_co
 
     settings = settings_with(good_config, app, processes=processes)
 
-    assert settings.processes == (
+    assert settings.app.processes == (
         Process("mailer", "python -m mailer"),
         Process("worker", "huey_consumer tasks.huey", stop_timeout=90, stop_signal="SIGINT"),
     )
-    assert settings.release_command == ("flask", "db", "upgrade")
+    assert settings.app.release_command == ("flask", "db", "upgrade")
 
 
 def test_schedules_keep_what_was_written_and_its_calendar(good_config: dict[str, Any]) -> None:
     schedules = {"nightly": {"command": "flask report", "when": "0  3 * * *", "randomDelaySeconds": 600}}
 
-    (schedule,) = settings_with(good_config, schedules=schedules).schedules
+    (schedule,) = settings_with(good_config, schedules=schedules).app.schedules
 
     assert (schedule.name, schedule.when, schedule.calendar, schedule.random_delay) == (
         "nightly",
@@ -228,14 +228,14 @@ def test_the_web_line_gives_the_wsgi_target_and_runs_its_commands_before_each_re
 
     settings = settings_with(good_config, app)
 
-    assert settings.wsgi_target == "weather:create_app()"
-    assert settings.release_command == ()
-    assert settings.web_commands == (
+    assert settings.app.wsgi_target == "weather:create_app()"
+    assert settings.app.release_command == ()
+    assert settings.app.web_commands == (
         ("flask", "--app", "weather", "db", "upgrade"),
         ("flask", "--app", "weather", "seed"),
     )
     shipped = Config.from_json_object(json.loads(render_agent_settings(settings)))
-    assert shipped.web_commands == settings.web_commands
+    assert shipped.web_commands == settings.app.web_commands
     assert shipped.wsgi_target == "weather:create_app()"
 
 
@@ -247,16 +247,19 @@ def test_with_release_command_each_command_runs_once_release_command_first(
     same = settings_with(good_config, app, releaseCommand="flask --app weather db upgrade")
     other = settings_with(good_config, app, releaseCommand="flask --app weather check", wsgiTarget="wsgi:app")
 
-    assert same.release_command == ("flask", "--app", "weather", "db", "upgrade")
-    assert same.web_commands == (("flask", "--app", "weather", "seed"),)
-    assert other.release_command == ("flask", "--app", "weather", "check")
-    assert other.web_commands == (("flask", "--app", "weather", "db", "upgrade"), ("flask", "--app", "weather", "seed"))
+    assert same.app.release_command == ("flask", "--app", "weather", "db", "upgrade")
+    assert same.app.web_commands == (("flask", "--app", "weather", "seed"),)
+    assert other.app.release_command == ("flask", "--app", "weather", "check")
+    assert other.app.web_commands == (
+        ("flask", "--app", "weather", "db", "upgrade"),
+        ("flask", "--app", "weather", "seed"),
+    )
 
 
 def test_wsgi_target_in_the_config_wins_over_the_procfiles(tmp_path: Path, good_config: dict[str, Any]) -> None:
     app = app_with(tmp_path, "web: gunicorn 'weather:create_app()'\n")
 
-    assert settings_with(good_config, app, wsgiTarget="wsgi:app").wsgi_target == "wsgi:app"
+    assert settings_with(good_config, app, wsgiTarget="wsgi:app").app.wsgi_target == "wsgi:app"
 
 
 def test_another_server_is_refused_by_name_and_the_message_says_how_to_keep_the_app(
@@ -274,7 +277,7 @@ def test_another_server_is_refused_by_name_and_the_message_says_how_to_keep_the_
     assert "To keep the app as it is, set wsgiTarget to the WSGI callable waitress-serve serves" in problem
     # With wsgiTarget, Gunicorn serves that callable and the commands before waitress still run.
     settings = settings_with(good_config, app, wsgiTarget="wsgi:app")
-    assert settings.web_commands == (("flask", "--app", "weather", "db", "upgrade"),)
+    assert settings.app.web_commands == (("flask", "--app", "weather", "db", "upgrade"),)
 
 
 # (Procfile, config change, text the message must contain, in full)

@@ -262,9 +262,9 @@ def test_gunicorn_settings_link_static_files_by_content(tmp_path: Path) -> None:
 
 def test_static_manifest_names_each_static_file_by_its_content() -> None:
     settings = golden_settings("ip")
-    files = app_files(settings.app_dir)
+    files = app_files(settings.app.directory)
     manifest = dict(line.split(" ")[::-1] for line in static_manifest(settings, files).splitlines())
-    css = settings.app_dir / "weather/static/style.css"
+    css = settings.app.directory / "weather/static/style.css"
 
     assert set(manifest) == {"style.css", "favicon.svg"}
     assert manifest["style.css"] == hashlib.sha256(css.read_bytes()).hexdigest()[:12]

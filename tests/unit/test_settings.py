@@ -149,17 +149,17 @@ def test_secret_values_never_appear_in_errors(good_config: dict[str, Any]) -> No
 def test_good_config_gives_typed_settings(good_config: dict[str, Any]) -> None:
     settings = parse_settings({**good_config, "workers": "3", "domain": "Weather.Example.org"}, PROJECT_DIR)
 
-    assert settings.workers == 3
-    assert settings.domain == "weather.example.org"
-    assert settings.admin_cidrs == ("203.0.113.7/32", "2001:db8::/64")
-    assert settings.app_dir == PROJECT_DIR / "app"
+    assert settings.app.workers == 3
+    assert settings.app.site.domain == "weather.example.org"
+    assert settings.server.admin_cidrs == ("203.0.113.7/32", "2001:db8::/64")
+    assert settings.app.directory == PROJECT_DIR / "app"
     assert "correct-horse" not in repr(settings)
 
 
 def test_fingerprint_alone_is_enough(good_config: dict[str, Any]) -> None:
     config = {**good_config, "sshPublicKeys": [], "sshKeyFingerprints": [":".join(["ab"] * 16)]}
 
-    assert parse_settings(config, PROJECT_DIR).ssh_key_fingerprints == (":".join(["ab"] * 16),)
+    assert parse_settings(config, PROJECT_DIR).server.ssh_key_fingerprints == (":".join(["ab"] * 16),)
 
 
 def test_defaults_match_the_project_file() -> None:
@@ -181,7 +181,7 @@ def test_wsgi_target_may_be_a_package_and_a_factory(tmp_path: Path, good_config:
     (tmp_path / "site" / "myproject" / "__init__.py").write_text("")
     config = {**good_config, "appDir": "site", "wsgiTarget": "myproject:create_app()", "staticDir": ""}
 
-    assert parse_settings(config, tmp_path).wsgi_module == "myproject"
+    assert parse_settings(config, tmp_path).app.wsgi_module == "myproject"
     with pytest.raises(SettingsError, match="wsgiTarget"):
         parse_settings({**config, "wsgiTarget": "myproject:create_app(debug=True)"}, tmp_path)
 
@@ -231,7 +231,7 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     app = app_dir_with(tmp_path, {"pyproject.toml": pyproject})
     config = site_config(good_config)
 
-    source = parse_settings(config, tmp_path).app_source
+    source = parse_settings(config, tmp_path).app.source
     assert source.dependency_file == "pyproject.toml"
     assert dict(source.deps_files)["requirements.txt"].decode().splitlines()[1:] == [
         "flask>=3.0",
@@ -239,14 +239,14 @@ def test_dependencies_come_from_uv_lock_then_requirements_then_pyproject(
     ]
 
     (app / "requirements.txt").write_text("flask==3.1.3\n")
-    source = parse_settings(config, tmp_path).app_source
+    source = parse_settings(config, tmp_path).app.source
     assert (source.dependency_file, dict(source.deps_files)) == (
         "requirements.txt",
         {"requirements.txt": b"flask==3.1.3\n", "stack-requirements.txt": f"gunicorn=={GUNICORN.version}\n".encode()},
     )
 
     (app / "uv.lock").write_text("version = 1\n")
-    source = parse_settings(config, tmp_path).app_source
+    source = parse_settings(config, tmp_path).app.source
     assert source.uses_uv
     assert dict(source.deps_files) == {
         "pyproject.toml": pyproject.encode(),
@@ -359,7 +359,7 @@ def test_the_apps_own_gunicorn_wins_with_the_minimum_under_it(
 ) -> None:
     app_dir_with(tmp_path, {"requirements.txt": requirements})
 
-    source = parse_settings(site_config(good_config), tmp_path).app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
 
     assert dict(source.deps_files)["stack-requirements.txt"] == added.encode()
 
@@ -368,13 +368,13 @@ def test_a_locked_gunicorn_is_installed_as_locked(tmp_path: Path, good_config: d
     lock = OLD_GUNICORN_LOCK.replace('version = "20.1.0"', 'version = "22.0.0"')
     app_dir_with(tmp_path, {"pyproject.toml": PYPROJECT.format(requires=">=3.11", deps="[]"), "uv.lock": lock})
 
-    source = parse_settings(site_config(good_config), tmp_path).app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
 
     assert dict(source.deps_files)["stack-requirements.txt"] == b""
     # Only in a dev group: `uv sync --no-dev` leaves it out, and the stack adds its own.
     dev_only = lock.replace(', { name = "gunicorn" }]', "]")
     (tmp_path / "site/uv.lock").write_text(dev_only)
-    source = parse_settings(site_config(good_config), tmp_path).app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
     assert dict(source.deps_files)["stack-requirements.txt"] == f"gunicorn=={GUNICORN.version}\n".encode()
 
 
@@ -400,7 +400,7 @@ def test_the_python_the_app_asks_for(
     """The server's python3 (3.12.3) where it satisfies the request; otherwise the request, for uv."""
     app_dir_with(tmp_path, {"requirements.txt": "flask\n", **files})
 
-    source = parse_settings(site_config(good_config), tmp_path).app_source
+    source = parse_settings(site_config(good_config), tmp_path).app.source
 
     assert source.python_request == request_
     assert dict(source.deps_files).get("python-request.txt", b"").decode().strip() == request_
@@ -413,7 +413,7 @@ def test_the_python_the_app_asks_for(
 def test_build_packages(
     tmp_path: Path, good_config: dict[str, Any], value: list[str], expected: tuple[str, ...]
 ) -> None:
-    assert parse_settings({**good_config, "buildPackages": value}, PROJECT_DIR).build_packages == expected
+    assert parse_settings({**good_config, "buildPackages": value}, PROJECT_DIR).app.build_packages == expected
 
 
 @pytest.mark.parametrize("value", [["libpq-dev; rm -rf /"], ["Build-Essential"], "build-essential"])
@@ -433,8 +433,8 @@ def test_src_layout_imports_from_src_and_keeps_its_instance_folder_there(
 
     settings = parse_settings(site_config(good_config, wsgiTarget="shop:create_app()"), tmp_path)
 
-    assert settings.app_source.import_root == "src"
-    assert settings.state_links == (("src/instance", "instance"),)
+    assert settings.app.source.import_root == "src"
+    assert settings.app.state_links == (("src/instance", "instance"),)
 
 
 def test_linked_dirs_follow_the_instance_folder(tmp_path: Path, good_config: dict[str, Any]) -> None:
@@ -443,8 +443,8 @@ def test_linked_dirs_follow_the_instance_folder(tmp_path: Path, good_config: dic
 
     settings = parse_settings(config, tmp_path)
 
-    assert settings.linked_dirs == ("uploads", "media/avatars", "instance")
-    assert settings.state_links == (
+    assert settings.app.linked_dirs == ("uploads", "media/avatars", "instance")
+    assert settings.app.state_links == (
         ("instance", "instance"),
         ("uploads", "uploads"),
         ("media/avatars", "media/avatars"),
@@ -456,18 +456,18 @@ def test_release_command_is_split_like_a_shell_line(tmp_path: Path, good_config:
 
     settings = parse_settings(site_config(good_config, releaseCommand="flask --app 'my app' db upgrade"), tmp_path)
 
-    assert settings.release_command == ("flask", "--app", "my app", "db", "upgrade")
-    assert parse_settings(site_config(good_config), tmp_path).release_command == ()
+    assert settings.app.release_command == ("flask", "--app", "my app", "db", "upgrade")
+    assert parse_settings(site_config(good_config), tmp_path).app.release_command == ()
 
 
 def test_https_settings(tmp_path: Path, good_config: dict[str, Any]) -> None:
     settings = parse_settings(good_config, PROJECT_DIR)
-    assert (settings.https, settings.acme_server, settings.acme_email) == (
+    assert (settings.app.site.https, settings.app.site.acme_server, settings.app.site.acme_email) == (
         True,
         "https://acme-v02.api.letsencrypt.org/directory",
         None,
     )
-    assert settings.host_names == ()
+    assert settings.app.site.host_names == ()
 
     config = {
         **good_config,
@@ -479,21 +479,21 @@ def test_https_settings(tmp_path: Path, good_config: dict[str, Any]) -> None:
         "https": "false",
     }
     settings = parse_settings(config, PROJECT_DIR)
-    assert settings.host_names == ("weather.example.org", "www.weather.example.org")
-    assert settings.dns_zone == "example.org"
-    assert settings.acme_server == "https://acme-staging-v02.api.letsencrypt.org/directory"
-    assert settings.https is False
+    assert settings.app.site.host_names == ("weather.example.org", "www.weather.example.org")
+    assert settings.app.site.dns_zone == "example.org"
+    assert settings.app.site.acme_server == "https://acme-staging-v02.api.letsencrypt.org/directory"
+    assert settings.app.site.https is False
     custom = parse_settings({**good_config, "acmeServer": "https://acme.example:14000/dir"}, PROJECT_DIR)
-    assert custom.acme_server == "https://acme.example:14000/dir"
+    assert custom.app.site.acme_server == "https://acme.example:14000/dir"
 
 
 def test_volume_name_is_what_digitalocean_accepts_and_unique_to_the_stack(good_config: dict[str, Any]) -> None:
-    assert parse_settings(good_config, PROJECT_DIR, "Prod.EU_1").volume_name == "weather-prod-eu-1-state"
-    assert parse_settings(good_config, PROJECT_DIR, "staging").volume_name == "weather-staging-state"
+    assert parse_settings(good_config, PROJECT_DIR, "Prod.EU_1").server.volume_name == "weather-prod-eu-1-state"
+    assert parse_settings(good_config, PROJECT_DIR, "staging").server.volume_name == "weather-staging-state"
     long_name = volume_name("a" * 31, "stack-" * 20)
     assert len(long_name) <= 64 and long_name.endswith("-state") and "--" not in long_name
     assert all(re.fullmatch(r"[a-z][a-z0-9-]*", name) for name in (long_name, volume_name("app", "___")))
-    assert parse_settings({**good_config, "volumeSize": "0"}, PROJECT_DIR).volume_name is None
+    assert parse_settings({**good_config, "volumeSize": "0"}, PROJECT_DIR).server.volume_name is None
 
 
 def test_workers_follow_the_droplet_size_unless_set(good_config: dict[str, Any]) -> None:
@@ -506,17 +506,25 @@ def test_workers_follow_the_droplet_size_unless_set(good_config: dict[str, Any])
         "c2-16vcpu-32gb": 32,
     }
     for size, workers in sizes.items():
-        assert parse_settings({**good_config, "size": size}, PROJECT_DIR).workers == workers, size
-    assert parse_settings({**good_config, "size": "s-2vcpu-4gb", "workers": 2}, PROJECT_DIR).workers == 2
+        assert parse_settings({**good_config, "size": size}, PROJECT_DIR).app.workers == workers, size
+    assert parse_settings({**good_config, "size": "s-2vcpu-4gb", "workers": 2}, PROJECT_DIR).app.workers == 2
 
 
 def test_alert_settings_default_to_no_alerts_and_sane_thresholds(good_config: dict[str, Any]) -> None:
     settings = parse_settings(good_config, PROJECT_DIR)
 
-    assert settings.alert_emails == ()
-    assert (settings.alert_cpu_percent, settings.alert_memory_percent, settings.alert_disk_percent) == (90, 90, 85)
-    assert (settings.alert_window, settings.alert_latency_ms, settings.alert_certificate_days) == ("5m", 2000, 2)
-    assert settings.droplet_backups is False
+    assert settings.alerts.emails == ()
+    assert (
+        settings.alerts.cpu_percent,
+        settings.alerts.memory_percent,
+        settings.alerts.disk_percent,
+    ) == (90, 90, 85)
+    assert (settings.alerts.window, settings.alerts.latency_ms, settings.alerts.certificate_days) == (
+        "5m",
+        2000,
+        2,
+    )
+    assert settings.server.droplet_backups is False
 
 
 def test_alert_settings_as_pulumi_config_hands_them_over(good_config: dict[str, Any]) -> None:
@@ -533,10 +541,14 @@ def test_alert_settings_as_pulumi_config_hands_them_over(good_config: dict[str, 
 
     settings = parse_settings(config, PROJECT_DIR)
 
-    assert settings.alert_emails == ("ops@example.org", "oncall@example.org")
-    assert (settings.alert_cpu_percent, settings.alert_window, settings.alert_latency_ms) == (75, "1h", 800)
-    assert settings.alert_certificate_days == 14
-    assert settings.droplet_backups is True
+    assert settings.alerts.emails == ("ops@example.org", "oncall@example.org")
+    assert (settings.alerts.cpu_percent, settings.alerts.window, settings.alerts.latency_ms) == (
+        75,
+        "1h",
+        800,
+    )
+    assert settings.alerts.certificate_days == 14
+    assert settings.server.droplet_backups is True
 
 
 def test_alert_thresholds_are_checked_without_addresses_too(good_config: dict[str, Any]) -> None:
@@ -558,13 +570,18 @@ def test_certificate_days_for_the_address_matter_only_with_https(good_config: di
 def test_one_droplet_with_sqlite_is_the_default(good_config: dict[str, Any]) -> None:
     settings = parse_settings(good_config, PROJECT_DIR)
 
-    assert (settings.instances, settings.database, settings.database_size, settings.database_nodes) == (
+    assert (
+        settings.server.instances,
+        settings.server.database,
+        settings.server.database_size,
+        settings.server.database_nodes,
+    ) == (
         1,
         "sqlite",
         "db-s-1vcpu-1gb",
         1,
     )
-    assert not settings.behind_balancer
+    assert not settings.server.behind_balancer
     # One droplet holds its own certificate.
     assert settings.server_tls
 
@@ -582,30 +599,35 @@ def test_fleet_settings_as_pulumi_config_hands_them_over(good_config: dict[str, 
 
     settings = parse_settings(config, PROJECT_DIR, "prod")
 
-    assert (settings.instances, settings.database, settings.database_size, settings.database_nodes) == (
+    assert (
+        settings.server.instances,
+        settings.server.database,
+        settings.server.database_size,
+        settings.server.database_nodes,
+    ) == (
         3,
         "postgres",
         "db-s-2vcpu-4gb",
         2,
     )
-    assert settings.behind_balancer
+    assert settings.server.behind_balancer
     # The balancer holds the certificate; the droplets serve it plain HTTP.
-    assert settings.https and not settings.server_tls
+    assert settings.app.site.https and not settings.server_tls
     # No Volume behind a balancer: a Volume attaches to one droplet, and the state is in the database.
-    assert (settings.volume_size, settings.volume_name) == (0, None)
+    assert (settings.server.volume_size, settings.server.volume_name) == (0, None)
 
 
 def test_one_droplet_may_keep_its_data_in_postgres_and_its_volume(good_config: dict[str, Any]) -> None:
     settings = parse_settings({**good_config, "database": "postgres"}, PROJECT_DIR, "dev")
 
-    assert not settings.behind_balancer and settings.server_tls
-    assert settings.volume_name == "weather-dev-state"
+    assert not settings.server.behind_balancer and settings.server_tls
+    assert settings.server.volume_name == "weather-dev-state"
 
 
 def test_an_app_without_data_may_run_on_several_droplets_over_http(good_config: dict[str, Any]) -> None:
     settings = parse_settings({**good_config, "instances": 10, "database": "none", "https": False}, PROJECT_DIR)
 
-    assert settings.instances == 10 and settings.behind_balancer and not settings.server_tls
+    assert settings.server.instances == 10 and settings.server.behind_balancer and not settings.server_tls
 
 
 def test_sqlite_on_several_droplets_is_refused_saying_why(good_config: dict[str, Any]) -> None:
@@ -635,7 +657,7 @@ def test_database_url_is_the_apps_own_with_sqlite(good_config: dict[str, Any]) -
     # Only the cluster's connection string is the deploy's to set.
     settings = parse_settings({**good_config, "appEnv": {"DATABASE_URL": "postgresql://elsewhere/db"}}, PROJECT_DIR)
 
-    assert settings.app_env["DATABASE_URL"] == "postgresql://elsewhere/db"
+    assert settings.app.env["DATABASE_URL"] == "postgresql://elsewhere/db"
 
 
 def test_each_topic_reports_its_problem_with_the_others(good_config: dict[str, Any]) -> None:
