@@ -768,7 +768,9 @@ class Machine:
         else:
             shutil.rmtree(STATE_DIR / "build", ignore_errors=True)
             shutil.rmtree(STATE_DIR / "pebble", ignore_errors=True)
-            for leftover in ("id_ed25519", "id_ed25519.pub", *(() if keep_volumes else ("app-secret",))):
+            # A machine that replaces this one keeps the stack's key and secret, as a droplet keeps the stack's
+            # keys: the deploy user's authorized keys, and so the release, are the same on the new machine.
+            for leftover in () if keep_volumes else ("id_ed25519", "id_ed25519.pub", "app-secret"):
                 (STATE_DIR / leftover).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 STATE_DIR.rmdir()

@@ -176,7 +176,7 @@ def boot_all(
     `vendor_data`, as a cloud adds its own), and their database.
 
     Machines left from before go first, with their key and secret: this run makes its own. With
-    `replace`, the Volume (and the app's secret, which is the stack's config) stay for the new ones.
+    `replace`, the Volume, the app's secret and the SSH key (the stack's config) stay for the new ones.
     """
     down_all(keep_volumes=replace)
     first = nspawn.Machine()
