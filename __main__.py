@@ -12,7 +12,7 @@ from components.deployment import DeployTarget, roll_out
 from components.fleet import private_network
 from components.monitoring import Monitoring, MonitoringArgs
 from components.offsite import OffsiteStorage, OffsiteStorageArgs, spaces_key_problems
-from components.webserver import WebServer, WebServerArgs, droplet_name, droplet_tags
+from components.webserver import WebServer, WebServerArgs, droplet_tags
 from core.cloudinit import render_user_data
 from core.layout import DEPLOY_USER
 from core.plan import logs_line, restore_offsite_line, rollout_plans
@@ -20,6 +20,8 @@ from core.ssh_host_keys import known_hosts_line
 from core.sshagent import agent_problems
 
 PROJECT_DIR = Path(__file__).resolve().parent
+#: The `WebServer`'s name, which its droplets' names start with.
+SERVER = "web"
 
 settings = load_settings(PROJECT_DIR, also=token_problems)
 tags = droplet_tags(pulumi.get_project(), settings.server.stack_name)
@@ -27,7 +29,7 @@ tags = droplet_tags(pulumi.get_project(), settings.server.stack_name)
 account = survey_account(
     settings,
     stack_tag=tags[-1],
-    droplet_names=[droplet_name("web", index) for index in range(settings.server.instances)],
+    server=SERVER,
     problems=agent_problems(settings) + spaces_key_problems(settings),
     default_stack_tag=droplet_tags(pulumi.get_project(), pulumi.get_stack())[-1],
 )
@@ -38,7 +40,7 @@ plans = rollout_plans(settings, PROJECT_DIR / "build" / pulumi.get_stack())
 
 network = private_network(settings, stack_tag=tags[-1])
 server = WebServer(
-    "web",
+    SERVER,
     WebServerArgs(
         settings=settings,
         user_data_for=functools.partial(render_user_data, settings),

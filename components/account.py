@@ -28,6 +28,7 @@ from pulumi_digitalocean.outputs import GetDropletsDropletResult, GetSshKeysSshK
 
 from components.config import ConfigError
 from components.fleet import needs_private_network
+from core.droplets import Origin, members
 from core.settings import Settings, ssh_key_fingerprint
 
 #: The provider's answer when a region has no default VPC yet (`findRegionDefaultVPC`,
@@ -210,13 +211,13 @@ def droplet_at(droplets: tuple[GetDropletsDropletResult, ...], logical_name: str
 def survey_account(
     settings: Settings,
     stack_tag: str,
-    droplet_names: list[str],
+    server: str,
     problems: list[str] | None = None,
     default_stack_tag: str | None = None,
 ) -> AccountState:
     """Check the update against the account; raises `ConfigError` with every problem found.
 
-    `droplet_names` are the logical names of the droplets the program declares, the first first;
+    `server` is the name of the `WebServer` that declares the droplets (`core/droplets.py` names them);
     `problems` are those already found on this machine (the SSH agent), reported with the others;
     `default_stack_tag` is the tag the stack has without `stackName` (PROJECT:STACK). An API error
     met on the way (a token without a scope, the rate limit, a fault at DigitalOcean) is one line.
@@ -224,7 +225,7 @@ def survey_account(
     problems = list(problems or [])
     account = read_account()
     try:
-        return _survey(settings, account, stack_tag, droplet_names, problems, default_stack_tag)
+        return _survey(settings, account, stack_tag, server, problems, default_stack_tag)
     except ConfigError:
         raise
     except Exception as err:
@@ -238,7 +239,7 @@ def _survey(
     settings: Settings,
     account: Account,
     stack_tag: str,
-    droplet_names: list[str],
+    server: str,
     problems: list[str],
     default_stack_tag: str | None,
 ) -> AccountState:
@@ -256,7 +257,7 @@ def _survey(
         problems += renamed_stack_problems(settings, stack_tag, default_stack_tag or "")
     default_vpc = region_default_vpc(settings.server.region) if needs_private_network(settings) else None
     problems += default_vpc_problems(settings, stack_tag, default_vpc)
-    replacing, replacement_problems = replacements(settings, droplets, droplet_names, default_vpc)
+    replacing, replacement_problems = replacements(settings, droplets, server, default_vpc)
     problems += replacement_problems
     problems += dns_problems(settings, droplets)
     if problems:
@@ -475,44 +476,30 @@ def volume_named(name: str, region: str) -> bool:
 def replacements(
     settings: Settings,
     droplets: tuple[GetDropletsDropletResult, ...],
-    droplet_names: list[str],
+    server: str,
     default_vpc: digitalocean.GetVpcResult | None,
 ) -> tuple[frozenset[int], list[str]]:
     """The droplets this update replaces, and a problem for each unless `allowReplace` says to go ahead.
 
-    The provider replaces a droplet for a new `image`, `region` or `vpc_uuid` (ForceNew in
-    `resource_droplet.go`); `size` is a resize in place. The SSH keys and user-data are left as
-    the droplet was created with (`ignore_changes` in `components/webserver.py`): the deploy user's
-    keys follow `sshPublicKeys` with every deploy instead, so a key change replaces nothing.
+    What replaces a droplet is its `Origin` (`core/droplets.py`): a new image, region or VPC. The
+    SSH keys and user-data are left as the droplet was created with: the deploy user's keys follow
+    `sshPublicKeys` with every deploy instead, so a key change replaces nothing.
     """
     replaced: set[int] = set()
     reasons: list[str] = []
-    for index, logical_name in enumerate(droplet_names):
+    wanted = Origin.wanted(settings, needs_private_network(settings))
+    for member in members(settings):
+        logical_name = member.droplet_name(server)
         existing = droplet_at(droplets, logical_name)
         if existing is None:
             continue
-        changes = []
-        # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace says.
-        if existing.region and existing.region != settings.server.region and settings.server.volume_name is None:
-            changes.append(f"region {existing.region} -> {settings.server.region}")
-        # The data source names the image by its slug, or by its id when the image has none
-        # (`flattenDigitalOceanDroplet` in `droplet/droplets.go`): an id against the program's slug
-        # cannot be compared, so it counts as no change.
-        if (
-            existing.image
-            and existing.image != settings.server.image
-            and not (existing.image.isdigit() and not settings.server.image.isdigit())
-        ):
-            changes.append(f"image {existing.image} -> {settings.server.image}")
-        if (
-            needs_private_network(settings)
-            and default_vpc is not None
-            and existing.vpc_uuid
-            and existing.vpc_uuid == default_vpc.id
-        ):
-            changes.append("into the stack's VPC")
+        # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace
+        # says, so its region is not told again here.
+        region = existing.region if settings.server.volume_name is None else settings.server.region
+        in_default_vpc = default_vpc is not None and existing.vpc_uuid == default_vpc.id
+        changes = wanted.changes_from(Origin(existing.image or "", region or "", private_network=not in_default_vpc))
         if changes:
-            replaced.add(index)
+            replaced.add(member.index)
             reasons.append(f"{logical_name} ({', '.join(changes)})")
     if not replaced or settings.server.allow_replace:
         return frozenset(replaced), []

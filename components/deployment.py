@@ -9,6 +9,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.database import Database
+from core.droplets import members
 from core.plan import DeployPlan, RemoteCommand, Upload, parse_deploy_output
 from core.render import sha256_text
 from core.settings import DATABASE_URL, Settings
@@ -200,13 +201,13 @@ def roll_out(
     """
     extra_env = database.url.apply(lambda url: {DATABASE_URL: url}) if database is not None else None
     deployments: list[AppDeployment] = []
-    for index, (plan, target) in enumerate(zip(plans, targets, strict=True)):
+    for member, plan, target in zip(members(settings), plans, targets, strict=True):
         before: list[pulumi.Resource] = [deployments[-1]] if deployments else [after]
         if database is not None and not deployments:
             before.append(database)
         deployments.append(
             AppDeployment(
-                "app" if index == 0 else f"app-{index + 1}",
+                member.deployment_name,
                 AppDeploymentArgs(
                     host=target.address,
                     host_key=target.host_key,

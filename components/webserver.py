@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from components import fleet
 from components.account import account_key_name, record_name
 from components.hostkey import SshHostKey, SshHostKeyArgs
 from core.balancer import BALANCER_CHECK
-from core.render import sha256_text
+from core.droplets import Member, Origin, members
 from core.settings import Settings, ssh_key_fingerprint
 from core.ssh_host_keys import HostKeys
 
@@ -56,8 +55,9 @@ class WebServer(pulumi.ComponentResource):
     address. On a production stack the droplets, the address (Reserved IP or balancer) and
     the Volume are protected from `pulumi destroy`.
 
-    The first droplet is `NAME-droplet` whatever the count, so growing from one droplet
-    to several keeps it (and its SSH keys, firewall and records) as the same resources.
+    Its droplets are the stack's `members` (`core/droplets.py`), the first first: the first is
+    `NAME-droplet` whatever the count, so growing from one droplet to several keeps it (and its
+    SSH keys, firewall and records) as the same resources.
     """
 
     droplet_id: pulumi.Output[str]
@@ -184,25 +184,26 @@ class WebServer(pulumi.ComponentResource):
         """Each droplet with the host keys made for it before it, the first first."""
         droplets: list[digitalocean.Droplet] = []
         host_keys: list[SshHostKey] = []
-        for index in range(self._settings.server.instances):
-            replaced = index in self._args.replaced
-            host_key = self._host_key(index, replaced)
+        for member in members(self._settings):
+            replaced = member.index in self._args.replaced
+            host_key = self._host_key(member, replaced)
             host_keys.append(host_key)
-            droplets.append(self._droplet(index, replaced, host_key, [*keys, *droplets[-1:]], volume))
+            droplets.append(self._droplet(member, replaced, host_key, [*keys, *droplets[-1:]], volume))
         return droplets, host_keys
 
-    def _host_key(self, index: int, replaced: bool) -> SshHostKey:
+    def _host_key(self, member: Member, replaced: bool) -> SshHostKey:
         """Made before the droplet, for its user-data. Like the droplet's user-data, the keys stay as they were
-        made unless this update replaces the droplet: a new droplet, new keys."""
+        made unless this update replaces the droplet: a new droplet (a new `Origin`), new keys."""
+        origin = Origin.wanted(self._settings, private_network=self._args.vpc_id is not None)
         return SshHostKey(
-            f"{droplet_name(self._name, index)}-host-key",
-            SshHostKeyArgs(generation=droplet_generation(self._settings, self._args.vpc_id)),
+            f"{member.droplet_name(self._name)}-host-key",
+            SshHostKeyArgs(generation=origin.generation),
             opts=self._child(ignore_changes=[] if replaced else ["generation"]),
         )
 
     def _droplet(
         self,
-        index: int,
+        member: Member,
         replaced: bool,
         host_key: SshHostKey,
         after: list[pulumi.Resource],
@@ -211,7 +212,7 @@ class WebServer(pulumi.ComponentResource):
         settings = self._settings
         fingerprints = [ssh_key_fingerprint(key) for key in settings.server.ssh_public_keys]
         return digitalocean.Droplet(
-            droplet_name(self._name, index),
+            member.droplet_name(self._name),
             image=settings.server.image,
             size=settings.server.size,
             # A new size is a resize in place with the droplet powered off for a few minutes, not a
@@ -341,25 +342,9 @@ class WebServer(pulumi.ComponentResource):
                 )
 
 
-def droplet_generation(settings: Settings, vpc_id: pulumi.Input[str] | None) -> pulumi.Output[str]:
-    """What a droplet is created from and cannot change in place (ForceNew in `resource_droplet.go`).
-
-    It differs for every replacement that `components/account.py` finds (a new image, region or VPC);
-    a droplet kept as it is ignores it, as it ignores its user-data.
-    """
-    return pulumi.Output.all(settings.server.image, settings.server.region, vpc_id or "").apply(
-        lambda values: sha256_text(json.dumps(values))[:16]
-    )
-
-
 def key_name(name: str, fingerprint: str) -> str:
     """The logical name of a WebServer's SSH key: `NAME-key-` and its MD5 fingerprint's hex digits."""
     return f"{name}-key-{fingerprint.replace(':', '')}"
-
-
-def droplet_name(name: str, index: int) -> str:
-    """The logical name of a WebServer's droplet: `NAME-droplet` for the first, `NAME-2-droplet` and on after it."""
-    return f"{name}-droplet" if index == 0 else f"{name}-{index + 1}-droplet"
 
 
 def droplet_tags(project: str, stack: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from agent.inputs import OFFSITE, DeployInput, OffsiteBucket, Webhook
 from agent.strict import read
 from core.bundle import Bundle, build_agent_archive, build_bundle
+from core.droplets import Member, members
 from core.layout import DEPLOY_USER
 from core.render import render_env_file, render_server_files, sha256_text
 from core.settings import Settings
@@ -158,18 +159,23 @@ def build_deploy_plan(settings: Settings, build_dir: Path) -> DeployPlan:
 
 
 def rollout_plans(settings: Settings, build_dir: Path) -> list[DeployPlan]:
-    """One deploy plan for each of the stack's droplets, in rollout order, from one bundle.
+    """One deploy plan for each of the stack's droplets (`members`), in rollout order, from one bundle.
 
     The first droplet runs `releaseCommand` (migrations, once per release); every one after
-    it deploys the same release with `--skip-release-command --secondary` (no scheduled jobs either, nor the
-    processes marked for the first droplet only), its plan's only difference.
+    it deploys the same release with its `deploy_options` (no release command, no scheduled
+    jobs, nor the processes marked for the first droplet only), its plan's only difference.
     """
     first = build_deploy_plan(settings, build_dir)
     *before, deploy = first.steps
     assert isinstance(deploy, RemoteCommand), "a deploy plan ends with the deploy command"
-    skipping = release_deploy_command(settings, first.release_id, "--skip-release-command", "--secondary")
-    rest = dataclasses.replace(first, steps=(*before, dataclasses.replace(deploy, command=skipping)))
-    return [first] + [rest] * (settings.server.instances - 1)
+
+    def plan_for(member: Member) -> DeployPlan:
+        if member.first:
+            return first
+        command = release_deploy_command(settings, first.release_id, *member.deploy_options)
+        return dataclasses.replace(first, steps=(*before, dataclasses.replace(deploy, command=command)))
+
+    return [plan_for(member) for member in members(settings)]
 
 
 def release_deploy_command(settings: Settings, release_id: str, *options: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from core.cloudinit import render_user_data
+from core.droplets import members
 from core.layout import DEPLOY_USER
 from core.plan import (
     CLOUD_INIT_TIMEOUT_SECONDS,
@@ -185,7 +186,8 @@ def boot_all(
         raise nspawn.RehearsalError(
             "replace moves one droplet's Volume to a new droplet; droplets behind a balancer have none"
         )
-    machines = [first, *(nspawn.Machine(nspawn.Slot(index)) for index in range(1, settings.server.instances))]
+    # A machine for each droplet, in the slot of its place in the rollout: the first's is the one made above.
+    machines = [first if member.first else nspawn.Machine(nspawn.Slot(member.index)) for member in members(settings)]
     with timings.step("build"):
         image = nspawn.build_image(progress)
     with timings.step("boot"):
