@@ -493,11 +493,14 @@ def replacements(
         existing = droplet_at(droplets, logical_name)
         if existing is None:
             continue
+        # The same image under its other name is no change: the droplet keeps the name it was created with
+        # (`ignore_changes` in `components/webserver.py`).
+        image = wanted.image if same_image(existing.image or "", wanted.image) else existing.image or ""
         # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace
         # says, so its region is not told again here.
         region = existing.region if settings.server.volume_name is None else settings.server.region
         in_default_vpc = default_vpc is not None and existing.vpc_uuid == default_vpc.id
-        changes = wanted.changes_from(Origin(existing.image or "", region or "", private_network=not in_default_vpc))
+        changes = wanted.changes_from(Origin(image, region or "", private_network=not in_default_vpc))
         if changes:
             replaced.add(member.index)
             reasons.append(f"{logical_name} ({', '.join(changes)})")
@@ -513,6 +516,26 @@ def replacements(
         f"them: {'; '.join(reasons)}. Each new droplet boots from the current user-data, and {lost}. Set "
         "allowReplace to true for this one run to go ahead (pulumi preview shows the replacements), or undo the change"
     ]
+
+
+def same_image(listed: str, wanted: str) -> bool:
+    """Whether `listed`, a droplet's image as DigitalOcean lists it, is the image `wanted` names.
+
+    An image has an id, and a slug if it is one of DigitalOcean's: a droplet's image is listed
+    by its slug when it has one (`flattenDigitalOceanDroplet` in `droplet/droplets.go`), while
+    `image` may name it by its id. Only a slug against an id is looked up.
+    """
+    if listed == wanted or listed.isdigit() == wanted.isdigit():
+        return listed == wanted
+    slug, image_id = (wanted, listed) if listed.isdigit() else (listed, wanted)
+    try:
+        return str(digitalocean.get_image(slug=slug).id) == image_id
+    except Exception as err:
+        found = _API_ERROR.search(str(err))
+        if found is None or found["status"] != "404":
+            raise
+        # A slug DigitalOcean no longer serves: the id, which it does, is another image.
+        return False
 
 
 def record_name(host: str, zone: str) -> str:

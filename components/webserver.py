@@ -238,10 +238,12 @@ class WebServer(pulumi.ComponentResource):
             opts=self._kept(
                 # A change to user-data or to the SSH keys would replace the droplet and everything on it
                 # (both are ForceNew in `resource_droplet.go`). The server configuration it carries is
-                # re-applied by every deploy instead, the deploy user's authorized keys among it. A droplet
-                # this update replaces is created with the current ones: Pulumi carries an ignored input's old
-                # value into a replacement (`processIgnoreChanges` in its engine's step generator).
-                ignore_changes=[] if replaced else ["userData", "sshKeys"],
+                # re-applied by every deploy instead, the deploy user's authorized keys among it. Its image
+                # (ForceNew too) is new only when `components/account.py` says so: the provider would take the
+                # same image under its other name (slug or id) for a new one. A droplet this update replaces
+                # is created with the current ones: Pulumi carries an ignored input's old value into a
+                # replacement (`processIgnoreChanges` in its engine's step generator).
+                ignore_changes=[] if replaced else ["image", "userData", "sshKeys"],
                 # A Volume is attached to one droplet at a time: a replacement comes after the old one is gone.
                 delete_before_replace=volume is not None,
                 # The keys first; and one droplet after another, so a resize (which powers the droplet off)

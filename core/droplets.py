@@ -68,7 +68,8 @@ class Origin:
     """
 
     image: str
-    """An image's slug, or its numeric id when it has none."""
+    """An image's slug or its numeric id: one image has two names, and the caller compares origins under the same
+    one (`components/account.py` `same_image`)."""
     region: str
     private_network: bool
     """In the stack's own VPC; False: in the region's default VPC."""
@@ -88,14 +89,7 @@ class Origin:
         changes = []
         if existing.region and existing.region != self.region:
             changes.append(f"region {existing.region} -> {self.region}")
-        # DigitalOcean names an existing droplet's image by its slug, or by its id when the image has none
-        # (`flattenDigitalOceanDroplet` in `droplet/droplets.go`): an id against a slug cannot be compared, so it
-        # counts as no change.
-        if (
-            existing.image
-            and existing.image != self.image
-            and not (existing.image.isdigit() and not self.image.isdigit())
-        ):
+        if existing.image and existing.image != self.image:
             changes.append(f"image {existing.image} -> {self.image}")
         # `vpc_uuid` is Optional and Computed: set to the stack's VPC it replaces a droplet of the default one;
         # left unset (the VPC no longer needed) it is no change.

@@ -162,6 +162,10 @@ class ProgramRun:
         return next(r for r in self.resources if r.name == name)
 
 
+#: DigitalOcean's Ubuntu 24.04 image as `getImage` answers it: an id, and the slug droplets are listed by.
+DISTRIBUTION_IMAGES = ({"id": 169034872, "slug": "ubuntu-24-04-x64", "name": "24.04 (LTS) x64", "type": "base"},)
+
+
 @dataclass
 class Account:
     """What the mocked DigitalOcean account holds already, answered in the provider's own field names."""
@@ -178,6 +182,8 @@ class Account:
     """The account's SSH keys (`getSshKeys`)."""
     reserved_ips: list[dict[str, Any]] = field(default_factory=list)
     """The account's Reserved IPs (`getReservedIp`, by address)."""
+    images: list[dict[str, Any]] = field(default_factory=lambda: list(DISTRIBUTION_IMAGES))
+    """The images it may use (`getImage`, by slug or id): DigitalOcean's, and its snapshots."""
     api: AccountAnswer = field(default_factory=AccountAnswer)
     """What `GET /v2/account` answers (tests/do_api.py): the account's address, or a refusal."""
 
@@ -270,6 +276,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     )
                 ]
             return {"id": address, **found[0]}, []
+        if args.token == "digitalocean:index/getImage:getImage":
+            wanted = args.args.get("slug") or args.args.get("id")
+            found = [image for image in self.account.images if wanted in (image["slug"], image["id"])]
+            if not found:
+                # The provider's words for the API's 404 (`dataSourceDigitalOceanImageRead`).
+                return {}, [
+                    (
+                        "slug",
+                        f"image not found: GET https://api.digitalocean.com/v2/images/{wanted}: 404 "
+                        '(request "5e2b1b0c-0000-4000-8000-000000000000") The resource you were accessing could '
+                        "not be found.",
+                    )
+                ]
+            return found[0], []
         if args.token == "digitalocean:index/getRecords:getRecords":
             records = [r for r in self.account.records if r["domain"] == args.args["domain"]]
             for wanted in args.args.get("filters", []):

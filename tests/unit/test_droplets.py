@@ -40,8 +40,8 @@ def test_one_droplet_has_the_first_droplets_names_so_growing_keeps_it() -> None:
         (Origin("ubuntu-24-04-x64", "nyc3", False), Origin("ubuntu-24-04-x64", "nyc3", True), ["into"]),
         # Out of the stack's VPC is no change: the provider leaves an unset `vpc_uuid` as it is.
         (Origin("ubuntu-24-04-x64", "nyc3", True), Origin("ubuntu-24-04-x64", "nyc3", False), []),
-        # An image DigitalOcean names by its id cannot be compared with a slug.
-        (Origin("171234567", "nyc3", False), Origin("ubuntu-24-04-x64", "nyc3", False), []),
+        # Compared as named: the caller names one image the same way on both sides.
+        (Origin("171234567", "nyc3", False), Origin("ubuntu-24-04-x64", "nyc3", False), ["image"]),
         (Origin("171234567", "nyc3", False), Origin("171234568", "nyc3", False), ["image"]),
         (Origin("ubuntu-22-04-x64", "nyc3", False), Origin("debian-13-x64", "fra1", True), ["region", "image", "into"]),
     ],

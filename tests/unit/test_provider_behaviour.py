@@ -33,6 +33,7 @@ from tests.conftest import example_public_key
 from tests.do_api import AccountAnswer
 from tests.pulumi_harness import (
     DEFAULT_VPC_ID,
+    DISTRIBUTION_IMAGES,
     PROJECT_DIR,
     STACK,
     TEST_HOST_KEYS,
@@ -443,11 +444,45 @@ def test_item_09_a_replaced_droplet_boots_the_current_user_data(good_config: dic
     settings = parse_settings(config, PROJECT_DIR, STACK)
     assert replaced.inputs["userData"] == render_user_data(settings, TEST_HOST_KEYS[0])
     assert replaced.delete_before_replace
-    assert set(kept.ignore_changes) == {"userData", "sshKeys"}
+    assert set(kept.ignore_changes) == {"image", "userData", "sshKeys"}
     # Without allowReplace the new image is refused, and says what the replacement loses.
     message = refused({**config, "allowReplace": False}, existing_droplets=old_image)
     assert "web-droplet (image ubuntu-24-04-x64 -> 170000001)" in message
     assert "Each new droplet boots from the current user-data" in message
+
+
+# 9b. An image has two names, its slug and its id; DigitalOcean lists a droplet's by its slug, while the
+# provider compares `image` with the name the droplet was created with.
+
+
+def test_item_09b_the_same_image_under_its_other_name_is_no_change(good_config: dict[str, Any]) -> None:
+    by_id = {**good_config, "image": str(DISTRIBUTION_IMAGES[0]["id"])}
+
+    kept = ran(by_id, existing_droplets=[droplet_of_stack(image="ubuntu-24-04-x64")])
+
+    assert "image" in kept.one(DROPLET).ignore_changes
+    assert kept.named("web-droplet-host-key").ignore_changes == ("generation",)
+
+
+def test_item_09b_a_slug_after_a_snapshot_is_a_new_image_refused_without_allow_replace(
+    good_config: dict[str, Any],
+) -> None:
+    # A droplet made from a snapshot (which has no slug) is listed by the snapshot's id.
+    snapshot = [droplet_of_stack(image="170000001")]
+
+    message = refused(good_config, existing_droplets=snapshot)
+    replaced = ran({**good_config, "allowReplace": True}, existing_droplets=snapshot).one(DROPLET)
+
+    assert "web-droplet (image 170000001 -> ubuntu-24-04-x64)" in message
+    assert replaced.ignore_changes == ()
+
+
+def test_item_09b_a_slug_digitalocean_no_longer_serves_is_another_image(good_config: dict[str, Any]) -> None:
+    by_id = {**good_config, "image": str(DISTRIBUTION_IMAGES[0]["id"])}
+
+    message = refused(by_id, existing_droplets=[droplet_of_stack(image="ubuntu-23-10-x64")])
+
+    assert "web-droplet (image ubuntu-23-10-x64 -> 169034872)" in message
 
 
 # 10. MaxAuthTries 3 against the SSH agent's keys, offered in the agent's order.
