@@ -13,6 +13,7 @@ droplets: which of them this update replaces, when the user allowed it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http.client
 import json
 import os
@@ -488,6 +489,8 @@ def replacements(
     replaced: set[int] = set()
     reasons: list[str] = []
     wanted = Origin.wanted(settings, needs_private_network(settings))
+    # Droplets of one stack mostly share their image: each name is looked up once.
+    is_wanted_image = functools.cache(lambda listed: same_image(listed, wanted.image))
     for member in members(settings):
         logical_name = member.droplet_name(server)
         existing = droplet_at(droplets, logical_name)
@@ -495,7 +498,7 @@ def replacements(
             continue
         # The same image under its other name is no change: the droplet keeps the name it was created with
         # (`ignore_changes` in `components/webserver.py`).
-        image = wanted.image if same_image(existing.image or "", wanted.image) else existing.image or ""
+        image = wanted.image if is_wanted_image(existing.image or "") else existing.image or ""
         # A Volume's stack moves region only by a new stack: `volume_problems` refuses it whatever allowReplace
         # says, so its region is not told again here.
         region = existing.region if settings.server.volume_name is None else settings.server.region

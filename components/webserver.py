@@ -194,7 +194,7 @@ class WebServer(pulumi.ComponentResource):
     def _host_key(self, member: Member, replaced: bool) -> SshHostKey:
         """Made before the droplet, for its user-data. Like the droplet's user-data, the keys stay as they were
         made unless this update replaces the droplet: a new droplet (a new `Origin`), new keys."""
-        origin = Origin.wanted(self._settings, private_network=self._args.vpc_id is not None)
+        origin = Origin.wanted(self._settings, fleet.needs_private_network(self._settings))
         return SshHostKey(
             f"{member.droplet_name(self._name)}-host-key",
             SshHostKeyArgs(generation=origin.generation),

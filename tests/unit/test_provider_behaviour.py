@@ -464,6 +464,16 @@ def test_item_09b_the_same_image_under_its_other_name_is_no_change(good_config: 
     assert kept.named("web-droplet-host-key").ignore_changes == ("generation",)
 
 
+def test_item_09b_a_fleet_looks_its_image_up_once(good_config: dict[str, Any]) -> None:
+    by_id = postgres(good_config, instances=3, https=False, image=str(DISTRIBUTION_IMAGES[0]["id"]))
+    existing = [droplet_of_stack(index, image="ubuntu-24-04-x64", vpcUuid="network-id") for index in range(3)]
+
+    run = ran(by_id, existing_droplets=existing)
+
+    assert run.calls.count("digitalocean:index/getImage:getImage") == 1
+    assert all("image" in droplet.ignore_changes for droplet in run.of_type(DROPLET))
+
+
 def test_item_09b_a_slug_after_a_snapshot_is_a_new_image_refused_without_allow_replace(
     good_config: dict[str, Any],
 ) -> None:
