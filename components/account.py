@@ -49,6 +49,12 @@ _API_ERROR = re.compile(
 )
 
 
+def is_not_found(err: Exception) -> bool:
+    """Whether a data source failed on DigitalOcean's 404: what it looked for is not in the account."""
+    found = _API_ERROR.search(str(err))
+    return found is not None and found["status"] == "404"
+
+
 @dataclass(frozen=True)
 class AccountState:
     """What the program needs to know of the account: the stack's droplets and keys."""
@@ -534,8 +540,7 @@ def same_image(listed: str, wanted: str) -> bool:
     try:
         return str(digitalocean.get_image(slug=slug).id) == image_id
     except Exception as err:
-        found = _API_ERROR.search(str(err))
-        if found is None or found["status"] != "404":
+        if not is_not_found(err):
             raise
         # A slug DigitalOcean no longer serves: the id, which it does, is another image.
         return False
@@ -559,10 +564,21 @@ def dns_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, .
     """
     if settings.app.site.dns_zone is None:
         return []
-    names = [record_name(host, settings.app.site.dns_zone) for host in settings.app.site.host_names]
-    found = digitalocean.get_records(
-        domain=settings.app.site.dns_zone, filters=[digitalocean.GetRecordsFilterArgs(key="name", values=names)]
-    ).records
+    zone = settings.app.site.dns_zone
+    names = [record_name(host, zone) for host in settings.app.site.host_names]
+    try:
+        found = digitalocean.get_records(
+            domain=zone, filters=[digitalocean.GetRecordsFilterArgs(key="name", values=names)]
+        ).records
+    except Exception as err:
+        if not is_not_found(err):
+            raise
+        return [
+            f"flask-droplet:dnsZone = {zone!r}: expected a domain this DigitalOcean account holds, and it holds none "
+            f"of that name. Add it (doctl compute domain create {zone}, or Networking > Domains in the control "
+            "panel) and point the domain's NS records at ns1.digitalocean.com, ns2.digitalocean.com and "
+            "ns3.digitalocean.com; or leave dnsZone empty and point the A record yourself"
+        ]
     own_ipv6 = {droplet.ipv6_address for droplet in droplets if droplet.ipv6_address}
     problems = []
     for name in names:
@@ -582,11 +598,11 @@ def dns_problems(settings: Settings, droplets: tuple[GetDropletsDropletResult, .
         if foreign:
             shown = ", ".join(f"{record.type} {record.value}" for record in foreign)
             problems.append(
-                f"flask-droplet:dnsZone = {settings.app.site.dns_zone!r}: the zone already has {shown} at {name!r}, "
+                f"flask-droplet:dnsZone = {zone!r}: the zone already has {shown} at {name!r}, "
                 "which "
                 "the site's records would sit beside (a second address is round-robin DNS, and a CNAME makes "
                 "DigitalOcean refuse the record). Delete them (doctl compute domain records delete "
-                f"{settings.app.site.dns_zone} RECORD_ID), then run pulumi up again"
+                f"{zone} RECORD_ID), then run pulumi up again"
             )
     return problems
 
@@ -596,8 +612,7 @@ def is_unassigned_reserved_ip(address: str, region: str) -> bool:
     try:
         found = digitalocean.get_reserved_ip(ip_address=address)
     except Exception as err:
-        api_error = _API_ERROR.search(str(err))
-        if api_error is not None and api_error["status"] == "404":
+        if is_not_found(err):
             return False
         raise
     return found.region == region and not found.droplet_id

@@ -182,6 +182,8 @@ class Account:
     """The account's SSH keys (`getSshKeys`)."""
     reserved_ips: list[dict[str, Any]] = field(default_factory=list)
     """The account's Reserved IPs (`getReservedIp`, by address)."""
+    domains: list[str] | None = None
+    """The domains (DNS zones) it holds; None for any zone a test names."""
     images: list[dict[str, Any]] = field(default_factory=lambda: list(DISTRIBUTION_IMAGES))
     """The images it may use (`getImage`, by slug or id): DigitalOcean's, and its snapshots."""
     api: AccountAnswer = field(default_factory=AccountAnswer)
@@ -291,6 +293,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 ]
             return found[0], []
         if args.token == "digitalocean:index/getRecords:getRecords":
+            domain = args.args["domain"]
+            if self.account.domains is not None and domain not in self.account.domains:
+                # godo's words for the API's 404, as the provider passes them on (`getDigitalOceanRecords`).
+                return {}, [
+                    (
+                        "domain",
+                        f"Error retrieving records: GET https://api.digitalocean.com/v2/domains/{domain}/records?"
+                        'page=1&per_page=200: 404 (request "5e2b1b0c-0000-4000-8000-000000000000") The resource you '
+                        "were accessing could not be found.",
+                    )
+                ]
             records = [r for r in self.account.records if r["domain"] == args.args["domain"]]
             for wanted in args.args.get("filters", []):
                 records = [r for r in records if str(r[wanted["key"]]) in wanted["values"]]

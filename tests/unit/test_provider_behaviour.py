@@ -580,6 +580,20 @@ def test_item_11_records_already_in_the_zone_are_refused(good_config: dict[str, 
     ran(config, account=Account(records=[record("mail", "A", "198.51.100.9")]))
 
 
+def test_item_11_a_zone_the_account_does_not_hold_is_refused_by_name_with_the_others(
+    good_config: dict[str, Any],
+) -> None:
+    config = {**good_config, "domain": "weather.example.org", "dnsZone": "example.org"}
+
+    message = refused({**config, "alertEmails": ["oncall@example.net"]}, account=Account(domains=["example.net"]))
+
+    assert "flask-droplet:dnsZone = 'example.org': expected a domain this DigitalOcean account holds" in message
+    assert "doctl compute domain create example.org" in message
+    assert "404" not in message
+    assert "flask-droplet:alertEmails = 'oncall@example.net'" in message
+    ran(config, account=Account(domains=["example.org"]))
+
+
 def test_item_11_a_lost_droplet_comes_back_and_its_records_stay_the_stacks(good_config: dict[str, Any]) -> None:
     config = {**good_config, "domain": "weather.example.org", "dnsZone": "example.org"}
     # The droplet was deleted by hand: DigitalOcean keeps the Reserved IP, unassigned, and the records stay.
